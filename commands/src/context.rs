@@ -1,0 +1,98 @@
+use crate::sandbox::Root;
+use async_std::io::{BufReader, BufWriter};
+use async_std::net::TcpStream;
+use futures::AsyncWriteExt;
+use serde::Serialize;
+use sft_protocol::{encode_error, encode_ok, WireError};
+use std::net::SocketAddr;
+
+/// The connection's buffered reader. Bytes after a header line (a body) are read from here.
+pub type Reader = BufReader<TcpStream>;
+/// The connection's buffered writer. The session flushes it after each request.
+pub type Writer = BufWriter<TcpStream>;
+
+/// Server-wide limits a handler enforces before doing any work.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Largest body a `SEND` may declare; `None` for no limit.
+    pub max_upload_bytes: Option<u64>,
+    /// Refuse every verb that writes.
+    pub read_only: bool,
+}
+
+/// What a request did, filled in by its handler and logged by the session.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// The (normalized) path the request named, if any.
+    pub path: Option<String>,
+    /// Body bytes received from the client.
+    pub bytes_in: u64,
+    /// Body bytes sent to the client.
+    pub bytes_out: u64,
+    /// The error code of an error reply the handler wrote itself (after a body).
+    pub error: Option<sft_protocol::ErrorCode>,
+}
+
+/// Everything a handler gets for one request.
+#[derive(Debug)]
+pub struct Context<'c> {
+    /// The served folder; every path goes through it.
+    pub root: &'c Root,
+    /// Server-wide limits.
+    pub limits: &'c Limits,
+    /// The connection's reader, positioned just after the header line.
+    pub reader: &'c mut Reader,
+    /// The connection's writer.
+    pub writer: &'c mut Writer,
+    /// The session's id, for log lines.
+    pub session: u64,
+    /// The client's address, for log lines.
+    pub peer: SocketAddr,
+    /// Filled in by the handler for the request log line.
+    pub stats: Stats,
+    scratch: Vec<u8>,
+}
+
+impl<'c> Context<'c> {
+    /// A context for one request on a connection.
+    pub fn new(
+        root: &'c Root,
+        limits: &'c Limits,
+        reader: &'c mut Reader,
+        writer: &'c mut Writer,
+        session: u64,
+        peer: SocketAddr,
+    ) -> Self {
+        Context {
+            root,
+            limits,
+            reader,
+            writer,
+            session,
+            peer,
+            stats: Stats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Writes a success reply line with `fields` (buffered: it goes out with the next flush or
+    /// with the body that follows it).
+    pub async fn reply_ok(&mut self, fields: &impl Serialize) -> std::io::Result<()> {
+        self.scratch.clear();
+        encode_ok(fields, &mut self.scratch);
+        self.writer.write_all(&self.scratch).await
+    }
+
+    /// Writes an error reply line (buffered).
+    pub async fn reply_error(&mut self, err: &WireError) -> std::io::Result<()> {
+        self.stats.error = Some(err.code);
+        self.scratch.clear();
+        encode_error(err, &mut self.scratch);
+        self.writer.write_all(&self.scratch).await
+    }
+
+    /// Sends everything buffered so far.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush().await
+    }
+}

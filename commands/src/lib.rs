@@ -1,0 +1,32 @@
+//! The server-side command API of sft, and the built-in verbs.
+//!
+//! A verb is a type implementing [`Command`], registered under its name in a [`Registry`]. The
+//! server reads a header, looks the verb up and hands the handler a [`Context`]: the sandboxed
+//! [`Root`], the [`Limits`], and the connection's reader and writer. Adding a verb means adding a
+//! handler and registering it; the server's session loop never changes.
+//!
+//! The built-ins live one per file: [`get`] and [`send`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![deny(missing_debug_implementations)]
+
+mod body;
+mod command;
+mod context;
+pub mod get;
+mod registry;
+pub mod sandbox;
+pub mod send;
+
+pub use command::{BoxFuture, Command, CommandError};
+pub use context::{Context, Limits, Reader, Stats, Writer};
+pub use registry::Registry;
+pub use sandbox::Root;
+
+/// A registry holding every built-in verb (`GET`, `SEND`).
+pub fn builtins() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(get::Get);
+    registry.register(send::Send);
+    registry
+}

@@ -1,0 +1,46 @@
+use crate::command::Command;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Verb → handler. Verbs are matched case-insensitively (stored upper case).
+#[derive(Default, Clone)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn Command>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `command` under [`Command::verb`], replacing any handler of the same verb.
+    pub fn register(&mut self, command: impl Command) -> &mut Self {
+        let verb = command.verb().to_ascii_uppercase();
+        self.handlers.insert(verb, Arc::new(command));
+        self
+    }
+
+    /// The handler for `verb` (any case).
+    pub fn get(&self, verb: &str) -> Option<&Arc<dyn Command>> {
+        if verb.bytes().any(|b| b.is_ascii_lowercase()) {
+            self.handlers.get(&verb.to_ascii_uppercase())
+        } else {
+            self.handlers.get(verb)
+        }
+    }
+
+    /// The registered verbs, sorted.
+    pub fn verbs(&self) -> Vec<&str> {
+        let mut verbs: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        verbs.sort_unstable();
+        verbs
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").field("verbs", &self.verbs()).finish()
+    }
+}

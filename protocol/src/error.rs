@@ -1,0 +1,100 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A stable, machine-readable error class carried in every error reply.
+///
+/// Codes are part of the protocol: they never change meaning. A peer that receives a code it does
+/// not know decodes it as [`ErrorCode::Unknown`] and still has the message to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The named file or folder does not exist.
+    NotFound,
+    /// The header is not valid JSON, lacks a field, has a field of the wrong type, or names
+    /// something that is not a regular file where one is needed.
+    BadRequest,
+    /// No handler is registered for the verb.
+    UnknownVerb,
+    /// The target exists and the request did not ask to overwrite it.
+    Exists,
+    /// The path is absolute, leaves the served root, or names a reserved location.
+    Forbidden,
+    /// A header line or a declared body exceeds a limit.
+    TooLarge,
+    /// The server refuses writes.
+    ReadOnly,
+    /// The server is at its connection limit.
+    Busy,
+    /// The request uses a protocol version or feature this peer does not support.
+    Unsupported,
+    /// Transferred bytes do not match the declared checksum.
+    ChecksumMismatch,
+    /// The server failed (disk full, permission denied, …); the request may succeed later.
+    Internal,
+    /// A code this build does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownVerb => "unknown_verb",
+            ErrorCode::Exists => "exists",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::ReadOnly => "read_only",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as carried by an error reply: a stable code and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// The machine-readable class.
+    pub code: ErrorCode,
+    /// Human-readable detail; never parsed by peers.
+    pub message: String,
+}
+
+impl WireError {
+    /// Builds an error from a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `bad_request` with the given message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// `internal` with the given message.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for WireError {}

@@ -1,0 +1,34 @@
+//! The sft wire format, and nothing else.
+//!
+//! `PROTOCOL.md` at the repository root is the normative specification; this crate is its
+//! executable form. Everything here is a pure function over bytes: no sockets, no runtime, so the
+//! client and the server share one definition of the wire and it is unit-tested without I/O.
+//!
+//! ```text
+//! request:   {"verb":"GET","path":"docs/a.txt"}\n
+//! response:  {"ok":true,"size":5}\n hello
+//! error:     {"ok":false,"code":"not_found","message":"no such file: docs/a.txt"}\n
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![deny(missing_debug_implementations)]
+
+mod error;
+mod header;
+mod line;
+pub mod limits;
+mod path;
+pub mod verbs;
+
+pub use error::{ErrorCode, WireError};
+pub use header::{
+    decode_reply, decode_request, encode_error, encode_ok, encode_request, Reply, Request,
+};
+pub use line::{read_line, scan_line, LineScan};
+pub use path::{normalize, PathError, RemotePath};
+
+/// The protocol version this crate speaks. Requests without a `"v"` field are version 1.
+pub const VERSION: u32 = 1;
+
+/// The TCP port a server listens on, and a client connects to, unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7005;

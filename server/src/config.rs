@@ -1,0 +1,82 @@
+//! Command-line configuration (structopt).
+
+use sft_commands::Limits;
+use std::path::PathBuf;
+use std::str::FromStr;
+use structopt::StructOpt;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?} (use pretty or json)")),
+        }
+    }
+}
+
+/// `sft-server`'s options.
+#[derive(Debug, Clone, StructOpt)]
+#[structopt(
+    name = "sft-server",
+    about = "Serves a folder over the sft protocol: clients GET files from it and SEND files to it.",
+    after_help = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    SFT_LOG=debug sft-server --log-format json"
+)]
+pub struct Config {
+    /// Address or host name to listen on (`::` for every IPv6 and IPv4 address).
+    #[structopt(long, default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// TCP port to listen on; 0 picks a free one and logs it.
+    #[structopt(short, long, default_value = "7005")]
+    pub port: u16,
+
+    /// The folder to serve. Nothing outside it is ever read or written.
+    #[structopt(long, default_value = ".", parse(from_os_str))]
+    pub root: PathBuf,
+
+    /// Log line format: pretty or json.
+    #[structopt(long, default_value = "pretty", possible_values = &["pretty", "json"])]
+    pub log_format: LogFormat,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[structopt(long, env = "SFT_LOG", default_value = "info")]
+    pub log_level: log::LevelFilter,
+
+    /// Refuse uploads that declare more than this many bytes (default: no limit).
+    #[structopt(long)]
+    pub max_upload_bytes: Option<u64>,
+
+    /// Refuse every request that would write (SEND).
+    #[structopt(long)]
+    pub read_only: bool,
+}
+
+impl Config {
+    /// Parses options from an iterator of arguments (the first is the program name).
+    pub fn from_args_iter<I, T>(args: I) -> Result<Config, structopt::clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::from_iter_safe(args)
+    }
+
+    /// The limits handlers enforce.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_upload_bytes: self.max_upload_bytes,
+            read_only: self.read_only,
+        }
+    }
+}

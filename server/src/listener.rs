@@ -1,0 +1,151 @@
+//! The listener: accepts connections, starts a session actor for each, and stops on request.
+
+use crate::config::Config;
+use crate::session::{self, Mail, Shared};
+use crate::sessions::{SessionInfo, Sessions};
+use async_std::channel::{self, Receiver, Sender};
+use async_std::net::{TcpListener, TcpStream};
+use async_std::task;
+use futures::FutureExt;
+use sft_commands::{Registry, Root};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A bound server, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    stop_tx: Sender<()>,
+    stop_rx: Receiver<()>,
+}
+
+/// Controls a running server from elsewhere (another task, a signal handler, a test).
+#[derive(Debug, Clone)]
+pub struct Handle {
+    stop: Sender<()>,
+    sessions: Arc<Sessions>,
+}
+
+impl Handle {
+    /// Asks the server to stop: it stops accepting, tells every session to close once its
+    /// current request is done, and `run` returns when all have.
+    pub fn shutdown(&self) {
+        let _ = self.stop.try_send(());
+    }
+
+    /// How many sessions are live.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The live sessions, oldest first.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions.list()
+    }
+}
+
+fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl Server {
+    /// Opens the served root and binds the listening socket.
+    pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
+        let dir = config.root.clone();
+        let root = task::spawn_blocking(move || Root::open(&dir))
+            .await
+            .map_err(context(format!("cannot serve {}", config.root.display())))?;
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .map_err(context(format!("cannot listen on {}:{}", config.host, config.port)))?;
+        let addr = listener.local_addr()?;
+        log::info!(
+            addr:% = addr, root:% = root.dir().display(), verbs = registry.verbs().join(",");
+            "listening"
+        );
+        let (stop_tx, stop_rx) = channel::bounded(1);
+        Ok(Server {
+            listener,
+            addr,
+            shared: Arc::new(Shared {
+                registry,
+                root,
+                limits: config.limits(),
+            }),
+            sessions: Arc::new(Sessions::default()),
+            stop_tx,
+            stop_rx,
+        })
+    }
+
+    /// The address actually bound (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle to stop the server or inspect its sessions.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            stop: self.stop_tx.clone(),
+            sessions: Arc::clone(&self.sessions),
+        }
+    }
+
+    /// Accepts connections until [`Handle::shutdown`], then waits for every session to end.
+    pub async fn run(self) -> io::Result<()> {
+        // Every session task holds a clone of `done_tx`; when all are dropped, `recv` fails.
+        let (done_tx, done_rx) = channel::bounded::<()>(1);
+        let mut backoff = Duration::ZERO;
+        loop {
+            let accepted = futures::select_biased! {
+                _ = self.stop_rx.recv().fuse() => break,
+                a = self.listener.accept().fuse() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::ZERO;
+                    self.spawn_session(stream, peer, done_tx.clone());
+                }
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS…: the loop survives; wait for resources to free.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    log::warn!(error:% = e, retry_ms = backoff.as_millis() as u64; "accept failed");
+                    task::sleep(backoff).await;
+                }
+            }
+        }
+        drop(self.listener);
+        let live = self.sessions.len();
+        log::info!(sessions = live; "shutting down: no new connections; waiting for sessions to finish");
+        self.sessions.broadcast(Mail::Stop);
+        drop(done_tx);
+        let _ = done_rx.recv().await;
+        log::info!("stopped");
+        Ok(())
+    }
+
+    fn spawn_session(&self, stream: TcpStream, peer: SocketAddr, done: Sender<()>) {
+        let (registration, mailbox) = self.sessions.register(peer);
+        let shared = Arc::clone(&self.shared);
+        task::spawn(async move {
+            session::run(shared, stream, registration, mailbox).await;
+            drop(done);
+        });
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}

@@ -1,0 +1,175 @@
+//! Structured logging: the `log` facade with key-value pairs, written as pretty lines or JSON.
+//!
+//! Every event is a short message plus fields (`peer`, `session`, `verb`, `path`, `bytes`, …):
+//!
+//! ```text
+//! 2026-11-24T10:00:00.000Z INFO  request session=3 verb=GET path=a.txt bytes_out=5 ms=0.2 outcome=ok
+//! {"time":"2026-11-24T10:00:00.000Z","level":"info","msg":"request","session":3,"verb":"GET",…}
+//! ```
+//!
+//! Lines go to standard error. Writing never panics (a closed stderr just drops lines), and
+//! control characters in values are escaped so that a hostile file name cannot drive the
+//! operator's terminal.
+
+use crate::config::LogFormat;
+use log::kv::{self, VisitSource};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use once_cell::sync::OnceCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static LOGGER: OnceCell<Logger> = OnceCell::new();
+
+#[derive(Debug)]
+struct Logger {
+    format: LogFormat,
+}
+
+/// Installs the process-wide logger. Later calls keep the first logger and only adjust the level.
+pub fn init(format: LogFormat, level: LevelFilter) {
+    let logger = LOGGER.get_or_init(|| Logger { format });
+    let _ = log::set_logger(logger);
+    log::set_max_level(level);
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = match self.format {
+            LogFormat::Pretty => pretty(record),
+            LogFormat::Json => json(record),
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+fn pretty(record: &Record<'_>) -> String {
+    let mut out = String::with_capacity(160);
+    let level = match record.level() {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN ",
+        Level::Info => "INFO ",
+        Level::Debug => "DEBUG",
+        Level::Trace => "TRACE",
+    };
+    let _ = write!(out, "{} {level} ", timestamp());
+    escape_into(&mut out, &record.args().to_string());
+    struct Pairs<'a>(&'a mut String);
+    impl<'kvs> VisitSource<'kvs> for Pairs<'_> {
+        fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
+            let _ = write!(self.0, " {key}=");
+            let text = value.to_string();
+            if text.is_empty() || text.contains([' ', '"', '=']) {
+                self.0.push('"');
+                escape_into(self.0, &text.replace('"', "\\\""));
+                self.0.push('"');
+            } else {
+                escape_into(self.0, &text);
+            }
+            Ok(())
+        }
+    }
+    let _ = record.key_values().visit(&mut Pairs(&mut out));
+    out.push('\n');
+    out
+}
+
+fn json(record: &Record<'_>) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert("time".into(), timestamp().into());
+    map.insert("level".into(), record.level().as_str().to_ascii_lowercase().into());
+    map.insert("msg".into(), record.args().to_string().into());
+    struct Pairs<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+    impl<'kvs> VisitSource<'kvs> for Pairs<'_> {
+        fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
+            let v: serde_json::Value = if let Some(n) = value.to_u64() {
+                n.into()
+            } else if let Some(n) = value.to_i64() {
+                n.into()
+            } else if let Some(f) = value.to_f64() {
+                f.into()
+            } else if let Some(b) = value.to_bool() {
+                b.into()
+            } else {
+                value.to_string().into()
+            };
+            self.0.insert(key.to_string(), v);
+            Ok(())
+        }
+    }
+    let _ = record.key_values().visit(&mut Pairs(&mut map));
+    let mut line = serde_json::Value::Object(map).to_string();
+    line.push('\n');
+    line
+}
+
+/// Appends `s` with control characters (C0, DEL, C1: terminal escapes) shown as `\u{…}`.
+pub fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// `s` with control characters escaped, for logging names that came from the network.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s);
+    out
+}
+
+/// The current UTC time as RFC 3339 with milliseconds.
+fn timestamp() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("a\x1b[31mred\nb\u{9b}"), "a\\u{1b}[31mred\\u{a}b\\u{9b}");
+        assert_eq!(escape("plain ünï"), "plain ünï");
+    }
+
+    #[test]
+    fn timestamp_is_rfc3339() {
+        let t = timestamp();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+    }
+}

@@ -1,0 +1,191 @@
+//! The session actor: one task per connection, owning its socket and state.
+//!
+//! Its loop waits for either the next header line or a message in its mailbox. A header is
+//! decoded, its verb looked up in the registry and the handler run with the connection's
+//! context; then the loop starts over. Malformed input gets an error reply; a handler that
+//! aborts, a peer that vanishes or a `Stop` in the mailbox ends this session only.
+
+use crate::logging::escape;
+use crate::sessions::Registration;
+use async_std::io::{BufReader, BufWriter};
+use async_std::net::TcpStream;
+use futures::{AsyncWriteExt, FutureExt};
+use sft_commands::{CommandError, Context, Limits, Registry, Root};
+use sft_protocol::limits::MAX_HEADER_LEN;
+use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Socket buffer sizes: large enough that small replies and their bodies leave in one write.
+const IO_BUFFER: usize = 64 * 1024;
+
+/// A message to a session actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mail {
+    /// Finish the request in progress, if any, then close.
+    Stop,
+}
+
+/// What a session needs from the server; shared by all sessions.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) root: Root,
+    pub(crate) limits: Limits,
+}
+
+/// Why a session ended, for its closing log line.
+enum End {
+    ClientClosed,
+    Stopped,
+    Protocol(&'static str),
+    Failed(io::Error),
+}
+
+enum Event {
+    Header(Result<bool, io::Error>),
+    Mail(Option<Mail>),
+}
+
+/// Runs one session to its end and logs it. Never panics outward: a panic in a handler is
+/// caught here, logged with the session id, and ends this session only.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    registration: Registration,
+    mailbox: async_std::channel::Receiver<Mail>,
+) {
+    let info = registration.info.clone();
+    log::info!(session = info.id, peer:% = info.peer; "connection opened");
+    let result = std::panic::AssertUnwindSafe(serve(&shared, stream, &registration, mailbox))
+        .catch_unwind()
+        .await;
+    let ms = info.started.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok(End::ClientClosed) => {
+            log::info!(session = info.id, peer:% = info.peer, ms = ms; "connection closed")
+        }
+        Ok(End::Stopped) => {
+            log::info!(session = info.id, peer:% = info.peer, ms = ms; "connection closed by server shutdown")
+        }
+        Ok(End::Protocol(why)) => {
+            log::warn!(session = info.id, peer:% = info.peer, ms = ms, reason = why; "connection closed")
+        }
+        Ok(End::Failed(e)) => {
+            log::warn!(session = info.id, peer:% = info.peer, ms = ms, error:% = e; "connection failed")
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            log::error!(session = info.id, peer:% = info.peer, ms = ms, panic = escape(&what); "session panicked; closed")
+        }
+    }
+    drop(registration);
+}
+
+async fn serve(
+    shared: &Shared,
+    stream: TcpStream,
+    registration: &Registration,
+    mailbox: async_std::channel::Receiver<Mail>,
+) -> End {
+    let info = &registration.info;
+    let _ = stream.set_nodelay(true);
+    let mut reader = BufReader::with_capacity(IO_BUFFER, stream.clone());
+    let mut writer = BufWriter::with_capacity(IO_BUFFER, stream);
+    let mut line = Vec::with_capacity(256);
+    let mut scratch = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let event = {
+            let header = read_line(&mut reader, &mut line).fuse();
+            let mail = mailbox.recv().fuse();
+            futures::pin_mut!(header, mail);
+            futures::select_biased! {
+                m = mail => Event::Mail(m.ok()),
+                h = header => Event::Header(h),
+            }
+        };
+        match event {
+            Event::Mail(Some(Mail::Stop)) | Event::Mail(None) => return End::Stopped,
+            Event::Header(Ok(false)) => return End::ClientClosed,
+            Event::Header(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                let err = WireError::new(
+                    ErrorCode::TooLarge,
+                    format!("header line longer than {MAX_HEADER_LEN} bytes"),
+                );
+                let _ = send_error(&mut writer, &mut scratch, &err).await;
+                return End::Protocol("header line too long");
+            }
+            Event::Header(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return End::Protocol("closed in the middle of a header line")
+            }
+            Event::Header(Err(e)) => return End::Failed(e),
+            Event::Header(Ok(true)) => {}
+        }
+
+        let started = Instant::now();
+        let request = match decode_request(&line) {
+            Ok(r) => r,
+            Err(err) => {
+                log::info!(session = info.id, outcome = err.code.as_str(), error = escape(&err.message); "malformed request");
+                if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
+                    return End::Failed(e);
+                }
+                continue;
+            }
+        };
+        let verb = request.verb_upper();
+        let Some(handler) = shared.registry.get(&verb) else {
+            let err = WireError::new(
+                ErrorCode::UnknownVerb,
+                format!("unknown verb {:?}; this server knows {}", escape(request.verb()), shared.registry.verbs().join(", ")),
+            );
+            log::info!(session = info.id, verb = escape(&verb), outcome = err.code.as_str(); "request");
+            if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
+                return End::Failed(e);
+            }
+            continue;
+        };
+
+        let mut ctx = Context::new(&shared.root, &shared.limits, &mut reader, &mut writer, info.id, info.peer);
+        let result = handler.run(request, &mut ctx).await;
+        let stats = std::mem::take(&mut ctx.stats);
+        drop(ctx);
+        let (outcome, abort) = match result {
+            Ok(()) => (stats.error.map_or("ok", |c| c.as_str()), None),
+            Err(CommandError::Reply(err)) => {
+                if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
+                    return End::Failed(e);
+                }
+                (err.code.as_str(), None)
+            }
+            Err(CommandError::Abort(e)) => ("aborted", Some(e)),
+        };
+        let flushed = if abort.is_none() { writer.flush().await } else { Ok(()) };
+        let path = stats.path.as_deref().map(escape).unwrap_or_default();
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        log::info!(
+            session = info.id, verb = verb, path = path, bytes_in = stats.bytes_in,
+            bytes_out = stats.bytes_out, ms = ms, outcome = outcome;
+            "request"
+        );
+        if let Some(e) = abort {
+            return End::Failed(e);
+        }
+        if let Err(e) = flushed {
+            return End::Failed(e);
+        }
+    }
+}
+
+async fn send_error(writer: &mut sft_commands::Writer, scratch: &mut Vec<u8>, err: &WireError) -> io::Result<()> {
+    scratch.clear();
+    encode_error(err, scratch);
+    writer.write_all(scratch).await?;
+    writer.flush().await
+}

@@ -1,0 +1,93 @@
+//! The live-session table: every connected session, with its mailbox.
+
+use crate::session::Mail;
+use async_std::channel::{self, Receiver, Sender};
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Capacity of a session's mailbox. Messages are rare (stop requests): a full mailbox means one
+/// is already pending, so senders never wait on it.
+const MAILBOX: usize = 4;
+
+/// A live session, as the table shows it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Unique within this server process, increasing.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the connection was accepted.
+    pub started: Instant,
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: SessionInfo,
+    mailbox: Sender<Mail>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    map: DashMap<u64, Entry>,
+    next_id: AtomicU64,
+}
+
+/// Removes its session from the table when the session ends, however it ends.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    table: Arc<Sessions>,
+    pub(crate) info: SessionInfo,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.table.map.remove(&self.info.id);
+    }
+}
+
+impl Sessions {
+    /// Adds a session; returns its registration and the receiving end of its mailbox.
+    pub(crate) fn register(self: &Arc<Self>, peer: SocketAddr) -> (Registration, Receiver<Mail>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = channel::bounded(MAILBOX);
+        let info = SessionInfo {
+            id,
+            peer,
+            started: Instant::now(),
+        };
+        self.map.insert(
+            id,
+            Entry {
+                info: info.clone(),
+                mailbox: tx,
+            },
+        );
+        (
+            Registration {
+                table: Arc::clone(self),
+                info,
+            },
+            rx,
+        )
+    }
+
+    /// Posts `mail` to every live session.
+    pub(crate) fn broadcast(&self, mail: Mail) {
+        for entry in self.map.iter() {
+            let _ = entry.mailbox.try_send(mail);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn list(&self) -> Vec<SessionInfo> {
+        let mut all: Vec<SessionInfo> = self.map.iter().map(|e| e.info.clone()).collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+}
