@@ -45,7 +45,10 @@ where
 }
 
 /// Reads and discards exactly `len` bytes (keeps a connection in step after a refused body).
-pub(crate) async fn discard<R: AsyncRead + Unpin + ?Sized>(src: &mut R, len: u64) -> io::Result<()> {
+pub(crate) async fn discard<R: AsyncRead + Unpin + ?Sized>(
+    src: &mut R,
+    len: u64,
+) -> io::Result<()> {
     let mut sink = futures::io::sink();
     match copy_exact(src, &mut sink, len, |_| {}).await {
         Ok(()) => Ok(()),

@@ -34,7 +34,9 @@ impl Command for Get {
             ctx.stats.path = Some(rp.to_string());
             let root = ctx.root.clone();
             let (file, size) = spawn_blocking(move || root.open_file(&rp)).await?;
-            ctx.reply_ok(&GetReply { size }).await.map_err(CommandError::Abort)?;
+            ctx.reply_ok(&GetReply { size })
+                .await
+                .map_err(CommandError::Abort)?;
             let mut file = async_std::fs::File::from(file);
             let stats = &mut ctx.stats;
             copy_exact(&mut file, &mut *ctx.writer, size, |n| stats.bytes_out += n)

@@ -41,6 +41,8 @@ impl Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry").field("verbs", &self.verbs()).finish()
+        f.debug_struct("Registry")
+            .field("verbs", &self.verbs())
+            .finish()
     }
 }

@@ -37,7 +37,10 @@ struct Inner {
 /// Maps an I/O error met while serving `what` to a wire error a person can act on.
 pub fn io_error(what: &str, e: &io::Error) -> WireError {
     match e.kind() {
-        io::ErrorKind::NotFound => WireError::new(ErrorCode::NotFound, format!("no such file or folder: {what}")),
+        io::ErrorKind::NotFound => WireError::new(
+            ErrorCode::NotFound,
+            format!("no such file or folder: {what}"),
+        ),
         io::ErrorKind::PermissionDenied => {
             WireError::new(ErrorCode::Forbidden, format!("permission denied: {what}"))
         }
@@ -51,7 +54,10 @@ impl Root {
     pub fn open(dir: &Path) -> io::Result<Root> {
         let dir = fs::canonicalize(dir)?;
         if !dir.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a folder", dir.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a folder", dir.display()),
+            ));
         }
         let reserved = dir.join(RESERVED_DIR);
         let staging = reserved.join(STAGING_DIR);
@@ -85,7 +91,11 @@ impl Root {
     /// Checks a client's path lexically: normalized, inside the root, not reserved.
     pub fn check(&self, path: &str) -> Result<RemotePath, WireError> {
         let rp = normalize(path).map_err(|e| {
-            let code = if e.is_escape() { ErrorCode::Forbidden } else { ErrorCode::BadRequest };
+            let code = if e.is_escape() {
+                ErrorCode::Forbidden
+            } else {
+                ErrorCode::BadRequest
+            };
             WireError::new(code, format!("{e}: {path:?}"))
         })?;
         if rp.components().next() == Some(RESERVED_DIR) {
@@ -133,7 +143,9 @@ impl Root {
         let file = File::open(&real).map_err(|e| io_error(&rp.to_string(), &e))?;
         let meta = file.metadata().map_err(|e| io_error(&rp.to_string(), &e))?;
         if !meta.is_file() {
-            return Err(WireError::bad_request(format!("{rp} is not a regular file")));
+            return Err(WireError::bad_request(format!(
+                "{rp} is not a regular file"
+            )));
         }
         Ok((file, meta.len()))
     }
@@ -154,7 +166,8 @@ impl Root {
             match fs::symlink_metadata(&next) {
                 Ok(m) if m.is_dir() => cur = next,
                 Ok(m) if m.file_type().is_symlink() => {
-                    let real = fs::canonicalize(&next).map_err(|e| io_error(&shown.to_string(), &e))?;
+                    let real =
+                        fs::canonicalize(&next).map_err(|e| io_error(&shown.to_string(), &e))?;
                     self.confine(&real, &shown)?;
                     if !real.is_dir() {
                         return Err(WireError::bad_request(format!("{shown} is not a folder")));
@@ -178,7 +191,7 @@ impl Root {
             Ok(m) if m.is_dir() => Err(WireError::bad_request(format!("{rp} is a folder"))),
             Ok(_) if !overwrite => Err(WireError::new(
                 ErrorCode::Exists,
-                format!("{rp} exists; ask to overwrite it to replace it"),
+                format!("{rp} already exists"),
             )),
             Ok(_) => Ok(target),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(target),
@@ -190,7 +203,10 @@ impl Root {
     pub fn stage(&self) -> io::Result<(Staged, File)> {
         loop {
             let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-            let path = self.inner.staging.join(format!("{}-{n}.part", std::process::id()));
+            let path = self
+                .inner
+                .staging
+                .join(format!("{}-{n}.part", std::process::id()));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok((Staged { path: Some(path) }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -233,10 +249,9 @@ impl Staged {
         result.map_err(|e| {
             let _ = fs::remove_file(&path);
             match e.kind() {
-                io::ErrorKind::AlreadyExists => WireError::new(
-                    ErrorCode::Exists,
-                    format!("{shown} exists; ask to overwrite it to replace it"),
-                ),
+                io::ErrorKind::AlreadyExists => {
+                    WireError::new(ErrorCode::Exists, format!("{shown} already exists"))
+                }
                 _ => io_error(shown, &e),
             }
         })
@@ -263,7 +278,11 @@ mod tests {
         fs::create_dir(root_dir.path().join("sub")).unwrap();
         fs::write(root_dir.path().join("sub/f.txt"), b"f").unwrap();
         fs::write(outside.path().join("secret"), b"secret").unwrap();
-        symlink(outside.path().join("secret"), root_dir.path().join("to_secret")).unwrap();
+        symlink(
+            outside.path().join("secret"),
+            root_dir.path().join("to_secret"),
+        )
+        .unwrap();
         symlink(outside.path(), root_dir.path().join("to_outside_dir")).unwrap();
         symlink("sub/f.txt", root_dir.path().join("to_inside")).unwrap();
         symlink("sub", root_dir.path().join("to_sub")).unwrap();
@@ -330,7 +349,10 @@ mod tests {
             let got = root.check(p).and_then(|rp| root.prepare_target(&rp, false));
             assert_eq!(got.map_err(|e| e.code), Err(*want), "{p:?}");
         }
-        assert!(fs::read_dir(outside.path()).unwrap().count() == 1, "nothing created outside");
+        assert!(
+            fs::read_dir(outside.path()).unwrap().count() == 1,
+            "nothing created outside"
+        );
     }
 
     #[test]

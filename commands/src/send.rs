@@ -45,7 +45,10 @@ impl Command for Send {
                 if args.size > max {
                     return Err(WireError::new(
                         ErrorCode::TooLarge,
-                        format!("{} bytes is over this server's upload limit of {max} bytes", args.size),
+                        format!(
+                            "{} bytes is over this server's upload limit of {max} bytes",
+                            args.size
+                        ),
                     )
                     .into());
                 }
@@ -54,9 +57,9 @@ impl Command for Send {
             let overwrite = args.overwrite;
             let (target, staged, file) = spawn_blocking(move || {
                 let target = root.prepare_target(&rp, overwrite)?;
-                let (staged, file) = root
-                    .stage()
-                    .map_err(|e| WireError::internal(format!("cannot create a staging file: {e}")))?;
+                let (staged, file) = root.stage().map_err(|e| {
+                    WireError::internal(format!("cannot create a staging file: {e}"))
+                })?;
                 Ok::<_, WireError>((target, staged, file))
             })
             .await?;
@@ -67,7 +70,10 @@ impl Command for Send {
 
             let mut file = async_std::fs::File::from(file);
             let stats = &mut ctx.stats;
-            let copied = copy_exact(&mut *ctx.reader, &mut file, args.size, |n| stats.bytes_in += n).await;
+            let copied = copy_exact(&mut *ctx.reader, &mut file, args.size, |n| {
+                stats.bytes_in += n
+            })
+            .await;
             let stored = match copied {
                 Ok(()) => file.flush().await.map_err(|e| io_error(&shown, &e)),
                 // The client vanished or stalled: `staged` drops and removes the partial file.
@@ -76,7 +82,9 @@ impl Command for Send {
                     // Storage failed (disk full, quota…): read the rest of the body so the
                     // connection stays in step, then report.
                     let left = args.size - ctx.stats.bytes_in;
-                    discard(&mut *ctx.reader, left).await.map_err(CommandError::Abort)?;
+                    discard(&mut *ctx.reader, left)
+                        .await
+                        .map_err(CommandError::Abort)?;
                     ctx.stats.bytes_in = args.size;
                     Err(io_error(&shown, &e))
                 }

@@ -1,0 +1,313 @@
+//! Shared harness for sft's end-to-end tests: servers in-process and as real processes, the
+//! real binaries, raw sockets, and deterministic test data.
+#![warn(rust_2018_idioms)]
+
+use async_std::net::TcpStream;
+use async_std::task;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use sft_server::{Config, Handle, Server};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server running in this process on 127.0.0.1 and an ephemeral port; stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: Handle,
+    pub root: tempfile::TempDir,
+    task: Option<task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server with the built-in verbs over a new temporary root.
+    pub fn start() -> TestServer {
+        Self::start_with(&[], sft_commands::builtins())
+    }
+
+    /// Starts a server with extra command-line options and a registry.
+    pub fn start_with(args: &[&str], registry: sft_commands::Registry) -> TestServer {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut argv = vec!["sft-server", "--host", "127.0.0.1", "--port", "0", "--root"];
+        let root_str = root.path().to_str().expect("utf-8 temp path").to_owned();
+        argv.push(&root_str);
+        argv.extend_from_slice(args);
+        let config = Config::from_args_iter(argv).expect("valid test config");
+        let server = task::block_on(Server::bind(config, registry)).expect("bind");
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = Some(task::spawn(server.run()));
+        TestServer {
+            addr,
+            handle,
+            root,
+            task,
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as a client argument.
+    pub fn server_arg(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A path inside the served root.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    /// Waits (bounded) until no session is live: every connection was fully handled.
+    pub fn wait_idle(&self) {
+        wait_until(Duration::from_secs(20), || self.handle.session_count() == 0);
+    }
+
+    /// Files in the staging area (upload debris if any remain).
+    pub fn staging_files(&self) -> Vec<PathBuf> {
+        list_files(&self.path(".sft/tmp"))
+    }
+
+    /// Stops the server and waits for `run` to return.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        self.handle.shutdown();
+        task::block_on(self.task.take().expect("running"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            self.handle.shutdown();
+            let _ = task::block_on(async_std::future::timeout(Duration::from_secs(10), t));
+        }
+    }
+}
+
+/// Polls `cond` every few milliseconds until it holds; panics after `limit`.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every regular file below `dir`, recursively.
+pub fn list_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(list_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Path of a workspace binary (`sft`, `sft-server`) built by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is not built; run the suite with `cargo test --workspace`, which builds every binary",
+        path.display()
+    );
+    path
+}
+
+/// Runs the `sft` client binary to completion, with stdin closed.
+pub fn sft(args: &[&str], cwd: &Path) -> Output {
+    Command::new(bin("sft"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sft")
+}
+
+/// The real `sft-server` binary as a child process on an ephemeral port; killed on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    /// Every log line the server wrote so far (JSON objects).
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `sft-server --port 0 --log-format json --root ROOT ARGS…` and waits for its
+    /// "listening" log line, which carries the real address.
+    pub fn start(root: &Path, args: &[&str]) -> ServerProcess {
+        let mut child = Command::new(bin("sft-server"))
+            .args(["--port", "0", "--log-format", "json", "--root"])
+            .arg(root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sft-server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["msg"] == "listening" {
+                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!("server did not log its address: {:?}", logs.lock().unwrap())
+            });
+        let mut addr: SocketAddr = addr.parse().expect("socket address in log");
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        ServerProcess {
+            child,
+            addr,
+            root: root.to_owned(),
+            logs,
+        }
+    }
+
+    /// Log lines (parsed) whose `msg` is `msg`.
+    pub fn logs_with(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["msg"] == msg)
+            .collect()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw TCP connection for speaking the protocol by hand.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one reply line (panics on EOF) and parses it as JSON.
+    pub async fn reply(&mut self) -> serde_json::Value {
+        let line = self.line().await.expect("a reply line, not end of stream");
+        serde_json::from_slice(&line).unwrap_or_else(|e| {
+            panic!(
+                "reply {:?} is not JSON: {e}",
+                String::from_utf8_lossy(&line)
+            )
+        })
+    }
+
+    /// Reads one line; `None` at end of stream.
+    pub async fn line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let rest = self.buf.split_off(i + 1);
+                return Some(std::mem::replace(&mut self.buf, rest));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads exactly `n` body bytes.
+    pub async fn body(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let got = self.stream.read(&mut chunk).await.expect("read body");
+            assert!(
+                got > 0,
+                "end of stream after {} of {n} body bytes",
+                self.buf.len()
+            );
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+        let rest = self.buf.split_off(n);
+        std::mem::replace(&mut self.buf, rest)
+    }
+
+    /// Whether the server closed the connection (reads to end of stream, bounded in time).
+    pub async fn closed(&mut self) -> bool {
+        let wait = async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        async_std::future::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or(false)
+    }
+}

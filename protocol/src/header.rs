@@ -40,8 +40,9 @@ impl<'a> Request<'a> {
 
     /// Decodes the verb's typed arguments. A missing or mistyped field is `bad_request`.
     pub fn args<T: DeserializeOwned>(&self) -> Result<T, WireError> {
-        serde_json::from_slice(self.line)
-            .map_err(|e| WireError::bad_request(format!("invalid arguments for {}: {e}", self.verb)))
+        serde_json::from_slice(self.line).map_err(|e| {
+            WireError::bad_request(format!("invalid arguments for {}: {e}", self.verb))
+        })
     }
 }
 
@@ -98,7 +99,12 @@ pub fn decode_request(line: &[u8]) -> Result<Request<'_>, WireError> {
     let verb = env
         .verb
         .ok_or_else(|| WireError::bad_request("header has no \"verb\" field"))?;
-    if verb.is_empty() || verb.len() > 64 || !verb.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if verb.is_empty()
+        || verb.len() > 64
+        || !verb
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(WireError::bad_request(
             "verb must be 1 to 64 ASCII letters, digits, '_' or '-'",
         ));
@@ -116,7 +122,11 @@ pub fn decode_request(line: &[u8]) -> Result<Request<'_>, WireError> {
 fn splice(out: &mut Vec<u8>, prefix: &[u8], fields: &impl Serialize) {
     let start = out.len();
     serde_json::to_writer(&mut *out, fields).expect("header types serialize infallibly");
-    assert_eq!(out.get(start), Some(&b'{'), "header fields must be a JSON object");
+    assert_eq!(
+        out.get(start),
+        Some(&b'{'),
+        "header fields must be a JSON object"
+    );
     let empty = out.len() - start == 2;
     // Replace the opening brace by the prefix (which starts with its own brace).
     out.splice(start..start + 1, prefix.iter().copied());
@@ -193,7 +203,12 @@ mod tests {
     #[test]
     fn request_round_trip() {
         let mut out = Vec::new();
-        encode_request(&GetRequest { path: "a b/ü.txt".into() }, &mut out);
+        encode_request(
+            &GetRequest {
+                path: "a b/ü.txt".into(),
+            },
+            &mut out,
+        );
         assert!(out.ends_with(b"\n"));
         assert!(out.starts_with(b"{\"verb\":\"GET\",\"path\":\"a b/\xc3\xbc.txt\""));
         let req = decode_request(&out).unwrap();
@@ -235,7 +250,12 @@ mod tests {
         ];
         for case in cases {
             let err = decode_request(case).unwrap_err();
-            assert_eq!(err.code, ErrorCode::BadRequest, "{:?}", String::from_utf8_lossy(case));
+            assert_eq!(
+                err.code,
+                ErrorCode::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
             assert!(!err.message.is_empty());
         }
     }
@@ -246,7 +266,10 @@ mod tests {
         let err = req.args::<SendRequest>().unwrap_err();
         assert_eq!(err.code, ErrorCode::BadRequest);
         let req = decode_request(br#"{"verb":"SEND","path":"x"}"#).unwrap();
-        assert_eq!(req.args::<SendRequest>().unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(
+            req.args::<SendRequest>().unwrap_err().code,
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
@@ -278,7 +301,10 @@ mod tests {
         assert_eq!(out, b"{\"ok\":true}\n");
 
         out.clear();
-        encode_error(&WireError::new(ErrorCode::NotFound, "no such file: x"), &mut out);
+        encode_error(
+            &WireError::new(ErrorCode::NotFound, "no such file: x"),
+            &mut out,
+        );
         assert_eq!(
             out,
             b"{\"ok\":false,\"code\":\"not_found\",\"message\":\"no such file: x\"}\n"

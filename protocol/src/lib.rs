@@ -15,8 +15,8 @@
 
 mod error;
 mod header;
-mod line;
 pub mod limits;
+mod line;
 mod path;
 pub mod verbs;
 

@@ -35,7 +35,10 @@ pub fn scan_line(already: usize, avail: &[u8]) -> LineScan {
 /// Returns `Ok(false)` on a clean end of stream before any byte; `UnexpectedEof` on an end in the
 /// middle of a line; `InvalidData` once the line would exceed [`MAX_HEADER_LEN`] — having
 /// buffered no more than that. Cancel-safe between polls: bytes taken stay in `line`.
-pub async fn read_line<R: AsyncBufRead + Unpin + ?Sized>(reader: &mut R, line: &mut Vec<u8>) -> io::Result<bool> {
+pub async fn read_line<R: AsyncBufRead + Unpin + ?Sized>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> io::Result<bool> {
     poll_fn(|cx| loop {
         let avail = match Pin::new(&mut *reader).poll_fill_buf(cx) {
             Poll::Ready(Ok(avail)) => avail,
@@ -124,16 +127,25 @@ mod tests {
     fn reads_lines_from_a_trickling_stream() {
         let got = read_all(b"{\"a\":1}\n{\"b\":2}\n");
         let lines: Vec<_> = got.into_iter().map(|r| r.unwrap()).collect();
-        assert_eq!(lines, vec![b"{\"a\":1}\n".to_vec(), b"{\"b\":2}\n".to_vec()]);
+        assert_eq!(
+            lines,
+            vec![b"{\"a\":1}\n".to_vec(), b"{\"b\":2}\n".to_vec()]
+        );
     }
 
     #[test]
     fn end_mid_line_and_over_long_lines_are_errors() {
         let got = read_all(b"{\"a\":1}\n{\"b\"");
-        assert_eq!(got[1].as_ref().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            got[1].as_ref().unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
         let long = vec![b'x'; MAX_HEADER_LEN * 3];
         let got = read_all(&long);
-        assert_eq!(got[0].as_ref().unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            got[0].as_ref().unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     /// A reader that hands out 3 bytes per poll, and a minimal executor for it.
@@ -144,7 +156,11 @@ mod tests {
         pub(super) struct Slow<'a>(pub(super) &'a [u8]);
 
         impl futures_io::AsyncRead for Slow<'_> {
-            fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
                 let n = buf.len().min(self.0.len()).min(3);
                 buf[..n].copy_from_slice(&self.0[..n]);
                 self.get_mut().0 = &self.0[n..];

@@ -30,7 +30,9 @@ impl PathError {
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PathError::Absolute => "absolute paths are not allowed; paths are relative to the served root",
+            PathError::Absolute => {
+                "absolute paths are not allowed; paths are relative to the served root"
+            }
             PathError::Escapes => "path leaves the served root",
             PathError::Nul => "path contains a NUL byte",
             PathError::TooLong => "path or one of its names is too long",
@@ -121,7 +123,11 @@ mod tests {
         assert_eq!(ok("-leading-dash"), "-leading-dash");
         assert_eq!(ok("..."), "...");
         assert_eq!(ok("..a/b.."), "..a/b..");
-        assert_eq!(ok("%2e%2e/x"), "%2e%2e/x", "no percent-decoding: a literal name");
+        assert_eq!(
+            ok("%2e%2e/x"),
+            "%2e%2e/x",
+            "no percent-decoding: a literal name"
+        );
         assert!(normalize("").unwrap().is_root());
         assert!(normalize(".").unwrap().is_root());
         assert!(normalize("a/..").unwrap().is_root());
@@ -146,8 +152,14 @@ mod tests {
         for (path, want) in table {
             assert_eq!(normalize(path), Err(*want), "{path:?}");
         }
-        assert_eq!(normalize(&"a".repeat(MAX_NAME_LEN + 1)), Err(PathError::TooLong));
-        assert_eq!(normalize(&"a/".repeat(MAX_PATH_LEN)), Err(PathError::TooLong));
+        assert_eq!(
+            normalize(&"a".repeat(MAX_NAME_LEN + 1)),
+            Err(PathError::TooLong)
+        );
+        assert_eq!(
+            normalize(&"a/".repeat(MAX_PATH_LEN)),
+            Err(PathError::TooLong)
+        );
         assert!(normalize(&"a".repeat(MAX_NAME_LEN)).is_ok());
     }
 }

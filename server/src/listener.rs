@@ -62,7 +62,10 @@ impl Server {
             .map_err(context(format!("cannot serve {}", config.root.display())))?;
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
-            .map_err(context(format!("cannot listen on {}:{}", config.host, config.port)))?;
+            .map_err(context(format!(
+                "cannot listen on {}:{}",
+                config.host, config.port
+            )))?;
         let addr = listener.local_addr()?;
         log::info!(
             addr:% = addr, root:% = root.dir().display(), verbs = registry.verbs().join(",");

@@ -67,7 +67,11 @@ fn pretty(record: &Record<'_>) -> String {
     escape_into(&mut out, &record.args().to_string());
     struct Pairs<'a>(&'a mut String);
     impl<'kvs> VisitSource<'kvs> for Pairs<'_> {
-        fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
+        fn visit_pair(
+            &mut self,
+            key: kv::Key<'kvs>,
+            value: kv::Value<'kvs>,
+        ) -> Result<(), kv::Error> {
             let _ = write!(self.0, " {key}=");
             let text = value.to_string();
             if text.is_empty() || text.contains([' ', '"', '=']) {
@@ -88,11 +92,18 @@ fn pretty(record: &Record<'_>) -> String {
 fn json(record: &Record<'_>) -> String {
     let mut map = serde_json::Map::new();
     map.insert("time".into(), timestamp().into());
-    map.insert("level".into(), record.level().as_str().to_ascii_lowercase().into());
+    map.insert(
+        "level".into(),
+        record.level().as_str().to_ascii_lowercase().into(),
+    );
     map.insert("msg".into(), record.args().to_string().into());
     struct Pairs<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
     impl<'kvs> VisitSource<'kvs> for Pairs<'_> {
-        fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
+        fn visit_pair(
+            &mut self,
+            key: kv::Key<'kvs>,
+            value: kv::Value<'kvs>,
+        ) -> Result<(), kv::Error> {
             let v: serde_json::Value = if let Some(n) = value.to_u64() {
                 n.into()
             } else if let Some(n) = value.to_i64() {
@@ -134,7 +145,9 @@ pub fn escape(s: &str) -> String {
 
 /// The current UTC time as RFC 3339 with milliseconds.
 fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -162,7 +175,10 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(escape("a\x1b[31mred\nb\u{9b}"), "a\\u{1b}[31mred\\u{a}b\\u{9b}");
+        assert_eq!(
+            escape("a\x1b[31mred\nb\u{9b}"),
+            "a\\u{1b}[31mred\\u{a}b\\u{9b}"
+        );
         assert_eq!(escape("plain ünï"), "plain ünï");
     }
 

@@ -61,7 +61,7 @@ pub(crate) async fn run(
     let result = std::panic::AssertUnwindSafe(serve(&shared, stream, &registration, mailbox))
         .catch_unwind()
         .await;
-    let ms = info.started.elapsed().as_secs_f64() * 1e3;
+    let ms = millis(info.started.elapsed());
     match result {
         Ok(End::ClientClosed) => {
             log::info!(session = info.id, peer:% = info.peer, ms = ms; "connection closed")
@@ -143,7 +143,11 @@ async fn serve(
         let Some(handler) = shared.registry.get(&verb) else {
             let err = WireError::new(
                 ErrorCode::UnknownVerb,
-                format!("unknown verb {:?}; this server knows {}", escape(request.verb()), shared.registry.verbs().join(", ")),
+                format!(
+                    "unknown verb {:?}; this server knows {}",
+                    escape(request.verb()),
+                    shared.registry.verbs().join(", ")
+                ),
             );
             log::info!(session = info.id, verb = escape(&verb), outcome = err.code.as_str(); "request");
             if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
@@ -152,7 +156,14 @@ async fn serve(
             continue;
         };
 
-        let mut ctx = Context::new(&shared.root, &shared.limits, &mut reader, &mut writer, info.id, info.peer);
+        let mut ctx = Context::new(
+            &shared.root,
+            &shared.limits,
+            &mut reader,
+            &mut writer,
+            info.id,
+            info.peer,
+        );
         let result = handler.run(request, &mut ctx).await;
         let stats = std::mem::take(&mut ctx.stats);
         drop(ctx);
@@ -166,9 +177,13 @@ async fn serve(
             }
             Err(CommandError::Abort(e)) => ("aborted", Some(e)),
         };
-        let flushed = if abort.is_none() { writer.flush().await } else { Ok(()) };
+        let flushed = if abort.is_none() {
+            writer.flush().await
+        } else {
+            Ok(())
+        };
         let path = stats.path.as_deref().map(escape).unwrap_or_default();
-        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let ms = millis(started.elapsed());
         log::info!(
             session = info.id, verb = verb, path = path, bytes_in = stats.bytes_in,
             bytes_out = stats.bytes_out, ms = ms, outcome = outcome;
@@ -183,9 +198,18 @@ async fn serve(
     }
 }
 
-async fn send_error(writer: &mut sft_commands::Writer, scratch: &mut Vec<u8>, err: &WireError) -> io::Result<()> {
+async fn send_error(
+    writer: &mut sft_commands::Writer,
+    scratch: &mut Vec<u8>,
+    err: &WireError,
+) -> io::Result<()> {
     scratch.clear();
     encode_error(err, scratch);
     writer.write_all(scratch).await?;
     writer.flush().await
+}
+
+/// A duration in milliseconds, rounded to microseconds, for log lines.
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }

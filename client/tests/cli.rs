@@ -1,0 +1,51 @@
+//! The `sft` binary's own command line. (Having an integration test here also makes
+//! `cargo test --workspace` build the binary that the end-to-end tests run.)
+
+use std::process::Command;
+
+fn sft(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sft"))
+        .args(args)
+        .output()
+        .expect("run sft")
+}
+
+#[test]
+fn help_shows_examples_and_exit_codes() {
+    for args in [&["--help"][..], &["get", "--help"], &["send", "--help"]] {
+        let out = sft(args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("EXAMPLES") && text.contains("EXIT CODES"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["get"],
+        &["get", "host"],
+        &["frobnicate"],
+        &["get", "host:notaport", "x"],
+    ] {
+        let out = sft(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let out = sft(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
