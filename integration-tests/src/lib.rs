@@ -182,12 +182,14 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["msg"] == "listening" {
-                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                    }
-                }
+                let listening = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|v| v["msg"] == "listening")
+                    .map(|v| v["addr"].as_str().unwrap_or_default().to_owned());
                 sink.lock().unwrap().push(line);
+                if let Some(addr) = listening {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let addr = rx
