@@ -1,17 +1,25 @@
 //! The served root: every path a client names is resolved here, and only here.
 //!
 //! Two gates guard it. [`sft_protocol::normalize`] refuses absolute paths and `..` that climbs
-//! out, lexically. Then [`Root`] resolves what is left against the real folder: symlinks are
-//! followed only while they stay inside the root, and the staging area (`.sft/` at the top of the
-//! root, where uploads are written before they are renamed into place) is neither readable nor
-//! writable by name.
+//! out, lexically. Then [`Root`] resolves what is left **component by component**, from an open
+//! handle on the root folder (`openat` with `O_NOFOLLOW`): a symlink is read and its target
+//! resolved the same way, so it is followed only while it stays inside the root. The final
+//! open, the final rename and every folder created go through the folder handle that resolution
+//! produced, never through a path string — so a parent folder swapped for a symlink in the
+//! middle of a transfer cannot redirect a read or a write out of the root.
+//!
+//! The top-level folder `.sft/` is reserved: uploads are staged in `.sft/tmp/` and renamed into
+//! place when complete. Clients can neither read nor write anything in it by any name.
 //!
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
 
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use sft_protocol::{normalize, ErrorCode, RemotePath, WireError};
-use std::fs::{self, File, OpenOptions};
+use std::collections::VecDeque;
+use std::fs::{self, File};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +27,8 @@ use std::sync::Arc;
 /// The name, at the top of the root, of the folder sft keeps its own state in.
 pub const RESERVED_DIR: &str = ".sft";
 const STAGING_DIR: &str = "tmp";
+/// Symlinks followed while resolving one path, at most (as Linux's `MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
 
 /// The served folder. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -29,9 +39,69 @@ pub struct Root {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    reserved: PathBuf,
+    dir_fd: OwnedFd,
     staging: PathBuf,
+    staging_fd: Arc<OwnedFd>,
     counter: AtomicU64,
+}
+
+/// What a resolved path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A folder.
+    Folder,
+    /// A symbolic link (only reported when links are not followed).
+    Symlink,
+    /// A FIFO, socket or device: never served.
+    Other,
+}
+
+impl Kind {
+    fn of(st: &rfs::Stat) -> Kind {
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Folder,
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// An open folder inside the root and its real path below the root.
+#[derive(Debug)]
+pub struct Folder {
+    fd: OwnedFd,
+    names: Vec<String>,
+}
+
+impl Folder {
+    /// The open folder handle.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The folder's real path relative to the root (symlinks resolved), `/`-joined.
+    pub fn relative(&self) -> String {
+        self.names.join("/")
+    }
+}
+
+/// Where a new file goes: an open parent folder inside the root, and a name in it.
+#[derive(Debug)]
+pub struct Target {
+    parent: Folder,
+    name: String,
+    shown: String,
+    path: PathBuf,
+}
+
+impl Target {
+    /// The target's real path (for logs; all operations use the open parent handle).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// Maps an I/O error met while serving `what` to a wire error a person can act on.
@@ -48,34 +118,70 @@ pub fn io_error(what: &str, e: &io::Error) -> WireError {
     }
 }
 
+fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+fn forbidden(shown: &impl std::fmt::Display, why: &str) -> WireError {
+    WireError::new(ErrorCode::Forbidden, format!("{shown} {why}"))
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// How [`Root::resolve`] treats the last component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    /// Follow a symlink there; it must exist.
+    Follow,
+    /// Do not look at it; create missing parent folders.
+    Create,
+}
+
 impl Root {
     /// Opens `dir` as the served root, creating the staging area and removing debris that a
     /// crash may have left in it.
     pub fn open(dir: &Path) -> io::Result<Root> {
         let dir = fs::canonicalize(dir)?;
-        if !dir.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a folder", dir.display()),
-            ));
-        }
-        let reserved = dir.join(RESERVED_DIR);
-        let staging = reserved.join(STAGING_DIR);
-        fs::create_dir_all(&staging)?;
-        for entry in fs::read_dir(&staging)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        Ok(Root {
+        let dir_fd = rfs::open(&dir, DIR_FLAGS, Mode::empty()).map_err(|e| {
+            let e = errno(e);
+            io::Error::new(
+                e.kind(),
+                format!("{} is not an accessible folder: {e}", dir.display()),
+            )
+        })?;
+        let reserved_fd = open_or_create_dir(&dir_fd, RESERVED_DIR)?;
+        let staging_fd = open_or_create_dir(&reserved_fd, STAGING_DIR)?;
+        let staging = dir.join(RESERVED_DIR).join(STAGING_DIR);
+        let root = Root {
             inner: Arc::new(Inner {
                 dir,
-                reserved,
+                dir_fd,
                 staging,
+                staging_fd: Arc::new(staging_fd),
                 counter: AtomicU64::new(0),
             }),
-        })
+        };
+        root.clean_staging()?;
+        Ok(root)
+    }
+
+    /// Removes every file in the staging area (uploads that can no longer complete).
+    pub fn clean_staging(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in rfs::Dir::read_from(&*self.inner.staging_fd).map_err(errno)? {
+            let entry = entry.map_err(errno)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            if rfs::unlinkat(&*self.inner.staging_fd, entry.file_name(), AtFlags::empty()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The canonical path of the served folder.
@@ -99,160 +205,319 @@ impl Root {
             WireError::new(code, format!("{e}: {path:?}"))
         })?;
         if rp.components().next() == Some(RESERVED_DIR) {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                format!("{RESERVED_DIR}/ is reserved for the server's own use"),
-            ));
+            return Err(reserved());
         }
         Ok(rp)
     }
 
-    fn join(&self, rp: &RemotePath) -> PathBuf {
-        let mut p = self.inner.dir.clone();
-        p.extend(rp.components());
-        p
+    fn root_folder(&self) -> Result<Folder, WireError> {
+        let fd = rfs::openat(&self.inner.dir_fd, ".", DIR_FLAGS, Mode::empty()).map_err(|e| {
+            WireError::internal(format!("cannot open the served root: {}", errno(e)))
+        })?;
+        Ok(Folder {
+            fd,
+            names: Vec::new(),
+        })
     }
 
-    /// Refuses a real (symlink-resolved) path outside the root or inside the reserved folder.
-    fn confine(&self, real: &Path, shown: &RemotePath) -> Result<(), WireError> {
-        if !real.starts_with(&self.inner.dir) {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                format!("{shown} resolves outside the served root"),
-            ));
+    /// Re-opens the folder at `names` below the root, refusing symlinks on the way (used after
+    /// a symlink target's `..`).
+    fn reopen(&self, names: Vec<String>, shown: &RemotePath) -> Result<Folder, WireError> {
+        let mut folder = self.root_folder()?;
+        for name in &names {
+            folder.fd = rfs::openat(&folder.fd, name.as_str(), DIR_FLAGS, Mode::empty())
+                .map_err(|e| io_error(&shown.to_string(), &errno(e)))?;
         }
-        if real.starts_with(&self.inner.reserved) {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                format!("{shown} resolves into the server's reserved folder"),
-            ));
-        }
-        Ok(())
+        folder.names = names;
+        Ok(folder)
     }
 
-    /// Resolves an existing path, following symlinks only while they stay inside the root.
+    /// Resolves `rp` to an open parent folder and the last name in it (`None`: the root).
+    fn resolve(
+        &self,
+        rp: &RemotePath,
+        last_mode: Last,
+    ) -> Result<(Folder, Option<String>), WireError> {
+        let mut queue: VecDeque<String> = rp.components().map(str::to_owned).collect();
+        let mut cur = self.root_folder()?;
+        let mut links = 0;
+        while let Some(part) = queue.pop_front() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    let mut names = std::mem::take(&mut cur.names);
+                    if names.pop().is_none() {
+                        return Err(forbidden(rp, "resolves outside the served root"));
+                    }
+                    cur = self.reopen(names, rp)?;
+                    continue;
+                }
+                _ => {}
+            }
+            if cur.names.is_empty() && part == RESERVED_DIR {
+                return Err(reserved());
+            }
+            let last = queue.is_empty();
+            if last && last_mode == Last::Create {
+                return Ok((cur, Some(part)));
+            }
+            let st = match rfs::statat(&cur.fd, part.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) if last_mode == Last::Create => {
+                    match rfs::mkdirat(&cur.fd, part.as_str(), Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(io_error(&rp.to_string(), &errno(e))),
+                    }
+                    queue.push_front(part);
+                    continue;
+                }
+                Err(e) => return Err(io_error(&rp.to_string(), &errno(e))),
+            };
+            match Kind::of(&st) {
+                Kind::Symlink => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(WireError::bad_request(format!(
+                            "{rp}: too many levels of symbolic links"
+                        )));
+                    }
+                    let target = rfs::readlinkat(&cur.fd, part.as_str(), Vec::new())
+                        .map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
+                    let target = target.into_string().map_err(|_| {
+                        WireError::bad_request(format!(
+                            "{rp}: a symbolic link on the way is not UTF-8"
+                        ))
+                    })?;
+                    let relative = if let Some(abs) = target.strip_prefix('/') {
+                        // An absolute link may point back inside the root; anywhere else is out.
+                        let inside = Path::new("/").join(abs);
+                        let rest = inside
+                            .strip_prefix(&self.inner.dir)
+                            .map_err(|_| forbidden(rp, "resolves outside the served root"))?;
+                        cur = self.root_folder()?;
+                        rest.to_str().unwrap_or_default().to_owned()
+                    } else {
+                        target
+                    };
+                    for (i, p) in relative.split('/').filter(|p| !p.is_empty()).enumerate() {
+                        queue.insert(i, p.to_owned());
+                    }
+                }
+                Kind::Folder if !last => {
+                    let fd = rfs::openat(&cur.fd, part.as_str(), DIR_FLAGS, Mode::empty())
+                        .map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
+                    cur.names.push(part);
+                    cur = Folder {
+                        fd,
+                        names: std::mem::take(&mut cur.names),
+                    };
+                }
+                _ if last => return Ok((cur, Some(part))),
+                _ => {
+                    return Err(WireError::bad_request(format!(
+                        "{rp}: {part} is not a folder"
+                    )))
+                }
+            }
+        }
+        Ok((cur, None))
+    }
+
+    /// Resolves an existing path, following symlinks only while they stay inside the root;
+    /// returns its real path.
     pub fn locate(&self, rp: &RemotePath) -> Result<PathBuf, WireError> {
-        let real = fs::canonicalize(self.join(rp)).map_err(|e| io_error(&rp.to_string(), &e))?;
-        self.confine(&real, rp)?;
-        Ok(real)
+        let (folder, name) = self.resolve(rp, Last::Follow)?;
+        let mut path = self.inner.dir.clone();
+        path.extend(folder.names.iter());
+        path.extend(name.iter());
+        Ok(path)
+    }
+
+    /// Opens an existing folder (the root for the empty path), for listing.
+    pub fn open_folder(&self, rp: &RemotePath) -> Result<Folder, WireError> {
+        match self.resolve(rp, Last::Follow)? {
+            (folder, None) => Ok(folder),
+            (parent, Some(name)) => {
+                let fd = rfs::openat(&parent.fd, name.as_str(), DIR_FLAGS, Mode::empty()).map_err(
+                    |e| match e {
+                        rustix::io::Errno::NOTDIR => {
+                            WireError::bad_request(format!("{rp} is not a folder"))
+                        }
+                        rustix::io::Errno::LOOP => {
+                            forbidden(rp, "changed while it was being opened; try again")
+                        }
+                        e => io_error(&rp.to_string(), &errno(e)),
+                    },
+                )?;
+                let mut names = parent.names;
+                names.push(name);
+                Ok(Folder { fd, names })
+            }
+        }
     }
 
     /// Opens an existing regular file for reading; returns it with its length.
     pub fn open_file(&self, rp: &RemotePath) -> Result<(File, u64), WireError> {
-        let real = self.locate(rp)?;
-        let file = File::open(&real).map_err(|e| io_error(&rp.to_string(), &e))?;
-        let meta = file.metadata().map_err(|e| io_error(&rp.to_string(), &e))?;
-        if !meta.is_file() {
+        let (parent, name) = self.resolve(rp, Last::Follow)?;
+        let name =
+            name.ok_or_else(|| WireError::bad_request("the root is a folder, not a file"))?;
+        // O_NOFOLLOW: a symlink swapped in since resolution is refused, not followed.
+        // O_NONBLOCK: opening a FIFO must not hang the server; it is refused below.
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd =
+            rfs::openat(&parent.fd, name.as_str(), flags, Mode::empty()).map_err(|e| match e {
+                rustix::io::Errno::LOOP => {
+                    forbidden(rp, "changed while it was being opened; try again")
+                }
+                e => io_error(&rp.to_string(), &errno(e)),
+            })?;
+        let st = rfs::fstat(&fd).map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
+        if Kind::of(&st) != Kind::File {
             return Err(WireError::bad_request(format!(
                 "{rp} is not a regular file"
             )));
         }
-        Ok((file, meta.len()))
+        Ok((File::from(fd), st.st_size as u64))
     }
 
     /// Resolves where a new file at `rp` goes, creating missing parent folders inside the root.
     /// Fails with `exists` if something is there and `overwrite` is false, and with `bad_request`
     /// if a folder is there.
-    pub fn prepare_target(&self, rp: &RemotePath, overwrite: bool) -> Result<PathBuf, WireError> {
-        let name = rp
-            .file_name()
-            .ok_or_else(|| WireError::bad_request("a file name is needed, not the root"))?;
-        let mut cur = self.inner.dir.clone();
-        let mut shown = RemotePath::default();
-        let parents = rp.components().len() - 1;
-        for part in rp.components().take(parents) {
-            shown = normalize(&format!("{shown}/{part}")).expect("already normalized");
-            let next = cur.join(part);
-            match fs::symlink_metadata(&next) {
-                Ok(m) if m.is_dir() => cur = next,
-                Ok(m) if m.file_type().is_symlink() => {
-                    let real =
-                        fs::canonicalize(&next).map_err(|e| io_error(&shown.to_string(), &e))?;
-                    self.confine(&real, &shown)?;
-                    if !real.is_dir() {
-                        return Err(WireError::bad_request(format!("{shown} is not a folder")));
-                    }
-                    cur = real;
-                }
-                Ok(_) => return Err(WireError::bad_request(format!("{shown} is not a folder"))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match fs::create_dir(&next) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() => {}
-                        Err(e) => return Err(io_error(&shown.to_string(), &e)),
-                    }
-                    cur = next;
-                }
-                Err(e) => return Err(io_error(&shown.to_string(), &e)),
+    pub fn prepare_target(&self, rp: &RemotePath, overwrite: bool) -> Result<Target, WireError> {
+        if rp.is_root() {
+            return Err(WireError::bad_request(
+                "a file name is needed, not the root",
+            ));
+        }
+        let (parent, name) = self.resolve(rp, Last::Create)?;
+        let name = name.expect("a non-root path has a last name");
+        match rfs::statat(&parent.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if Kind::of(&st) == Kind::Folder => {
+                return Err(WireError::bad_request(format!("{rp} is a folder")))
             }
+            Ok(_) if !overwrite => return Err(exists(rp)),
+            Ok(_) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(io_error(&rp.to_string(), &errno(e))),
         }
-        let target = cur.join(name);
-        match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_dir() => Err(WireError::bad_request(format!("{rp} is a folder"))),
-            Ok(_) if !overwrite => Err(WireError::new(
-                ErrorCode::Exists,
-                format!("{rp} already exists"),
-            )),
-            Ok(_) => Ok(target),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(target),
-            Err(e) => Err(io_error(&rp.to_string(), &e)),
-        }
+        let mut path = self.inner.dir.clone();
+        path.extend(parent.names.iter());
+        path.push(&name);
+        Ok(Target {
+            parent,
+            name,
+            shown: rp.to_string(),
+            path,
+        })
     }
 
     /// Creates a new, empty staging file. It is removed when the guard drops, unless committed.
     pub fn stage(&self) -> io::Result<(Staged, File)> {
         loop {
             let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-            let path = self
-                .inner
-                .staging
-                .join(format!("{}-{n}.part", std::process::id()));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((Staged { path: Some(path) }, file)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
+            let name = format!("{}-{n}.part", std::process::id());
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+            match rfs::openat(
+                &*self.inner.staging_fd,
+                name.as_str(),
+                flags,
+                Mode::from_raw_mode(0o644),
+            ) {
+                Ok(fd) => {
+                    let staged = Staged {
+                        dir: Arc::clone(&self.inner.staging_fd),
+                        path: self.inner.staging.join(&name),
+                        name: Some(name),
+                    };
+                    return Ok((staged, File::from(fd)));
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(errno(e)),
             }
         }
     }
 }
 
+fn reserved() -> WireError {
+    WireError::new(
+        ErrorCode::Forbidden,
+        format!("{RESERVED_DIR}/ is reserved for the server's own use"),
+    )
+}
+
+fn exists(shown: &impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorCode::Exists, format!("{shown} already exists"))
+}
+
+/// Opens folder `name` in `dir`, creating it if missing; refuses a symlink there.
+fn open_or_create_dir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(errno(e)),
+    }
+    rfs::openat(dir, name, DIR_FLAGS, Mode::empty()).map_err(|e| {
+        let e = errno(e);
+        io::Error::new(
+            e.kind(),
+            format!("cannot open the server's folder {name} (is it a symlink?): {e}"),
+        )
+    })
+}
+
 /// A staged upload: a file in the staging area that is deleted on drop unless committed.
 #[derive(Debug)]
 pub struct Staged {
-    path: Option<PathBuf>,
+    dir: Arc<OwnedFd>,
+    name: Option<String>,
+    path: PathBuf,
 }
 
 impl Staged {
     /// The staging file's path.
     pub fn path(&self) -> &Path {
-        self.path.as_deref().expect("not yet committed")
+        &self.path
     }
 
     /// Moves the staged file to `target` atomically. Without `overwrite` an existing target is
     /// never replaced, even one created after [`Root::prepare_target`] checked (`exists`).
-    pub fn commit(mut self, target: &Path, overwrite: bool, shown: &str) -> Result<(), WireError> {
-        let path = self.path.take().expect("committed once");
+    pub fn commit(mut self, target: &Target, overwrite: bool) -> Result<(), WireError> {
+        let name = self.name.take().expect("committed once");
+        let (dir, parent) = (&*self.dir, &target.parent.fd);
         let result = if overwrite {
-            fs::rename(&path, target)
+            rfs::renameat(dir, name.as_str(), parent, target.name.as_str())
         } else {
-            // A hard link fails if the target exists, atomically; the rename below would not.
-            match fs::hard_link(&path, target) {
-                Ok(()) => fs::remove_file(&path).or(Ok(())),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-                // File systems without hard links: check, then rename (a narrow race remains).
-                Err(_) if fs::symlink_metadata(target).is_ok() => {
-                    Err(io::Error::from(io::ErrorKind::AlreadyExists))
+            // A hard link fails if the target exists, atomically; a rename would replace it.
+            match rfs::linkat(
+                dir,
+                name.as_str(),
+                parent,
+                target.name.as_str(),
+                AtFlags::empty(),
+            ) {
+                Ok(()) => {
+                    let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
+                    Ok(())
                 }
-                Err(_) => fs::rename(&path, target),
+                Err(rustix::io::Errno::EXIST) => Err(rustix::io::Errno::EXIST),
+                // File systems without hard links: check, then rename (a narrow race remains).
+                Err(_) => {
+                    match rfs::statat(parent, target.name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(_) => Err(rustix::io::Errno::EXIST),
+                        Err(_) => rfs::renameat(dir, name.as_str(), parent, target.name.as_str()),
+                    }
+                }
             }
         };
         result.map_err(|e| {
-            let _ = fs::remove_file(&path);
-            match e.kind() {
-                io::ErrorKind::AlreadyExists => {
-                    WireError::new(ErrorCode::Exists, format!("{shown} already exists"))
-                }
-                _ => io_error(shown, &e),
+            let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
+            match e {
+                rustix::io::Errno::EXIST => exists(&target.shown),
+                rustix::io::Errno::XDEV => WireError::internal(format!(
+                    "{}: the destination folder is on another file system than the served root",
+                    target.shown
+                )),
+                e => io_error(&target.shown, &errno(e)),
             }
         })
     }
@@ -260,8 +525,8 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = fs::remove_file(path);
+        if let Some(name) = self.name.take() {
+            let _ = rfs::unlinkat(&*self.dir, name.as_str(), AtFlags::empty());
         }
     }
 }
@@ -347,7 +612,11 @@ mod tests {
         ];
         for (p, want) in table {
             let got = root.check(p).and_then(|rp| root.prepare_target(&rp, false));
-            assert_eq!(got.map_err(|e| e.code), Err(*want), "{p:?}");
+            assert_eq!(
+                got.map(|t| t.path().to_owned()).map_err(|e| e.code),
+                Err(*want),
+                "{p:?}"
+            );
         }
         assert!(
             fs::read_dir(outside.path()).unwrap().count() == 1,
@@ -363,14 +632,14 @@ mod tests {
         assert!(dir.path().join("new/deep").is_dir());
         let (staged, mut f) = root.stage().unwrap();
         io::Write::write_all(&mut f, b"data").unwrap();
-        staged.commit(&target, false, "new/deep/file.bin").unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"data");
+        staged.commit(&target, false).unwrap();
+        assert_eq!(fs::read(target.path()).unwrap(), b"data");
 
         // Without overwrite an existing file wins, and the staging file is removed.
         let (staged, _f) = root.stage().unwrap();
-        let err = staged.commit(&target, false, "x").unwrap_err();
+        let err = staged.commit(&target, false).unwrap_err();
         assert_eq!(err.code, ErrorCode::Exists);
-        assert_eq!(fs::read(&target).unwrap(), b"data");
+        assert_eq!(fs::read(target.path()).unwrap(), b"data");
 
         // Dropped without commit: gone.
         let (staged, _f) = root.stage().unwrap();
@@ -378,6 +647,62 @@ mod tests {
         drop(staged);
         assert!(!p.exists());
         assert_eq!(fs::read_dir(root.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn symlink_edge_cases() {
+        let (dir, _o, root) = setup();
+        let d = dir.path();
+        // Absolute link back inside the root, a chain, and `..` inside a target that stays in.
+        symlink(d.join("sub/f.txt"), d.join("abs_inside")).unwrap();
+        symlink("to_inside", d.join("chain")).unwrap();
+        symlink("../inside.txt", d.join("sub/up")).unwrap();
+        symlink("../../x", d.join("sub/up_out")).unwrap();
+        symlink("loop_b", d.join("loop_a")).unwrap();
+        symlink("loop_a", d.join("loop_b")).unwrap();
+        symlink(".sft", d.join("to_reserved")).unwrap();
+        assert_eq!(read(&root, "abs_inside").unwrap(), b"f");
+        assert_eq!(read(&root, "chain").unwrap(), b"f");
+        assert_eq!(read(&root, "sub/up").unwrap(), b"in");
+        assert_eq!(read(&root, "sub/up_out"), Err(ErrorCode::Forbidden));
+        assert_eq!(read(&root, "loop_a"), Err(ErrorCode::BadRequest));
+        assert_eq!(read(&root, "to_reserved/tmp"), Err(ErrorCode::Forbidden));
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let (dir, _o, root) = setup();
+        let fifo = dir.path().join("fifo");
+        rfs::mknodat(
+            rfs::CWD,
+            &fifo,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(read(&root, "fifo"), Err(ErrorCode::BadRequest));
+    }
+
+    #[test]
+    fn a_parent_swapped_for_a_symlink_cannot_redirect_the_commit() {
+        let (dir, outside, root) = setup();
+        let rp = root.check("sub/new.txt").unwrap();
+        let target = root.prepare_target(&rp, false).unwrap();
+        let (staged, mut f) = root.stage().unwrap();
+        io::Write::write_all(&mut f, b"payload").unwrap();
+        // Mid-transfer, someone replaces sub/ with a symlink to a folder outside the root.
+        fs::rename(dir.path().join("sub"), dir.path().join("sub.moved")).unwrap();
+        symlink(outside.path(), dir.path().join("sub")).unwrap();
+        staged.commit(&target, false).unwrap();
+        assert_eq!(
+            fs::read(dir.path().join("sub.moved/new.txt")).unwrap(),
+            b"payload"
+        );
+        assert!(
+            !outside.path().join("new.txt").exists(),
+            "nothing written outside the root"
+        );
     }
 
     #[test]

@@ -91,10 +91,7 @@ impl Command for Send {
             };
             drop(file);
             let committed = match stored {
-                Ok(()) => {
-                    let shown = shown.clone();
-                    spawn_blocking(move || staged.commit(&target, overwrite, &shown)).await
-                }
+                Ok(()) => spawn_blocking(move || staged.commit(&target, overwrite)).await,
                 Err(e) => Err(e),
             };
             match committed {
