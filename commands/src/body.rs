@@ -1,7 +1,9 @@
 //! Moving exactly a declared number of body bytes, in bounded chunks.
 
+use async_std::io::timeout;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io;
+use std::time::Duration;
 
 /// Largest chunk moved at once: memory per transfer is bounded by this, whatever the file size.
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -16,10 +18,12 @@ pub(crate) enum CopyError {
 }
 
 /// Copies exactly `len` bytes from `src` to `dst`, calling `progress` after each chunk.
+/// A read or a write that makes no progress for `stall` fails with `TimedOut`.
 pub(crate) async fn copy_exact<R, W>(
     src: &mut R,
     dst: &mut W,
     len: u64,
+    stall: Duration,
     mut progress: impl FnMut(u64),
 ) -> Result<(), CopyError>
 where
@@ -30,14 +34,18 @@ where
     let mut left = len;
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
-        let n = src.read(&mut buf[..want]).await.map_err(CopyError::Read)?;
+        let n = timeout(stall, src.read(&mut buf[..want]))
+            .await
+            .map_err(CopyError::Read)?;
         if n == 0 {
             return Err(CopyError::Read(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("ended {left} bytes before the declared {len}"),
             )));
         }
-        dst.write_all(&buf[..n]).await.map_err(CopyError::Write)?;
+        timeout(stall, dst.write_all(&buf[..n]))
+            .await
+            .map_err(CopyError::Write)?;
         left -= n as u64;
         progress(n as u64);
     }
@@ -48,9 +56,10 @@ where
 pub(crate) async fn discard<R: AsyncRead + Unpin + ?Sized>(
     src: &mut R,
     len: u64,
+    stall: Duration,
 ) -> io::Result<()> {
     let mut sink = futures::io::sink();
-    match copy_exact(src, &mut sink, len, |_| {}).await {
+    match copy_exact(src, &mut sink, len, stall, |_| {}).await {
         Ok(()) => Ok(()),
         Err(CopyError::Read(e)) | Err(CopyError::Write(e)) => Err(e),
     }

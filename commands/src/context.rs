@@ -5,6 +5,7 @@ use futures::AsyncWriteExt;
 use serde::Serialize;
 use sft_protocol::{encode_error, encode_ok, WireError};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The connection's buffered reader. Bytes after a header line (a body) are read from here.
 pub type Reader = BufReader<TcpStream>;
@@ -12,12 +13,24 @@ pub type Reader = BufReader<TcpStream>;
 pub type Writer = BufWriter<TcpStream>;
 
 /// Server-wide limits a handler enforces before doing any work.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest body a `SEND` may declare; `None` for no limit.
     pub max_upload_bytes: Option<u64>,
     /// Refuse every verb that writes.
     pub read_only: bool,
+    /// A body transfer during which no byte moves for this long is aborted.
+    pub stall_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_upload_bytes: None,
+            read_only: false,
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What a request did, filled in by its handler and logged by the session.

@@ -39,17 +39,23 @@ impl Command for Get {
                 .map_err(CommandError::Abort)?;
             let mut file = async_std::fs::File::from(file);
             let stats = &mut ctx.stats;
-            copy_exact(&mut file, &mut *ctx.writer, size, |n| stats.bytes_out += n)
-                .await
-                .map_err(|e| match e {
-                    // The reply promised `size` bytes: a file that shrank or failed to read
-                    // leaves the connection out of step, so it is closed.
-                    CopyError::Read(e) => CommandError::Abort(io::Error::new(
-                        e.kind(),
-                        format!("reading the file failed mid-transfer: {e}"),
-                    )),
-                    CopyError::Write(e) => CommandError::Abort(e),
-                })
+            copy_exact(
+                &mut file,
+                &mut *ctx.writer,
+                size,
+                ctx.limits.stall_timeout,
+                |n| stats.bytes_out += n,
+            )
+            .await
+            .map_err(|e| match e {
+                // The reply promised `size` bytes: a file that shrank or failed to read
+                // leaves the connection out of step, so it is closed.
+                CopyError::Read(e) => CommandError::Abort(io::Error::new(
+                    e.kind(),
+                    format!("reading the file failed mid-transfer: {e}"),
+                )),
+                CopyError::Write(e) => CommandError::Abort(e),
+            })
         })
     }
 }

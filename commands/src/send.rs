@@ -70,7 +70,8 @@ impl Command for Send {
 
             let mut file = async_std::fs::File::from(file);
             let stats = &mut ctx.stats;
-            let copied = copy_exact(&mut *ctx.reader, &mut file, args.size, |n| {
+            let stall = ctx.limits.stall_timeout;
+            let copied = copy_exact(&mut *ctx.reader, &mut file, args.size, stall, |n| {
                 stats.bytes_in += n
             })
             .await;
@@ -82,7 +83,7 @@ impl Command for Send {
                     // Storage failed (disk full, quota…): read the rest of the body so the
                     // connection stays in step, then report.
                     let left = args.size - ctx.stats.bytes_in;
-                    discard(&mut *ctx.reader, left)
+                    discard(&mut *ctx.reader, left, stall)
                         .await
                         .map_err(CommandError::Abort)?;
                     ctx.stats.bytes_in = args.size;

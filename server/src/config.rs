@@ -3,6 +3,7 @@
 use sft_commands::Limits;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 use structopt::StructOpt;
 
 /// How log lines are written.
@@ -30,7 +31,7 @@ impl FromStr for LogFormat {
 #[structopt(
     name = "sft-server",
     about = "Serves a folder over the sft protocol: clients GET files from it and SEND files to it.",
-    after_help = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    SFT_LOG=debug sft-server --log-format json"
+    after_help = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once"
 )]
 pub struct Config {
     /// Address or host name to listen on (`::` for every IPv6 and IPv4 address).
@@ -60,6 +61,26 @@ pub struct Config {
     /// Refuse every request that would write (SEND).
     #[structopt(long)]
     pub read_only: bool,
+
+    /// Most connections served at once; one more gets a `busy` error and is closed.
+    #[structopt(long, default_value = "1024")]
+    pub max_connections: usize,
+
+    /// Close a connection that sends no request for this many seconds.
+    #[structopt(long, default_value = "300")]
+    pub idle_timeout: u64,
+
+    /// A header line, once started, must be complete within this many seconds.
+    #[structopt(long, default_value = "10")]
+    pub header_timeout: u64,
+
+    /// Abort a transfer when no byte moves for this many seconds (either direction).
+    #[structopt(long, default_value = "60")]
+    pub stall_timeout: u64,
+
+    /// On SIGINT/SIGTERM, give transfers in progress this many seconds to finish.
+    #[structopt(long, default_value = "30")]
+    pub shutdown_grace: u64,
 }
 
 impl Config {
@@ -77,6 +98,7 @@ impl Config {
         Limits {
             max_upload_bytes: self.max_upload_bytes,
             read_only: self.read_only,
+            stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
         }
     }
 }

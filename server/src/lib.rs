@@ -23,6 +23,7 @@ mod listener;
 pub mod logging;
 pub mod session;
 mod sessions;
+pub mod shutdown;
 
 pub use config::{Config, LogFormat};
 pub use listener::{Handle, Server};

@@ -6,8 +6,9 @@ use crate::sessions::{SessionInfo, Sessions};
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
-use futures::FutureExt;
+use futures::{AsyncWriteExt, FutureExt};
 use sft_commands::{Registry, Root};
+use sft_protocol::{encode_error, ErrorCode, WireError};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub struct Server {
     sessions: Arc<Sessions>,
     stop_tx: Sender<()>,
     stop_rx: Receiver<()>,
+    max_connections: usize,
+    grace: Duration,
 }
 
 /// Controls a running server from elsewhere (another task, a signal handler, a test).
@@ -79,7 +82,11 @@ impl Server {
                 registry,
                 root,
                 limits: config.limits(),
+                idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
+                header_timeout: Duration::from_secs(config.header_timeout.max(1)),
             }),
+            max_connections: config.max_connections.max(1),
+            grace: Duration::from_secs(config.shutdown_grace),
             sessions: Arc::new(Sessions::default()),
             stop_tx,
             stop_rx,
@@ -112,7 +119,11 @@ impl Server {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
-                    self.spawn_session(stream, peer, done_tx.clone());
+                    if self.sessions.len() >= self.max_connections {
+                        refuse_busy(stream, peer, self.max_connections);
+                    } else {
+                        self.spawn_session(stream, peer, done_tx.clone());
+                    }
                 }
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => {
@@ -128,7 +139,14 @@ impl Server {
         log::info!(sessions = live; "shutting down: no new connections; waiting for sessions to finish");
         self.sessions.broadcast(Mail::Stop);
         drop(done_tx);
-        let _ = done_rx.recv().await;
+        let finished = async_std::future::timeout(self.grace, done_rx.recv()).await;
+        if finished.is_err() {
+            let left = self.sessions.len();
+            log::warn!(sessions = left, grace_s = self.grace.as_secs(); "shutdown grace expired; closing the remaining sessions");
+            // Their uploads can no longer complete: leave no staging debris behind.
+            let root = self.shared.root.clone();
+            let _ = task::spawn_blocking(move || root.clean_staging()).await;
+        }
         log::info!("stopped");
         Ok(())
     }
@@ -141,6 +159,21 @@ impl Server {
             drop(done);
         });
     }
+}
+
+/// Answers a connection over the limit with `busy` and closes it, without holding up the
+/// accept loop (bounded: a peer that does not read gets dropped after a second).
+fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize) {
+    log::warn!(peer:% = peer, max_connections = max; "connection refused: busy");
+    task::spawn(async move {
+        let mut line = Vec::new();
+        let err = WireError::new(
+            ErrorCode::Busy,
+            format!("the server is at its limit of {max} connections; try again later"),
+        );
+        encode_error(&err, &mut line);
+        let _ = async_std::io::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+    });
 }
 
 fn is_transient(e: &io::Error) -> bool {

@@ -7,15 +7,16 @@
 
 use crate::logging::escape;
 use crate::sessions::Registration;
+use async_std::io::timeout;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
-use futures::{AsyncWriteExt, FutureExt};
+use futures::{AsyncBufReadExt, AsyncWriteExt, FutureExt};
 use sft_commands::{CommandError, Context, Limits, Registry, Root};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Socket buffer sizes: large enough that small replies and their bodies leave in one write.
 const IO_BUFFER: usize = 64 * 1024;
@@ -33,6 +34,10 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) root: Root,
     pub(crate) limits: Limits,
+    /// How long a connection may wait between requests.
+    pub(crate) idle_timeout: Duration,
+    /// How long a header line may take once its first byte arrived.
+    pub(crate) header_timeout: Duration,
 }
 
 /// Why a session ended, for its closing log line.
@@ -44,8 +49,49 @@ enum End {
 }
 
 enum Event {
-    Header(Result<bool, io::Error>),
+    Header(Result<bool, HeaderError>),
     Mail(Option<Mail>),
+}
+
+/// Why no header line could be read.
+enum HeaderError {
+    /// No request within the idle timeout.
+    Idle,
+    /// A header started but did not complete within the header timeout.
+    Slow,
+    /// Over the line limit.
+    TooLong,
+    /// The peer closed in the middle of a line.
+    Truncated,
+    Io(io::Error),
+}
+
+/// Waits (at most `idle`) for a request to start, then reads its header line (at most `slow`).
+/// `Ok(false)`: the peer closed cleanly between requests.
+async fn next_header(
+    reader: &mut sft_commands::Reader,
+    line: &mut Vec<u8>,
+    idle: Duration,
+    slow: Duration,
+) -> Result<bool, HeaderError> {
+    let started = timeout(idle, async {
+        reader.fill_buf().await.map(|b| b.is_empty())
+    })
+    .await;
+    match started {
+        Ok(true) => return Ok(false),
+        Ok(false) => {}
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeaderError::Idle),
+        Err(e) => return Err(HeaderError::Io(e)),
+    }
+    timeout(slow, read_line(reader, line))
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => HeaderError::Slow,
+            io::ErrorKind::InvalidData => HeaderError::TooLong,
+            io::ErrorKind::UnexpectedEof => HeaderError::Truncated,
+            _ => HeaderError::Io(e),
+        })
 }
 
 /// Runs one session to its end and logs it. Never panics outward: a panic in a handler is
@@ -102,7 +148,13 @@ async fn serve(
     loop {
         line.clear();
         let event = {
-            let header = read_line(&mut reader, &mut line).fuse();
+            let header = next_header(
+                &mut reader,
+                &mut line,
+                shared.idle_timeout,
+                shared.header_timeout,
+            )
+            .fuse();
             let mail = mailbox.recv().fuse();
             futures::pin_mut!(header, mail);
             futures::select_biased! {
@@ -113,7 +165,7 @@ async fn serve(
         match event {
             Event::Mail(Some(Mail::Stop)) | Event::Mail(None) => return End::Stopped,
             Event::Header(Ok(false)) => return End::ClientClosed,
-            Event::Header(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+            Event::Header(Err(HeaderError::TooLong)) => {
                 let err = WireError::new(
                     ErrorCode::TooLarge,
                     format!("header line longer than {MAX_HEADER_LEN} bytes"),
@@ -121,10 +173,19 @@ async fn serve(
                 let _ = send_error(&mut writer, &mut scratch, &err).await;
                 return End::Protocol("header line too long");
             }
-            Event::Header(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Event::Header(Err(HeaderError::Truncated)) => {
                 return End::Protocol("closed in the middle of a header line")
             }
-            Event::Header(Err(e)) => return End::Failed(e),
+            Event::Header(Err(HeaderError::Idle)) => return End::Protocol("idle timeout"),
+            Event::Header(Err(HeaderError::Slow)) => {
+                let err = WireError::bad_request(format!(
+                    "header line not completed within {} s",
+                    shared.header_timeout.as_secs()
+                ));
+                let _ = send_error(&mut writer, &mut scratch, &err).await;
+                return End::Protocol("header timeout");
+            }
+            Event::Header(Err(HeaderError::Io(e))) => return End::Failed(e),
             Event::Header(Ok(true)) => {}
         }
 
