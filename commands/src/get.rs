@@ -6,7 +6,7 @@
 //! < …48213 raw bytes…
 //! ```
 
-use crate::body::{copy_exact, CopyError};
+use crate::body::{file_to_stream, CopyError};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use async_std::task::spawn_blocking;
@@ -37,15 +37,11 @@ impl Command for Get {
             ctx.reply_ok(&GetReply { size })
                 .await
                 .map_err(CommandError::Abort)?;
-            let mut file = async_std::fs::File::from(file);
             let stats = &mut ctx.stats;
-            copy_exact(
-                &mut file,
-                &mut *ctx.writer,
-                size,
-                ctx.limits.stall_timeout,
-                |n| stats.bytes_out += n,
-            )
+            let stall = ctx.limits.stall_timeout;
+            file_to_stream(file, &mut *ctx.writer, size, stall, |n| {
+                stats.bytes_out += n
+            })
             .await
             .map_err(|e| match e {
                 // The reply promised `size` bytes: a file that shrank or failed to read

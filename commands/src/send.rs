@@ -10,12 +10,11 @@
 //! The body goes to a staging file inside the root; only when every declared byte arrived is it
 //! renamed into place. A client that vanishes mid-body leaves nothing behind.
 
-use crate::body::{copy_exact, discard, CopyError};
+use crate::body::{discard, stream_to_file, CopyError};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::sandbox::io_error;
 use async_std::task::spawn_blocking;
-use futures::AsyncWriteExt;
 use sft_protocol::verbs::{Empty, SendReply, SendRequest, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
 
@@ -68,15 +67,18 @@ impl Command for Send {
             ctx.reply_ok(&Empty {}).await.map_err(CommandError::Abort)?;
             ctx.flush().await.map_err(CommandError::Abort)?;
 
-            let mut file = async_std::fs::File::from(file);
             let stats = &mut ctx.stats;
             let stall = ctx.limits.stall_timeout;
-            let copied = copy_exact(&mut *ctx.reader, &mut file, args.size, stall, |n| {
+            let copied = stream_to_file(&mut *ctx.reader, file, args.size, stall, |n| {
                 stats.bytes_in += n
             })
             .await;
             let stored = match copied {
-                Ok(()) => file.flush().await.map_err(|e| io_error(&shown, &e)),
+                // Dropping the file closes it; the data is in the page cache, like rsync/scp.
+                Ok(file) => {
+                    drop(file);
+                    Ok(())
+                }
                 // The client vanished or stalled: `staged` drops and removes the partial file.
                 Err(CopyError::Read(e)) => return Err(CommandError::Abort(e)),
                 Err(CopyError::Write(e)) => {
@@ -90,7 +92,6 @@ impl Command for Send {
                     Err(io_error(&shown, &e))
                 }
             };
-            drop(file);
             let committed = match stored {
                 Ok(()) => spawn_blocking(move || staged.commit(&target, overwrite)).await,
                 Err(e) => Err(e),

@@ -113,6 +113,17 @@ pub fn list_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Raises this process's open-file limit to its hard limit (load tests open many sockets;
+/// child processes inherit it).
+pub fn raise_fd_limit() {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -166,9 +177,31 @@ impl ServerProcess {
     /// Starts `sft-server --port 0 --log-format json --root ROOT ARGS…` and waits for its
     /// "listening" log line, which carries the real address.
     pub fn start(root: &Path, args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(bin("sft-server"))
-            .args(["--port", "0", "--log-format", "json", "--root"])
+        Self::start_in_shell(root, args, None)
+    }
+
+    /// Like [`ServerProcess::start`], but runs `setup` (a bash snippet such as
+    /// `ulimit -f 1024`) in the shell that then `exec`s the server.
+    pub fn start_in_shell(root: &Path, args: &[&str], setup: Option<&str>) -> ServerProcess {
+        let mut command = match setup {
+            None => Command::new(bin("sft-server")),
+            Some(setup) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("{setup}; exec \"$0\" \"$@\""))
+                    .arg(bin("sft-server"));
+                c
+            }
+        };
+        let format = if args.contains(&"--log-format") {
+            &[][..]
+        } else {
+            &["--log-format", "json"][..]
+        };
+        let mut child = command
+            .args(["--port", "0", "--root"])
             .arg(root)
+            .args(format)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -182,10 +215,16 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let listening = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .filter(|v| v["msg"] == "listening")
-                    .map(|v| v["addr"].as_str().unwrap_or_default().to_owned());
+                let listening = match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => (v["msg"] == "listening")
+                        .then(|| v["addr"].as_str().unwrap_or_default().to_owned()),
+                    // Pretty format: `… INFO  listening addr=1.2.3.4:5 root=…`.
+                    Err(_) if line.contains(" listening addr=") => line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .map(str::to_owned),
+                    Err(_) => None,
+                };
                 sink.lock().unwrap().push(line);
                 if let Some(addr) = listening {
                     let _ = tx.send(addr);
@@ -222,6 +261,42 @@ impl ServerProcess {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["msg"] == msg)
             .collect()
+    }
+
+    /// The server's peak resident memory so far, in KiB (Linux `VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Sends a signal (`TERM`, `INT`…) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Whether the process is still running.
