@@ -2,14 +2,17 @@
 
 use crate::address::{parse_server, ServerAddr};
 use crate::error::Error;
-use async_std::fs::{self, File};
+use crate::files::{self, CHUNK};
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::{TcpStream, ToSocketAddrs};
+use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::de::DeserializeOwned;
 use sft_protocol::limits::MAX_HEADER_LEN;
-use sft_protocol::verbs::{Empty, GetReply, GetRequest, SendReply, SendRequest, Verb};
-use sft_protocol::{decode_reply, encode_request, read_line, Reply};
+use sft_protocol::verbs::{
+    GetReply, GetRequest, GetTrailer, SendReady, SendReply, SendRequest, Verb,
+};
+use sft_protocol::{decode_reply, decode_trailer, encode_request, read_line, ErrorCode, Reply};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,63 @@ pub struct Client {
     line: Vec<u8>,
     scratch: Vec<u8>,
     broken: bool,
+}
+
+/// Options of a download.
+#[derive(Debug, Clone, Copy)]
+pub struct GetOptions {
+    /// Check the file's BLAKE3 hash (on by default).
+    pub verify: bool,
+    /// Continue from the partial download left by an earlier attempt, if any.
+    pub resume: bool,
+}
+
+impl Default for GetOptions {
+    fn default() -> Self {
+        GetOptions {
+            verify: true,
+            resume: false,
+        }
+    }
+}
+
+/// Options of an upload.
+#[derive(Debug, Clone, Copy)]
+pub struct SendOptions {
+    /// Replace an existing remote file.
+    pub overwrite: bool,
+    /// Declare the file's BLAKE3 hash, so the server stores it only if it arrived intact (on by
+    /// default; also what makes an interrupted upload resumable).
+    pub verify: bool,
+    /// Continue an interrupted upload the server kept.
+    pub resume: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            overwrite: false,
+            verify: true,
+            resume: false,
+        }
+    }
+}
+
+/// What a finished transfer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The whole file's size.
+    pub size: u64,
+    /// Bytes that crossed the network in this transfer.
+    pub bytes_transferred: u64,
+    /// Where this transfer started (non-zero when it continued an interrupted one).
+    pub resumed_from: u64,
+    /// The verified BLAKE3 hash (64 hex digits), when verified.
+    pub blake3: Option<String>,
+}
+
+fn local_hash_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |e| Error::local(path, "read")(e)
 }
 
 impl Client {
@@ -88,6 +148,17 @@ impl Client {
         Ok(())
     }
 
+    /// Marks the connection unusable when `result` left it out of step.
+    fn track<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if matches!(
+            result,
+            Err(Error::CutOff { .. } | Error::Protocol(_) | Error::Local { .. })
+        ) {
+            self.broken = true;
+        }
+        result
+    }
+
     /// Writes a request header and flushes it.
     async fn request<V: Verb>(&mut self, args: &V) -> Result<(), Error> {
         self.check_usable()?;
@@ -101,18 +172,12 @@ impl Client {
         self.writer.flush().await.map_err(Error::cut_off(during))
     }
 
-    /// Reads a reply header: its fields on success, `Error::Remote` for an error reply.
-    async fn reply<T: DeserializeOwned>(&mut self, during: &str) -> Result<T, Error> {
+    /// Reads one line (a reply or a trailer) into `self.line`.
+    async fn read_line(&mut self, during: &str) -> Result<(), Error> {
         self.line.clear();
         let read = read_line(&mut self.reader, &mut self.line).await;
         let result = match read {
-            Ok(true) => match decode_reply(&self.line) {
-                Ok(Reply::Err(e)) => Err(Error::Remote(e)),
-                Ok(ok) => ok
-                    .fields::<T>()
-                    .map_err(|e| Error::Protocol(format!("{during}: {}", e.message))),
-                Err(e) => Err(Error::Protocol(format!("{during}: {}", e.message))),
-            },
+            Ok(true) => Ok(()),
             Ok(false) => Err(Error::CutOff {
                 during: during.to_owned(),
                 source: io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the server"),
@@ -122,95 +187,251 @@ impl Client {
             ))),
             Err(e) => Err(Error::cut_off(during)(e)),
         };
-        if matches!(result, Err(Error::CutOff { .. } | Error::Protocol(_))) {
-            self.broken = true;
+        self.track(result)
+    }
+
+    /// Reads a reply header: its fields on success, `Error::Remote` for an error reply.
+    async fn reply<T: DeserializeOwned>(&mut self, during: &str) -> Result<T, Error> {
+        self.read_line(during).await?;
+        let result = match decode_reply(&self.line) {
+            Ok(Reply::Err(e)) => Err(Error::Remote(e)),
+            Ok(ok) => ok
+                .fields::<T>()
+                .map_err(|e| Error::Protocol(format!("{during}: {}", e.message))),
+            Err(e) => Err(Error::Protocol(format!("{during}: {}", e.message))),
+        };
+        self.track(result)
+    }
+
+    /// Fills `buf` with the next body bytes. On failure, says how many did arrive.
+    async fn fill(&mut self, buf: &mut [u8], during: &str) -> Result<(), (usize, Error)> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = match self.reader.read(&mut buf[filled..]).await {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection early",
+                )),
+                other => other,
+            };
+            filled += self
+                .track(n.map_err(Error::cut_off(during)))
+                .map_err(|e| (filled, e))?;
         }
-        result
+        Ok(())
+    }
+
+    /// Starts a GET; returns the reply.
+    async fn get_start(
+        &mut self,
+        remote: &str,
+        offset: u64,
+        hash: bool,
+    ) -> Result<GetReply, Error> {
+        self.request(&GetRequest {
+            path: remote.to_owned(),
+            offset,
+            hash,
+        })
+        .await?;
+        let reply: GetReply = self.reply(&format!("GET {remote}")).await?;
+        if reply.offset != offset {
+            return self.track(Err(Error::Protocol(format!(
+                "asked for offset {offset}, got {}",
+                reply.offset
+            ))));
+        }
+        Ok(reply)
+    }
+
+    /// The hash the server vouches for: from the reply, or from the trailer after the body.
+    async fn expected_hash(
+        &mut self,
+        reply: &GetReply,
+        remote: &str,
+    ) -> Result<Option<String>, Error> {
+        if !reply.trailer {
+            return Ok(reply.blake3.clone());
+        }
+        let during = format!("the trailer of {remote}");
+        self.read_line(&during).await?;
+        let trailer: Result<GetTrailer, _> = decode_trailer(&self.line);
+        let trailer =
+            self.track(trailer.map_err(|e| Error::Protocol(format!("{during}: {}", e.message))))?;
+        Ok(Some(trailer.blake3))
     }
 
     /// Downloads `remote` into `sink`; returns the number of bytes written.
     ///
-    /// The sink may have received part of the file when this fails; use [`Client::get_file`]
-    /// for a download that lands whole or not at all.
+    /// The sink may have received part of the file when this fails (including a failed
+    /// verification, which is only known at the end); use [`Client::get_file`] for a download
+    /// that lands whole and verified or not at all.
     pub async fn get<W>(&mut self, remote: &str, sink: &mut W) -> Result<u64, Error>
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        let size = self.get_start(remote).await?;
-        self.get_body(remote, size, sink, Path::new("-")).await?;
-        Ok(size)
+        self.get_with(remote, sink, true).await.map(|t| t.size)
     }
 
-    async fn get_start(&mut self, remote: &str) -> Result<u64, Error> {
-        self.request(&GetRequest {
-            path: remote.to_owned(),
-        })
-        .await?;
-        let reply: GetReply = self.reply(&format!("GET {remote}")).await?;
-        Ok(reply.size)
-    }
-
-    async fn get_body<W>(
+    /// Like [`Client::get`], with or without verification.
+    pub async fn get_with<W>(
         &mut self,
         remote: &str,
-        size: u64,
         sink: &mut W,
-        local: &Path,
-    ) -> Result<(), Error>
+        verify: bool,
+    ) -> Result<Transfer, Error>
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        let mut buf = vec![0u8; size.min(IO_BUFFER as u64) as usize];
-        let mut left = size;
+        let reply = self.get_start(remote, 0, verify).await?;
+        let mut hasher = verify.then(blake3::Hasher::new);
+        let stdout = Path::new("-");
+        let during = format!("the download of {remote}");
+        let mut left = reply.size;
+        let mut buf = vec![0u8; left.min(CHUNK as u64) as usize];
         while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = match self.reader.read(&mut buf[..want]).await {
-                Ok(0) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("received {} of {size} bytes", size - left),
-                )),
-                other => other,
-            };
-            let n = n.map_err(|e| {
-                self.broken = true;
-                Error::cut_off(format!("the download of {remote}"))(e)
-            })?;
-            sink.write_all(&buf[..n]).await.map_err(|e| {
-                // The rest of the body is still on the wire: this connection is out of step.
-                self.broken = true;
-                Error::local(local, "write")(e)
-            })?;
-            left -= n as u64;
+            let chunk = &mut buf[..left.min(CHUNK as u64) as usize];
+            self.fill(chunk, &during).await.map_err(|(_, e)| e)?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(chunk);
+            }
+            let written = sink
+                .write_all(chunk)
+                .await
+                .map_err(Error::local(stdout, "write"));
+            self.track(written)?;
+            left -= chunk.len() as u64;
         }
-        sink.flush().await.map_err(Error::local(local, "write"))
+        sink.flush().await.map_err(Error::local(stdout, "write"))?;
+        let expected = self.expected_hash(&reply, remote).await?;
+        let blake3 = check_hash(remote, expected, hasher.map(|h| h.finalize()))?;
+        Ok(Transfer {
+            size: reply.size,
+            bytes_transferred: reply.size,
+            resumed_from: 0,
+            blake3,
+        })
     }
 
     /// Downloads `remote` to the file `local`, atomically: the bytes go to
-    /// [`partial_path`]`(local)` and are renamed to `local` only once all of them arrived.
-    /// An existing `local` is replaced.
-    pub async fn get_file(&mut self, remote: &str, local: &Path) -> Result<u64, Error> {
-        let size = self.get_start(remote).await?;
+    /// [`partial_path`]`(local)` and are renamed to `local` only once all of them arrived (and,
+    /// with `verify`, hash to what the server vouches for). An existing `local` is replaced.
+    ///
+    /// A download that breaks off keeps its partial file; with `resume` the next call asks only
+    /// for the rest. Without `resume` a leftover partial is started over.
+    pub async fn get_file(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: GetOptions,
+    ) -> Result<Transfer, Error> {
         let partial = partial_path(local);
-        let file = File::create(&partial).await.map_err(|e| {
-            // The body is on its way and nobody will read it.
-            self.broken = true;
-            Error::local(&partial, "create")(e)
-        })?;
-        let mut writer = BufWriter::with_capacity(IO_BUFFER, file);
-        let result = self.get_body(remote, size, &mut writer, &partial).await;
-        let result = match result {
-            Ok(()) => fs::rename(&partial, local)
+        let held = if opts.resume {
+            async_std::fs::metadata(&partial)
                 .await
-                .map_err(Error::local(local, "rename into")),
+                .map(|m| m.len())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let reply = match self.get_start(remote, held, opts.verify).await {
+            // The partial is longer than the file now is: it belongs to another version.
+            Err(Error::Remote(e)) if held > 0 && e.code == ErrorCode::BadRequest => {
+                self.get_start(remote, 0, opts.verify).await?
+            }
+            other => other?,
+        };
+        let offset = reply.offset;
+        let opened = {
+            let partial = partial.clone();
+            let verify = opts.verify;
+            spawn_blocking(move || {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .read(true)
+                    .truncate(false)
+                    .open(&partial)?;
+                file.set_len(offset)?;
+                io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+                let hasher = if verify {
+                    Some(files::hash_prefix(&file, offset)?)
+                } else {
+                    None
+                };
+                Ok::<_, io::Error>((file, hasher))
+            })
+            .await
+        };
+        let (file, hasher) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                // The body is on its way and nobody will read it.
+                self.broken = true;
+                return Err(Error::local(&partial, "write")(e));
+            }
+        };
+        let mut writer = files::Writer::new(file, hasher);
+        let during = format!("the download of {remote}");
+        let mut left = reply.size;
+        let mut received = Ok(());
+        while left > 0 {
+            let mut buf = writer.buffer(left.min(CHUNK as u64) as usize);
+            if let Err((arrived, e)) = self.fill(&mut buf, &during).await {
+                // Keep what did arrive, for a resume.
+                buf.truncate(arrived);
+                let _ = writer.write(buf).await;
+                received = Err(e);
+                break;
+            }
+            left -= buf.len() as u64;
+            if let Err(e) = writer.write(buf).await {
+                self.broken = true;
+                received = Err(Error::local(&partial, "write")(e));
+                break;
+            }
+        }
+        let finished = writer
+            .finish()
+            .await
+            .map_err(Error::local(&partial, "write"));
+        let (file, actual) = match (received, finished) {
+            (Ok(()), Ok(done)) => done,
+            // Cut off: the partial stays for `--continue`. A local failure: start over next time.
+            (Err(e @ Error::CutOff { .. }), _) => return Err(e),
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                let _ = async_std::fs::remove_file(&partial).await;
+                return Err(e);
+            }
+        };
+        drop(file);
+        let verified = match self.expected_hash(&reply, remote).await {
+            Ok(expected) => check_hash(remote, expected, actual),
             Err(e) => Err(e),
         };
-        if result.is_err() {
-            let _ = fs::remove_file(&partial).await;
-        }
-        result.map(|()| size)
+        let blake3 = match verified {
+            Ok(b) => b,
+            Err(e) => {
+                // What arrived does not match: it is useless for a resume too.
+                if matches!(e, Error::Integrity { .. }) {
+                    let _ = async_std::fs::remove_file(&partial).await;
+                }
+                return Err(e);
+            }
+        };
+        async_std::fs::rename(&partial, local)
+            .await
+            .map_err(Error::local(local, "rename into"))?;
+        let size = reply.file_size.unwrap_or(reply.size);
+        Ok(Transfer {
+            size,
+            bytes_transferred: reply.size,
+            resumed_from: offset,
+            blake3,
+        })
     }
 
-    /// Uploads exactly `size` bytes read from `source` to `remote`.
+    /// Uploads exactly `size` bytes read from `source` to `remote`, unverified.
     /// Without `overwrite` an existing remote file makes this fail with `exists`.
     pub async fn send<R>(
         &mut self,
@@ -222,89 +443,156 @@ impl Client {
     where
         R: AsyncRead + Unpin + ?Sized,
     {
-        self.send_from(source, size, remote, overwrite, Path::new("-"))
-            .await
-    }
-
-    async fn send_from<R>(
-        &mut self,
-        source: &mut R,
-        size: u64,
-        remote: &str,
-        overwrite: bool,
-        local: &Path,
-    ) -> Result<u64, Error>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-    {
-        let during = format!("the upload of {remote}");
-        self.request(&SendRequest {
+        let args = SendRequest {
             path: remote.to_owned(),
             size,
             overwrite,
-        })
-        .await?;
-        let _: Empty = self.reply(&during).await?;
-        let mut buf = vec![0u8; size.min(IO_BUFFER as u64) as usize];
-        let mut left = size;
+            ..Default::default()
+        };
+        let during = format!("the upload of {remote}");
+        let ready: SendReady = self.send_start(&args, &during).await?;
+        let mut left = size - ready.offset;
+        let mut buf = vec![0u8; left.min(CHUNK as u64) as usize];
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
             let n = match source.read(&mut buf[..want]).await {
                 Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "it ended after {} of {size} bytes (did it shrink?)",
-                        size - left
-                    ),
+                    format!("it ended {left} bytes early"),
                 )),
                 other => other,
             };
-            let n = n.map_err(|e| {
-                // The server waits for bytes we cannot give: closing makes it drop the upload.
-                self.broken = true;
-                Error::local(local, "read")(e)
-            })?;
-            self.writer.write_all(&buf[..n]).await.map_err(|e| {
-                self.broken = true;
-                Error::cut_off(during.clone())(e)
-            })?;
+            let n = self.track(n.map_err(Error::local("-", "read")))?;
+            self.send_chunk(&buf[..n], &during).await?;
             left -= n as u64;
         }
-        self.writer.flush().await.map_err(|e| {
-            self.broken = true;
-            Error::cut_off(during.clone())(e)
-        })?;
-        let reply: SendReply = self.reply(&during).await?;
-        if reply.size != size {
-            return Err(Error::Protocol(format!(
-                "server stored {} of {size} bytes",
-                reply.size
-            )));
-        }
-        Ok(size)
+        self.send_finish(&args, &during, None).await.map(|_| size)
     }
 
-    /// Uploads the local file `local` to `remote`.
+    async fn send_start(&mut self, args: &SendRequest, during: &str) -> Result<SendReady, Error> {
+        self.request(args).await?;
+        let ready: SendReady = self.reply(during).await?;
+        if ready.offset > args.size {
+            return self.track(Err(Error::Protocol(format!(
+                "go-ahead from offset {} past the size",
+                ready.offset
+            ))));
+        }
+        Ok(ready)
+    }
+
+    async fn send_chunk(&mut self, chunk: &[u8], during: &str) -> Result<(), Error> {
+        let written = self
+            .writer
+            .write_all(chunk)
+            .await
+            .map_err(Error::cut_off(during));
+        self.track(written)
+    }
+
+    async fn send_finish(
+        &mut self,
+        args: &SendRequest,
+        during: &str,
+        ours: Option<&str>,
+    ) -> Result<SendReply, Error> {
+        let flushed = self.writer.flush().await.map_err(Error::cut_off(during));
+        self.track(flushed)?;
+        let reply: SendReply = self.reply(during).await?;
+        if reply.size != args.size {
+            return self.track(Err(Error::Protocol(format!(
+                "server stored {} of {} bytes",
+                reply.size, args.size
+            ))));
+        }
+        if let (Some(ours), Some(theirs)) = (ours, reply.blake3.as_deref()) {
+            if ours != theirs {
+                return Err(Error::Integrity {
+                    what: args.path.clone(),
+                    expected: ours.into(),
+                    actual: theirs.into(),
+                });
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Uploads the local file `local` to `remote`. With `verify` (the default) the file's
+    /// BLAKE3 hash is computed first and declared, and the server stores the file only if what
+    /// it received matches; with `resume`, an upload the server kept is continued.
     pub async fn send_file(
         &mut self,
         local: &Path,
         remote: &str,
-        overwrite: bool,
-    ) -> Result<u64, Error> {
-        let file = File::open(local)
-            .await
-            .map_err(Error::local(local, "open"))?;
-        let meta = file.metadata().await.map_err(Error::local(local, "read"))?;
-        if !meta.is_file() {
-            return Err(Error::Local {
-                path: local.to_owned(),
-                action: "send",
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-            });
+        opts: SendOptions,
+    ) -> Result<Transfer, Error> {
+        let path = local.to_owned();
+        let opened = spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a regular file",
+                ));
+            }
+            let hash = if opts.verify {
+                Some(files::hash_prefix(&file, meta.len())?.finalize())
+            } else {
+                None
+            };
+            Ok((file, meta.len(), hash))
+        })
+        .await;
+        let (file, size, hash) = opened.map_err(local_hash_error(local))?;
+        let blake3 = hash.map(|h| h.to_hex().to_string());
+        let args = SendRequest {
+            path: remote.to_owned(),
+            size,
+            overwrite: opts.overwrite,
+            blake3: blake3.clone(),
+            resume: opts.resume && blake3.is_some(),
+        };
+        let during = format!("the upload of {remote}");
+        let ready = self.send_start(&args, &during).await?;
+        let mut reader = files::Reader::new(file, ready.offset, size - ready.offset);
+        while let Some(chunk) = reader.next().await {
+            let chunk = self.track(chunk.map_err(Error::local(local, "read")))?;
+            self.send_chunk(&chunk, &during).await?;
         }
-        let mut reader = BufReader::with_capacity(IO_BUFFER, file);
-        self.send_from(&mut reader, meta.len(), remote, overwrite, local)
-            .await
+        let reply = self.send_finish(&args, &during, blake3.as_deref()).await?;
+        Ok(Transfer {
+            size,
+            bytes_transferred: size - ready.offset,
+            resumed_from: ready.offset,
+            blake3: reply.blake3.or(blake3),
+        })
+    }
+}
+
+/// Compares what the server vouches for with what arrived.
+fn check_hash(
+    remote: &str,
+    expected: Option<String>,
+    actual: Option<blake3::Hash>,
+) -> Result<Option<String>, Error> {
+    match (expected, actual) {
+        (_, None) => Ok(None),
+        (None, Some(_)) => Err(Error::Protocol(format!(
+            "the server sent no hash for {remote}"
+        ))),
+        (Some(expected), Some(actual)) => {
+            let actual = actual.to_hex().to_string();
+            if expected == actual {
+                Ok(Some(actual))
+            } else {
+                Err(Error::Integrity {
+                    what: remote.to_owned(),
+                    expected,
+                    actual,
+                })
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub enum ExitCode {
     CutOff = 5,
     /// The server answered something that is not the sft protocol.
     Protocol = 6,
+    /// What arrived does not match its BLAKE3 hash (nothing was stored under the final name).
+    Integrity = 7,
 }
 
 /// Everything that can go wrong in a client call.
@@ -54,6 +56,15 @@ pub enum Error {
     },
     /// The server sent something that is not a valid reply.
     Protocol(String),
+    /// The bytes that arrived do not hash to what the sender vouched for.
+    Integrity {
+        /// The remote path.
+        what: String,
+        /// The hash the sender vouched for.
+        expected: String,
+        /// The hash of what arrived.
+        actual: String,
+    },
     /// A local file or folder could not be used.
     Local {
         /// The local path.
@@ -70,9 +81,11 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Resolve { .. } | Error::Connect { .. } => ExitCode::Connect,
+            Error::Remote(e) if e.code == ErrorCode::ChecksumMismatch => ExitCode::Integrity,
             Error::Remote(_) => ExitCode::Refused,
             Error::CutOff { .. } => ExitCode::CutOff,
             Error::Protocol(_) => ExitCode::Protocol,
+            Error::Integrity { .. } => ExitCode::Integrity,
             Error::Local { .. } => ExitCode::Local,
         }
     }
@@ -82,6 +95,21 @@ impl Error {
         match self {
             Error::Remote(e) => Some(e.code),
             _ => None,
+        }
+    }
+
+    /// A stable machine-readable name for this error (`--json` output): the server's code for
+    /// refusals, otherwise one of `resolve_failed`, `connect_failed`, `cut_off`, `protocol`,
+    /// `local_io`, `checksum_mismatch`.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Error::Resolve { .. } => "resolve_failed",
+            Error::Connect { .. } => "connect_failed",
+            Error::Remote(e) => e.code.as_str(),
+            Error::CutOff { .. } => "cut_off",
+            Error::Protocol(_) => "protocol",
+            Error::Local { .. } => "local_io",
+            Error::Integrity { .. } => "checksum_mismatch",
         }
     }
 
@@ -142,6 +170,10 @@ impl fmt::Display for Error {
             }
             Error::CutOff { during, source } => write!(f, "cut off during {during}: {source}"),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
+            Error::Integrity { what, expected, actual } => write!(
+                f,
+                "checksum mismatch: {what} arrived with BLAKE3 {actual}, expected {expected}; it was not stored"
+            ),
             Error::Local {
                 path,
                 action,

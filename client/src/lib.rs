@@ -18,7 +18,8 @@
 mod address;
 mod client;
 mod error;
+mod files;
 
 pub use address::{parse_server, ServerAddr};
-pub use client::{partial_path, Client};
+pub use client::{partial_path, Client, GetOptions, SendOptions, Transfer};
 pub use error::{Error, ExitCode};

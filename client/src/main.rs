@@ -1,7 +1,7 @@
 //! `sft`: download files from and upload files to an sft server.
 
 use async_std::task;
-use sft_client::{parse_server, Client, Error, ExitCode};
+use sft_client::{parse_server, Client, Error, ExitCode, GetOptions, SendOptions, Transfer};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use structopt::clap::ErrorKind;
@@ -14,10 +14,16 @@ const EXAMPLES: &str = "EXAMPLES:
     sft send files.example.org ./photo.jpg inbox/     upload to inbox/photo.jpg
     sft send -p 9000 10.0.0.5 data.csv --overwrite    replace data.csv on the server
 
+    sft get -c files.example.org big.iso              continue an interrupted download
+    sft send --json host data.bin                     one JSON line with the outcome
+
+Every transfer is verified with BLAKE3 unless --no-verify is given: a file is stored under its
+final name only if what arrived hashes to what the sender vouched for.
+
 EXIT CODES:
     0 success              1 local file error      2 usage error
     3 cannot connect       4 refused by server     5 transfer cut off
-    6 protocol error";
+    6 protocol error       7 checksum mismatch";
 
 #[derive(Debug, StructOpt)]
 #[structopt(
@@ -38,6 +44,12 @@ enum Cli {
         /// Where to write it: a file, an existing folder, or `-` for standard output.
         #[structopt(parse(from_os_str))]
         local: Option<PathBuf>,
+        /// Continue an interrupted download from its partial file (`.NAME.sft-part`).
+        #[structopt(short = "c", long = "continue")]
+        resume: bool,
+        /// Skip the BLAKE3 check (faster; the file is still renamed into place only when complete).
+        #[structopt(long)]
+        no_verify: bool,
     },
     /// Upload LOCAL to SERVER as REMOTE (default: LOCAL's file name; a REMOTE ending in `/` is a folder).
     #[structopt(after_help = EXAMPLES)]
@@ -54,6 +66,13 @@ enum Cli {
         /// Replace the remote file if it exists.
         #[structopt(long)]
         overwrite: bool,
+        /// Continue an interrupted upload that the server kept.
+        #[structopt(short = "c", long = "continue")]
+        resume: bool,
+        /// Do not declare the file's BLAKE3 hash (the server then cannot verify, nor keep an
+        /// interrupted upload for --continue).
+        #[structopt(long)]
+        no_verify: bool,
     },
 }
 
@@ -65,6 +84,9 @@ struct Common {
     /// Print nothing on success.
     #[structopt(short, long)]
     quiet: bool,
+    /// Print one JSON line on standard output: the result, or the error.
+    #[structopt(long)]
+    json: bool,
 }
 
 fn main() {
@@ -84,17 +106,20 @@ fn main() {
             std::process::exit(ExitCode::Usage as i32);
         }
     };
-    let code = match task::block_on(run(cli)) {
-        Ok(()) => ExitCode::Ok,
-        Err(Failure::Usage(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::Usage
-        }
-        Err(Failure::Client(e)) => {
-            eprintln!("error: {}", escape(&e.to_string()));
-            e.exit_code()
-        }
+    let json = match &cli {
+        Cli::Get { common, .. } | Cli::Send { common, .. } => common.json,
     };
+    let (code, name, message) = match task::block_on(run(cli)) {
+        Ok(()) => std::process::exit(0),
+        Err(Failure::Usage(m)) => (ExitCode::Usage, "usage", m),
+        Err(Failure::Client(e)) => (e.exit_code(), e.code_name(), e.to_string()),
+    };
+    let message = escape(&message);
+    eprintln!("error: {message}");
+    if json {
+        let line = serde_json::json!({"error": {"code": name, "message": message}, "exit_code": code as i32});
+        println!("{line}");
+    }
     std::process::exit(code as i32);
 }
 
@@ -117,22 +142,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             server,
             remote,
             local,
+            resume,
+            no_verify,
         } => {
             let local = local_target(&remote, local)?;
             let mut client = connect(&server, &common).await?;
-            let size = match &local {
+            let verify = !no_verify;
+            let transfer = match &local {
                 None => {
                     let mut stdout = async_std::io::stdout();
-                    client.get(&remote, &mut stdout).await?
+                    client.get_with(&remote, &mut stdout, verify).await?
                 }
-                Some(path) => client.get_file(&remote, path).await?,
+                Some(path) => {
+                    client
+                        .get_file(&remote, path, GetOptions { verify, resume })
+                        .await?
+                }
             };
-            if !common.quiet {
-                let to = local
-                    .as_deref()
-                    .map_or("stdout".into(), |p| p.display().to_string());
-                summary("received", &remote, &to, size, started);
-            }
+            let to = local
+                .as_deref()
+                .map_or("-".into(), |p| p.display().to_string());
+            report(&common, "get", &remote, &to, &transfer, started);
         }
         Cli::Send {
             common,
@@ -140,16 +170,67 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             local,
             remote,
             overwrite,
+            resume,
+            no_verify,
         } => {
             let remote = remote_target(&local, remote)?;
             let mut client = connect(&server, &common).await?;
-            let size = client.send_file(&local, &remote, overwrite).await?;
-            if !common.quiet {
-                summary("sent", &local.display().to_string(), &remote, size, started);
-            }
+            let opts = SendOptions {
+                overwrite,
+                verify: !no_verify,
+                resume,
+            };
+            let transfer = client.send_file(&local, &remote, opts).await?;
+            report(
+                &common,
+                "send",
+                &remote,
+                &local.display().to_string(),
+                &transfer,
+                started,
+            );
         }
     }
     Ok(())
+}
+
+/// Prints the outcome of a transfer: a JSON line with `--json`, a summary unless `-q`.
+fn report(common: &Common, verb: &str, remote: &str, local: &str, t: &Transfer, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    let rate = t.bytes_transferred as f64 / secs.max(1e-9);
+    if common.json {
+        let line = serde_json::json!({
+            "verb": verb,
+            "remote": remote,
+            "local": local,
+            "size": t.size,
+            "bytes_transferred": t.bytes_transferred,
+            "resumed_from": t.resumed_from,
+            "blake3": t.blake3,
+            "elapsed_ms": (secs * 1e3 * 1e3).round() / 1e3,
+            "bytes_per_sec": rate.round(),
+        });
+        println!("{line}");
+    } else if !common.quiet {
+        let (from, to) = if verb == "get" {
+            (remote, local)
+        } else {
+            (local, remote)
+        };
+        let resumed = if t.resumed_from > 0 {
+            format!(", resumed at byte {}", t.resumed_from)
+        } else {
+            String::new()
+        };
+        let verified = if t.blake3.is_some() { ", verified" } else { "" };
+        eprintln!(
+            "{verb} {} → {}: {} bytes in {secs:.2} s ({:.1} MB/s{resumed}{verified})",
+            escape(from),
+            escape(to),
+            t.size,
+            rate / 1e6
+        );
+    }
 }
 
 async fn connect(server: &str, common: &Common) -> Result<Client, Failure> {
@@ -194,16 +275,6 @@ fn remote_target(local: &Path, remote: Option<String>) -> Result<String, Failure
         Some(r) if r.ends_with('/') => Ok(format!("{r}{}", name()?)),
         Some(r) => Ok(r),
     }
-}
-
-fn summary(verb: &str, from: &str, to: &str, size: u64, started: Instant) {
-    let secs = started.elapsed().as_secs_f64();
-    let rate = size as f64 / secs.max(1e-9) / 1e6;
-    eprintln!(
-        "{verb} {} → {}: {size} bytes in {secs:.2} s ({rate:.1} MB/s)",
-        escape(from),
-        escape(to)
-    );
 }
 
 /// Shows control characters in names from the network as `\u{…}`, so they cannot drive the terminal.

@@ -4,7 +4,8 @@ use async_std::io::timeout;
 use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 /// Largest chunk moved at once: memory per transfer is bounded by this, whatever the file size.
@@ -68,11 +69,11 @@ pub(crate) async fn discard<R: AsyncRead + Unpin + ?Sized>(
     }
 }
 
-/// Fills `buf` from `file` (blocking), stopping early only at end of file.
-fn read_full(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
+/// Fills `buf` from `file` at `pos` (blocking), stopping early only at end of file.
+fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -82,114 +83,204 @@ fn read_full(mut file: &File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Sends exactly `len` bytes of `file` to `dst`. Disk reads run on the blocking pool, one chunk
-/// ahead of the socket writes, so the disk and the network work at the same time.
-pub(crate) async fn file_to_stream<W>(
-    file: File,
-    dst: &mut W,
-    len: u64,
-    stall: Duration,
-    mut progress: impl FnMut(u64),
-) -> Result<(), CopyError>
-where
-    W: AsyncWrite + Unpin + ?Sized,
-{
-    let cap = len.min(CHUNK as u64) as usize;
-    let mut left = len;
-    let mut spare = Vec::new();
-    let first = left.min(cap as u64) as usize;
-    let mut reading = Some(spawn_blocking(move || {
-        let mut buf = vec![0u8; first];
-        let r = read_full(&file, &mut buf);
-        (file, buf, r)
-    }));
-    while let Some(pending) = reading.take() {
-        let (file, buf, read) = pending.await;
-        let n = read.map_err(CopyError::Read)?;
-        if n < buf.len() {
-            return Err(CopyError::Read(io::Error::new(
+/// Feeds the first `len` bytes of `file` to `hasher` (blocking; resuming needs the prefix).
+pub(crate) fn hash_prefix(file: &File, hasher: &mut blake3::Hasher, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; len.min(CHUNK as u64 * 4) as usize];
+    let mut pos = 0;
+    while pos < len {
+        let want = (len - pos).min(buf.len() as u64) as usize;
+        let n = read_full_at(file, &mut buf[..want], pos)?;
+        if n < want {
+            return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("the file ended {left} bytes before its declared {len} (it shrank)"),
-            )));
+                "the file shrank while it was hashed",
+            ));
         }
-        left -= n as u64;
-        if left > 0 {
-            let mut next = std::mem::take(&mut spare);
-            next.resize(left.min(cap as u64) as usize, 0);
-            reading = Some(spawn_blocking(move || {
-                let r = read_full(&file, &mut next);
-                (file, next, r)
-            }));
-        }
-        timeout(stall, dst.write_all(&buf))
-            .await
-            .map_err(CopyError::Write)?;
-        progress(n as u64);
-        spare = buf;
+        hasher.update(&buf[..n]);
+        pos += n as u64;
     }
     Ok(())
 }
 
-/// Receives exactly `len` bytes from `src` into `file`. Disk writes run on the blocking pool
-/// while the next chunk arrives from the network. Returns the file once every byte is written.
-pub(crate) async fn stream_to_file<R>(
-    src: &mut R,
+/// A file being sent, and the hash of what was read from it so far.
+struct Source {
     file: File,
+    hasher: Option<blake3::Hasher>,
+}
+
+/// Sends `len` bytes of `file` from position `start` to `dst`, feeding them to `hasher` if
+/// given. Disk reads (and hashing) run on the blocking pool, one chunk ahead of the socket
+/// writes, so disk, CPU and network work at the same time. Returns the file and the hasher.
+pub(crate) async fn file_to_stream<W>(
+    file: File,
+    start: u64,
+    hasher: Option<blake3::Hasher>,
+    dst: &mut W,
     len: u64,
     stall: Duration,
     mut progress: impl FnMut(u64),
-) -> Result<File, CopyError>
+) -> Result<(File, Option<blake3::Hasher>), CopyError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let cap = len.min(CHUNK as u64) as usize;
+    let mut pos = start;
+    let end = start + len;
+    let read_chunk = move |mut src: Source, mut buf: Vec<u8>, at: u64| {
+        let r = read_full_at(&src.file, &mut buf, at);
+        if let (Ok(n), Some(h)) = (&r, src.hasher.as_mut()) {
+            h.update(&buf[..*n]);
+        }
+        (src, buf, r)
+    };
+    let first = vec![0u8; cap];
+    let mut reading = Some(spawn_blocking(move || {
+        read_chunk(Source { file, hasher }, first, start)
+    }));
+    let mut spare = Vec::new();
+    loop {
+        let (src, buf, read) = reading.take().expect("a read is pending").await;
+        let n = read.map_err(CopyError::Read)?;
+        let want = buf.len().min((end - pos) as usize);
+        if n < want {
+            return Err(CopyError::Read(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file ended {} bytes before its declared end (it shrank)",
+                    end - pos
+                ),
+            )));
+        }
+        pos += n as u64;
+        let done = pos >= end;
+        let src = if done {
+            Some(src)
+        } else {
+            let mut next = std::mem::take(&mut spare);
+            next.resize(((end - pos) as usize).min(cap), 0);
+            reading = Some(spawn_blocking(move || read_chunk(src, next, pos)));
+            None
+        };
+        timeout(stall, dst.write_all(&buf[..n]))
+            .await
+            .map_err(CopyError::Write)?;
+        progress(n as u64);
+        spare = buf;
+        if let Some(src) = src {
+            return Ok((src.file, src.hasher));
+        }
+    }
+}
+
+/// A file being received into.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    /// The file, positioned where the next byte goes.
+    pub(crate) file: File,
+    /// The hash of everything in the file so far, if hashing.
+    pub(crate) hasher: Option<blake3::Hasher>,
+}
+
+/// Receives exactly `len` bytes from `src` into `sink`, hashing them if it hashes. Disk writes
+/// and hashing run on the blocking pool while the next chunk arrives from the network.
+///
+/// On failure the sink comes back with the error once every byte that was read is written
+/// and hashed, so an interrupted upload can be kept and resumed.
+pub(crate) async fn stream_to_file<R>(
+    src: &mut R,
+    sink: Sink,
+    len: u64,
+    stall: Duration,
+    mut progress: impl FnMut(u64),
+) -> Result<Sink, (CopyError, Option<Sink>)>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
+    type Pending = async_std::task::JoinHandle<(Sink, Vec<u8>, io::Result<()>)>;
+    async fn settle(
+        pending: Option<Pending>,
+        idle: Option<Sink>,
+    ) -> (Option<Sink>, Vec<u8>, io::Result<()>) {
+        match pending {
+            Some(p) => {
+                let (sink, buf, r) = p.await;
+                (Some(sink), buf, r)
+            }
+            None => (idle, Vec::new(), Ok(())),
+        }
+    }
     let cap = len.min(CHUNK as u64) as usize;
     let mut left = len;
-    let mut idle = Some(file);
-    let mut writing = None;
+    let mut idle = Some(sink);
+    let mut writing: Option<Pending> = None;
     let mut spare = Vec::new();
     while left > 0 {
         let mut buf = std::mem::take(&mut spare);
         buf.resize(left.min(cap as u64) as usize, 0);
         let mut filled = 0;
         while filled < buf.len() {
-            let n = timeout(stall, src.read(&mut buf[filled..]))
-                .await
-                .map_err(CopyError::Read)?;
-            if n == 0 {
-                return Err(CopyError::Read(io::Error::new(
+            let read = match timeout(stall, src.read(&mut buf[filled..])).await {
+                Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
                         "ended {} bytes before the declared {len}",
                         left - filled as u64
                     ),
-                )));
+                )),
+                other => other,
+            };
+            match read {
+                Ok(n) => filled += n,
+                Err(e) => {
+                    // Keep what did arrive: finish the pending write, then write this part.
+                    let (sink, _, written) = settle(writing.take(), idle.take()).await;
+                    let Some(mut sink) = sink.filter(|_| written.is_ok()) else {
+                        return Err((CopyError::Read(e), None));
+                    };
+                    if filled > 0 {
+                        let part = &buf[..filled];
+                        let ok = spawn_blocking_write(&mut sink, part).await;
+                        if ok.is_err() {
+                            return Err((CopyError::Read(e), None));
+                        }
+                        progress(filled as u64);
+                    }
+                    return Err((CopyError::Read(e), Some(sink)));
+                }
             }
-            filled += n;
         }
         left -= filled as u64;
         progress(filled as u64);
-        let file = match writing.take() {
-            Some(pending) => {
-                let (file, done, written): (File, Vec<u8>, io::Result<()>) = pending.await;
-                written.map_err(CopyError::Write)?;
-                spare = done;
-                file
-            }
-            None => idle
-                .take()
-                .expect("the file is idle when no write is pending"),
-        };
+        let (sink, done, written) = settle(writing.take(), idle.take()).await;
+        written.map_err(|e| (CopyError::Write(e), None))?;
+        spare = done;
+        let mut sink = sink.expect("the sink is idle or was pending");
         writing = Some(spawn_blocking(move || {
-            let r = (&file).write_all(&buf);
-            (file, buf, r)
+            let r = (&sink.file).write_all(&buf);
+            if let (Ok(()), Some(h)) = (&r, sink.hasher.as_mut()) {
+                h.update(&buf);
+            }
+            (sink, buf, r)
         }));
     }
-    match writing {
-        Some(pending) => {
-            let (file, _, written) = pending.await;
-            written.map_err(CopyError::Write)?;
-            Ok(file)
+    let (sink, _, written) = settle(writing.take(), idle.take()).await;
+    written.map_err(|e| (CopyError::Write(e), None))?;
+    Ok(sink.expect("the sink comes back"))
+}
+
+/// Writes and hashes `part` into `sink` on the blocking pool (used for a last partial chunk).
+async fn spawn_blocking_write(sink: &mut Sink, part: &[u8]) -> io::Result<()> {
+    let file = sink.file.try_clone()?;
+    let mut hasher = sink.hasher.take();
+    let part = part.to_vec();
+    let (hasher, r) = spawn_blocking(move || {
+        let r = (&file).write_all(&part);
+        if let (Ok(()), Some(h)) = (&r, hasher.as_mut()) {
+            h.update(&part);
         }
-        None => Ok(idle.expect("nothing was written")),
-    }
+        (hasher, r)
+    })
+    .await;
+    sink.hasher = hasher;
+    r
 }

@@ -21,6 +21,8 @@ pub struct Limits {
     pub read_only: bool,
     /// A body transfer during which no byte moves for this long is aborted.
     pub stall_timeout: Duration,
+    /// Interrupted uploads are kept this long for a resume.
+    pub partial_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
             max_upload_bytes: None,
             read_only: false,
             stall_timeout: Duration::from_secs(60),
+            partial_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -14,6 +14,7 @@ mod body;
 mod command;
 mod context;
 pub mod get;
+pub mod hashes;
 mod registry;
 pub mod sandbox;
 pub mod send;

@@ -14,6 +14,8 @@
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
 
+use crate::hashes::HashCache;
+use dashmap::DashMap;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use sft_protocol::{normalize, ErrorCode, RemotePath, WireError};
 use std::collections::VecDeque;
@@ -27,6 +29,9 @@ use std::sync::Arc;
 /// The name, at the top of the root, of the folder sft keeps its own state in.
 pub const RESERVED_DIR: &str = ".sft";
 const STAGING_DIR: &str = "tmp";
+const PARTIAL_DIR: &str = "partial";
+/// Hash states of interrupted uploads kept in memory, at most (beyond: re-hash from disk).
+const MAX_SAVED_HASHERS: usize = 1024;
 /// Symlinks followed while resolving one path, at most (as Linux's `MAXSYMLINKS`).
 const MAX_SYMLINKS: usize = 40;
 
@@ -42,7 +47,13 @@ struct Inner {
     dir_fd: OwnedFd,
     staging: PathBuf,
     staging_fd: Arc<OwnedFd>,
+    partial_fd: Arc<OwnedFd>,
     counter: AtomicU64,
+    hashes: HashCache,
+    /// Partials being written right now (one writer each).
+    active: DashMap<String, ()>,
+    /// The hash state of each kept partial, so resuming need not re-read it.
+    hashers: DashMap<String, (u64, blake3::Hasher)>,
 }
 
 /// What a resolved path is.
@@ -154,6 +165,7 @@ impl Root {
         })?;
         let reserved_fd = open_or_create_dir(&dir_fd, RESERVED_DIR)?;
         let staging_fd = open_or_create_dir(&reserved_fd, STAGING_DIR)?;
+        let partial_fd = open_or_create_dir(&reserved_fd, PARTIAL_DIR)?;
         let staging = dir.join(RESERVED_DIR).join(STAGING_DIR);
         let root = Root {
             inner: Arc::new(Inner {
@@ -161,7 +173,11 @@ impl Root {
                 dir_fd,
                 staging,
                 staging_fd: Arc::new(staging_fd),
+                partial_fd: Arc::new(partial_fd),
                 counter: AtomicU64::new(0),
+                hashes: HashCache::default(),
+                active: DashMap::new(),
+                hashers: DashMap::new(),
             }),
         };
         root.clean_staging()?;
@@ -182,6 +198,154 @@ impl Root {
             }
         }
         Ok(removed)
+    }
+
+    /// The cache of served files' BLAKE3 hashes.
+    pub fn hashes(&self) -> &HashCache {
+        &self.inner.hashes
+    }
+
+    /// Starts receiving an upload of `size` bytes for `rp`.
+    ///
+    /// With an `expected` hash, the upload goes to a *partial* in `.sft/partial/`, named after
+    /// the path, the size and the hash, so that only the same upload can continue it; it is
+    /// kept if the transfer breaks. With `resume`, an existing partial is continued (the
+    /// returned offset says from where) with its hash state; otherwise it is started afresh.
+    /// Without a hash the upload goes to a plain staging file, removed if anything fails.
+    pub fn begin_upload(
+        &self,
+        rp: &RemotePath,
+        size: u64,
+        expected: Option<blake3::Hash>,
+        resume: bool,
+    ) -> io::Result<Upload> {
+        let Some(expected) = expected else {
+            let (staged, file) = self.stage()?;
+            return Ok(Upload {
+                staged,
+                file,
+                offset: 0,
+                hasher: None,
+                partial: None,
+            });
+        };
+        let key = partial_key(rp, size, &expected);
+        if self.inner.active.insert(key.clone(), ()).is_some() {
+            // The same upload is already running on another connection: do not share its
+            // partial; this one stages separately and is not resumable.
+            let (staged, file) = self.stage()?;
+            return Ok(Upload {
+                staged,
+                file,
+                offset: 0,
+                hasher: Some(blake3::Hasher::new()),
+                partial: None,
+            });
+        }
+        let guard = PartialGuard {
+            root: self.clone(),
+            key: key.clone(),
+        };
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd = rfs::openat(
+            &*self.inner.partial_fd,
+            key.as_str(),
+            flags,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(errno)?;
+        let file = File::from(fd);
+        let held = file.metadata()?.len();
+        let saved = self.inner.hashers.remove(&key).map(|(_, state)| state);
+        let (offset, hasher) = if resume && held <= size && held > 0 {
+            let hasher = match saved {
+                Some((len, hasher)) if len == held => hasher,
+                // No state in memory (e.g. the server restarted): re-read the partial once.
+                _ => {
+                    let mut hasher = blake3::Hasher::new();
+                    crate::body::hash_prefix(&file, &mut hasher, held)?;
+                    hasher
+                }
+            };
+            (held, hasher)
+        } else {
+            file.set_len(0)?;
+            (0, blake3::Hasher::new())
+        };
+        let mut file = file;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+        let staged = Staged {
+            dir: Arc::clone(&self.inner.partial_fd),
+            path: self
+                .inner
+                .dir
+                .join(RESERVED_DIR)
+                .join(PARTIAL_DIR)
+                .join(&key),
+            name: Some(key),
+        };
+        Ok(Upload {
+            staged,
+            file,
+            offset,
+            hasher: Some(hasher),
+            partial: Some(guard),
+        })
+    }
+
+    /// Removes partials older than `ttl`, then the oldest ones until all partials together take
+    /// at most `max_total` bytes. Partials being written are left alone. Returns how many went.
+    pub fn expire_partials(
+        &self,
+        ttl: std::time::Duration,
+        max_total: Option<u64>,
+    ) -> io::Result<usize> {
+        let now = std::time::SystemTime::now();
+        let mut kept = Vec::new();
+        let mut removed = 0;
+        for entry in rfs::Dir::read_from(&*self.inner.partial_fd).map_err(errno)? {
+            let entry = entry.map_err(errno)?;
+            let Ok(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name == "." || name == ".." || self.inner.active.contains_key(&name) {
+                continue;
+            }
+            let Ok(st) = rfs::statat(
+                &*self.inner.partial_fd,
+                name.as_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ) else {
+                continue;
+            };
+            let mtime =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
+            let age = now.duration_since(mtime).unwrap_or_default();
+            if age > ttl {
+                self.drop_partial(&name);
+                removed += 1;
+            } else {
+                kept.push((mtime, st.st_size as u64, name));
+            }
+        }
+        if let Some(max) = max_total {
+            kept.sort();
+            let mut total: u64 = kept.iter().map(|k| k.1).sum();
+            for (_, size, name) in kept {
+                if total <= max {
+                    break;
+                }
+                self.drop_partial(&name);
+                total -= size;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn drop_partial(&self, name: &str) {
+        let _ = rfs::unlinkat(&*self.inner.partial_fd, name, AtFlags::empty());
+        self.inner.hashers.remove(name);
     }
 
     /// The canonical path of the served folder.
@@ -463,6 +627,86 @@ fn open_or_create_dir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
             format!("cannot open the server's folder {name} (is it a symlink?): {e}"),
         )
     })
+}
+
+/// The name of the partial for an upload of `size` bytes hashing to `hash` at `rp`.
+fn partial_key(rp: &RemotePath, size: u64, hash: &blake3::Hash) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(rp.to_string().as_bytes())
+        .update(b"\0")
+        .update(&size.to_le_bytes())
+        .update(hash.as_bytes());
+    format!("{}.part", &h.finalize().to_hex()[..32])
+}
+
+/// Marks a partial as being written; released on drop.
+#[derive(Debug)]
+struct PartialGuard {
+    root: Root,
+    key: String,
+}
+
+impl Drop for PartialGuard {
+    fn drop(&mut self) {
+        self.root.inner.active.remove(&self.key);
+    }
+}
+
+/// An upload being received: where its bytes go and what is known about them.
+#[derive(Debug)]
+pub struct Upload {
+    /// The staging file or partial, removed on drop unless committed or kept.
+    pub staged: Staged,
+    /// The open file, positioned at `offset`.
+    pub file: File,
+    /// Bytes already held from an interrupted upload.
+    pub offset: u64,
+    /// Hash state covering the first `offset` bytes, when the upload is verified.
+    pub hasher: Option<blake3::Hasher>,
+    partial: Option<PartialGuard>,
+}
+
+impl Upload {
+    /// Splits off the parts the transfer needs; the returned guard must live until the
+    /// upload is committed or kept.
+    pub fn into_parts(self) -> (Staged, File, u64, Option<blake3::Hasher>, UploadGuard) {
+        let Upload {
+            staged,
+            file,
+            offset,
+            hasher,
+            partial,
+        } = self;
+        (staged, file, offset, hasher, UploadGuard { partial })
+    }
+}
+
+/// Holds an upload's claim on its partial while its parts are in use.
+#[derive(Debug)]
+pub struct UploadGuard {
+    partial: Option<PartialGuard>,
+}
+
+impl UploadGuard {
+    /// Keeps the interrupted upload in `staged` for a later resume — when it is a resumable
+    /// partial — with the hash state of the `len` bytes it holds. Returns whether it was kept.
+    pub fn keep(self, staged: Staged, len: u64, hasher: Option<blake3::Hasher>) -> bool {
+        let Some(guard) = self.partial else {
+            return false;
+        };
+        let Some(hasher) = hasher else { return false };
+        let mut staged = staged;
+        staged.name = None;
+        let hashers = &guard.root.inner.hashers;
+        if hashers.len() >= MAX_SAVED_HASHERS {
+            let victim = hashers.iter().next().map(|e| e.key().clone());
+            if let Some(victim) = victim {
+                hashers.remove(&victim);
+            }
+        }
+        hashers.insert(guard.key.clone(), (len, hasher));
+        true
+    }
 }
 
 /// A staged upload: a file in the staging area that is deleted on drop unless committed.

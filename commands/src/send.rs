@@ -1,26 +1,42 @@
 //! `SEND`: upload a file.
 //!
 //! ```text
-//! > {"verb":"SEND","path":"in/data.bin","size":5,"overwrite":false}
+//! > {"verb":"SEND","path":"in/data.bin","size":5,"blake3":"ea8f…"}
 //! < {"ok":true}                 go-ahead (or an error reply, and nothing more)
-//! > hello                       exactly `size` raw bytes
-//! < {"ok":true,"size":5}        stored under its final name
+//! > hello                       exactly `size - offset` raw bytes
+//! < {"ok":true,"size":5,"blake3":"ea8f…"}
 //! ```
 //!
-//! The body goes to a staging file inside the root; only when every declared byte arrived is it
-//! renamed into place. A client that vanishes mid-body leaves nothing behind.
+//! The body goes to a staging file inside the root (a resumable *partial* when the client
+//! declared the file's BLAKE3 hash); only when every byte arrived — and hashes to what was
+//! declared — is it renamed into place. A client that vanishes mid-body leaves nothing under the
+//! final name: a partial is kept for `--continue` and expires, a plain staging file is removed.
 
-use crate::body::{discard, stream_to_file, CopyError};
+use crate::body::{discard, stream_to_file, CopyError, Sink};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::sandbox::io_error;
 use async_std::task::spawn_blocking;
-use sft_protocol::verbs::{Empty, SendReply, SendRequest, Verb};
+use sft_protocol::verbs::{is_blake3_hex, SendReady, SendReply, SendRequest, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
 
 /// The `SEND` handler.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Send;
+
+/// Parses the declared hash: 64 lower-case hex digits.
+fn declared_hash(args: &SendRequest) -> Result<Option<blake3::Hash>, WireError> {
+    match &args.blake3 {
+        None if args.resume => Err(WireError::bad_request(
+            "\"resume\" needs the file's \"blake3\" hash",
+        )),
+        None => Ok(None),
+        Some(hex) if is_blake3_hex(hex) => Ok(blake3::Hash::from_hex(hex).ok()),
+        Some(_) => Err(WireError::bad_request(
+            "\"blake3\" must be 64 lower-case hex digits",
+        )),
+    }
+}
 
 impl Command for Send {
     fn verb(&self) -> &'static str {
@@ -52,52 +68,86 @@ impl Command for Send {
                     .into());
                 }
             }
+            let expected = declared_hash(&args)?;
             let root = ctx.root.clone();
-            let overwrite = args.overwrite;
-            let (target, staged, file) = spawn_blocking(move || {
+            let (overwrite, size, resume) = (args.overwrite, args.size, args.resume);
+            let (target, upload) = spawn_blocking(move || {
                 let target = root.prepare_target(&rp, overwrite)?;
-                let (staged, file) = root.stage().map_err(|e| {
-                    WireError::internal(format!("cannot create a staging file: {e}"))
-                })?;
-                Ok::<_, WireError>((target, staged, file))
+                let upload = root
+                    .begin_upload(&rp, size, expected, resume)
+                    .map_err(|e| {
+                        WireError::internal(format!("cannot start storing the upload: {e}"))
+                    })?;
+                Ok::<_, WireError>((target, upload))
             })
             .await?;
+            let (staged, file, offset, hasher, guard) = upload.into_parts();
 
-            // Go-ahead: from here on the client sends exactly `size` bytes.
-            ctx.reply_ok(&Empty {}).await.map_err(CommandError::Abort)?;
+            // Go-ahead: from here on the client sends exactly `size - offset` bytes.
+            ctx.reply_ok(&SendReady { offset })
+                .await
+                .map_err(CommandError::Abort)?;
             ctx.flush().await.map_err(CommandError::Abort)?;
 
             let stats = &mut ctx.stats;
             let stall = ctx.limits.stall_timeout;
-            let copied = stream_to_file(&mut *ctx.reader, file, args.size, stall, |n| {
-                stats.bytes_in += n
-            })
-            .await;
-            let stored = match copied {
-                // Dropping the file closes it; the data is in the page cache, like rsync/scp.
-                Ok(file) => {
-                    drop(file);
-                    Ok(())
+            let body = size - offset;
+            let received =
+                stream_to_file(&mut *ctx.reader, Sink { file, hasher }, body, stall, |n| {
+                    stats.bytes_in += n
+                })
+                .await;
+            let stored = match received {
+                Ok(sink) => Ok(sink.hasher),
+                Err((CopyError::Read(e), sink)) => {
+                    // The client vanished or stalled. A resumable partial is kept (with its
+                    // hash state); a plain staging file is removed when `staged` drops.
+                    let held = offset + ctx.stats.bytes_in;
+                    if let Some(sink) = sink {
+                        drop(sink.file);
+                        if guard.keep(staged, held, sink.hasher) {
+                            let (root, ttl, max) = (
+                                ctx.root.clone(),
+                                ctx.limits.partial_ttl,
+                                ctx.limits.max_upload_bytes,
+                            );
+                            spawn_blocking(move || root.expire_partials(ttl, max))
+                                .await
+                                .ok();
+                        }
+                    }
+                    return Err(CommandError::Abort(e));
                 }
-                // The client vanished or stalled: `staged` drops and removes the partial file.
-                Err(CopyError::Read(e)) => return Err(CommandError::Abort(e)),
-                Err(CopyError::Write(e)) => {
+                Err((CopyError::Write(e), _)) => {
                     // Storage failed (disk full, quota…): read the rest of the body so the
-                    // connection stays in step, then report.
-                    let left = args.size - ctx.stats.bytes_in;
+                    // connection stays in step, then report. Nothing is kept.
+                    let left = body - ctx.stats.bytes_in;
                     discard(&mut *ctx.reader, left, stall)
                         .await
                         .map_err(CommandError::Abort)?;
-                    ctx.stats.bytes_in = args.size;
+                    ctx.stats.bytes_in = body;
                     Err(io_error(&shown, &e))
                 }
             };
-            let committed = match stored {
-                Ok(()) => spawn_blocking(move || staged.commit(&target, overwrite)).await,
+            let verified = stored.and_then(|hasher| match (expected, hasher.map(|h| h.finalize())) {
+                (Some(want), Some(got)) if want != got => Err(WireError::new(
+                    ErrorCode::ChecksumMismatch,
+                    format!("{shown}: received bytes hash to {got}, not the declared {want}; nothing was stored"),
+                )),
+                (_, got) => Ok(got),
+            });
+            let committed = match verified {
+                Ok(hash) => spawn_blocking(move || staged.commit(&target, overwrite))
+                    .await
+                    .map(|()| hash),
                 Err(e) => Err(e),
             };
+            drop(guard);
             match committed {
-                Ok(()) => ctx.reply_ok(&SendReply { size: args.size }).await,
+                Ok(hash) => {
+                    let blake3 = hash.map(|h| h.to_hex().to_string());
+                    ctx.reply_ok(&SendReply { size, blake3 }).await
+                }
                 // The body was consumed, so the connection is in step: a plain error reply.
                 Err(e) => ctx.reply_error(&e).await,
             }

@@ -3,7 +3,7 @@
 
 use async_std::task;
 use futures::{AsyncReadExt, AsyncWriteExt};
-use sft_client::Client;
+use sft_client::{Client, SendOptions};
 use sft_commands::{BoxFuture, Command, CommandError, Context};
 use sft_integration_tests::{
     raise_fd_limit, random_bytes, wait_until, Raw, ServerProcess, TestServer,
@@ -207,11 +207,17 @@ fn storage_write_failures_fail_the_upload_cleanly() {
     let addr = server.addr.to_string();
     task::block_on(async {
         let mut client = Client::connect(&addr, 7005).await.unwrap();
-        let err = client.send_file(&big, "big.bin", false).await.unwrap_err();
+        let err = client
+            .send_file(&big, "big.bin", SendOptions::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Some(sft_protocol::ErrorCode::Internal), "{err}");
         assert!(err.to_string().contains("big.bin"), "{err}");
         // Same connection, still in step: a small upload works.
-        client.send_file(&small, "small.txt", false).await.unwrap();
+        client
+            .send_file(&small, "small.txt", SendOptions::default())
+            .await
+            .unwrap();
     });
     assert!(
         !root.path().join("big.bin").exists(),

@@ -1,7 +1,7 @@
 //! Round trips through the client library against an in-process server, over real sockets.
 
 use async_std::task;
-use sft_client::{partial_path, Client};
+use sft_client::{partial_path, Client, GetOptions, SendOptions};
 use sft_integration_tests::{list_files, random_bytes, TestServer};
 
 fn round_trip(server: &TestServer, name: &str, data: &[u8]) {
@@ -10,8 +10,12 @@ fn round_trip(server: &TestServer, name: &str, data: &[u8]) {
     std::fs::write(&src, data).unwrap();
     task::block_on(async {
         let mut client = Client::connect(&server.server_arg(), 7005).await.unwrap();
-        let sent = client.send_file(&src, name, false).await.unwrap();
-        assert_eq!(sent, data.len() as u64);
+        let sent = client
+            .send_file(&src, name, SendOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(sent.size, data.len() as u64);
+        assert_eq!(sent.blake3, Some(blake3::hash(data).to_hex().to_string()));
         assert_eq!(
             std::fs::read(server.path(name)).unwrap(),
             data,
@@ -19,8 +23,12 @@ fn round_trip(server: &TestServer, name: &str, data: &[u8]) {
         );
 
         let dst = local_dir.path().join("dst.bin");
-        let got = client.get_file(name, &dst).await.unwrap();
-        assert_eq!(got, data.len() as u64);
+        let got = client
+            .get_file(name, &dst, GetOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(got.size, data.len() as u64);
+        assert_eq!(got.blake3, sent.blake3);
         assert_eq!(
             std::fs::read(&dst).unwrap(),
             data,
@@ -134,7 +142,10 @@ fn download_failure_keeps_the_existing_local_file() {
     std::fs::write(&local, "precious").unwrap();
     task::block_on(async {
         let mut client = Client::connect(&server.server_arg(), 7005).await.unwrap();
-        assert!(client.get_file("missing.txt", &local).await.is_err());
+        assert!(client
+            .get_file("missing.txt", &local, GetOptions::default())
+            .await
+            .is_err());
     });
     assert_eq!(std::fs::read_to_string(&local).unwrap(), "precious");
     assert_eq!(list_files(dir.path()), vec![local]);

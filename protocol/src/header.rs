@@ -152,6 +152,19 @@ pub fn encode_error(err: &WireError, out: &mut Vec<u8>) {
     splice(out, b"{\"ok\":false", err);
 }
 
+/// Appends a trailer line — a bare JSON object that follows a body, without `ok` — to `out`.
+pub fn encode_trailer(fields: &impl Serialize, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, fields).expect("header types serialize infallibly");
+    out.push(b'\n');
+}
+
+/// Decodes a trailer line.
+pub fn decode_trailer<T: DeserializeOwned>(line: &[u8]) -> Result<T, WireError> {
+    let line = check_line(line)?;
+    serde_json::from_slice(line)
+        .map_err(|e| WireError::bad_request(format!("malformed trailer: {e}")))
+}
+
 /// A decoded reply header.
 #[derive(Debug, Clone)]
 pub enum Reply<'a> {

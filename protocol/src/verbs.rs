@@ -17,13 +17,28 @@ pub trait Verb: Serialize + DeserializeOwned {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
-/// `GET`: download the regular file at `path`.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `GET`: download the regular file at `path`, or the part of it from `offset` on.
 ///
-/// Reply: [`GetReply`], followed by exactly `size` raw bytes.
+/// Reply: [`GetReply`], followed by exactly `size` raw bytes, then — if the reply says
+/// `"trailer":true` — one [`GetTrailer`] line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetRequest {
     /// The file, relative to the served root.
     pub path: String,
+    /// Skip this many bytes (resume a download): the body is the file from here to its end.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    /// Ask for the whole file's BLAKE3 hash, in the reply or in a trailer after the body.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hash: bool,
 }
 
 impl Verb for GetRequest {
@@ -33,14 +48,34 @@ impl Verb for GetRequest {
 /// Fields of a successful `GET` reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetReply {
-    /// How many body bytes follow the reply line.
+    /// How many body bytes follow the reply line (the file's size minus `offset`).
     pub size: u64,
+    /// The offset the body starts at, echoed when the request gave one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    /// The whole file's size, when the request gave an offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+    /// The whole file's BLAKE3 hash (64 hex digits), when asked for and already known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// When asked for a hash the server did not know yet: a [`GetTrailer`] line follows the body.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trailer: bool,
+}
+
+/// The line after a `GET` body whose reply said `"trailer":true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetTrailer {
+    /// The whole file's BLAKE3 hash (64 hex digits), computed while it was sent.
+    pub blake3: String,
 }
 
 /// `SEND`: upload `size` bytes to `path`.
 ///
-/// The server first answers with a go-ahead ([`Empty`]) or an error; only after a go-ahead does
-/// the client send exactly `size` raw bytes, and the server then answers with [`SendReply`].
+/// The server first answers with a go-ahead ([`SendReady`]) or an error; only after a go-ahead
+/// does the client send the body (`size - offset` raw bytes), and the server then answers with
+/// [`SendReply`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendRequest {
     /// The destination, relative to the served root. Missing parent folders are created.
@@ -50,6 +85,22 @@ pub struct SendRequest {
     /// Replace an existing file at `path` (otherwise the upload is refused with `exists`).
     #[serde(default)]
     pub overwrite: bool,
+    /// The whole file's BLAKE3 hash (64 hex digits). The server stores the file only if the
+    /// bytes it received hash to this, and keeps an interrupted upload so it can be resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// Continue an interrupted upload of the same `path`, `size` and `blake3`: the go-ahead
+    /// says from which offset to send.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resume: bool,
+}
+
+/// The go-ahead of a `SEND`: send the body from `offset` on (`size - offset` bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendReady {
+    /// Bytes the server already holds from an interrupted upload (0 without `resume`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
 }
 
 impl Verb for SendRequest {
@@ -61,4 +112,14 @@ impl Verb for SendRequest {
 pub struct SendReply {
     /// Bytes stored.
     pub size: u64,
+    /// The stored file's BLAKE3 hash, when the request declared one (it matched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+/// Whether `s` is a BLAKE3 hash as the protocol writes it: 64 lower-case hex digits.
+pub fn is_blake3_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

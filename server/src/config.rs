@@ -78,6 +78,10 @@ pub struct Config {
     #[structopt(long, default_value = "60")]
     pub stall_timeout: u64,
 
+    /// Keep interrupted uploads (for `sft send --continue`) this many seconds.
+    #[structopt(long, default_value = "86400")]
+    pub partial_ttl: u64,
+
     /// On SIGINT/SIGTERM, give transfers in progress this many seconds to finish.
     #[structopt(long, default_value = "30")]
     pub shutdown_grace: u64,
@@ -99,6 +103,7 @@ impl Config {
             max_upload_bytes: self.max_upload_bytes,
             read_only: self.read_only,
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
+            partial_ttl: Duration::from_secs(self.partial_ttl),
         }
     }
 }

@@ -60,9 +60,15 @@ impl Server {
     /// Opens the served root and binds the listening socket.
     pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
         let dir = config.root.clone();
-        let root = task::spawn_blocking(move || Root::open(&dir))
-            .await
-            .map_err(context(format!("cannot serve {}", config.root.display())))?;
+        let limits = config.limits();
+        let (ttl, max) = (limits.partial_ttl, limits.max_upload_bytes);
+        let root = task::spawn_blocking(move || {
+            let root = Root::open(&dir)?;
+            root.expire_partials(ttl, max)?;
+            Ok::<_, io::Error>(root)
+        })
+        .await
+        .map_err(context(format!("cannot serve {}", config.root.display())))?;
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .map_err(context(format!(
@@ -81,7 +87,7 @@ impl Server {
             shared: Arc::new(Shared {
                 registry,
                 root,
-                limits: config.limits(),
+                limits,
                 idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
                 header_timeout: Duration::from_secs(config.header_timeout.max(1)),
             }),
@@ -110,6 +116,7 @@ impl Server {
     pub async fn run(self) -> io::Result<()> {
         // Every session task holds a clone of `done_tx`; when all are dropped, `recv` fails.
         let (done_tx, done_rx) = channel::bounded::<()>(1);
+        let janitor = task::spawn(expire_partials_periodically(self.shared.clone()));
         let mut backoff = Duration::ZERO;
         loop {
             let accepted = futures::select_biased! {
@@ -135,6 +142,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        janitor.cancel().await;
         let live = self.sessions.len();
         log::info!(sessions = live; "shutting down: no new connections; waiting for sessions to finish");
         self.sessions.broadcast(Mail::Stop);
@@ -158,6 +166,25 @@ impl Server {
             session::run(shared, stream, registration, mailbox).await;
             drop(done);
         });
+    }
+}
+
+/// Removes expired partial uploads now and then (they also expire whenever one is kept).
+async fn expire_partials_periodically(shared: Arc<Shared>) {
+    let every =
+        (shared.limits.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        task::sleep(every).await;
+        let (root, ttl, max) = (
+            shared.root.clone(),
+            shared.limits.partial_ttl,
+            shared.limits.max_upload_bytes,
+        );
+        match task::spawn_blocking(move || root.expire_partials(ttl, max)).await {
+            Ok(0) => {}
+            Ok(n) => log::info!(removed = n; "expired partial uploads"),
+            Err(e) => log::warn!(error:% = e; "cannot expire partial uploads"),
+        }
     }
 }
 

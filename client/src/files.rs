@@ -1,0 +1,166 @@
+//! Local file I/O for transfers: large blocks on the blocking pool, overlapped with the network,
+//! hashed on the way.
+
+use async_std::task::{spawn_blocking, JoinHandle};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+
+/// Block size for local reads and writes.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// A write in flight: gives back the file, the hasher and the buffer.
+type PendingWrite = JoinHandle<(File, Option<blake3::Hasher>, Vec<u8>, io::Result<()>)>;
+/// A read in flight: gives back the file and the filled buffer.
+type PendingRead = JoinHandle<(File, Vec<u8>, io::Result<usize>)>;
+
+/// A local file being written, with the hash of what it holds so far.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    file: Option<File>,
+    hasher: Option<blake3::Hasher>,
+    pending: Option<PendingWrite>,
+    spare: Vec<u8>,
+}
+
+impl Writer {
+    /// Writes go to `file` at its current position; `hasher` (if any) already covers what the
+    /// file holds before it.
+    pub(crate) fn new(file: File, hasher: Option<blake3::Hasher>) -> Writer {
+        Writer {
+            file: Some(file),
+            hasher,
+            pending: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// A buffer to fill with the next chunk (recycled from earlier writes).
+    pub(crate) fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.resize(len, 0);
+        buf
+    }
+
+    async fn settle(&mut self) -> io::Result<()> {
+        if let Some(pending) = self.pending.take() {
+            let (file, hasher, buf, written) = pending.await;
+            self.file = Some(file);
+            self.hasher = hasher;
+            self.spare = buf;
+            written?;
+        }
+        Ok(())
+    }
+
+    /// Queues `buf` to be written (and hashed) while the caller fetches the next chunk.
+    pub(crate) async fn write(&mut self, buf: Vec<u8>) -> io::Result<()> {
+        self.settle().await?;
+        let file = self.file.take().expect("settled");
+        let mut hasher = self.hasher.take();
+        self.pending = Some(spawn_blocking(move || {
+            let r = (&file).write_all(&buf);
+            if let (Ok(()), Some(h)) = (&r, hasher.as_mut()) {
+                h.update(&buf);
+            }
+            (file, hasher, buf, r)
+        }));
+        Ok(())
+    }
+
+    /// Waits for every queued write; returns the file and the hash of everything in it.
+    pub(crate) async fn finish(mut self) -> io::Result<(File, Option<blake3::Hash>)> {
+        self.settle().await?;
+        Ok((
+            self.file.take().expect("settled"),
+            self.hasher.map(|h| h.finalize()),
+        ))
+    }
+}
+
+/// Reads `len` bytes of `file` from `start`, one chunk ahead of the consumer.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    next: Option<PendingRead>,
+    pos: u64,
+    end: u64,
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl Reader {
+    pub(crate) fn new(file: File, start: u64, len: u64) -> Reader {
+        let mut reader = Reader {
+            next: None,
+            pos: start,
+            end: start + len,
+        };
+        reader.schedule(file, Vec::new());
+        reader
+    }
+
+    fn schedule(&mut self, file: File, mut buf: Vec<u8>) {
+        let want = (self.end - self.pos).min(CHUNK as u64) as usize;
+        if want == 0 {
+            return;
+        }
+        buf.resize(want, 0);
+        let pos = self.pos;
+        self.next = Some(spawn_blocking(move || {
+            let r = read_full_at(&file, &mut buf, pos);
+            (file, buf, r)
+        }));
+    }
+
+    /// The next chunk, or `None` at the end. A file that ends early is an `UnexpectedEof`.
+    pub(crate) async fn next(&mut self) -> Option<io::Result<Vec<u8>>> {
+        let (file, buf, read) = self.next.take()?.await;
+        match read {
+            Ok(n) if n < buf.len() => Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "it ended {} bytes early (did it shrink?)",
+                    self.end - self.pos - n as u64
+                ),
+            ))),
+            Ok(n) => {
+                self.pos += n as u64;
+                self.schedule(file, Vec::with_capacity(CHUNK));
+                Some(Ok(buf))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Hashes the first `len` bytes of `file` into a fresh hasher, blocks split across every core
+/// (blocking).
+pub(crate) fn hash_prefix(file: &File, len: u64) -> io::Result<blake3::Hasher> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; (len.min(8 << 20)) as usize];
+    let mut pos = 0;
+    while pos < len {
+        let want = (len - pos).min(buf.len() as u64) as usize;
+        let n = read_full_at(file, &mut buf[..want], pos)?;
+        if n < want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was hashed",
+            ));
+        }
+        hasher.update_rayon(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(hasher)
+}
