@@ -388,3 +388,85 @@ impl Raw {
             .unwrap_or(false)
     }
 }
+
+/// What a [`Relay`] does to the bytes it forwards.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tamper {
+    /// Flip the lowest bit of the byte at this offset of the server → client stream.
+    pub flip_down_at: Option<u64>,
+    /// Flip the lowest bit of the byte at this offset of the client → server stream.
+    pub flip_up_at: Option<u64>,
+    /// Close both sides once this many server → client bytes were forwarded.
+    pub cut_down_after: Option<u64>,
+    /// Close both sides once this many client → server bytes were forwarded.
+    pub cut_up_after: Option<u64>,
+}
+
+/// A man in the middle on 127.0.0.1 for one connection: forwards bytes between a client and
+/// `target`, tampering with them as told. Simulates corruption and broken networks.
+pub struct Relay {
+    pub addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start(target: SocketAddr, tamper: Tamper) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let Ok((client, _)) = listener.accept() else {
+                return;
+            };
+            let server =
+                std::net::TcpStream::connect(target).expect("relay connects to the server");
+            let pump = |mut from: std::net::TcpStream,
+                        mut to: std::net::TcpStream,
+                        flip: Option<u64>,
+                        cut: Option<u64>| {
+                use std::io::{Read, Write};
+                let mut seen: u64 = 0;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut n = n;
+                    if let Some(cut) = cut {
+                        n = n.min((cut - seen) as usize);
+                    }
+                    if let Some(at) = flip {
+                        if (seen..seen + n as u64).contains(&at) {
+                            buf[(at - seen) as usize] ^= 1;
+                        }
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    seen += n as u64;
+                    if cut == Some(seen) {
+                        break;
+                    }
+                }
+                let _ = from.shutdown(std::net::Shutdown::Both);
+                let _ = to.shutdown(std::net::Shutdown::Both);
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let up =
+                std::thread::spawn(move || pump(c2, s2, tamper.flip_up_at, tamper.cut_up_after));
+            pump(server, client, tamper.flip_down_at, tamper.cut_down_after);
+            let _ = up.join();
+        });
+        Relay {
+            addr,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the relayed connection is over.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
