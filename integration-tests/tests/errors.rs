@@ -291,6 +291,34 @@ fn paths_that_leave_the_root_are_forbidden_both_ways() {
 }
 
 #[test]
+fn over_long_paths_and_names_are_refused() {
+    let server = server();
+    let long_name = "n".repeat(256);
+    let long_path = "d/".repeat(2100) + "f";
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        for path in [&long_name, &long_path] {
+            for verb in ["GET", "SEND"] {
+                let req =
+                    serde_json::json!({"verb": verb, "path": path, "size": 1}).to_string() + "\n";
+                raw.write(req.as_bytes()).await;
+                assert_eq!(
+                    raw.reply().await["code"],
+                    "bad_request",
+                    "{verb} of a {}-byte path",
+                    path.len()
+                );
+            }
+        }
+        good_request_works(&mut raw).await;
+    });
+    assert!(
+        !server.path("d").exists(),
+        "no folders were created for a refused path"
+    );
+}
+
+#[test]
 fn folders_and_non_folders_are_refused_sensibly() {
     let server = server();
     std::fs::create_dir(server.path("adir")).unwrap();
