@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 /// The name, at the top of the root, of the folder sft keeps its own state in.
 pub const RESERVED_DIR: &str = ".sft";
+/// The suffix of a client's partial download (`.NAME.sft-part`); such files are not listed.
+pub const PARTIAL_SUFFIX: &str = ".sft-part";
 const STAGING_DIR: &str = "tmp";
 
 /// The served folder. Cheap to clone.
@@ -135,6 +137,36 @@ impl Root {
         let real = fs::canonicalize(self.join(rp)).map_err(|e| io_error(&rp.to_string(), &e))?;
         self.confine(&real, rp)?;
         Ok(real)
+    }
+
+    /// Resolves an existing path like [`Root::locate`], except that a symlink named by the last
+    /// component is not followed: the result is the link itself (`lstat` semantics). Symlinks
+    /// in the folders leading to it are followed while they stay inside the root.
+    pub fn locate_entry(&self, rp: &RemotePath) -> Result<PathBuf, WireError> {
+        let Some(name) = rp.file_name() else {
+            return self.locate(rp);
+        };
+        let parents: Vec<&str> = rp.components().take(rp.components().len() - 1).collect();
+        let parent = normalize(&parents.join("/")).expect("already normalized");
+        let parent_real = self.locate(&parent)?;
+        if !parent_real.is_dir() {
+            return Err(WireError::bad_request(format!("{parent} is not a folder")));
+        }
+        let real = parent_real.join(name);
+        // Reached through a symlink to the root, the last name can still be the reserved one.
+        self.confine(&real, rp)?;
+        Ok(real)
+    }
+
+    /// Whether a listing leaves out the entry at `real` (a path inside the root whose last
+    /// component is not resolved): the reserved folder, and partial downloads.
+    pub fn is_hidden(&self, real: &Path) -> bool {
+        if real == self.inner.reserved {
+            return true;
+        }
+        real.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.len() > PARTIAL_SUFFIX.len() + 1 && n.starts_with('.') && n.ends_with(PARTIAL_SUFFIX)
+        })
     }
 
     /// Opens an existing regular file for reading; returns it with its length.
@@ -378,6 +410,39 @@ mod tests {
         drop(staged);
         assert!(!p.exists());
         assert_eq!(fs::read_dir(root.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn entries_resolve_without_following_the_last_symlink() {
+        let (dir, _o, root) = setup();
+        let real = |p: &str| root.check(p).and_then(|rp| root.locate_entry(&rp));
+        let canon = fs::canonicalize(dir.path()).unwrap();
+        // The link itself, even one pointing outside: it is only described, never opened.
+        assert_eq!(real("to_secret").unwrap(), canon.join("to_secret"));
+        assert_eq!(real("to_sub/f.txt").unwrap(), canon.join("sub/f.txt"));
+        assert_eq!(real("").unwrap(), canon);
+        symlink(".", dir.path().join("to_root")).unwrap();
+        let table: &[(&str, ErrorCode)] = &[
+            ("to_root/.sft", ErrorCode::Forbidden),
+            ("to_outside_dir/secret", ErrorCode::Forbidden),
+            ("../x", ErrorCode::Forbidden),
+            ("inside.txt/x", ErrorCode::BadRequest),
+            ("missing/x", ErrorCode::NotFound),
+        ];
+        for (p, want) in table {
+            assert_eq!(real(p).map_err(|e| e.code), Err(*want), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn reserved_folder_and_partial_downloads_are_hidden() {
+        let (dir, _o, root) = setup();
+        let canon = fs::canonicalize(dir.path()).unwrap();
+        assert!(root.is_hidden(&canon.join(".sft")));
+        assert!(root.is_hidden(&canon.join("sub/.big.iso.sft-part")));
+        assert!(!root.is_hidden(&canon.join("sub/.sft")));
+        assert!(!root.is_hidden(&canon.join(".sft-part")));
+        assert!(!root.is_hidden(&canon.join("inside.txt")));
     }
 
     #[test]
