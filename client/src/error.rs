@@ -54,6 +54,9 @@ pub enum Error {
     },
     /// The server sent something that is not a valid reply.
     Protocol(String),
+    /// The request cannot be sent as given (a malformed verb or arguments, a line over the
+    /// header limit, an upload without a body to send).
+    Request(String),
     /// A local file or folder could not be used.
     Local {
         /// The local path.
@@ -74,6 +77,7 @@ impl Error {
             Error::CutOff { .. } => ExitCode::CutOff,
             Error::Protocol(_) => ExitCode::Protocol,
             Error::Local { .. } => ExitCode::Local,
+            Error::Request(_) => ExitCode::Usage,
         }
     }
 
@@ -142,6 +146,7 @@ impl fmt::Display for Error {
             }
             Error::CutOff { during, source } => write!(f, "cut off during {during}: {source}"),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
+            Error::Request(m) => write!(f, "invalid request: {m}"),
             Error::Local {
                 path,
                 action,

@@ -1,4 +1,7 @@
-//! `sft`: download files from and upload files to an sft server.
+//! `sft`: download files from and upload files to an sft server, look at its folder, and call
+//! any verb it offers.
+
+mod cmd;
 
 use async_std::task;
 use sft_client::{parse_server, Client, Error, ExitCode};
@@ -13,6 +16,10 @@ const EXAMPLES: &str = "EXAMPLES:
     sft get [::1] notes.txt -                         write to standard output
     sft send files.example.org ./photo.jpg inbox/     upload to inbox/photo.jpg
     sft send -p 9000 10.0.0.5 data.csv --overwrite    replace data.csv on the server
+    sft ls files.example.org reports -r               list a folder and all below it
+    sft stat files.example.org reports/q3.pdf         kind, size, modification time
+    sft call files.example.org STAT '{\"path\":\"a.txt\"}'         any verb: prints the reply
+    sft call files.example.org GET '{\"path\":\"a.txt\"}' -o a.txt  …and writes its body to a.txt
 
 EXIT CODES:
     0 success              1 local file error      2 usage error
@@ -54,6 +61,54 @@ enum Cli {
         /// Replace the remote file if it exists.
         #[structopt(long)]
         overwrite: bool,
+    },
+    /// List the folder DIR on SERVER (default: the served folder itself).
+    #[structopt(after_help = EXAMPLES)]
+    Ls {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// Folder on the server, relative to its served folder.
+        dir: Option<String>,
+        /// Also list every folder below DIR (symlinks are shown, not followed).
+        #[structopt(short, long)]
+        recursive: bool,
+        /// Print one JSON document instead of a table.
+        #[structopt(long)]
+        json: bool,
+    },
+    /// Show the kind, size and modification time of PATH on SERVER.
+    #[structopt(after_help = EXAMPLES)]
+    Stat {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// Path on the server, relative to its served folder.
+        path: String,
+        /// Print the entry as JSON.
+        #[structopt(long)]
+        json: bool,
+    },
+    /// Send any VERB with JSON-ARGS; print the reply line, then any body (or write it to -o FILE).
+    #[structopt(after_help = EXAMPLES)]
+    Call {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// The verb, e.g. STAT, or one this client does not know.
+        verb: String,
+        /// The verb's arguments as a JSON object, e.g. '{"path":"a.txt"}' (default: {}).
+        args: Option<String>,
+        /// Write the reply's body to this file instead of standard output.
+        #[structopt(short, long, parse(from_os_str))]
+        output: Option<PathBuf>,
+        /// Send this file (`-` for standard input) as the request's body, an upload; its length
+        /// goes in the arguments' "size" unless they give one.
+        #[structopt(short, long, parse(from_os_str))]
+        input: Option<PathBuf>,
     },
 }
 
@@ -147,6 +202,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if !common.quiet {
                 summary("sent", &local.display().to_string(), &remote, size, started);
             }
+        }
+        Cli::Ls {
+            common,
+            server,
+            dir,
+            recursive,
+            json,
+        } => {
+            let mut client = connect(&server, &common).await?;
+            cmd::ls::run(&mut client, dir.as_deref().unwrap_or(""), recursive, json).await?;
+        }
+        Cli::Stat {
+            common,
+            server,
+            path,
+            json,
+        } => {
+            let mut client = connect(&server, &common).await?;
+            cmd::stat::run(&mut client, &path, json).await?;
+        }
+        Cli::Call {
+            common,
+            server,
+            verb,
+            args,
+            output,
+            input,
+        } => {
+            let call = cmd::call::Call::parse(verb, args.as_deref(), input, output)?;
+            let mut client = connect(&server, &common).await?;
+            call.run(&mut client).await?;
         }
     }
     Ok(())
