@@ -10,14 +10,13 @@ use structopt::StructOpt;
 
 /// Runs a server binary with `registry`: parses `sft-server`'s command line (the same flags),
 /// installs the logger, serves until stopped, and on failure logs the error, prints
-/// `NAME: error: …` to standard error and exits with status 1. A custom server's `main` is:
+/// `NAME: error: …` to standard error and exits with status 1. The body of a custom server's
+/// `fn main()`:
 ///
 /// ```no_run
-/// fn main() {
-///     let mut registry = sft_commands::builtins();
-///     // registry.register(my_crate::MyVerb);
-///     sft_server::run_main(registry);
-/// }
+/// let mut registry = sft_commands::builtins();
+/// // registry.register(my_crate::MyVerb);
+/// sft_server::run_main(registry);
 /// ```
 pub fn run_main(registry: Registry) {
     let config = Config::from_args();
