@@ -11,6 +11,7 @@
 //! while let Some(entry) = listing.next().await? {
 //!     println!("{} {}", entry.name, entry.size);
 //! }
+//! drop(listing); // it borrows the connection until then
 //! // Any verb, known to this library or not:
 //! let args = serde_json::json!({"path": "notes.txt"});
 //! let reply = client.call("WC", args.as_object().unwrap()).await?;

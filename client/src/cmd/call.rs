@@ -20,7 +20,8 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// Checks the arguments before anything is sent: JSON-ARGS must be a JSON object.
+    /// Checks the arguments before anything is sent: JSON-ARGS must be a JSON object, and a
+    /// body from standard input needs its length in it.
     pub(crate) fn parse(
         verb: String,
         args: Option<&str>,
@@ -37,6 +38,11 @@ impl Call {
             }
             Some(Err(e)) => return Err(Failure::Usage(format!("JSON-ARGS is not JSON: {e}"))),
         };
+        if input.as_deref().is_some_and(|p| p.as_os_str() == "-") && !args.contains_key("size") {
+            return Err(Failure::Usage(
+                "a body read from standard input needs its length in JSON-ARGS' \"size\"".into(),
+            ));
+        }
         let output = output.filter(|p| p.as_os_str() != "-");
         Ok(Call {
             verb,
@@ -51,12 +57,6 @@ impl Call {
         let response = match self.input.take() {
             None => client.call(&self.verb, &self.args).await,
             Some(path) if path.as_os_str() == "-" => {
-                if !self.args.contains_key("size") {
-                    return Err(Failure::Usage(
-                        "a body read from standard input needs its length in JSON-ARGS' \"size\""
-                            .into(),
-                    ));
-                }
                 let mut stdin = async_std::io::stdin();
                 client.call_upload(&self.verb, &self.args, &mut stdin).await
             }
