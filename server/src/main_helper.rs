@@ -33,7 +33,7 @@ pub fn run_main(registry: Registry) {
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "sft-server".into());
-        log::error!(error:% = e; "server failed");
+        log::error!(error:% = e; "sft-server failed");
         eprintln!("{name}: error: {e}");
         std::process::exit(1);
     }
