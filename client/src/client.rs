@@ -8,11 +8,14 @@ use async_std::net::{TcpStream, ToSocketAddrs};
 use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::de::DeserializeOwned;
+use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
     GetReply, GetRequest, GetTrailer, SendReady, SendReply, SendRequest, Verb,
 };
-use sft_protocol::{decode_reply, decode_trailer, encode_request, read_line, ErrorCode, Reply};
+use sft_protocol::{
+    decode_reply, decode_trailer, encode_request, read_line, ErrorCode, Reply, WireError,
+};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -23,11 +26,13 @@ const IO_BUFFER: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Client {
     server: ServerAddr,
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
-    line: Vec<u8>,
-    scratch: Vec<u8>,
-    broken: bool,
+    pub(crate) reader: BufReader<TcpStream>,
+    pub(crate) writer: BufWriter<TcpStream>,
+    /// The last header or stream line read, terminator included.
+    pub(crate) line: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
+    /// Set once the connection is out of step; every later call fails.
+    pub(crate) broken: bool,
 }
 
 /// Options of a download.
@@ -139,7 +144,7 @@ impl Client {
         &self.server
     }
 
-    fn check_usable(&self) -> Result<(), Error> {
+    pub(crate) fn check_usable(&self) -> Result<(), Error> {
         if self.broken {
             return Err(Error::Protocol(
                 "the connection was broken by an earlier failure".into(),
@@ -160,11 +165,16 @@ impl Client {
     }
 
     /// Writes a request header and flushes it.
-    async fn request<V: Verb>(&mut self, args: &V) -> Result<(), Error> {
+    pub(crate) async fn request<V: Verb>(&mut self, args: &V) -> Result<(), Error> {
         self.check_usable()?;
         self.scratch.clear();
         encode_request(args, &mut self.scratch);
-        let during = format!("the {} request", V::NAME);
+        self.write_scratch(V::NAME).await
+    }
+
+    /// Writes the request line in `scratch` and flushes it.
+    pub(crate) async fn write_scratch(&mut self, verb: &str) -> Result<(), Error> {
+        let during = format!("the {verb} request");
         self.writer
             .write_all(&self.scratch)
             .await
@@ -191,7 +201,7 @@ impl Client {
     }
 
     /// Reads a reply header: its fields on success, `Error::Remote` for an error reply.
-    async fn reply<T: DeserializeOwned>(&mut self, during: &str) -> Result<T, Error> {
+    pub(crate) async fn reply<T: DeserializeOwned>(&mut self, during: &str) -> Result<T, Error> {
         self.read_line(during).await?;
         let result = match decode_reply(&self.line) {
             Ok(Reply::Err(e)) => Err(Error::Remote(e)),
@@ -259,6 +269,33 @@ impl Client {
         let trailer =
             self.track(trailer.map_err(|e| Error::Protocol(format!("{during}: {}", e.message))))?;
         Ok(Some(trailer.blake3))
+    }
+
+    /// Reads one line of a line stream into `line` (PROTOCOL.md §3.2). A cut-off or malformed
+    /// stream breaks the connection; an error line ends the stream and leaves it usable.
+    pub(crate) async fn stream_line(&mut self, during: &str) -> Result<StreamItem, Error> {
+        self.line.clear();
+        let read = read_line(&mut self.reader, &mut self.line).await;
+        let result = match read {
+            Ok(true) => match decode_stream_line(&self.line) {
+                Ok(StreamLine::Item(_)) => Ok(StreamItem::Item),
+                Ok(StreamLine::End(_)) => Ok(StreamItem::End),
+                Ok(StreamLine::Error(e)) => Ok(StreamItem::Error(e)),
+                Err(e) => Err(Error::Protocol(format!("{during}: {}", e.message))),
+            },
+            Ok(false) => Err(Error::CutOff {
+                during: during.to_owned(),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the server"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Error::Protocol(format!(
+                "{during}: stream line longer than {MAX_HEADER_LEN} bytes"
+            ))),
+            Err(e) => Err(Error::cut_off(during)(e)),
+        };
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
     }
 
     /// Downloads `remote` into `sink`; returns the number of bytes written.
@@ -594,6 +631,17 @@ fn check_hash(
             }
         }
     }
+}
+
+/// What [`Client::stream_line`] read; the line itself is in `Client::line`.
+#[derive(Debug)]
+pub(crate) enum StreamItem {
+    /// An item line.
+    Item,
+    /// The end line.
+    End,
+    /// An error line: the stream ended incomplete.
+    Error(WireError),
 }
 
 /// Where [`Client::get_file`] keeps a download in progress: `.<name>.sft-part` beside `local`.

@@ -65,6 +65,9 @@ pub enum Error {
         /// The hash of what arrived.
         actual: String,
     },
+    /// The request cannot be sent as given (a malformed verb or arguments, a line over the
+    /// header limit, an upload without a body to send).
+    Request(String),
     /// A local file or folder could not be used.
     Local {
         /// The local path.
@@ -87,6 +90,7 @@ impl Error {
             Error::Protocol(_) => ExitCode::Protocol,
             Error::Integrity { .. } => ExitCode::Integrity,
             Error::Local { .. } => ExitCode::Local,
+            Error::Request(_) => ExitCode::Usage,
         }
     }
 
@@ -110,6 +114,7 @@ impl Error {
             Error::Protocol(_) => "protocol",
             Error::Local { .. } => "local_io",
             Error::Integrity { .. } => "checksum_mismatch",
+            Error::Request(_) => "bad_request",
         }
     }
 
@@ -174,6 +179,7 @@ impl fmt::Display for Error {
                 f,
                 "checksum mismatch: {what} arrived with BLAKE3 {actual}, expected {expected}; it was not stored"
             ),
+            Error::Request(m) => write!(f, "invalid request: {m}"),
             Error::Local {
                 path,
                 action,

@@ -1,11 +1,24 @@
-//! The sft client library: connect to a server, GET and SEND files.
+//! The sft client library: connect to a server, GET and SEND files, STAT and LIST the served
+//! folder, and call any verb generically (including ones this library was not built with).
 //!
 //! ```no_run
 //! # async_std::task::block_on(async {
-//! use sft_client::Client;
+//! use sft_client::{Client, GetOptions, SendOptions};
 //! let mut client = Client::connect("files.example.org", 7005).await?;
-//! client.get_file("reports/q3.pdf", "q3.pdf".as_ref()).await?;
-//! client.send_file("notes.txt".as_ref(), "inbox/notes.txt", false).await?;
+//! // Verified with BLAKE3, renamed into place only when whole:
+//! client.get_file("reports/q3.pdf", "q3.pdf".as_ref(), GetOptions::default()).await?;
+//! let sent = client.send_file("notes.txt".as_ref(), "inbox/notes.txt", SendOptions::default()).await?;
+//! println!("stored {} bytes, BLAKE3 {:?}", sent.size, sent.blake3);
+//! let mut listing = client.list("reports", false).await?;
+//! while let Some(entry) = listing.next().await? {
+//!     println!("{} {}", entry.name, entry.size);
+//! }
+//! drop(listing); // it borrows the connection until then
+//! // Any verb, known to this library or not:
+//! let args = serde_json::json!({"path": "notes.txt"});
+//! let reply = client.call("WC", args.as_object().unwrap()).await?;
+//! println!("{}", reply.header());
+//! reply.read_body(&mut async_std::io::stdout()).await?;
 //! # Ok::<(), sft_client::Error>(())
 //! # });
 //! ```
@@ -16,10 +29,16 @@
 #![deny(missing_debug_implementations)]
 
 mod address;
+mod call;
 mod client;
 mod error;
 mod files;
+mod inspect;
 
 pub use address::{parse_server, ServerAddr};
+pub use call::Response;
 pub use client::{partial_path, Client, GetOptions, SendOptions, Transfer};
 pub use error::{Error, ExitCode};
+pub use inspect::Listing;
+pub use sft_protocol::body::Body;
+pub use sft_protocol::verbs::{Entry, Kind, ListEnd};

@@ -1,4 +1,7 @@
-//! `sft`: download files from and upload files to an sft server.
+//! `sft`: download files from and upload files to an sft server, look at its folder, and call
+//! any verb it offers.
+
+mod cmd;
 
 use async_std::task;
 use sft_client::{parse_server, Client, Error, ExitCode, GetOptions, SendOptions, Transfer};
@@ -13,6 +16,10 @@ const EXAMPLES: &str = "EXAMPLES:
     sft get [::1] notes.txt -                         write to standard output
     sft send files.example.org ./photo.jpg inbox/     upload to inbox/photo.jpg
     sft send -p 9000 10.0.0.5 data.csv --overwrite    replace data.csv on the server
+    sft ls files.example.org reports -r               list a folder and all below it
+    sft stat files.example.org reports/q3.pdf         kind, size, modification time
+    sft call files.example.org STAT '{\"path\":\"a.txt\"}'         any verb: prints the reply
+    sft call files.example.org GET '{\"path\":\"a.txt\"}' -o a.txt  …and writes its body to a.txt
 
     sft get -c files.example.org big.iso              continue an interrupted download
     sft send --json host data.bin                     one JSON line with the outcome
@@ -74,6 +81,48 @@ enum Cli {
         #[structopt(long)]
         no_verify: bool,
     },
+    /// List the folder DIR on SERVER (default: the served folder itself).
+    #[structopt(after_help = EXAMPLES)]
+    Ls {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// Folder on the server, relative to its served folder.
+        dir: Option<String>,
+        /// Also list every folder below DIR (symlinks are shown, not followed).
+        #[structopt(short, long)]
+        recursive: bool,
+    },
+    /// Show the kind, size and modification time of PATH on SERVER.
+    #[structopt(after_help = EXAMPLES)]
+    Stat {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// Path on the server, relative to its served folder.
+        path: String,
+    },
+    /// Send any VERB with JSON-ARGS; print the reply line, then any body (or write it to -o FILE).
+    #[structopt(after_help = EXAMPLES)]
+    Call {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// The verb, e.g. STAT, or one this client does not know.
+        verb: String,
+        /// The verb's arguments as a JSON object, e.g. '{"path":"a.txt"}' (default: {}).
+        args: Option<String>,
+        /// Write the reply's body to this file instead of standard output.
+        #[structopt(short, long, parse(from_os_str))]
+        output: Option<PathBuf>,
+        /// Send this file (`-` for standard input) as the request's body, an upload; its length
+        /// goes in the arguments' "size" unless they give one.
+        #[structopt(short, long, parse(from_os_str))]
+        input: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, StructOpt)]
@@ -84,7 +133,7 @@ struct Common {
     /// Print nothing on success.
     #[structopt(short, long)]
     quiet: bool,
-    /// Print one JSON line on standard output: the result, or the error.
+    /// Print JSON on standard output: the result (for `ls`, one JSON document), or the error.
     #[structopt(long)]
     json: bool,
 }
@@ -107,7 +156,11 @@ fn main() {
         }
     };
     let json = match &cli {
-        Cli::Get { common, .. } | Cli::Send { common, .. } => common.json,
+        Cli::Get { common, .. }
+        | Cli::Send { common, .. }
+        | Cli::Ls { common, .. }
+        | Cli::Stat { common, .. }
+        | Cli::Call { common, .. } => common.json,
     };
     let (code, name, message) = match task::block_on(run(cli)) {
         Ok(()) => std::process::exit(0),
@@ -189,6 +242,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 &transfer,
                 started,
             );
+        }
+        Cli::Ls {
+            common,
+            server,
+            dir,
+            recursive,
+        } => {
+            let mut client = connect(&server, &common).await?;
+            let dir = dir.as_deref().unwrap_or("");
+            cmd::ls::run(&mut client, dir, recursive, common.json).await?;
+        }
+        Cli::Stat {
+            common,
+            server,
+            path,
+        } => {
+            let mut client = connect(&server, &common).await?;
+            cmd::stat::run(&mut client, &path, common.json).await?;
+        }
+        Cli::Call {
+            common,
+            server,
+            verb,
+            args,
+            output,
+            input,
+        } => {
+            let call = cmd::call::Call::parse(verb, args.as_deref(), input, output)?;
+            let mut client = connect(&server, &common).await?;
+            call.run(&mut client).await?;
         }
     }
     Ok(())

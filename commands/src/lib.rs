@@ -5,7 +5,8 @@
 //! [`Root`], the [`Limits`], and the connection's reader and writer. Adding a verb means adding a
 //! handler and registering it; the server's session loop never changes.
 //!
-//! The built-ins live one per file: [`get`] and [`send`].
+//! The built-ins live one per file: [`get`], [`send`], [`list`] and [`stat`]. `EXTENDING.md` at
+//! the repository root shows how to write a verb in a crate of its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -13,21 +14,26 @@
 mod body;
 mod command;
 mod context;
+mod entry;
 pub mod get;
 pub mod hashes;
+pub mod list;
 mod registry;
 pub mod sandbox;
 pub mod send;
+pub mod stat;
 
 pub use command::{BoxFuture, Command, CommandError};
 pub use context::{Context, Limits, Reader, Stats, Writer};
 pub use registry::Registry;
 pub use sandbox::Root;
 
-/// A registry holding every built-in verb (`GET`, `SEND`).
+/// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
     registry.register(send::Send);
+    registry.register(list::List);
+    registry.register(stat::Stat);
     registry
 }

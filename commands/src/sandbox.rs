@@ -28,6 +28,8 @@ use std::sync::Arc;
 
 /// The name, at the top of the root, of the folder sft keeps its own state in.
 pub const RESERVED_DIR: &str = ".sft";
+/// The suffix of a client's partial download (`.NAME.sft-part`); such files are not listed.
+pub const PARTIAL_SUFFIX: &str = ".sft-part";
 const STAGING_DIR: &str = "tmp";
 const PARTIAL_DIR: &str = "partial";
 /// Hash states of interrupted uploads kept in memory, at most (beyond: re-hash from disk).
@@ -149,6 +151,8 @@ enum Last {
     Follow,
     /// Do not look at it; create missing parent folders.
     Create,
+    /// Do not follow it (a symlink there is the answer); parents must exist.
+    Entry,
 }
 
 impl Root {
@@ -422,7 +426,7 @@ impl Root {
                 return Err(reserved());
             }
             let last = queue.is_empty();
-            if last && last_mode == Last::Create {
+            if last && last_mode != Last::Follow {
                 return Ok((cur, Some(part)));
             }
             let st = match rfs::statat(&cur.fd, part.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -518,6 +522,34 @@ impl Root {
                 Ok(Folder { fd, names })
             }
         }
+    }
+
+    /// Resolves an existing path like [`Root::locate`], except that a symlink named by the last
+    /// component is not followed: the result is the link itself (`lstat` semantics). Symlinks
+    /// in the folders leading to it are followed while they stay inside the root.
+    pub fn locate_entry(&self, rp: &RemotePath) -> Result<PathBuf, WireError> {
+        let (parent, name) = self.resolve(rp, Last::Entry)?;
+        let mut real = self.inner.dir.clone();
+        real.extend(parent.names.iter());
+        if let Some(name) = name {
+            rfs::statat(&parent.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
+            real.push(name);
+        }
+        Ok(real)
+    }
+
+    /// Whether a listing leaves out the entry at `real` (a path inside the root whose last
+    /// component is not resolved): the reserved folder, and partial downloads.
+    pub fn is_hidden(&self, real: &Path) -> bool {
+        if real.parent() == Some(self.inner.dir.as_path())
+            && real.file_name() == Some(RESERVED_DIR.as_ref())
+        {
+            return true;
+        }
+        real.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.len() > PARTIAL_SUFFIX.len() + 1 && n.starts_with('.') && n.ends_with(PARTIAL_SUFFIX)
+        })
     }
 
     /// Opens an existing regular file for reading; returns it with its length.
@@ -947,6 +979,39 @@ mod tests {
             !outside.path().join("new.txt").exists(),
             "nothing written outside the root"
         );
+    }
+
+    #[test]
+    fn entries_resolve_without_following_the_last_symlink() {
+        let (dir, _o, root) = setup();
+        let real = |p: &str| root.check(p).and_then(|rp| root.locate_entry(&rp));
+        let canon = fs::canonicalize(dir.path()).unwrap();
+        // The link itself, even one pointing outside: it is only described, never opened.
+        assert_eq!(real("to_secret").unwrap(), canon.join("to_secret"));
+        assert_eq!(real("to_sub/f.txt").unwrap(), canon.join("sub/f.txt"));
+        assert_eq!(real("").unwrap(), canon);
+        symlink(".", dir.path().join("to_root")).unwrap();
+        let table: &[(&str, ErrorCode)] = &[
+            ("to_root/.sft", ErrorCode::Forbidden),
+            ("to_outside_dir/secret", ErrorCode::Forbidden),
+            ("../x", ErrorCode::Forbidden),
+            ("inside.txt/x", ErrorCode::BadRequest),
+            ("missing/x", ErrorCode::NotFound),
+        ];
+        for (p, want) in table {
+            assert_eq!(real(p).map_err(|e| e.code), Err(*want), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn reserved_folder_and_partial_downloads_are_hidden() {
+        let (dir, _o, root) = setup();
+        let canon = fs::canonicalize(dir.path()).unwrap();
+        assert!(root.is_hidden(&canon.join(".sft")));
+        assert!(root.is_hidden(&canon.join("sub/.big.iso.sft-part")));
+        assert!(!root.is_hidden(&canon.join("sub/.sft")));
+        assert!(!root.is_hidden(&canon.join(".sft-part")));
+        assert!(!root.is_hidden(&canon.join("inside.txt")));
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn trim_terminator(line: &[u8]) -> &[u8] {
 }
 
 /// Checks the parts every header shares: length, UTF-8, a JSON object.
-fn check_line(line: &[u8]) -> Result<&[u8], WireError> {
+pub(crate) fn check_line(line: &[u8]) -> Result<&[u8], WireError> {
     if line.len() > MAX_HEADER_LEN {
         return Err(WireError::new(
             ErrorCode::TooLarge,
@@ -142,6 +142,14 @@ pub fn encode_request<V: Verb>(args: &V, out: &mut Vec<u8>) {
     splice(out, prefix.as_bytes(), args);
 }
 
+/// Appends the request line for a verb known only at run time (a generic call): `verb`, then
+/// the fields of `args`, which must serialize to a JSON object without a `verb` field.
+pub fn encode_call(verb: &str, args: &impl Serialize, out: &mut Vec<u8>) {
+    let verb = serde_json::to_string(verb).expect("strings serialize infallibly");
+    let prefix = format!("{{\"verb\":{verb}");
+    splice(out, prefix.as_bytes(), args);
+}
+
 /// Appends a success reply line carrying `fields` to `out`.
 pub fn encode_ok(fields: &impl Serialize, out: &mut Vec<u8>) {
     splice(out, b"{\"ok\":true", fields);
@@ -219,6 +227,7 @@ mod tests {
         encode_request(
             &GetRequest {
                 path: "a b/ü.txt".into(),
+                ..Default::default()
             },
             &mut out,
         );
@@ -229,6 +238,32 @@ mod tests {
         assert_eq!(req.version(), 1);
         let args: GetRequest = req.args().unwrap();
         assert_eq!(args.path, "a b/ü.txt");
+    }
+
+    #[test]
+    fn generic_calls_encode_like_typed_requests() {
+        let mut typed = Vec::new();
+        encode_request(
+            &GetRequest {
+                path: "x".into(),
+                ..Default::default()
+            },
+            &mut typed,
+        );
+        let mut generic = Vec::new();
+        encode_call("GET", &serde_json::json!({"path": "x"}), &mut generic);
+        assert_eq!(typed, generic);
+
+        generic.clear();
+        encode_call("WC", &serde_json::json!({}), &mut generic);
+        assert_eq!(generic, b"{\"verb\":\"WC\"}\n");
+        // The verb is JSON-escaped, so it cannot inject fields (the server then refuses it).
+        generic.clear();
+        encode_call("A\",\"x\":\"1", &serde_json::json!({}), &mut generic);
+        assert_eq!(
+            decode_request(&generic).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
@@ -302,7 +337,13 @@ mod tests {
     #[test]
     fn replies_round_trip() {
         let mut out = Vec::new();
-        encode_ok(&GetReply { size: 42 }, &mut out);
+        encode_ok(
+            &GetReply {
+                size: 42,
+                ..Default::default()
+            },
+            &mut out,
+        );
         assert!(out.starts_with(b"{\"ok\":true,\"size\":42"));
         match decode_reply(&out).unwrap() {
             r @ Reply::Ok(_) => assert_eq!(r.fields::<GetReply>().unwrap().size, 42),

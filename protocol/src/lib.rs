@@ -9,10 +9,14 @@
 //! response:  {"ok":true,"size":5}\n hello
 //! error:     {"ok":false,"code":"not_found","message":"no such file: docs/a.txt"}\n
 //! ```
+//!
+//! What follows a header (nothing, a sized body, or a line stream) is decided by one rule that
+//! every verb follows; [`body`] implements it, so a client can carry verbs it does not know.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+pub mod body;
 mod error;
 mod header;
 pub mod limits;
@@ -22,8 +26,8 @@ pub mod verbs;
 
 pub use error::{ErrorCode, WireError};
 pub use header::{
-    decode_reply, decode_request, decode_trailer, encode_error, encode_ok, encode_request,
-    encode_trailer, Reply, Request,
+    decode_reply, decode_request, decode_trailer, encode_call, encode_error, encode_ok,
+    encode_request, encode_trailer, Reply, Request,
 };
 pub use line::{read_line, scan_line, LineScan};
 pub use path::{normalize, PathError, RemotePath};

@@ -10,3 +10,8 @@ pub const MAX_PATH_LEN: usize = 4096;
 
 /// Longest single path component, in bytes (Linux's `NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
+
+/// Deepest level a recursive `LIST` descends to: the listed folder's entries are level 1, and a
+/// folder at this level is listed but its contents are not (it carries an `error` instead).
+/// The server keeps one open folder per level, so this also bounds its file handles per listing.
+pub const MAX_LIST_DEPTH: usize = 32;

@@ -123,3 +123,127 @@ pub fn is_blake3_hex(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+/// What a file-system entry is, as `LIST` and `STAT` report it.
+///
+/// A kind this build does not know (sent by a newer server) decodes as [`Kind::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A folder.
+    Folder,
+    /// A symbolic link (reported as itself, never followed).
+    Symlink,
+    /// Anything else: a socket, a FIFO, a device, or a kind from a newer server.
+    #[serde(other)]
+    Other,
+}
+
+impl Kind {
+    /// The kind as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Folder => "folder",
+            Kind::Symlink => "symlink",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// One file-system entry: a line of a `LIST` stream, or the subject of a `STAT` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// In a `LIST`: the path relative to the listed folder (`a.txt`, `sub/b.txt`).
+    /// In a `STAT`: the normalized path relative to the served root (`.` for the root).
+    pub name: String,
+    /// File, folder, symlink or other.
+    pub kind: Kind,
+    /// Length in bytes of a regular file; `0` for every other kind.
+    pub size: u64,
+    /// Last modification, in whole seconds since 1970-01-01T00:00:00Z (negative before).
+    pub mtime: i64,
+    /// The file's BLAKE3 hash, lower-case hex, when the server computes one (`STAT` of a
+    /// regular file on a server with the integrity feature). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// On a folder of a recursive `LIST` whose contents are *not* included: why (permission
+    /// denied, deeper than [`crate::limits::MAX_LIST_DEPTH`] levels). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::WireError>,
+}
+
+/// `LIST`: the entries of a folder inside the root, as a line stream.
+///
+/// Reply: [`ListReply`], then one [`Entry`] line per entry, then a [`ListEnd`] line (or an error
+/// line). See PROTOCOL.md §3.2 and §5.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// The folder, relative to the served root; empty (the default) for the root itself.
+    #[serde(default)]
+    pub path: String,
+    /// Also list the contents of sub-folders, depth first, without following symlinks.
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+impl Verb for ListRequest {
+    const NAME: &'static str = "LIST";
+}
+
+/// The format of a reply body that is a sequence of lines (PROTOCOL.md §3.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamFormat {
+    /// JSON object lines, ended by an `{"end":true,…}` line or an error line.
+    #[default]
+    Lines,
+}
+
+/// Fields of a successful `LIST` reply; entry lines follow it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListReply {
+    /// Always [`StreamFormat::Lines`]: a line stream follows.
+    pub stream: StreamFormat,
+    /// The listed folder, normalized (`.` for the root).
+    pub path: String,
+}
+
+/// The line that ends a successful `LIST` stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEnd {
+    /// Always `true`: this line ends the stream.
+    pub end: bool,
+    /// How many entry lines were sent.
+    pub count: u64,
+    /// Entries left out because they cannot be sent: a name that is not UTF-8, or an entry
+    /// line longer than [`crate::limits::MAX_HEADER_LEN`].
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+/// `STAT`: describe one path inside the root.
+///
+/// Reply: [`StatReply`]; no body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatRequest {
+    /// The file, folder or symlink, relative to the served root; empty for the root itself.
+    #[serde(default)]
+    pub path: String,
+}
+
+impl Verb for StatRequest {
+    const NAME: &'static str = "STAT";
+}
+
+/// Fields of a successful `STAT` reply.
+///
+/// The entry is nested, not flat, because a reply's top-level `size` declares a body
+/// (PROTOCOL.md §3.1) and a `STAT` reply carries none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatReply {
+    /// What the path is.
+    pub entry: Entry,
+}

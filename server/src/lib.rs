@@ -11,6 +11,8 @@
 //! # });
 //! ```
 //!
+//! A server binary with verbs of its own is three lines: see [`run_main`] and `EXTENDING.md`.
+//!
 //! Each accepted connection becomes a session actor (see [`session`]): a task that owns its
 //! socket and state and has a mailbox the server uses to ask it to stop. The server knows no
 //! verb: it decodes a header, looks the verb up in the registry and hands over.
@@ -21,10 +23,12 @@
 pub mod config;
 mod listener;
 pub mod logging;
+mod main_helper;
 pub mod session;
 mod sessions;
 pub mod shutdown;
 
 pub use config::{Config, LogFormat};
 pub use listener::{Handle, Server};
+pub use main_helper::run_main;
 pub use sessions::SessionInfo;

@@ -1,0 +1,298 @@
+//! The generic call: any verb, with JSON arguments, including verbs this client was not built
+//! with. What follows each reply is found by the protocol's one body rule (PROTOCOL.md §3.1).
+
+use crate::client::{partial_path, Client, StreamItem};
+use crate::error::Error;
+use async_std::fs::{self, File};
+use async_std::io::BufWriter;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde_json::{Map, Value};
+use sft_protocol::body::{reply_body, upload_size, Body};
+use sft_protocol::encode_call;
+use sft_protocol::limits::MAX_HEADER_LEN;
+use std::io;
+use std::path::Path;
+
+const CHUNK: usize = 256 * 1024;
+
+impl Client {
+    /// Sends `verb` with the fields of `args` and reads the reply header. The body, if the
+    /// reply declares one, is then read with [`Response::read_body`].
+    ///
+    /// `args` must not contain `verb`, nor a `size` (a request with a `size` is an upload: use
+    /// [`Client::call_upload`]). An error reply is `Error::Remote`.
+    pub async fn call(
+        &mut self,
+        verb: &str,
+        args: &Map<String, Value>,
+    ) -> Result<Response<'_>, Error> {
+        self.call_with(verb, args, None).await
+    }
+
+    /// Like [`Client::call`] for an upload: `args` declares the body's length in `size`, and
+    /// after the server's go-ahead exactly that many bytes are read from `source` and sent.
+    /// The response is the server's final reply.
+    pub async fn call_upload<R>(
+        &mut self,
+        verb: &str,
+        args: &Map<String, Value>,
+        source: &mut R,
+    ) -> Result<Response<'_>, Error>
+    where
+        R: AsyncRead + Unpin,
+    {
+        self.call_with(verb, args, Some(source)).await
+    }
+
+    async fn call_with(
+        &mut self,
+        verb: &str,
+        args: &Map<String, Value>,
+        source: Option<&mut (dyn AsyncRead + Unpin + '_)>,
+    ) -> Result<Response<'_>, Error> {
+        self.check_usable()?;
+        let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        if verb.is_empty() || verb.len() > 64 || !verb.bytes().all(valid) {
+            return Err(Error::Request(format!(
+                "{verb:?} is not a verb: 1 to 64 ASCII letters, digits, '_' or '-'"
+            )));
+        }
+        if args.contains_key("verb") {
+            return Err(Error::Request(
+                "the arguments must not contain \"verb\"; it is given on its own".into(),
+            ));
+        }
+        self.scratch.clear();
+        encode_call(verb, args, &mut self.scratch);
+        if self.scratch.len() > MAX_HEADER_LEN {
+            return Err(Error::Request(format!(
+                "the request line is {} bytes, over the protocol's {MAX_HEADER_LEN}",
+                self.scratch.len()
+            )));
+        }
+        let upload = upload_size(&self.scratch).map_err(|e| Error::Request(e.message))?;
+        let during = format!("the {verb} call");
+        match (upload, source) {
+            (None, None) => {
+                self.write_scratch(verb).await?;
+            }
+            (Some(size), Some(source)) => {
+                self.write_scratch(verb).await?;
+                let _go_ahead: Map<String, Value> = self.reply(&during).await?;
+                self.upload(source, size, &during).await?;
+            }
+            (Some(size), None) => {
+                return Err(Error::Request(format!(
+                    "the arguments declare an upload of {size} bytes (\"size\") but no body \
+                     was given to send"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Request(
+                    "a body to send needs its length in the arguments' \"size\"".into(),
+                ))
+            }
+        }
+        let fields: Map<String, Value> = self.reply(&during).await?;
+        let header = String::from_utf8_lossy(&self.line)
+            .trim_end_matches(['\r', '\n'])
+            .to_owned();
+        let body = reply_body(&self.line, upload.is_some()).map_err(|e| {
+            self.broken = true;
+            Error::Protocol(format!("{during}: {}", e.message))
+        })?;
+        Ok(Response {
+            client: self,
+            verb: verb.to_owned(),
+            header,
+            fields,
+            body,
+            done: body == Body::None,
+        })
+    }
+
+    /// Sends exactly `size` bytes from `source` after a go-ahead.
+    async fn upload(
+        &mut self,
+        source: &mut (dyn AsyncRead + Unpin + '_),
+        size: u64,
+        during: &str,
+    ) -> Result<(), Error> {
+        let mut buf = vec![0u8; size.min(CHUNK as u64) as usize];
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = match source.read(&mut buf[..want]).await {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("it ended after {} of {size} bytes", size - left),
+                )),
+                other => other,
+            };
+            // The server waits for bytes we cannot give: closing makes it drop the upload.
+            let n = n.map_err(|e| {
+                self.broken = true;
+                Error::local("-", "read")(e)
+            })?;
+            self.writer.write_all(&buf[..n]).await.map_err(|e| {
+                self.broken = true;
+                Error::cut_off(during)(e)
+            })?;
+            left -= n as u64;
+        }
+        self.writer.flush().await.map_err(|e| {
+            self.broken = true;
+            Error::cut_off(during)(e)
+        })
+    }
+}
+
+/// A reply to a generic call: its header, and its body still on the wire. Read the body with
+/// [`Response::read_body`] or [`Response::read_body_to_file`]; dropping a response whose body
+/// was not read leaves the connection unusable.
+#[derive(Debug)]
+pub struct Response<'c> {
+    client: &'c mut Client,
+    verb: String,
+    header: String,
+    fields: Map<String, Value>,
+    body: Body,
+    done: bool,
+}
+
+impl Response<'_> {
+    /// The reply line as the server sent it, without its line terminator.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// The reply's fields (`ok` included).
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// What follows the reply.
+    pub fn body(&self) -> Body {
+        self.body
+    }
+
+    /// Copies the body to `sink`: the raw bytes of a sized body, or every line of a line stream
+    /// (its end line included). Returns the number of bytes written. A line stream that ends
+    /// with an error line is written whole, then returned as `Error::Remote` (the connection
+    /// stays usable).
+    pub async fn read_body<W>(self, sink: &mut W) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        self.copy_body(sink, Path::new("-")).await
+    }
+
+    /// Writes the body to the file `local`, atomically like [`Client::get_file`]: to
+    /// [`partial_path`]`(local)` first, renamed once complete. A reply without a body creates
+    /// no file and returns 0.
+    pub async fn read_body_to_file(self, local: &Path) -> Result<u64, Error> {
+        if self.body == Body::None {
+            return Ok(0);
+        }
+        let partial = partial_path(local);
+        let file = match File::create(&partial).await {
+            Ok(file) => file,
+            Err(e) => return Err(Error::local(&partial, "create")(e)), // drop: broken
+        };
+        let mut writer = BufWriter::with_capacity(CHUNK, file);
+        let result = match self.copy_body(&mut writer, &partial).await {
+            Ok(n) => fs::rename(&partial, local)
+                .await
+                .map(|()| n)
+                .map_err(Error::local(local, "rename into")),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = fs::remove_file(&partial).await;
+        }
+        result
+    }
+
+    async fn copy_body<W>(mut self, sink: &mut W, local: &Path) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let during = format!("the body of the {} reply", self.verb);
+        let written = match self.body {
+            Body::None => 0,
+            Body::Sized(size) => self.copy_sized(size, sink, local, &during).await?,
+            Body::Lines => self.copy_lines(sink, local, &during).await?,
+        };
+        self.done = true;
+        sink.flush().await.map_err(Error::local(local, "write"))?;
+        Ok(written)
+    }
+
+    async fn copy_sized<W>(
+        &mut self,
+        size: u64,
+        sink: &mut W,
+        local: &Path,
+        during: &str,
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let client = &mut *self.client;
+        let mut buf = vec![0u8; size.min(CHUNK as u64) as usize];
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = match client.reader.read(&mut buf[..want]).await {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("received {} of {size} bytes", size - left),
+                )),
+                other => other,
+            };
+            // On any failure the rest of the body is still on the wire (`done` stays false).
+            let n = n.map_err(Error::cut_off(during))?;
+            sink.write_all(&buf[..n])
+                .await
+                .map_err(Error::local(local, "write"))?;
+            left -= n as u64;
+        }
+        Ok(size)
+    }
+
+    async fn copy_lines<W>(
+        &mut self,
+        sink: &mut W,
+        local: &Path,
+        during: &str,
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let mut written = 0;
+        loop {
+            let item = self.client.stream_line(during).await?;
+            sink.write_all(&self.client.line)
+                .await
+                .map_err(Error::local(local, "write"))?;
+            written += self.client.line.len() as u64;
+            match item {
+                StreamItem::Item => {}
+                StreamItem::End => return Ok(written),
+                StreamItem::Error(e) => {
+                    self.done = true;
+                    sink.flush().await.map_err(Error::local(local, "write"))?;
+                    return Err(Error::Remote(e));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Response<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.broken = true;
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! `LIST`: the entries of a folder, as a line stream.
+//!
+//! ```text
+//! > {"verb":"LIST","path":"docs","recursive":true}
+//! < {"ok":true,"stream":"lines","path":"docs"}
+//! < {"name":"a.txt","kind":"file","size":5,"mtime":1732440000}
+//! < {"name":"sub","kind":"folder","size":0,"mtime":1732440000}
+//! < {"name":"sub/b.txt","kind":"file","size":3,"mtime":1732440000}
+//! < {"end":true,"count":3,"skipped":0}
+//! ```
+//!
+//! The walk is incremental, so a huge tree streams: an explicit stack of open folders, at most
+//! [`MAX_LIST_DEPTH`] deep, is advanced one bounded batch at a time on the blocking pool, and
+//! each batch is written out before the next is read. Symlinks are reported as symlinks and never
+//! followed while descending; the listed folder itself is resolved through the sandbox.
+
+use crate::command::{BoxFuture, Command, CommandError};
+use crate::context::Context;
+use crate::entry::describe;
+use crate::sandbox::{io_error, Root};
+use async_std::task::spawn_blocking;
+use futures::AsyncWriteExt;
+use sft_protocol::body::encode_line;
+use sft_protocol::limits::{MAX_HEADER_LEN, MAX_LIST_DEPTH};
+use sft_protocol::verbs::{Kind, ListEnd, ListReply, ListRequest, StreamFormat, Verb};
+use sft_protocol::{ErrorCode, Request, WireError};
+use std::fs;
+use std::io;
+
+/// Entries examined per trip to the blocking pool.
+const BATCH_ENTRIES: usize = 256;
+/// Bytes of entry lines gathered per trip (plus at most one line over).
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The `LIST` handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct List;
+
+impl Command for List {
+    fn verb(&self) -> &'static str {
+        ListRequest::NAME
+    }
+
+    fn run<'a>(
+        &'a self,
+        request: Request<'a>,
+        ctx: &'a mut Context<'_>,
+    ) -> BoxFuture<'a, Result<(), CommandError>> {
+        Box::pin(async move {
+            let args: ListRequest = request.args()?;
+            let rp = ctx.root.check(&args.path)?;
+            let shown = rp.to_string();
+            ctx.stats.path = Some(shown.clone());
+            let root = ctx.root.clone();
+            let recursive = args.recursive;
+            let mut walk = spawn_blocking(move || Walk::open(root, &rp, recursive)).await?;
+            ctx.reply_ok(&ListReply {
+                stream: StreamFormat::Lines,
+                path: shown,
+            })
+            .await
+            .map_err(CommandError::Abort)?;
+
+            let mut out = Vec::with_capacity(BATCH_BYTES + MAX_HEADER_LEN);
+            loop {
+                let (w, o, filled) = spawn_blocking(move || {
+                    let filled = walk.fill(&mut out);
+                    (walk, out, filled)
+                })
+                .await;
+                (walk, out) = (w, o);
+                ctx.writer
+                    .write_all(&out)
+                    .await
+                    .map_err(CommandError::Abort)?;
+                ctx.stats.bytes_out += out.len() as u64;
+                out.clear();
+                match filled {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    // The stream ends with the error line; the connection stays in step.
+                    Err(e) => return ctx.reply_error(&e).await.map_err(CommandError::Abort),
+                }
+            }
+            let end = ListEnd {
+                end: true,
+                count: walk.count,
+                skipped: walk.skipped,
+            };
+            encode_line(&end, &mut out).expect("an end line is short");
+            ctx.stats.bytes_out += out.len() as u64;
+            ctx.writer
+                .write_all(&out)
+                .await
+                .map_err(CommandError::Abort)
+        })
+    }
+}
+
+/// One open folder of the walk.
+#[derive(Debug)]
+struct Level {
+    dir: fs::ReadDir,
+    /// Its path relative to the listed folder, with a trailing `/` (empty for the folder itself).
+    prefix: String,
+    /// Level of its entries: 1 for the listed folder's own.
+    depth: usize,
+}
+
+/// A walk in progress. It moves to the blocking pool for each batch and back.
+#[derive(Debug)]
+struct Walk {
+    root: Root,
+    /// The listed folder as the client named it (normalized), for messages.
+    shown: String,
+    recursive: bool,
+    stack: Vec<Level>,
+    count: u64,
+    skipped: u64,
+}
+
+impl Walk {
+    /// Opens the listed folder: it must exist inside the root and be a folder.
+    fn open(root: Root, rp: &sft_protocol::RemotePath, recursive: bool) -> Result<Walk, WireError> {
+        let shown = rp.to_string();
+        let real = root.locate(rp)?;
+        if !real.is_dir() {
+            return Err(WireError::bad_request(format!("{shown} is not a folder")));
+        }
+        let dir = fs::read_dir(&real).map_err(|e| io_error(&shown, &e))?;
+        Ok(Walk {
+            root,
+            shown,
+            recursive,
+            stack: vec![Level {
+                dir,
+                prefix: String::new(),
+                depth: 1,
+            }],
+            count: 0,
+            skipped: 0,
+        })
+    }
+
+    /// `rel` (relative to the listed folder) as a path relative to the root, for messages.
+    fn at(shown: &str, rel: &str) -> String {
+        match (shown, rel) {
+            (".", rel) => rel.to_owned(),
+            (shown, "") => shown.to_owned(),
+            (shown, rel) => format!("{shown}/{rel}"),
+        }
+    }
+
+    /// Appends the next batch of entry lines to `out`. `Ok(true)` once the walk is complete; an
+    /// error if a folder could not be read any further (the stream then ends incomplete).
+    fn fill(&mut self, out: &mut Vec<u8>) -> Result<bool, WireError> {
+        let mut examined = 0;
+        while examined < BATCH_ENTRIES && out.len() < BATCH_BYTES {
+            let Some(level) = self.stack.last_mut() else {
+                return Ok(true);
+            };
+            let dirent = match level.dir.next() {
+                None => {
+                    self.stack.pop();
+                    continue;
+                }
+                Some(Ok(dirent)) => dirent,
+                Some(Err(e)) => {
+                    let rel = level.prefix.trim_end_matches('/');
+                    return Err(io_error(&Self::at(&self.shown, rel), &e));
+                }
+            };
+            examined += 1;
+            let real = dirent.path();
+            if self.root.is_hidden(&real) {
+                continue;
+            }
+            let Ok(name) = dirent.file_name().into_string() else {
+                self.skipped += 1;
+                continue;
+            };
+            let name = format!("{}{name}", level.prefix);
+            let depth = level.depth;
+            // `DirEntry::metadata` does not follow symlinks.
+            let meta = match dirent.metadata() {
+                Ok(meta) => meta,
+                // Removed since the folder was read: it is no longer there to list.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => {
+                    self.skipped += 1;
+                    continue;
+                }
+            };
+            let mut entry = describe(name, &meta);
+            let mut descend = None;
+            if self.recursive && entry.kind == Kind::Folder {
+                if depth >= MAX_LIST_DEPTH {
+                    entry.error = Some(WireError::new(
+                        ErrorCode::TooLarge,
+                        format!("deeper than {MAX_LIST_DEPTH} levels: contents not listed"),
+                    ));
+                } else {
+                    match fs::read_dir(&real) {
+                        Ok(dir) => {
+                            descend = Some(Level {
+                                dir,
+                                prefix: format!("{}/", entry.name),
+                                depth: depth + 1,
+                            })
+                        }
+                        Err(e) => {
+                            entry.error = Some(io_error(&Self::at(&self.shown, &entry.name), &e))
+                        }
+                    }
+                }
+            }
+            match encode_line(&entry, out) {
+                Ok(()) => {
+                    self.count += 1;
+                    // Depth first: this folder's entries come next.
+                    self.stack.extend(descend);
+                }
+                // Its contents' lines would be longer still: leave them out with it.
+                Err(_) => self.skipped += 1,
+            }
+        }
+        Ok(self.stack.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sft_protocol::body::{decode_stream_line, StreamLine};
+    use sft_protocol::verbs::Entry;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::symlink;
+
+    fn walk_all(root: &Root, path: &str, recursive: bool) -> (BTreeMap<String, Entry>, Walk) {
+        let rp = root.check(path).unwrap();
+        let mut walk = Walk::open(root.clone(), &rp, recursive).unwrap();
+        let mut entries = BTreeMap::new();
+        let mut batches = 0;
+        loop {
+            let mut out = Vec::new();
+            let done = walk.fill(&mut out).unwrap();
+            batches += 1;
+            for line in out.split_inclusive(|&b| b == b'\n') {
+                let StreamLine::Item(item) = decode_stream_line(line).unwrap() else {
+                    panic!("not an item")
+                };
+                let e: Entry = serde_json::from_slice(item).unwrap();
+                if let Some((parent, _)) = e.name.rsplit_once('/') {
+                    assert!(entries.contains_key(parent), "{} before its folder", e.name);
+                }
+                assert!(entries.insert(e.name.clone(), e).is_none(), "listed twice");
+            }
+            if done {
+                break;
+            }
+        }
+        assert!(batches >= 1);
+        (entries, walk)
+    }
+
+    #[test]
+    fn walks_depth_first_without_following_symlinks_or_showing_reserved_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("a/b/c")).unwrap();
+        fs::write(d.join("top.txt"), b"top").unwrap();
+        fs::write(d.join("a/b/c/deep.txt"), b"deep!").unwrap();
+        fs::write(d.join("a/.x.sft-part"), b"partial").unwrap();
+        symlink("a", d.join("link_to_a")).unwrap();
+        symlink("/", d.join("link_out")).unwrap();
+        let root = Root::open(d).unwrap();
+
+        let (flat, _) = walk_all(&root, "", false);
+        let names: Vec<_> = flat.keys().cloned().collect();
+        assert_eq!(names, ["a", "link_out", "link_to_a", "top.txt"]);
+        assert_eq!(flat["link_to_a"].kind, Kind::Symlink);
+        assert_eq!(flat["top.txt"].size, 3);
+
+        let (deep, walk) = walk_all(&root, "", true);
+        let names: Vec<_> = deep.keys().cloned().collect();
+        assert_eq!(
+            names,
+            [
+                "a",
+                "a/b",
+                "a/b/c",
+                "a/b/c/deep.txt",
+                "link_out",
+                "link_to_a",
+                "top.txt"
+            ]
+        );
+        assert_eq!(walk.count, 7);
+        assert_eq!(walk.skipped, 0);
+
+        // A folder reached through a symlink inside the root is listed like the folder.
+        let (via, _) = walk_all(&root, "link_to_a", true);
+        assert_eq!(
+            via.keys().cloned().collect::<Vec<_>>(),
+            ["b", "b/c", "b/c/deep.txt"]
+        );
+    }
+
+    #[test]
+    fn many_entries_come_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..1000 {
+            fs::write(dir.path().join(format!("f{i:04}")), b"").unwrap();
+        }
+        let root = Root::open(dir.path()).unwrap();
+        let mut walk = Walk::open(root, &Default::default(), false).unwrap();
+        let mut out = Vec::new();
+        assert!(!walk.fill(&mut out).unwrap());
+        assert_eq!(walk.count, BATCH_ENTRIES as u64);
+        while !walk.fill(&mut out).unwrap() {}
+        assert_eq!(walk.count, 1000);
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = dir.path().to_owned();
+        for _ in 0..MAX_LIST_DEPTH + 3 {
+            p.push("d");
+        }
+        fs::create_dir_all(&p).unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let (all, _) = walk_all(&root, "", true);
+        assert_eq!(all.len(), MAX_LIST_DEPTH);
+        let deepest = all.values().max_by_key(|e| e.name.len()).unwrap();
+        assert_eq!(deepest.error.as_ref().unwrap().code, ErrorCode::TooLarge);
+        assert!(all.values().filter(|e| e.error.is_some()).count() == 1);
+    }
+
+    #[test]
+    fn only_folders_inside_the_root_can_be_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let open = |p: &str| {
+            root.check(p)
+                .and_then(|rp| Walk::open(root.clone(), &rp, false))
+                .map(|_| ())
+                .map_err(|e| e.code)
+        };
+        assert_eq!(open("f"), Err(ErrorCode::BadRequest));
+        assert_eq!(open("missing"), Err(ErrorCode::NotFound));
+        assert_eq!(open(".."), Err(ErrorCode::Forbidden));
+        assert_eq!(open(".sft"), Err(ErrorCode::Forbidden));
+        assert_eq!(open("."), Ok(()));
+    }
+}
