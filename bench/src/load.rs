@@ -141,7 +141,7 @@ pub(crate) struct Shared {
     /// End of the run: requests still in flight then are abandoned, and not counted.
     pub(crate) deadline: Instant,
     /// Measured requests started so far (only counted when there is a budget).
-    pub(crate) started: AtomicU64,
+    started: AtomicU64,
     /// The GET request line, encoded once.
     pub(crate) get_line: Vec<u8>,
     /// The bytes every SEND body is made of.
@@ -165,6 +165,17 @@ pub(crate) struct GetHead {
     /// A trailer line follows the body.
     #[serde(default)]
     pub(crate) trailer: bool,
+}
+
+/// Decodes a reply line into its fields, or the failure it reports.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, Failure> {
+    match decode_reply(line) {
+        Ok(Reply::Err(e)) => Err(Failure::Reply(e.code.as_str())),
+        Ok(ok) => ok
+            .fields::<T>()
+            .map_err(|_| Failure::Protocol("malformed_reply")),
+        Err(_) => Err(Failure::Protocol("malformed_reply")),
+    }
 }
 
 /// One open connection with its buffers.
@@ -195,13 +206,7 @@ impl Conn {
         if !read_line(&mut self.reader, &mut self.line).await? {
             return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into()));
         }
-        match decode_reply(&self.line) {
-            Ok(Reply::Err(e)) => Err(Failure::Reply(e.code.as_str())),
-            Ok(ok) => ok
-                .fields::<T>()
-                .map_err(|_| Failure::Protocol("malformed_reply")),
-            Err(_) => Err(Failure::Protocol("malformed_reply")),
-        }
+        decode(&self.line)
     }
 
     /// GET: sends the request line, reads the reply and discards the body. Returns body bytes.

@@ -2,15 +2,18 @@
 //!
 //! Opens `--connections` persistent connections; each issues GET (or SEND) requests back to back,
 //! speaking the raw protocol itself so the numbers measure the server rather than client-side
-//! overhead, and records every request's latency in a bounded log-bucket histogram. After
+//! overhead, and records every request's latency in a bounded log-bucket histogram. By default
+//! each connection is a thread with a blocking socket (`--engine threads`: two system calls per
+//! small request); `--engine async` runs them as async-std tasks instead. After
 //! `--warmup` seconds it measures for `--duration` seconds, then prints requests/s, bytes/s,
 //! latency percentiles and errors — or one JSON line with `--json`.
 #![forbid(unsafe_code)]
 
 mod hist;
 mod load;
+mod threads;
 
-use load::{Plan, Stats, Work};
+use load::{Engine, Plan, Stats, Work};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::process::exit;
 use std::time::Duration;
@@ -81,6 +84,10 @@ struct LoadOpts {
     /// Port to use when SERVER names none.
     #[structopt(short, long, default_value = "7005")]
     port: u16,
+    /// How connections are driven: `threads` (one blocking thread each, least client overhead)
+    /// or `async` (async-std tasks).
+    #[structopt(long, default_value = "threads", possible_values = &["threads", "async"])]
+    engine: Engine,
     /// Allow a server that is not on a loopback address (the default refuses, so a load test
     /// never hits another machine by mistake).
     #[structopt(long)]
@@ -292,7 +299,7 @@ fn main() {
         }
     };
     let connections = plan.connections;
-    let (stats, window) = async_std::task::block_on(load::run(plan));
+    let (stats, window) = load::run(plan, opts.engine);
     report(verb, &server, connections, &stats, window, opts.json);
     if opts.fail_on_error && stats.errors > 0 {
         exit(1);

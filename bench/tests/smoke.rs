@@ -100,6 +100,25 @@ fn get_load_is_measured() {
 }
 
 #[test]
+fn the_async_engine_measures_too() {
+    let (_dir, addr) = start_server();
+    let server = addr.to_string();
+    for verb in [
+        &["get", &server, "small.bin"][..],
+        &["send", &server, "--size", "4096"],
+    ] {
+        let mut args = verb.to_vec();
+        args.extend(["--engine", "async", "-c", "4", "-d", "1", "--warmup", "0.2"]);
+        let (code, json) = bench(&args);
+        assert_eq!(code, 0, "{json}");
+        let requests = num(&json, "requests");
+        assert!(requests > 0, "{json}");
+        assert_eq!(num(&json, "errors"), 0, "{json}");
+        assert_eq!(num(&json, "bytes"), requests * SMALL as u64, "{json}");
+    }
+}
+
+#[test]
 fn send_load_is_measured_and_leaves_bounded_files() {
     let (dir, addr) = start_server();
     let server = addr.to_string();

@@ -9,6 +9,7 @@ impl Client {
     pub async fn stat(&mut self, remote: &str) -> Result<Entry, Error> {
         self.request(&StatRequest {
             path: remote.to_owned(),
+            hash: true,
         })
         .await?;
         let reply: StatReply = self.reply(&format!("STAT {remote}")).await?;

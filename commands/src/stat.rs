@@ -9,18 +9,36 @@
 //! the folders leading to it are followed while they stay inside the root. The entry's optional
 //! `blake3` field is left out: this server does not hash files yet.
 
+use crate::body::hash_prefix;
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::describe;
-use crate::sandbox::io_error;
+use crate::sandbox::{io_error, Root};
 use async_std::task::spawn_blocking;
 use sft_protocol::verbs::{StatReply, StatRequest, Verb};
-use sft_protocol::{Request, WireError};
+use sft_protocol::{RemotePath, Request, WireError};
 use std::fs;
 
 /// The `STAT` handler.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stat;
+
+/// The file's BLAKE3 hash: from the server's cache, or computed now and cached (blocking).
+fn file_hash(root: &Root, rp: &RemotePath, shown: &str) -> Result<blake3::Hash, WireError> {
+    let (file, size) = root.open_file(rp)?;
+    let lookup = root
+        .hashes()
+        .lookup(&file)
+        .map_err(|e| io_error(shown, &e))?;
+    if let Some(hash) = lookup.hash {
+        return Ok(hash);
+    }
+    let mut hasher = blake3::Hasher::new();
+    hash_prefix(&file, &mut hasher, size).map_err(|e| io_error(shown, &e))?;
+    let hash = hasher.finalize();
+    root.hashes().insert(&lookup, &file, hash);
+    Ok(hash)
+}
 
 impl Command for Stat {
     fn verb(&self) -> &'static str {
@@ -38,10 +56,15 @@ impl Command for Stat {
             let shown = rp.to_string();
             ctx.stats.path = Some(shown.clone());
             let root = ctx.root.clone();
+            let want_hash = args.hash;
             let entry = spawn_blocking(move || {
                 let real = root.locate_entry(&rp)?;
                 let meta = fs::symlink_metadata(&real).map_err(|e| io_error(&shown, &e))?;
-                Ok::<_, WireError>(describe(shown, &meta))
+                let mut entry = describe(shown.clone(), &meta);
+                if want_hash && meta.is_file() {
+                    entry.blake3 = Some(file_hash(&root, &rp, &shown)?.to_hex().to_string());
+                }
+                Ok::<_, WireError>(entry)
             })
             .await?;
             ctx.reply_ok(&StatReply { entry })

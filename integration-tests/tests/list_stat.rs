@@ -189,9 +189,13 @@ fn stat_of_a_file_a_folder_a_symlink_and_the_root() {
         assert_eq!(
             raw.reply().await,
             json!({"ok": true, "entry":
-                {"name": "hello.txt", "kind": "file", "size": 6, "mtime": MTIME}}),
-            "the entry is nested: a top-level size would announce a body; no blake3 yet"
+                {"name": "hello.txt", "kind": "file", "size": 6, "mtime": MTIME,
+                 "blake3": blake3::hash(b"hello\n").to_hex().as_str()}}),
+            "the entry is nested: a top-level size would announce a body"
         );
+        raw.write(b"{\"verb\":\"STAT\",\"path\":\"hello.txt\",\"hash\":false}\n")
+            .await;
+        assert!(raw.reply().await["entry"].get("blake3").is_none());
     });
     task::block_on(async {
         let mut client = Client::connect(&server.server_arg(), 7005).await.unwrap();
@@ -202,6 +206,11 @@ fn stat_of_a_file_a_folder_a_symlink_and_the_root() {
         assert_eq!(e.kind, Kind::Symlink);
         let e = client.stat("link_to_sub/a.txt").await.unwrap();
         assert_eq!((e.kind, e.size), (Kind::File, 1));
+        assert_eq!(
+            e.blake3.map(|h| h.len()),
+            Some(64),
+            "files carry their hash"
+        );
         let e = client.stat("").await.unwrap();
         assert_eq!((e.name.as_str(), e.kind), (".", Kind::Folder));
         assert!(e.blake3.is_none());
@@ -338,7 +347,10 @@ fn sft_stat_and_refusals_exit_4() {
     let text = stdout(&sft(&["stat", &arg, "hello.txt"], cwd.path()));
     assert_eq!(
         text,
-        "path    hello.txt\nkind    file\nsize    6 bytes\nmtime   2023-11-14 22:13:20 UTC (1700000000)\n"
+        format!(
+            "path    hello.txt\nkind    file\nsize    6 bytes\nmtime   2023-11-14 22:13:20 UTC (1700000000)\nblake3  {}\n",
+            blake3::hash(b"hello\n").to_hex()
+        )
     );
     let text = stdout(&sft(&["stat", &arg, "sub", "--json"], cwd.path()));
     let entry: Value = serde_json::from_str(&text).unwrap();

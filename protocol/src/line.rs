@@ -25,7 +25,7 @@ pub fn scan_line(already: usize, avail: &[u8]) -> LineScan {
     let window = &avail[..avail.len().min(room)];
     match window.iter().position(|&b| b == b'\n') {
         Some(i) => LineScan::Complete(i + 1),
-        None if already + avail.len() >= MAX_HEADER_LEN => LineScan::TooLong,
+        None if already.saturating_add(avail.len()) >= MAX_HEADER_LEN => LineScan::TooLong,
         None => LineScan::Partial,
     }
 }

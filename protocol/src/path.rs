@@ -84,9 +84,7 @@ pub fn normalize(path: &str) -> Result<RemotePath, PathError> {
     if path.contains('\0') {
         return Err(PathError::Nul);
     }
-    let bytes = path.as_bytes();
-    let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
-    if path.starts_with('/') || path.starts_with("\\\\") || drive {
+    if path.starts_with('/') || looks_foreign_absolute(path) {
         return Err(PathError::Absolute);
     }
     let mut parts: Vec<String> = Vec::new();
@@ -102,7 +100,18 @@ pub fn normalize(path: &str) -> Result<RemotePath, PathError> {
             name => parts.push(name.to_owned()),
         }
     }
+    // Checked again on the normalized form, so that every spelling of a path gets one answer
+    // (`./C:x` is refused like `C:x`).
+    if parts.first().is_some_and(|p| looks_foreign_absolute(p)) {
+        return Err(PathError::Absolute);
+    }
     Ok(RemotePath { parts })
+}
+
+/// A Windows drive (`C:…`) or UNC (`\\host…`) prefix: absolute on the peers that use them.
+fn looks_foreign_absolute(s: &str) -> bool {
+    let b = s.as_bytes();
+    (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':') || s.starts_with("\\\\")
 }
 
 #[cfg(test)]

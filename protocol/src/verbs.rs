@@ -232,6 +232,18 @@ pub struct StatRequest {
     /// The file, folder or symlink, relative to the served root; empty for the root itself.
     #[serde(default)]
     pub path: String,
+    /// Include a regular file's BLAKE3 hash (default); the server hashes the file if its hash
+    /// is not cached yet. `false` answers from metadata alone.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub hash: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Verb for StatRequest {

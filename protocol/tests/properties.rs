@@ -565,12 +565,7 @@ proptest! {
         let shown = rp.to_string();
         prop_assert!(!shown.starts_with('/'));
         prop_assert!(shown.len() <= path.len().max(1));
-        if looks_absolute(&shown) {
-            // Known bug, pinned by `known_bug_normalize_is_not_idempotent_for_drive_like_names`:
-            // the absolute-path check looks at the raw string, so `./C:x` passes as `C:x`,
-            // which then no longer normalizes. Skipped here so the other invariants keep running.
-            return Ok(());
-        }
+        prop_assert!(!looks_absolute(&shown), "{:?} normalized to an absolute-looking {:?}", path, shown);
         prop_assert_eq!(normalize(&shown), Ok(rp.clone()), "{:?} → {:?}", path, shown);
     }
 
@@ -600,14 +595,11 @@ proptest! {
     }
 }
 
-/// Known bug (found by `normalized_paths_keep_their_invariants`): `normalize` checks for an
-/// absolute path on the raw string only, so a drive-like or UNC-like first name hidden behind
-/// `./`, `a/..` or an empty component is accepted, and the normalized result's `Display` then no
-/// longer normalizes (`"./C:"` → `C:` → `Err(Absolute)`). Harmless on Unix, where `C:` is an
-/// ordinary name, but the two spellings of one path get different answers. Un-ignore once fixed.
+/// Regression (found by `normalized_paths_keep_their_invariants`): a drive-like or UNC-like first
+/// name hidden behind `./`, `a/..` or an empty component must get the same answer as the plain
+/// spelling, so normalizing is idempotent.
 #[test]
-#[ignore = "known bug: normalize is not idempotent for drive-like or UNC-like first names"]
-fn known_bug_normalize_is_not_idempotent_for_drive_like_names() {
+fn normalize_is_idempotent_for_drive_like_names() {
     for path in ["./C:", "a/../c:x", "a//..//\\\\h", "./\\\\h/x"] {
         let first = normalize(path);
         if let Ok(rp) = &first {
