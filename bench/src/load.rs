@@ -1,5 +1,8 @@
 //! The load loop: persistent connections speaking the raw protocol, each issuing its requests
 //! back to back until the deadline (or the request budget) is reached.
+//!
+//! This module holds what both engines share (the plan, the statistics, reply decoding) and the
+//! async engine; `threads.rs` holds the threaded one.
 
 use crate::hist::Histogram;
 use async_std::future::timeout;

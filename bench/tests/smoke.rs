@@ -108,7 +108,9 @@ fn the_async_engine_measures_too() {
         &["send", &server, "--size", "4096"],
     ] {
         let mut args = verb.to_vec();
-        args.extend(["--engine", "async", "-c", "4", "-d", "1", "--warmup", "0.2"]);
+        args.extend([
+            "--engine", "async", "-c", "4", "-d", "0.5", "--warmup", "0.2",
+        ]);
         let (code, json) = bench(&args);
         assert_eq!(code, 0, "{json}");
         let requests = num(&json, "requests");

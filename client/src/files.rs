@@ -164,3 +164,34 @@ pub(crate) fn hash_prefix(file: &File, len: u64) -> io::Result<blake3::Hasher> {
     }
     Ok(hasher)
 }
+
+/// Adapts a blocking writer — standard output of a command-line tool — to `AsyncWrite`: each
+/// write happens in place, in the large blocks the download path hands over, without a round
+/// trip through the blocking pool. Meant for a task that owns its thread, like a CLI's
+/// `block_on`; a server's tasks should not block like this.
+#[derive(Debug)]
+pub struct BlockingWriter<W>(pub W);
+
+impl<W: Write + Unpin> futures::AsyncWrite for BlockingWriter<W> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(self.get_mut().0.write(buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(self.get_mut().0.flush())
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}

@@ -39,6 +39,7 @@ pub use address::{parse_server, ServerAddr};
 pub use call::Response;
 pub use client::{partial_path, Client, GetOptions, SendOptions, Transfer};
 pub use error::{Error, ExitCode};
+pub use files::BlockingWriter;
 pub use inspect::Listing;
 pub use sft_protocol::body::Body;
 pub use sft_protocol::verbs::{Entry, Kind, ListEnd};

@@ -4,7 +4,9 @@
 mod cmd;
 
 use async_std::task;
-use sft_client::{parse_server, Client, Error, ExitCode, GetOptions, SendOptions, Transfer};
+use sft_client::{
+    parse_server, BlockingWriter, Client, Error, ExitCode, GetOptions, SendOptions, Transfer,
+};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use structopt::clap::ErrorKind;
@@ -203,7 +205,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let verify = !no_verify;
             let transfer = match &local {
                 None => {
-                    let mut stdout = async_std::io::stdout();
+                    let mut stdout = BlockingWriter(std::io::stdout().lock());
                     client.get_with(&remote, &mut stdout, verify).await?
                 }
                 Some(path) => {

@@ -70,7 +70,7 @@ pub(crate) async fn discard<R: AsyncRead + Unpin + ?Sized>(
 }
 
 /// Fills `buf` from `file` at `pos` (blocking), stopping early only at end of file.
-fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read_at(&mut buf[filled..], pos + filled as u64) {
@@ -85,21 +85,7 @@ fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
 
 /// Feeds the first `len` bytes of `file` to `hasher` (blocking; resuming needs the prefix).
 pub(crate) fn hash_prefix(file: &File, hasher: &mut blake3::Hasher, len: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; len.min(CHUNK as u64 * 4) as usize];
-    let mut pos = 0;
-    while pos < len {
-        let want = (len - pos).min(buf.len() as u64) as usize;
-        let n = read_full_at(file, &mut buf[..want], pos)?;
-        if n < want {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while it was hashed",
-            ));
-        }
-        hasher.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(())
+    hash_range(file, hasher, 0, len)
 }
 
 /// A file being sent, and the hash of what was read from it so far.
@@ -283,4 +269,69 @@ async fn spawn_blocking_write(sink: &mut Sink, part: &[u8]) -> io::Result<()> {
     .await;
     sink.hasher = hasher;
     r
+}
+
+/// Sends `len` bytes of `file` from `start` straight from the page cache to `socket` with
+/// `sendfile(2)`: no copy through user space. The socket's readiness comes from the runtime's
+/// reactor, so no thread blocks; a send that makes no progress for `stall` fails.
+#[cfg(target_os = "linux")]
+pub(crate) async fn sendfile_to_socket(
+    file: &File,
+    start: u64,
+    len: u64,
+    socket: &async_std::net::TcpStream,
+    stall: Duration,
+) -> Result<(), CopyError> {
+    use std::os::fd::AsFd;
+    // A second handle on the same socket, registered with the reactor for writability.
+    let dup = socket
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(CopyError::Write)?;
+    let sock = async_io::Async::new(std::net::TcpStream::from(dup)).map_err(CopyError::Write)?;
+    let end = start + len;
+    let mut pos = start;
+    while pos < end {
+        let want = (end - pos).min(1 << 30) as usize;
+        let sent = sock.write_with(|s| {
+            rustix::fs::sendfile(s, file, Some(&mut pos), want).map_err(io::Error::from)
+        });
+        let n = timeout(stall, sent).await.map_err(CopyError::Write)?;
+        if n == 0 {
+            return Err(CopyError::Read(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file ended {} bytes before its declared end (it shrank)",
+                    end - pos
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Feeds bytes `start..start + len` of `file` to `hasher` (blocking), for hashing beside a
+/// `sendfile` that does not pass the bytes through user space.
+pub(crate) fn hash_range(
+    file: &File,
+    hasher: &mut blake3::Hasher,
+    start: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; len.min(CHUNK as u64 * 4) as usize];
+    let mut pos = start;
+    let end = start + len;
+    while pos < end {
+        let want = (end - pos).min(buf.len() as u64) as usize;
+        let n = read_full_at(file, &mut buf[..want], pos)?;
+        if n < want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was hashed",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(())
 }

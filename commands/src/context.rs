@@ -49,6 +49,14 @@ pub struct Stats {
     pub error: Option<sft_protocol::ErrorCode>,
 }
 
+/// Buffers a connection keeps from one request to the next, so that the small-request path
+/// allocates nothing.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    scratch: Vec<u8>,
+    body: Vec<u8>,
+}
+
 /// Everything a handler gets for one request.
 #[derive(Debug)]
 pub struct Context<'c> {
@@ -66,7 +74,7 @@ pub struct Context<'c> {
     pub peer: SocketAddr,
     /// Filled in by the handler for the request log line.
     pub stats: Stats,
-    scratch: Vec<u8>,
+    buffers: &'c mut Buffers,
 }
 
 impl<'c> Context<'c> {
@@ -78,6 +86,7 @@ impl<'c> Context<'c> {
         writer: &'c mut Writer,
         session: u64,
         peer: SocketAddr,
+        buffers: &'c mut Buffers,
     ) -> Self {
         Context {
             root,
@@ -87,24 +96,46 @@ impl<'c> Context<'c> {
             session,
             peer,
             stats: Stats::default(),
-            scratch: Vec::new(),
+            buffers,
         }
     }
 
     /// Writes a success reply line with `fields` (buffered: it goes out with the next flush or
     /// with the body that follows it).
     pub async fn reply_ok(&mut self, fields: &impl Serialize) -> std::io::Result<()> {
-        self.scratch.clear();
-        encode_ok(fields, &mut self.scratch);
-        self.writer.write_all(&self.scratch).await
+        let scratch = &mut self.buffers.scratch;
+        scratch.clear();
+        encode_ok(fields, scratch);
+        self.writer.write_all(scratch).await
     }
 
     /// Writes an error reply line (buffered).
     pub async fn reply_error(&mut self, err: &WireError) -> std::io::Result<()> {
         self.stats.error = Some(err.code);
-        self.scratch.clear();
-        encode_error(err, &mut self.scratch);
-        self.writer.write_all(&self.scratch).await
+        let scratch = &mut self.buffers.scratch;
+        scratch.clear();
+        encode_error(err, scratch);
+        self.writer.write_all(scratch).await
+    }
+
+    /// A buffer for a small body, kept by the connection between requests (empty on entry).
+    pub fn body_buffer(&mut self) -> &mut Vec<u8> {
+        self.buffers.body.clear();
+        &mut self.buffers.body
+    }
+
+    /// Writes a success reply line with `fields` followed by the [`Context::body_buffer`] from
+    /// byte `from` on, buffered together so that a small response leaves in one write.
+    pub async fn reply_ok_with_body_buffer(
+        &mut self,
+        fields: &impl Serialize,
+        from: usize,
+    ) -> std::io::Result<()> {
+        self.reply_ok(fields).await?;
+        let body = &self.buffers.body[from..];
+        self.writer.write_all(body).await?;
+        self.stats.bytes_out += body.len() as u64;
+        Ok(())
     }
 
     /// Sends everything buffered so far.

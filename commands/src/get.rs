@@ -10,9 +10,12 @@
 //! A hash already in the cache comes in the reply line; otherwise it is computed while the
 //! bytes are sent (the first byte never waits for a whole-file hash) and comes in a trailer.
 
-use crate::body::{file_to_stream, hash_prefix, CopyError};
+use crate::body::{file_to_stream, hash_prefix, read_full_at, CopyError};
+#[cfg(target_os = "linux")]
+use crate::body::{hash_range, sendfile_to_socket};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
+use crate::hashes::Lookup;
 use crate::sandbox::io_error;
 use async_std::task::spawn_blocking;
 use futures::AsyncWriteExt;
@@ -39,33 +42,43 @@ impl Command for Get {
             let rp = ctx.root.check(&args.path)?;
             let shown = rp.to_string();
             ctx.stats.path = Some(shown.clone());
-            let root = ctx.root.clone();
             let (offset, want_hash) = (args.offset, args.hash);
-            let opened = spawn_blocking(move || {
-                let (file, size) = root.open_file(&rp)?;
-                if offset > size {
-                    return Err(WireError::bad_request(format!(
-                        "offset {offset} is past the end of {rp} ({size} bytes)"
-                    )));
+            // Resolving and opening touch only metadata, fast on a local file system: done in
+            // place rather than through the blocking pool. Reading the body is not.
+            let (file, size) = ctx.root.open_file(&rp)?;
+            if offset > size {
+                return Err(WireError::bad_request(format!(
+                    "offset {offset} is past the end of {rp} ({size} bytes)"
+                ))
+                .into());
+            }
+            let lookup = match want_hash {
+                true => Some(
+                    ctx.root
+                        .hashes()
+                        .lookup(&file)
+                        .map_err(|e| io_error(&shown, &e))?,
+                ),
+                false => None,
+            };
+            if size <= SMALL_FILE {
+                return send_small(ctx, &file, size, offset, lookup, &shown).await;
+            }
+            let hasher = match lookup {
+                Some(l) if l.hash.is_none() => {
+                    // Resuming: the whole file's hash needs the part the client already has.
+                    let reader = file.try_clone().map_err(|e| io_error(&shown, &e))?;
+                    let what = shown.clone();
+                    let hasher = spawn_blocking(move || {
+                        let mut hasher = blake3::Hasher::new();
+                        hash_prefix(&reader, &mut hasher, offset).map(|()| hasher)
+                    })
+                    .await
+                    .map_err(|e| io_error(&what, &e))?;
+                    Some(hasher)
                 }
-                if !want_hash {
-                    return Ok((file, size, None, None));
-                }
-                let lookup = root
-                    .hashes()
-                    .lookup(&file)
-                    .map_err(|e| io_error(&rp.to_string(), &e))?;
-                if lookup.hash.is_some() {
-                    return Ok((file, size, Some(lookup), None));
-                }
-                // Resuming: the whole file's hash needs the part the client already has.
-                let mut hasher = blake3::Hasher::new();
-                hash_prefix(&file, &mut hasher, offset)
-                    .map_err(|e| io_error(&rp.to_string(), &e))?;
-                Ok((file, size, Some(lookup), Some(hasher)))
-            })
-            .await?;
-            let (file, size, lookup, hasher) = opened;
+                _ => None,
+            };
             let reply = GetReply {
                 size: size - offset,
                 offset,
@@ -74,18 +87,17 @@ impl Command for Get {
                 trailer: hasher.is_some(),
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)?;
-            let stats = &mut ctx.stats;
             let stall = ctx.limits.stall_timeout;
-            let (file, hasher) = file_to_stream(
-                file,
-                offset,
-                hasher,
-                &mut *ctx.writer,
-                size - offset,
-                stall,
-                |n| stats.bytes_out += n,
-            )
-            .await
+            let body = size - offset;
+            let (file, hasher) = if use_sendfile(body) {
+                send_zero_copy(ctx, file, offset, body, hasher).await
+            } else {
+                let stats = &mut ctx.stats;
+                file_to_stream(file, offset, hasher, &mut *ctx.writer, body, stall, |n| {
+                    stats.bytes_out += n
+                })
+                .await
+            }
             .map_err(|e| match e {
                 // The reply promised `size` bytes: a file that shrank or failed to read
                 // leaves the connection out of step, so it is closed.
@@ -114,4 +126,101 @@ impl Command for Get {
             Ok(())
         })
     }
+}
+
+/// Files up to this size are read whole in place, hashed if asked (the hash then comes in the
+/// reply line), and sent with the reply in one write.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// The small-file path: one read, one write, no hop to the blocking pool, no allocation.
+async fn send_small(
+    ctx: &mut Context<'_>,
+    file: &std::fs::File,
+    size: u64,
+    offset: u64,
+    lookup: Option<Lookup>,
+    shown: &str,
+) -> Result<(), CommandError> {
+    let buf = ctx.body_buffer();
+    buf.resize(size as usize, 0);
+    let n = read_full_at(file, buf, 0).map_err(|e| io_error(shown, &e))?;
+    // A file that changed since it was opened is served as it was read, hash included.
+    buf.truncate(n);
+    let size = n as u64;
+    if offset > size {
+        return Err(WireError::bad_request(format!(
+            "offset {offset} is past the end of {shown} ({size} bytes)"
+        ))
+        .into());
+    }
+    let blake3 = lookup.map(|l| (l, l.hash.unwrap_or_else(|| blake3::hash(buf))));
+    if let Some((l, hash)) = blake3.filter(|(l, _)| l.hash.is_none()) {
+        ctx.root.hashes().insert(&l, file, hash);
+    }
+    let blake3 = blake3.map(|(_, hash)| hash);
+    let reply = GetReply {
+        size: size - offset,
+        offset,
+        file_size: (offset > 0).then_some(size),
+        blake3: blake3.map(|h| h.to_hex().to_string()),
+        trailer: false,
+    };
+    ctx.reply_ok_with_body_buffer(&reply, offset as usize)
+        .await
+        .map_err(CommandError::Abort)
+}
+
+/// Bodies at least this large go out with `sendfile(2)`; smaller ones are copied into the
+/// socket buffer right behind the reply line, so that both leave in one write.
+const SENDFILE_MIN: u64 = 128 * 1024;
+
+fn use_sendfile(body: u64) -> bool {
+    cfg!(target_os = "linux") && body >= SENDFILE_MIN
+}
+
+/// Sends the body with `sendfile(2)`; when a hash is being computed, a blocking task reads and
+/// hashes the same bytes meanwhile (from the page cache), so hashing costs no extra time as
+/// long as it keeps up with the network.
+#[cfg(target_os = "linux")]
+async fn send_zero_copy(
+    ctx: &mut Context<'_>,
+    file: std::fs::File,
+    offset: u64,
+    body: u64,
+    hasher: Option<blake3::Hasher>,
+) -> Result<(std::fs::File, Option<blake3::Hasher>), CopyError> {
+    ctx.flush().await.map_err(CopyError::Write)?;
+    let hashing = match hasher {
+        Some(mut hasher) => {
+            let reader = file.try_clone().map_err(CopyError::Read)?;
+            Some(spawn_blocking(move || {
+                hash_range(&reader, &mut hasher, offset, body).map(|()| hasher)
+            }))
+        }
+        None => None,
+    };
+    let stall = ctx.limits.stall_timeout;
+    sendfile_to_socket(&file, offset, body, ctx.writer.get_ref(), stall).await?;
+    ctx.stats.bytes_out += body;
+    let hasher = match hashing {
+        Some(task) => Some(task.await.map_err(CopyError::Read)?),
+        None => None,
+    };
+    Ok((file, hasher))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn send_zero_copy(
+    ctx: &mut Context<'_>,
+    file: std::fs::File,
+    offset: u64,
+    body: u64,
+    hasher: Option<blake3::Hasher>,
+) -> Result<(std::fs::File, Option<blake3::Hasher>), CopyError> {
+    let stats = &mut ctx.stats;
+    let stall = ctx.limits.stall_timeout;
+    file_to_stream(file, offset, hasher, &mut *ctx.writer, body, stall, |n| {
+        stats.bytes_out += n
+    })
+    .await
 }

@@ -24,7 +24,7 @@ pub mod send;
 pub mod stat;
 
 pub use command::{BoxFuture, Command, CommandError};
-pub use context::{Context, Limits, Reader, Stats, Writer};
+pub use context::{Buffers, Context, Limits, Reader, Stats, Writer};
 pub use registry::Registry;
 pub use sandbox::Root;
 

@@ -301,21 +301,21 @@ fn a_send_with_a_wrong_hash_is_refused_at_the_end() {
 #[test]
 fn the_hash_cache_serves_known_hashes_up_front_and_notices_changes() {
     let server = TestServer::start();
-    fs::write(server.path("c.txt"), "version one").unwrap();
+    // Larger than the small-file path (64 KiB), so an unknown hash comes in a trailer.
+    let one = random_bytes(200_000, 31);
+    let two = random_bytes(200_000, 32);
+    fs::write(server.path("c.bin"), &one).unwrap();
     async_std::task::block_on(async {
         let mut raw = Raw::connect(server.addr).await;
-        let get = b"{\"verb\":\"GET\",\"path\":\"c.txt\",\"hash\":true}\n";
+        let get = b"{\"verb\":\"GET\",\"path\":\"c.bin\",\"hash\":true}\n";
 
         raw.write(get).await;
         let first = raw.reply().await;
         assert_eq!(first["trailer"], true, "{first}");
         assert!(first.get("blake3").is_none());
-        assert_eq!(raw.body(11).await, b"version one");
+        assert!(raw.body(one.len()).await == one);
         let trailer = raw.reply().await;
-        assert_eq!(
-            trailer["blake3"],
-            blake3::hash(b"version one").to_hex().as_str()
-        );
+        assert_eq!(trailer["blake3"], blake3::hash(&one).to_hex().as_str());
 
         raw.write(get).await;
         let second = raw.reply().await;
@@ -324,36 +324,67 @@ fn the_hash_cache_serves_known_hashes_up_front_and_notices_changes() {
             "cached: in the reply line"
         );
         assert!(second.get("trailer").is_none());
-        raw.body(11).await;
+        raw.body(one.len()).await;
 
-        fs::write(server.path("c.txt"), "version two").unwrap();
+        fs::write(server.path("c.bin"), &two).unwrap();
         raw.write(get).await;
         let third = raw.reply().await;
         assert_eq!(
             third["trailer"], true,
             "a changed file is hashed again: {third}"
         );
-        assert_eq!(raw.body(11).await, b"version two");
+        assert!(raw.body(two.len()).await == two);
         assert_eq!(
             raw.reply().await["blake3"],
-            blake3::hash(b"version two").to_hex().as_str()
+            blake3::hash(&two).to_hex().as_str()
         );
 
         // Resuming from an offset still yields the whole file's hash.
-        raw.write(b"{\"verb\":\"GET\",\"path\":\"c.txt\",\"hash\":true,\"offset\":8}\n")
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"c.bin\",\"hash\":true,\"offset\":199997}\n")
             .await;
         let part = raw.reply().await;
         assert_eq!(part["size"], 3);
-        assert_eq!(part["file_size"], 11);
+        assert_eq!(part["file_size"], 200_000);
+        assert_eq!(part["blake3"], blake3::hash(&two).to_hex().as_str());
+        assert_eq!(raw.body(3).await, &two[199_997..]);
+
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"c.bin\",\"offset\":200001}\n")
+            .await;
+        assert_eq!(raw.reply().await["code"], "bad_request");
+    });
+}
+
+#[test]
+fn small_files_carry_their_hash_in_the_reply_line() {
+    let server = TestServer::start();
+    fs::write(server.path("s.txt"), "version one").unwrap();
+    async_std::task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        for content in ["version one", "version two"] {
+            fs::write(server.path("s.txt"), content).unwrap();
+            raw.write(b"{\"verb\":\"GET\",\"path\":\"s.txt\",\"hash\":true}\n")
+                .await;
+            let reply = raw.reply().await;
+            assert_eq!(
+                reply["blake3"],
+                blake3::hash(content.as_bytes()).to_hex().as_str(),
+                "{reply}"
+            );
+            assert!(reply.get("trailer").is_none());
+            assert_eq!(raw.body(11).await, content.as_bytes());
+        }
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"s.txt\",\"hash\":true,\"offset\":8}\n")
+            .await;
+        let part = raw.reply().await;
+        assert_eq!(
+            (part["size"].as_u64(), part["file_size"].as_u64()),
+            (Some(3), Some(11))
+        );
         assert_eq!(
             part["blake3"],
             blake3::hash(b"version two").to_hex().as_str()
         );
         assert_eq!(raw.body(3).await, b"two");
-
-        raw.write(b"{\"verb\":\"GET\",\"path\":\"c.txt\",\"offset\":99}\n")
-            .await;
-        assert_eq!(raw.reply().await["code"], "bad_request");
     });
 }
 

@@ -11,7 +11,7 @@ use async_std::io::timeout;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
 use futures::{AsyncBufReadExt, AsyncWriteExt, FutureExt};
-use sft_commands::{CommandError, Context, Limits, Registry, Root};
+use sft_commands::{Buffers, CommandError, Context, Limits, Registry, Root};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
@@ -145,6 +145,7 @@ async fn serve(
     let mut writer = BufWriter::with_capacity(IO_BUFFER, stream);
     let mut line = Vec::with_capacity(256);
     let mut scratch = Vec::with_capacity(256);
+    let mut buffers = Buffers::default();
     loop {
         line.clear();
         let event = {
@@ -200,8 +201,8 @@ async fn serve(
                 continue;
             }
         };
-        let verb = request.verb_upper();
-        let Some(handler) = shared.registry.get(&verb) else {
+        let Some(handler) = shared.registry.get(request.verb()) else {
+            let verb = request.verb_upper();
             let err = WireError::new(
                 ErrorCode::UnknownVerb,
                 format!(
@@ -224,6 +225,7 @@ async fn serve(
             &mut writer,
             info.id,
             info.peer,
+            &mut buffers,
         );
         let result = handler.run(request, &mut ctx).await;
         let stats = std::mem::take(&mut ctx.stats);
@@ -243,13 +245,15 @@ async fn serve(
         } else {
             Ok(())
         };
-        let path = stats.path.as_deref().map(escape).unwrap_or_default();
-        let ms = millis(started.elapsed());
-        log::info!(
-            session = info.id, verb = verb, path = path, bytes_in = stats.bytes_in,
-            bytes_out = stats.bytes_out, ms = ms, outcome = outcome;
-            "request"
-        );
+        if log::log_enabled!(log::Level::Info) {
+            let path = stats.path.as_deref().map(escape).unwrap_or_default();
+            let ms = millis(started.elapsed());
+            log::info!(
+                session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, ms = ms, outcome = outcome;
+                "request"
+            );
+        }
         if let Some(e) = abort {
             return End::Failed(e);
         }
