@@ -2,11 +2,11 @@
 
 use crate::address::{parse_server, ServerAddr};
 use crate::error::Error;
-use crate::files::{self, CHUNK};
+use crate::files::{self, CHUNK, RECV};
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::{TcpStream, ToSocketAddrs};
 use async_std::task::spawn_blocking;
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::de::DeserializeOwned;
 use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
@@ -215,9 +215,14 @@ impl Client {
 
     /// Fills `buf` with the next body bytes. On failure, says how many did arrive.
     async fn fill(&mut self, buf: &mut [u8], during: &str) -> Result<(), (usize, Error)> {
-        let mut filled = 0;
+        // Bytes the reader already buffered first; then straight from the socket, so that a
+        // large body is copied once, not through the reader's buffer.
+        let buffered = self.reader.buffer();
+        let mut filled = buffered.len().min(buf.len());
+        buf[..filled].copy_from_slice(&buffered[..filled]);
+        std::pin::Pin::new(&mut self.reader).consume(filled);
         while filled < buf.len() {
-            let n = match self.reader.read(&mut buf[filled..]).await {
+            let n = match self.reader.get_mut().read(&mut buf[filled..]).await {
                 Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the server closed the connection early",
@@ -325,9 +330,9 @@ impl Client {
         let stdout = Path::new("-");
         let during = format!("the download of {remote}");
         let mut left = reply.size;
-        let mut buf = vec![0u8; left.min(CHUNK as u64) as usize];
+        let mut buf = vec![0u8; left.min(RECV as u64) as usize];
         while left > 0 {
-            let chunk = &mut buf[..left.min(CHUNK as u64) as usize];
+            let chunk = &mut buf[..left.min(RECV as u64) as usize];
             self.fill(chunk, &during).await.map_err(|(_, e)| e)?;
             if let Some(h) = hasher.as_mut() {
                 h.update(chunk);
@@ -408,18 +413,33 @@ impl Client {
                 return Err(Error::local(&partial, "write")(e));
             }
         };
-        let mut writer = files::Writer::new(file, hasher);
+        let mut writer = files::Writer::new(file);
+        let mut hasher = hasher;
         let during = format!("the download of {remote}");
         let mut left = reply.size;
         let mut received = Ok(());
-        while left > 0 {
+        'body: while left > 0 {
             let mut buf = writer.buffer(left.min(CHUNK as u64) as usize);
-            if let Err((arrived, e)) = self.fill(&mut buf, &during).await {
-                // Keep what did arrive, for a resume.
-                buf.truncate(arrived);
-                let _ = writer.write(buf).await;
-                received = Err(e);
-                break;
+            let mut at = 0;
+            while at < buf.len() {
+                // Small reads, each hashed while it is still in cache.
+                let end = buf.len().min(at + RECV);
+                let got = self.fill(&mut buf[at..end], &during).await;
+                let arrived = match &got {
+                    Ok(()) => end - at,
+                    Err((arrived, _)) => *arrived,
+                };
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf[at..at + arrived]);
+                }
+                at += arrived;
+                if let Err((_, e)) = got {
+                    // Keep what did arrive, for a resume.
+                    buf.truncate(at);
+                    let _ = writer.write(buf).await;
+                    received = Err(e);
+                    break 'body;
+                }
             }
             left -= buf.len() as u64;
             if let Err(e) = writer.write(buf).await {
@@ -432,8 +452,8 @@ impl Client {
             .finish()
             .await
             .map_err(Error::local(&partial, "write"));
-        let (file, actual) = match (received, finished) {
-            (Ok(()), Ok(done)) => done,
+        let file = match (received, finished) {
+            (Ok(()), Ok(file)) => file,
             // Cut off: the partial stays for `--continue`. A local failure: start over next time.
             (Err(e @ Error::CutOff { .. }), _) => return Err(e),
             (Err(e), _) | (Ok(()), Err(e)) => {
@@ -442,6 +462,7 @@ impl Client {
             }
         };
         drop(file);
+        let actual = hasher.map(|h| h.finalize());
         let verified = match self.expected_hash(&reply, remote).await {
             Ok(expected) => check_hash(remote, expected, actual),
             Err(e) => Err(e),

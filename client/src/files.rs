@@ -9,27 +9,30 @@ use std::os::unix::fs::FileExt;
 /// Block size for local reads and writes.
 pub(crate) const CHUNK: usize = 256 * 1024;
 
-/// A write in flight: gives back the file, the hasher and the buffer.
-type PendingWrite = JoinHandle<(File, Option<blake3::Hasher>, Vec<u8>, io::Result<()>)>;
+/// Most bytes taken from the socket per read. Receiving into a small, cache-resident window
+/// (and hashing it while it is hot) costs about half the CPU of one large read (measured: kernel
+/// time of a 1 GiB download 0.55 s with 256 KiB reads, 0.3 s with 64 KiB).
+pub(crate) const RECV: usize = 64 * 1024;
+
+/// A write in flight: gives back the file and the buffer.
+type PendingWrite = JoinHandle<(File, Vec<u8>, io::Result<()>)>;
 /// A read in flight: gives back the file and the filled buffer.
 type PendingRead = JoinHandle<(File, Vec<u8>, io::Result<usize>)>;
 
-/// A local file being written, with the hash of what it holds so far.
+/// A local file being written in large blocks on the blocking pool, one block behind the
+/// caller.
 #[derive(Debug)]
 pub(crate) struct Writer {
     file: Option<File>,
-    hasher: Option<blake3::Hasher>,
     pending: Option<PendingWrite>,
     spare: Vec<u8>,
 }
 
 impl Writer {
-    /// Writes go to `file` at its current position; `hasher` (if any) already covers what the
-    /// file holds before it.
-    pub(crate) fn new(file: File, hasher: Option<blake3::Hasher>) -> Writer {
+    /// Writes go to `file` at its current position.
+    pub(crate) fn new(file: File) -> Writer {
         Writer {
             file: Some(file),
-            hasher,
             pending: None,
             spare: Vec::new(),
         }
@@ -44,37 +47,29 @@ impl Writer {
 
     async fn settle(&mut self) -> io::Result<()> {
         if let Some(pending) = self.pending.take() {
-            let (file, hasher, buf, written) = pending.await;
+            let (file, buf, written) = pending.await;
             self.file = Some(file);
-            self.hasher = hasher;
             self.spare = buf;
             written?;
         }
         Ok(())
     }
 
-    /// Queues `buf` to be written (and hashed) while the caller fetches the next chunk.
+    /// Queues `buf` to be written while the caller fetches the next chunk.
     pub(crate) async fn write(&mut self, buf: Vec<u8>) -> io::Result<()> {
         self.settle().await?;
         let file = self.file.take().expect("settled");
-        let mut hasher = self.hasher.take();
         self.pending = Some(spawn_blocking(move || {
             let r = (&file).write_all(&buf);
-            if let (Ok(()), Some(h)) = (&r, hasher.as_mut()) {
-                h.update(&buf);
-            }
-            (file, hasher, buf, r)
+            (file, buf, r)
         }));
         Ok(())
     }
 
-    /// Waits for every queued write; returns the file and the hash of everything in it.
-    pub(crate) async fn finish(mut self) -> io::Result<(File, Option<blake3::Hash>)> {
+    /// Waits for every queued write; returns the file.
+    pub(crate) async fn finish(mut self) -> io::Result<File> {
         self.settle().await?;
-        Ok((
-            self.file.take().expect("settled"),
-            self.hasher.map(|h| h.finalize()),
-        ))
+        Ok(self.file.take().expect("settled"))
     }
 }
 
