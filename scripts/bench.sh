@@ -1,0 +1,636 @@
+#!/usr/bin/env bash
+# Benchmarks sft against nginx+curl, rsync, nc and wrk on loopback and writes BENCHMARKS.md.
+#
+#   scripts/bench.sh                  full run: 1 GiB file, 5 runs per tool, 10 s load tests
+#   BENCH_QUICK=1 scripts/bench.sh    quick run: 256 MiB file, 3 runs, 3 s load tests
+#   BENCH_RUNS=9 scripts/bench.sh     more runs per tool
+#
+# Every tool runs on the same machine, against the same files, and only on 127.0.0.1. Tools take
+# turns (sft, competitor, sft, competitor, …) so drift affects both alike; medians are reported
+# along with every sample. Needs Debian (it installs nginx, rsync, wrk, netcat-openbsd, curl and
+# hyperfine with apt-get when missing, so run it as root) and python3. Everything it starts is
+# stopped, and everything it creates is removed, when it exits.
+set -Eeuo pipefail
+export LC_ALL=C
+
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+QUICK=${BENCH_QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    RUNS=${BENCH_RUNS:-3}
+    BIG_MIB=256
+    LOAD_S=3
+    MODE="quick (BENCH_QUICK=1)"
+else
+    RUNS=${BENCH_RUNS:-5}
+    BIG_MIB=1024
+    LOAD_S=10
+    MODE="full"
+fi
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive integer" >&2; exit 2; }
+BIG_BYTES=$((BIG_MIB * 1024 * 1024))
+SMALL_BYTES=4096
+IDLE_CONNS=1000
+T=${BENCH_CMD_TIMEOUT:-300} # upper bound, in seconds, on any single command
+
+if ((BIG_MIB % 1024 == 0)); then BIG_LABEL="$((BIG_MIB / 1024)) GiB"; else BIG_LABEL="$BIG_MIB MiB"; fi
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Clean-up: every process this script starts is recorded by pid and stopped on exit.
+PIDS=()
+WORK=""
+SHM=""
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
+    [[ -n $SHM && -d $SHM ]] && rm -rf "$SHM"
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget_pid() { # Drops a pid that has already been stopped and reaped from PIDS.
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget_pid "$1"
+}
+
+# ---------------------------------------------------------------------------------------------
+# (a) Tools.
+install_tools() {
+    local missing=()
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+    command -v rsync >/dev/null || missing+=(rsync)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v hyperfine >/dev/null || missing+=(hyperfine)
+    if ! command -v nc >/dev/null || ! nc -h 2>&1 | grep -q -- '-N'; then
+        missing+=(netcat-openbsd)
+    fi
+    command -v python3 >/dev/null || missing+=(python3)
+    if ((${#missing[@]})); then
+        [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: install them (or run as root)"
+        log "installing ${missing[*]}"
+        # RUNLEVEL=1 keeps the packages' maintainer scripts from starting a system nginx.
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    export PATH="$PATH:/usr/sbin:/sbin"
+    command -v nginx >/dev/null || die "nginx not found after install"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Helpers.
+
+# Prints N free TCP ports on 127.0.0.1 (bound then released at once, so they are free now).
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# Waits (at most 10 s) until something listens on 127.0.0.1:PORT.
+wait_listen() {
+    local hex
+    hex=$(printf ':%04X' "$1")
+    for _ in $(seq 1 200); do
+        if awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
+            /proc/net/tcp 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+declare -A SAMPLES=()
+add_sample() { SAMPLES[$1]="${SAMPLES[$1]:-}${SAMPLES[$1]:+ }$2"; }
+
+# Median of the numeric samples under KEY ("n/a" when there are none).
+median() {
+    local values
+    read -r -a values <<<"${SAMPLES[$1]:-}"
+    printf '%s\n' "${values[@]}" | { grep -E '^[0-9.eE+-]+$' || true; } | sort -g | awk '
+        { a[NR] = $1 }
+        END {
+            if (NR == 0) { print "n/a"; exit }
+            m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+            if (m >= 100) printf "%.0f\n", m; else printf "%.4g\n", m
+        }'
+}
+
+# A ratio for a table: "0.93×", or "n/a".
+times() { if [[ $1 == n/a ]]; then echo n/a; else echo "$1×"; fi; }
+
+# A / B to two decimals ("n/a" when either is missing).
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
+}
+
+# met / not met: "le" means ratio must be <= goal, "ge" that it must be >= goal.
+verdict() {
+    awk -v r="$1" -v g="$2" -v op="$3" 'BEGIN {
+        if (r == "n/a") { print "n/a"; exit }
+        ok = (op == "le") ? (r + 0 <= g + 0) : (r + 0 >= g + 0)
+        print ok ? "**met**" : "**not met**" }'
+}
+
+# Runs tool KEY once: pre_KEY (untimed), run_KEY (timed), post_KEY (untimed check; a failing check
+# marks the sample ERR). Records the wall time in seconds.
+sample() {
+    local key=$1 start end secs
+    if declare -F "pre_$key" >/dev/null && ! "pre_$key"; then
+        log "  $key: setup failed"
+        add_sample "$key" ERR
+        return 0
+    fi
+    start=$EPOCHREALTIME
+    if "run_$key"; then
+        end=$EPOCHREALTIME
+        secs=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.4f", e - s }')
+        if declare -F "post_$key" >/dev/null && ! "post_$key"; then
+            log "  $key: check failed after ${secs}s"
+            add_sample "$key" ERR
+        else
+            log "  $key: ${secs}s"
+            add_sample "$key" "$secs"
+        fi
+    else
+        log "  $key: failed (exit $?)"
+        add_sample "$key" ERR
+        if declare -F "post_$key" >/dev/null; then "post_$key" || true; fi
+    fi
+}
+
+# Runs the tools named in $@ in turn, RUNS rounds.
+alternate() {
+    local round tool
+    for round in $(seq 1 "$RUNS"); do
+        log " round $round/$RUNS"
+        for tool in "$@"; do
+            sample "$tool"
+        done
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+install_tools
+
+SFT_BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    log "building sft (release)"
+    cargo build --release --workspace --quiet
+fi
+SFT=$SFT_BIN_DIR/sft
+SFT_SERVER=$SFT_BIN_DIR/sft-server
+SFT_BENCH=$SFT_BIN_DIR/sft-bench
+for b in "$SFT" "$SFT_SERVER" "$SFT_BENCH"; do
+    [[ -x $b ]] || die "$b was not built"
+done
+
+# Enough descriptors for 1000 clients plus the servers' side of them.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# (c) Files: the served folder on disk, destinations on tmpfs.
+WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/sft-bench.XXXXXX")
+SHM=$(mktemp -d /dev/shm/sft-bench.XXXXXX)
+DIR=$WORK/root
+mkdir -p "$DIR" "$WORK/nginx" "$WORK/up"
+log "writing a $BIG_LABEL file of random bytes to $DIR"
+head -c "${BIG_MIB}M" /dev/urandom >"$DIR/big.bin"
+head -c "$SMALL_BYTES" /dev/urandom >"$DIR/small.bin"
+[[ $(file_size "$DIR/big.bin") == "$BIG_BYTES" ]] || die "could not write $DIR/big.bin"
+
+# (d) Servers, each on its own free loopback port.
+read -r SFT_PORT NGINX_PORT RSYNC_PORT NC_PORT MEM_PORT <<<"$(free_ports 5)"
+SFT_ADDR=127.0.0.1:$SFT_PORT
+URL=http://127.0.0.1:$NGINX_PORT
+
+start_sft_server() { # PORT -> sets SERVER_PID
+    "$SFT_SERVER" --host 127.0.0.1 --port "$1" --root "$DIR" --log-level warn \
+        2>>"$WORK/sft-server.log" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_listen "$1" || die "sft-server did not start (see its log: $(tail -3 "$WORK/sft-server.log"))"
+}
+start_sft_server "$SFT_PORT"
+SFT_PID=$SERVER_PID
+
+NGINX_USER=""
+[[ $(id -u) == 0 ]] && NGINX_USER="user root;"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+$NGINX_USER
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $DIR;
+    }
+}
+EOF
+nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
+PIDS+=($!)
+wait_listen "$NGINX_PORT" || die "nginx did not start: $(tail -3 "$WORK/nginx/error.log")"
+
+cat >"$WORK/rsyncd.conf" <<EOF
+pid file = $WORK/rsyncd.pid
+log file = $WORK/rsyncd.log
+use chroot = no
+[mod]
+    path = $DIR
+    read only = yes
+    uid = $(id -u)
+    gid = $(id -g)
+EOF
+rsync --daemon --no-detach --config="$WORK/rsyncd.conf" --address=127.0.0.1 --port="$RSYNC_PORT" &
+PIDS+=($!)
+wait_listen "$RSYNC_PORT" || die "rsync daemon did not start"
+
+# Sanity: every server hands out the same bytes.
+"$SFT" get -q "$SFT_ADDR" small.bin "$SHM/check.sft" || die "sft get failed"
+curl -sf -o "$SHM/check.curl" "$URL/small.bin" || die "curl from nginx failed"
+if ! cmp -s "$DIR/small.bin" "$SHM/check.sft" || ! cmp -s "$DIR/small.bin" "$SHM/check.curl"; then
+    die "downloaded bytes differ"
+fi
+rm -f "$SHM"/check.*
+cat "$DIR/big.bin" >/dev/null # every tool reads it from the page cache
+
+# (Help text is captured first: `grep -q` closing the pipe early would make sft fail.)
+NO_VERIFY=0
+NO_VERIFY_SEND=0
+HELP=$("$SFT" get --help 2>&1 || true)
+[[ $HELP == *--no-verify* ]] && NO_VERIFY=1
+HELP=$("$SFT" send --help 2>&1 || true)
+[[ $HELP == *--no-verify* ]] && NO_VERIFY_SEND=1
+[[ $NO_VERIFY == 1 ]] || log "this sft client has no --no-verify: unverified rows are n/a"
+
+# ---------------------------------------------------------------------------------------------
+# (e) Workloads. Each tool is run_X (timed), with optional pre_X / post_X.
+
+# GET big file to /dev/null.
+run_sft_null_nv() { timeout "$T" "$SFT" get --no-verify -q "$SFT_ADDR" big.bin - >/dev/null; }
+run_sft_null() { timeout "$T" "$SFT" get -q "$SFT_ADDR" big.bin - >/dev/null; }
+run_curl_null() { timeout "$T" curl -sf -o /dev/null "$URL/big.bin"; }
+
+# GET big file into tmpfs.
+pre_sft_shm() { rm -f "$SHM/x"; }
+run_sft_shm() { timeout "$T" "$SFT" get -q "$SFT_ADDR" big.bin "$SHM/x"; }
+post_sft_shm() { local n; n=$(file_size "$SHM/x"); rm -f "$SHM/x"; [[ $n == "$BIG_BYTES" ]]; }
+pre_sft_shm_nv() { rm -f "$SHM/x"; }
+run_sft_shm_nv() { timeout "$T" "$SFT" get --no-verify -q "$SFT_ADDR" big.bin "$SHM/x"; }
+post_sft_shm_nv() { post_sft_shm; }
+pre_curl_shm() { rm -f "$SHM/y"; }
+run_curl_shm() { timeout "$T" curl -sf -o "$SHM/y" "$URL/big.bin"; }
+post_curl_shm() { local n; n=$(file_size "$SHM/y"); rm -f "$SHM/y"; [[ $n == "$BIG_BYTES" ]]; }
+pre_rsync_shm() { rm -f "$SHM/z"; }
+run_rsync_shm() { timeout "$T" rsync -q "rsync://127.0.0.1:$RSYNC_PORT/mod/big.bin" "$SHM/z"; }
+post_rsync_shm() { local n; n=$(file_size "$SHM/z"); rm -f "$SHM/z"; [[ $n == "$BIG_BYTES" ]]; }
+
+# SEND big file to the disk the server serves from.
+pre_sft_send() { rm -f "$DIR/up/big.bin"; }
+run_sft_send() { timeout "$T" "$SFT" send -q --overwrite "$SFT_ADDR" "$DIR/big.bin" up/big.bin; }
+post_sft_send() {
+    local n
+    n=$(file_size "$DIR/up/big.bin")
+    rm -f "$DIR/up/big.bin"
+    [[ $n == "$BIG_BYTES" ]]
+}
+pre_sft_send_nv() { pre_sft_send; }
+run_sft_send_nv() {
+    timeout "$T" "$SFT" send --no-verify -q --overwrite "$SFT_ADDR" "$DIR/big.bin" up/big.bin
+}
+post_sft_send_nv() { post_sft_send; }
+NC_LISTENER=""
+pre_nc_send() {
+    rm -f "$DIR/nc.out"
+    timeout "$T" nc -l 127.0.0.1 "$NC_PORT" >"$DIR/nc.out" </dev/null &
+    NC_LISTENER=$!
+    PIDS+=("$NC_LISTENER")
+    wait_listen "$NC_PORT"
+}
+run_nc_send() {
+    timeout "$T" nc -N 127.0.0.1 "$NC_PORT" <"$DIR/big.bin" >/dev/null && wait "$NC_LISTENER"
+}
+post_nc_send() {
+    local n
+    stop_pid "$NC_LISTENER"
+    n=$(file_size "$DIR/nc.out")
+    rm -f "$DIR/nc.out"
+    [[ $n == "$BIG_BYTES" ]]
+}
+
+# 4 KiB GETs under load: sft-bench against sft, wrk against nginx. Samples are req/s; p99 (µs)
+# and errors go to KEY_p99 / KEY_err.
+round() { awk -v v="$1" 'BEGIN { if (v ~ /^[0-9.eE+-]+$/) printf "%.0f\n", v; else print v }'; }
+json_field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
+load_sft() { # KEY CONNECTIONS
+    local out
+    if out=$(timeout $((LOAD_S + 60)) "$SFT_BENCH" get "$SFT_ADDR" small.bin \
+        --connections "$2" --duration "$LOAD_S" --json); then
+        add_sample "$1" "$(round "$(json_field "$out" requests_per_sec)")"
+        add_sample "$1_p99" "$(json_field "$out" p99_us)"
+        add_sample "$1_err" "$(json_field "$out" errors)"
+        log "  $1: $(round "$(json_field "$out" requests_per_sec)") req/s, p99 $(json_field "$out" p99_us) µs, errors $(json_field "$out" errors)"
+    else
+        log "  $1: sft-bench failed"
+        add_sample "$1" ERR
+    fi
+}
+# wrk's latency with unit -> microseconds.
+wrk_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1000000; else m = 1
+        printf "%.0f\n", n * m }'
+}
+load_wrk() { # KEY CONNECTIONS
+    local out threads=2 rps p99 errs
+    (($2 < threads)) && threads=$2
+    if out=$(timeout $((LOAD_S + 60)) wrk -t"$threads" -c"$2" -d"${LOAD_S}s" --latency "$URL/small.bin"); then
+        rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+        p99=$(wrk_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+        errs=$(awk '/Socket errors:/ { gsub(",", ""); s += $4 + $6 + $8 + $10 }
+                    /Non-2xx/ { s += $NF } END { print s + 0 }' <<<"$out")
+        add_sample "$1" "$(round "${rps:-ERR}")"
+        add_sample "$1_p99" "$p99"
+        add_sample "$1_err" "$errs"
+        log "  $1: $rps req/s, p99 $p99 µs, errors $errs"
+    else
+        log "  $1: wrk failed"
+        add_sample "$1" ERR
+    fi
+}
+run_load() { # CONNECTIONS
+    local round
+    for round in $(seq 1 "$RUNS"); do
+        log " round $round/$RUNS"
+        load_sft "sftb_c$1" "$1"
+        load_wrk "wrk_c$1" "$1"
+    done
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "GET $BIG_LABEL to /dev/null"
+if [[ $NO_VERIFY == 1 ]]; then
+    alternate sft_null_nv curl_null sft_null
+else
+    alternate sft_null curl_null
+fi
+
+log "GET $BIG_LABEL into tmpfs"
+if [[ $NO_VERIFY == 1 ]]; then
+    alternate sft_shm curl_shm sft_shm_nv rsync_shm
+else
+    alternate sft_shm curl_shm rsync_shm
+fi
+
+log "SEND $BIG_LABEL"
+if [[ $NO_VERIFY_SEND == 1 ]]; then
+    alternate sft_send nc_send sft_send_nv
+else
+    alternate sft_send nc_send
+fi
+
+for c in 1 100 1000; do
+    log "4 KiB GETs, $c connection(s), ${LOAD_S}s each"
+    run_load "$c"
+done
+
+# Memory: a fresh server, its peak RSS around one big GET, then its RSS with idle connections.
+log "server memory"
+stop_pid "$SFT_PID"
+start_sft_server "$MEM_PORT"
+MEM_PID=$SERVER_PID
+MEM_ADDR=127.0.0.1:$MEM_PORT
+HWM_START=$(proc_kb "$MEM_PID" VmHWM)
+timeout "$T" "$SFT" get -q "$MEM_ADDR" big.bin - >/dev/null || die "memory: GET failed"
+HWM_AFTER=$(proc_kb "$MEM_PID" VmHWM)
+RSS_IDLE0=$(proc_kb "$MEM_PID" VmRSS)
+python3 - "$MEM_PORT" "$IDLE_CONNS" >"$WORK/idle.out" <<'EOF' &
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+print("ready", flush=True)
+time.sleep(60)  # bounded: the script reads the server's memory, then stops this process
+EOF
+IDLE_PID=$!
+PIDS+=("$IDLE_PID")
+for _ in $(seq 1 200); do
+    grep -q ready "$WORK/idle.out" 2>/dev/null && break
+    kill -0 "$IDLE_PID" 2>/dev/null || break
+    sleep 0.1
+done
+grep -q ready "$WORK/idle.out" || die "memory: could not open $IDLE_CONNS connections"
+sleep 1 # let the server accept and set up every session
+RSS_IDLE1=$(proc_kb "$MEM_PID" VmRSS)
+stop_pid "$IDLE_PID"
+PEAK_MIB=$(awk -v k="$HWM_AFTER" 'BEGIN { printf "%.1f", k / 1024 }')
+PER_CONN_KIB=$(awk -v a="$RSS_IDLE0" -v b="$RSS_IDLE1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) / n }')
+log "  peak RSS ${PEAK_MIB} MiB (at start $((HWM_START / 1024)) MiB); ${PER_CONN_KIB} KiB per idle connection"
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+mib_s() { # median seconds -> MiB/s
+    awk -v s="$1" -v b="$BIG_BYTES" 'BEGIN { if (s == "n/a" || s + 0 == 0) print "n/a"; else printf "%.0f\n", b / 1048576 / s }'
+}
+samples_of() { local v=${SAMPLES[$1]:-n/a}; echo "${v// /, }"; }
+
+# A table row for a timed tool: LABEL KEY SFT_KEY (ratio is SFT median / this median).
+time_row() {
+    local m
+    m=$(median "$2")
+    if [[ -z ${3:-} ]]; then
+        echo "| $1 | $m | $(mib_s "$m") | — | $(samples_of "$2") |"
+    else
+        echo "| $1 | $m | $(mib_s "$m") | $(ratio "$(median "$3")" "$m") | $(samples_of "$2") |"
+    fi
+}
+load_rows() { # CONNECTIONS
+    local s="sftb_c$1" w="wrk_c$1"
+    echo "| sft-bench → sft-server | $(median "$s") | $(median "${s}_p99") | $(samples_of "${s}_err") | — | $(samples_of "$s") |"
+    echo "| wrk → nginx | $(median "$w") | $(median "${w}_p99") | $(samples_of "${w}_err") | $(ratio "$(median "$s")" "$(median "$w")") | $(samples_of "$w") |"
+}
+
+R_GET_NULL=$(ratio "$(median sft_null_nv)" "$(median curl_null)")
+R_GET_NULL_V=$(ratio "$(median sft_null)" "$(median curl_null)")
+R_SHM_CURL=$(ratio "$(median sft_shm)" "$(median curl_shm)")
+R_SHM_RSYNC=$(ratio "$(median sft_shm)" "$(median rsync_shm)")
+R_SEND=$(ratio "$(median sft_send)" "$(median nc_send)")
+R_C1=$(ratio "$(median sftb_c1)" "$(median wrk_c1)")
+R_C100=$(ratio "$(median sftb_c100)" "$(median wrk_c100)")
+MEM_OK=$(awk -v p="$PEAK_MIB" 'BEGIN { print (p + 0 <= 32) ? "**met**" : "**not met**" }')
+
+CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=""
+[[ -n $(git -C "$REPO" status --porcelain 2>/dev/null) ]] && DIRTY=" (with uncommitted changes)"
+NOTE=""
+[[ $QUICK == 1 ]] && NOTE="
+> **Quick run**: a $BIG_LABEL file, $RUNS runs per tool and ${LOAD_S} s load tests. The targets
+> are stated for the full run (\`scripts/bench.sh\`: 1 GiB, 5 runs, 10 s); treat these numbers as a
+> smoke test of the script, not as the measurement."
+
+OUT=$REPO/BENCHMARKS.md
+cat >"$OUT.tmp" <<EOF
+# Benchmarks
+
+Generated by \`scripts/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), mode: $MODE. Every tool runs on
+this one machine over loopback (127.0.0.1), serving the same files from the page cache; tools take
+turns (sft, competitor, sft, …) $RUNS times and the tables give the median and every sample.
+Times are wall-clock seconds for the whole command (lower is better); req/s are higher-is-better.
+Ratios are **sft ÷ competitor**.
+$NOTE
+
+## Machine
+
+| | |
+| --- | --- |
+| CPU | $CPU, $(nproc) cores |
+| memory | $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) |
+| kernel | $(uname -sr) |
+| load average (1, 5, 15 min) | $LOAD_BEFORE before the runs, $LOAD_AFTER after (anything above 0 is other work sharing the cores) |
+| sft | commit $COMMIT$DIRTY, $(rustc --version 2>/dev/null || echo rustc) |
+| nginx | $(nginx -v 2>&1 | sed 's/^nginx version: //') |
+| rsync | $(rsync --version | head -1) |
+| curl | $(curl --version | head -1) |
+| wrk | $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true) |
+| nc | netcat-openbsd $(dpkg-query -W -f '${Version}' netcat-openbsd 2>/dev/null || echo '?') |
+| files | $BIG_LABEL of random bytes and a 4 KiB file on $(df --output=fstype "$DIR" | tail -1) ($WORK); tmpfs destination /dev/shm |
+
+## Targets
+
+| target | measured | goal | status |
+| --- | --- | --- | --- |
+| unverified GET $BIG_LABEL → /dev/null vs nginx+curl (time) | $(times "$R_GET_NULL") | ≤ 1.00× | $(verdict "$R_GET_NULL" 1.0 le) |
+| verified GET $BIG_LABEL → tmpfs vs nginx+curl → tmpfs (time) | $(times "$R_SHM_CURL") | ≤ 1.05× | $(verdict "$R_SHM_CURL" 1.05 le) |
+| verified GET $BIG_LABEL → tmpfs vs rsync → tmpfs (time) | $(times "$R_SHM_RSYNC") | ≤ 0.90× | $(verdict "$R_SHM_RSYNC" 0.9 le) |
+| SEND $BIG_LABEL vs nc pipe into a file (time) | $(times "$R_SEND") | ≤ 1.10× | $(verdict "$R_SEND" 1.1 le) |
+| 4 KiB GETs, 1 connection, vs nginx (req/s) | $(times "$R_C1") | ≥ 1.00× | $(verdict "$R_C1" 1.0 ge) |
+| 4 KiB GETs, 100 connections, vs nginx (req/s) | $(times "$R_C100") | ≥ 1.00× | $(verdict "$R_C100" 1.0 ge) |
+| server peak RSS while serving $BIG_LABEL | $PEAK_MIB MiB | ≤ 32 MiB | $MEM_OK |
+
+## GET $BIG_LABEL → /dev/null
+
+| tool | median s | MiB/s | sft ÷ this | samples (s) |
+| --- | --- | --- | --- | --- |
+$(time_row "\`sft get --no-verify\` (unverified)" sft_null_nv)
+$(time_row "\`sft get\` (verified)" sft_null)
+$(time_row "nginx + \`curl -o /dev/null\`" curl_null sft_null_nv)
+
+Verified \`sft get\` ÷ curl: $(times "$R_GET_NULL_V").
+
+## GET $BIG_LABEL → file on tmpfs
+
+| tool | median s | MiB/s | sft ÷ this | samples (s) |
+| --- | --- | --- | --- | --- |
+$(time_row "\`sft get\` (verified)" sft_shm)
+$(time_row "\`sft get --no-verify\`" sft_shm_nv)
+$(time_row "nginx + \`curl -o\`" curl_shm sft_shm)
+$(time_row "rsync daemon → \`rsync\`" rsync_shm sft_shm)
+
+## SEND $BIG_LABEL → file on the served disk
+
+| tool | median s | MiB/s | sft ÷ this | samples (s) |
+| --- | --- | --- | --- | --- |
+$(time_row "\`sft send --overwrite\` (verified)" sft_send)
+$(time_row "\`sft send --overwrite --no-verify\`" sft_send_nv)
+$(time_row "\`nc -N\` → \`nc -l > file\`" nc_send sft_send)
+
+## 4 KiB GETs, 1 connection, ${LOAD_S} s
+
+| tool | median req/s | median p99 µs | errors | sft ÷ this | samples (req/s) |
+| --- | --- | --- | --- | --- | --- |
+$(load_rows 1)
+
+## 4 KiB GETs, 100 connections, ${LOAD_S} s
+
+| tool | median req/s | median p99 µs | errors | sft ÷ this | samples (req/s) |
+| --- | --- | --- | --- | --- | --- |
+$(load_rows 100)
+
+## 4 KiB GETs, 1000 concurrent clients, ${LOAD_S} s
+
+| tool | median req/s | median p99 µs | errors | sft ÷ this | samples (req/s) |
+| --- | --- | --- | --- | --- | --- |
+$(load_rows 1000)
+
+The load generators share the machine's $(nproc) cores with the server they load. sft-bench speaks the
+sft protocol itself, one blocking thread per connection, costing the client about as much CPU per
+request as wrk does, so both sides measure their server.
+
+## Server memory
+
+| measurement | value |
+| --- | --- |
+| fresh sft-server, VmHWM at start | $(awk -v k="$HWM_START" 'BEGIN { printf "%.1f", k / 1024 }') MiB |
+| VmHWM after one $BIG_LABEL GET | $PEAK_MIB MiB |
+| VmRSS with $IDLE_CONNS idle connections, per connection | $PER_CONN_KIB KiB (from $((RSS_IDLE0 / 1024)) to $((RSS_IDLE1 / 1024)) MiB) |
+
+## Reproduce
+
+\`\`\`sh
+scripts/bench.sh                  # 1 GiB, 5 runs per tool, 10 s load tests
+BENCH_QUICK=1 scripts/bench.sh    # 256 MiB, 3 runs, 3 s load tests
+BENCH_RUNS=9 scripts/bench.sh     # more runs
+\`\`\`
+EOF
+mv "$OUT.tmp" "$OUT"
+log "wrote $OUT"
