@@ -11,10 +11,11 @@ use serde::de::DeserializeOwned;
 use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
-    GetReply, GetRequest, GetTrailer, SendReady, SendReply, SendRequest, Verb,
+    GetReply, GetRequest, GetTrailer, SendReady, SendReply, SendRequest, SendTrailer, Verb,
 };
 use sft_protocol::{
-    decode_reply, decode_trailer, encode_request, read_line, ErrorCode, Reply, WireError,
+    decode_reply, decode_trailer, encode_request, encode_trailer, read_line, ErrorCode, Reply,
+    WireError,
 };
 use std::io;
 use std::path::{Path, PathBuf};
@@ -594,38 +595,79 @@ impl Client {
                     "not a regular file",
                 ));
             }
-            let hash = if opts.verify {
-                Some(files::hash_prefix(&file, meta.len())?.finalize())
-            } else {
-                None
-            };
-            Ok((file, meta.len(), hash))
+            Ok((file, upload_id(&path, &meta)))
         })
         .await;
-        let (file, size, hash) = opened.map_err(local_hash_error(local))?;
-        let blake3 = hash.map(|h| h.to_hex().to_string());
+        let (file, (size, id)) = opened.map_err(local_hash_error(local))?;
+        // Verified uploads hash while they send and give the hash in a trailer; an id derived
+        // from the local file lets an interrupted one be resumed.
         let args = SendRequest {
             path: remote.to_owned(),
             size,
             overwrite: opts.overwrite,
-            blake3: blake3.clone(),
-            resume: opts.resume && blake3.is_some(),
+            trailer: opts.verify,
+            upload_id: opts.verify.then_some(id),
+            resume: opts.resume && opts.verify,
+            ..Default::default()
         };
         let during = format!("the upload of {remote}");
         let ready = self.send_start(&args, &during).await?;
-        let mut reader = files::Reader::new(file, ready.offset, size - ready.offset);
+        let hasher = if opts.verify {
+            // Resuming: the whole file's hash needs the part the server already holds.
+            let offset = ready.offset;
+            let reader = file.try_clone().map_err(Error::local(local, "read"))?;
+            let prefix = spawn_blocking(move || files::hash_prefix(&reader, offset)).await;
+            Some(self.track(prefix.map_err(Error::local(local, "read")))?)
+        } else {
+            None
+        };
+        let mut reader = files::Reader::new(file, ready.offset, size - ready.offset, hasher);
         while let Some(chunk) = reader.next().await {
             let chunk = self.track(chunk.map_err(Error::local(local, "read")))?;
             self.send_chunk(&chunk, &during).await?;
         }
-        let reply = self.send_finish(&args, &during, blake3.as_deref()).await?;
+        let ours = reader.hash().map(|h| h.to_hex().to_string());
+        if let Some(hash) = &ours {
+            self.scratch.clear();
+            encode_trailer(
+                &SendTrailer {
+                    blake3: hash.clone(),
+                },
+                &mut self.scratch,
+            );
+            let line = std::mem::take(&mut self.scratch);
+            let sent = self.send_chunk(&line, &during).await;
+            self.scratch = line;
+            sent?;
+        }
+        let reply = self.send_finish(&args, &during, ours.as_deref()).await?;
         Ok(Transfer {
             size,
             bytes_transferred: size - ready.offset,
             resumed_from: ready.offset,
-            blake3: reply.blake3.or(blake3),
+            blake3: reply.blake3.or(ours),
         })
     }
+}
+
+/// Names an upload of the local file at `path` so that the server can keep it for a resume:
+/// a hash of the file's identity and version (path, device, inode, size, modification time),
+/// stable while the file is unchanged and unguessable to other clients. Returns the size too.
+fn upload_id(path: &Path, meta: &std::fs::Metadata) -> (u64, String) {
+    use std::os::unix::fs::MetadataExt;
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut h = blake3::Hasher::new();
+    h.update(absolute.as_os_str().as_encoded_bytes());
+    for n in [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+    ] {
+        h.update(&n.to_le_bytes());
+    }
+    (meta.len(), h.finalize().to_hex()[..32].to_owned())
 }
 
 /// Compares what the server vouches for with what arrived.

@@ -16,8 +16,8 @@ pub(crate) const RECV: usize = 64 * 1024;
 
 /// A write in flight: gives back the file and the buffer.
 type PendingWrite = JoinHandle<(File, Vec<u8>, io::Result<()>)>;
-/// A read in flight: gives back the file and the filled buffer.
-type PendingRead = JoinHandle<(File, Vec<u8>, io::Result<usize>)>;
+/// A read in flight: gives back the file, the hasher and the filled buffer.
+type PendingRead = JoinHandle<(File, Option<blake3::Hasher>, Vec<u8>, io::Result<usize>)>;
 
 /// A local file being written in large blocks on the blocking pool, one block behind the
 /// caller.
@@ -79,6 +79,7 @@ pub(crate) struct Reader {
     next: Option<PendingRead>,
     pos: u64,
     end: u64,
+    hash: Option<blake3::Hash>,
 }
 
 fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
@@ -95,32 +96,44 @@ fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
 }
 
 impl Reader {
-    pub(crate) fn new(file: File, start: u64, len: u64) -> Reader {
+    /// Reads `len` bytes from `start`, feeding them to `hasher` (if any) as they are read, while
+    /// they are hot in the cache of the thread that read them.
+    pub(crate) fn new(file: File, start: u64, len: u64, hasher: Option<blake3::Hasher>) -> Reader {
         let mut reader = Reader {
             next: None,
             pos: start,
             end: start + len,
+            hash: None,
         };
-        reader.schedule(file, Vec::new());
+        reader.schedule(file, hasher, Vec::new());
         reader
     }
 
-    fn schedule(&mut self, file: File, mut buf: Vec<u8>) {
+    fn schedule(&mut self, file: File, mut hasher: Option<blake3::Hasher>, mut buf: Vec<u8>) {
         let want = (self.end - self.pos).min(CHUNK as u64) as usize;
         if want == 0 {
+            self.hash = hasher.map(|h| h.finalize());
             return;
         }
         buf.resize(want, 0);
         let pos = self.pos;
         self.next = Some(spawn_blocking(move || {
             let r = read_full_at(&file, &mut buf, pos);
-            (file, buf, r)
+            if let (Ok(n), Some(h)) = (&r, hasher.as_mut()) {
+                h.update(&buf[..*n]);
+            }
+            (file, hasher, buf, r)
         }));
+    }
+
+    /// The hash of everything read, once [`Reader::next`] has returned `None`.
+    pub(crate) fn hash(&self) -> Option<blake3::Hash> {
+        self.hash
     }
 
     /// The next chunk, or `None` at the end. A file that ends early is an `UnexpectedEof`.
     pub(crate) async fn next(&mut self) -> Option<io::Result<Vec<u8>>> {
-        let (file, buf, read) = self.next.take()?.await;
+        let (file, hasher, buf, read) = self.next.take()?.await;
         match read {
             Ok(n) if n < buf.len() => Some(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -131,7 +144,7 @@ impl Reader {
             ))),
             Ok(n) => {
                 self.pos += n as u64;
-                self.schedule(file, Vec::with_capacity(CHUNK));
+                self.schedule(file, hasher, Vec::with_capacity(CHUNK));
                 Some(Ok(buf))
             }
             Err(e) => Some(Err(e)),

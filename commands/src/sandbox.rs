@@ -211,29 +211,32 @@ impl Root {
 
     /// Starts receiving an upload of `size` bytes for `rp`.
     ///
-    /// With an `expected` hash, the upload goes to a *partial* in `.sft/partial/`, named after
-    /// the path, the size and the hash, so that only the same upload can continue it; it is
-    /// kept if the transfer breaks. With `resume`, an existing partial is continued (the
+    /// With a `key` — what identifies this upload: its declared hash, or an id the client
+    /// chose — the upload goes to a *partial* in `.sft/partial/`, named after the path, the size
+    /// and the key, so that only the same upload can continue it; it is kept if the transfer
+    /// breaks, and the upload is hashed. With `resume`, an existing partial is continued (the
     /// returned offset says from where) with its hash state; otherwise it is started afresh.
-    /// Without a hash the upload goes to a plain staging file, removed if anything fails.
+    /// Without a key the upload goes to a plain staging file, removed if anything fails, and is
+    /// hashed only if `hash` says so.
     pub fn begin_upload(
         &self,
         rp: &RemotePath,
         size: u64,
-        expected: Option<blake3::Hash>,
+        key: Option<&[u8]>,
+        hash: bool,
         resume: bool,
     ) -> io::Result<Upload> {
-        let Some(expected) = expected else {
+        let Some(key) = key else {
             let (staged, file) = self.stage()?;
             return Ok(Upload {
                 staged,
                 file,
                 offset: 0,
-                hasher: None,
+                hasher: hash.then(blake3::Hasher::new),
                 partial: None,
             });
         };
-        let key = partial_key(rp, size, &expected);
+        let key = partial_key(rp, size, key);
         if self.inner.active.insert(key.clone(), ()).is_some() {
             // The same upload is already running on another connection: do not share its
             // partial; this one stages separately and is not resumable.
@@ -661,13 +664,13 @@ fn open_or_create_dir(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
     })
 }
 
-/// The name of the partial for an upload of `size` bytes hashing to `hash` at `rp`.
-fn partial_key(rp: &RemotePath, size: u64, hash: &blake3::Hash) -> String {
+/// The name of the partial for an upload of `size` bytes at `rp` identified by `key`.
+fn partial_key(rp: &RemotePath, size: u64, key: &[u8]) -> String {
     let mut h = blake3::Hasher::new();
     h.update(rp.to_string().as_bytes())
         .update(b"\0")
         .update(&size.to_le_bytes())
-        .update(hash.as_bytes());
+        .update(key);
     format!("{}.part", &h.finalize().to_hex()[..32])
 }
 

@@ -17,24 +17,88 @@ use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::sandbox::io_error;
 use async_std::task::spawn_blocking;
-use sft_protocol::verbs::{is_blake3_hex, SendReady, SendReply, SendRequest, Verb};
-use sft_protocol::{ErrorCode, Request, WireError};
+use sft_protocol::verbs::{
+    is_blake3_hex, is_upload_id, SendReady, SendReply, SendRequest, SendTrailer, Verb,
+};
+use sft_protocol::{decode_trailer, read_line, ErrorCode, Request, WireError};
+use std::io;
 
 /// The `SEND` handler.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Send;
 
-/// Parses the declared hash: 64 lower-case hex digits.
-fn declared_hash(args: &SendRequest) -> Result<Option<blake3::Hash>, WireError> {
-    match &args.blake3 {
-        None if args.resume => Err(WireError::bad_request(
-            "\"resume\" needs the file's \"blake3\" hash",
-        )),
-        None => Ok(None),
-        Some(hex) if is_blake3_hex(hex) => Ok(blake3::Hash::from_hex(hex).ok()),
-        Some(_) => Err(WireError::bad_request(
-            "\"blake3\" must be 64 lower-case hex digits",
-        )),
+/// How an upload is verified and named, from its request.
+#[derive(Debug)]
+struct Integrity {
+    /// The hash declared up front, if any.
+    expected: Option<blake3::Hash>,
+    /// What names a resumable partial: the declared hash, or the client's upload id.
+    key: Option<Vec<u8>>,
+    /// Whether the bytes are hashed (up-front hash or trailer).
+    hashed: bool,
+}
+
+fn integrity(args: &SendRequest) -> Result<Integrity, WireError> {
+    let expected = match &args.blake3 {
+        None => None,
+        Some(hex) if is_blake3_hex(hex) => blake3::Hash::from_hex(hex).ok(),
+        Some(_) => {
+            return Err(WireError::bad_request(
+                "\"blake3\" must be 64 lower-case hex digits",
+            ))
+        }
+    };
+    if args.trailer && expected.is_some() {
+        return Err(WireError::bad_request(
+            "give the hash either up front (\"blake3\") or in a trailer, not both",
+        ));
+    }
+    let id = match &args.upload_id {
+        Some(id) if !is_upload_id(id) => {
+            return Err(WireError::bad_request(
+                "\"upload_id\" must be 32 to 64 lower-case hex digits",
+            ))
+        }
+        Some(_) if !args.trailer => {
+            return Err(WireError::bad_request(
+                "\"upload_id\" goes with \"trailer\":true",
+            ))
+        }
+        other => other,
+    };
+    let key = match (expected, id) {
+        (Some(hash), _) => Some([b"h:".as_slice(), hash.as_bytes()].concat()),
+        (None, Some(id)) => Some([b"u:".as_slice(), id.as_bytes()].concat()),
+        (None, None) => None,
+    };
+    if args.resume && key.is_none() {
+        return Err(WireError::bad_request(
+            "\"resume\" needs the file's \"blake3\" hash, or \"trailer\" with an \"upload_id\"",
+        ));
+    }
+    Ok(Integrity {
+        expected,
+        key,
+        hashed: expected.is_some() || args.trailer,
+    })
+}
+
+/// Reads the trailer line after a `SEND` body: the whole file's hash.
+async fn read_trailer(ctx: &mut Context<'_>) -> Result<blake3::Hash, CommandError> {
+    let mut line = Vec::with_capacity(96);
+    let stall = ctx.limits.stall_timeout;
+    match async_std::io::timeout(stall, read_line(&mut *ctx.reader, &mut line)).await {
+        Ok(true) => {}
+        Ok(false) => return Err(CommandError::Abort(io::ErrorKind::UnexpectedEof.into())),
+        Err(e) => return Err(CommandError::Abort(e)),
+    }
+    let trailer: SendTrailer = decode_trailer(&line)?;
+    match blake3::Hash::from_hex(&trailer.blake3) {
+        Ok(hash) if is_blake3_hex(&trailer.blake3) => Ok(hash),
+        _ => Err(WireError::bad_request(
+            "the trailer's \"blake3\" must be 64 lower-case hex digits",
+        )
+        .into()),
     }
 }
 
@@ -68,13 +132,14 @@ impl Command for Send {
                     .into());
                 }
             }
-            let expected = declared_hash(&args)?;
+            let integrity = integrity(&args)?;
             let root = ctx.root.clone();
             let (overwrite, size, resume) = (args.overwrite, args.size, args.resume);
+            let (key, hashed) = (integrity.key.clone(), integrity.hashed);
             let (target, upload) = spawn_blocking(move || {
                 let target = root.prepare_target(&rp, overwrite)?;
                 let upload = root
-                    .begin_upload(&rp, size, expected, resume)
+                    .begin_upload(&rp, size, key.as_deref(), hashed, resume)
                     .map_err(|e| {
                         WireError::internal(format!("cannot start storing the upload: {e}"))
                     })?;
@@ -129,7 +194,26 @@ impl Command for Send {
                     Err(io_error(&shown, &e))
                 }
             };
-            let verified = stored.and_then(|hasher| match (expected, hasher.map(|h| h.finalize())) {
+            // The hash to check against: declared up front, or in the trailer after the body.
+            let claimed = if args.trailer {
+                match read_trailer(ctx).await {
+                    Ok(hash) => Some(hash),
+                    Err(CommandError::Abort(e)) => {
+                        // Every byte arrived but not the hash: the partial can still finish.
+                        if let Ok(hasher) = stored {
+                            guard.keep(staged, size, hasher);
+                        }
+                        return Err(CommandError::Abort(e));
+                    }
+                    // A malformed trailer line was read whole: the connection is in step.
+                    Err(CommandError::Reply(e)) => {
+                        return ctx.reply_error(&e).await.map_err(CommandError::Abort)
+                    }
+                }
+            } else {
+                integrity.expected
+            };
+            let verified = stored.and_then(|hasher| match (claimed, hasher.map(|h| h.finalize())) {
                 (Some(want), Some(got)) if want != got => Err(WireError::new(
                     ErrorCode::ChecksumMismatch,
                     format!("{shown}: received bytes hash to {got}, not the declared {want}; nothing was stored"),

@@ -421,3 +421,86 @@ fn json_errors_carry_the_code_and_the_exit_status() {
     assert_eq!(line["error"]["code"], "not_found");
     assert_eq!(line["exit_code"], 4);
 }
+
+#[test]
+fn a_send_can_give_its_hash_in_a_trailer() {
+    let server = TestServer::start();
+    let data = random_bytes(300_000, 41);
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let wrong = blake3::hash(b"not it").to_hex().to_string();
+    let id = "0123456789abcdef0123456789abcdef";
+    async_std::task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        let header = |path: &str, extra: serde_json::Value| {
+            let mut req = serde_json::json!({"verb": "SEND", "path": path, "size": data.len(), "trailer": true});
+            req.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            req.to_string() + "\n"
+        };
+
+        // The right hash after the body: stored, and echoed.
+        raw.write(header("good.bin", serde_json::json!({})).as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["ok"], true);
+        raw.write(&data).await;
+        raw.write(format!("{{\"blake3\":\"{hash}\"}}\n").as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["blake3"], hash.as_str());
+
+        // A wrong one: nothing stored, connection still in step.
+        raw.write(header("bad.bin", serde_json::json!({})).as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["ok"], true);
+        raw.write(&data).await;
+        raw.write(format!("{{\"blake3\":\"{wrong}\"}}\n").as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["code"], "checksum_mismatch");
+
+        // A malformed trailer line: refused, connection still in step.
+        raw.write(header("worse.bin", serde_json::json!({})).as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["ok"], true);
+        raw.write(&data).await;
+        raw.write(b"{\"blake3\":\"xyz\"}\n").await;
+        assert_eq!(raw.reply().await["code"], "bad_request");
+
+        // Contradictory or incomplete requests are refused before any byte.
+        for extra in [
+            serde_json::json!({"blake3": hash}),
+            serde_json::json!({"trailer": false, "upload_id": id}),
+            serde_json::json!({"upload_id": "short"}),
+            serde_json::json!({"resume": true}),
+        ] {
+            raw.write(header("x.bin", extra.clone()).as_bytes()).await;
+            assert_eq!(raw.reply().await["code"], "bad_request", "{extra}");
+        }
+
+        // With an upload id, a broken-off upload is kept and resumable.
+        raw.write(header("resumed.bin", serde_json::json!({"upload_id": id})).as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["ok"], true);
+        raw.write(&data[..100_000]).await;
+        drop(raw);
+        server.wait_idle();
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(
+            header(
+                "resumed.bin",
+                serde_json::json!({"upload_id": id, "resume": true}),
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(raw.reply().await["offset"], 100_000);
+        raw.write(&data[100_000..]).await;
+        raw.write(format!("{{\"blake3\":\"{hash}\"}}\n").as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["size"], data.len());
+    });
+    assert!(fs::read(server.path("good.bin")).unwrap() == data);
+    assert!(fs::read(server.path("resumed.bin")).unwrap() == data);
+    for name in ["bad.bin", "worse.bin", "x.bin"] {
+        assert!(!server.path(name).exists(), "{name}");
+    }
+}

@@ -89,10 +89,33 @@ pub struct SendRequest {
     /// bytes it received hash to this, and keeps an interrupted upload so it can be resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
-    /// Continue an interrupted upload of the same `path`, `size` and `blake3`: the go-ahead
-    /// says from which offset to send.
+    /// The hash comes after the body instead, in a [`SendTrailer`] line: the client hashes
+    /// while it sends. Excludes `blake3`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trailer: bool,
+    /// Names this upload so that it can be resumed when its hash is only sent in the trailer:
+    /// 32 to 64 lower-case hex digits, chosen by the client (e.g. derived from the local file's
+    /// identity). Keeps an interrupted upload like `blake3` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    /// Continue an interrupted upload of the same `path`, `size` and `blake3` (or
+    /// `upload_id`): the go-ahead says from which offset to send.
     #[serde(default, skip_serializing_if = "is_false")]
     pub resume: bool,
+}
+
+/// The line after a `SEND` body whose request said `"trailer":true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendTrailer {
+    /// The whole file's BLAKE3 hash (64 hex digits).
+    pub blake3: String,
+}
+
+/// Whether `s` is an upload id: 32 to 64 lower-case hex digits.
+pub fn is_upload_id(s: &str) -> bool {
+    (32..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The go-ahead of a `SEND`: send the body from `offset` on (`size - offset` bytes).
