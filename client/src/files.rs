@@ -14,62 +14,59 @@ pub(crate) const CHUNK: usize = 256 * 1024;
 /// time of a 1 GiB download 0.55 s with 256 KiB reads, 0.3 s with 64 KiB).
 pub(crate) const RECV: usize = 64 * 1024;
 
-/// A write in flight: gives back the file and the buffer.
-type PendingWrite = JoinHandle<(File, Vec<u8>, io::Result<()>)>;
 /// A read in flight: gives back the file, the hasher and the filled buffer.
 type PendingRead = JoinHandle<(File, Option<blake3::Hasher>, Vec<u8>, io::Result<usize>)>;
 
-/// A local file being written in large blocks on the blocking pool, one block behind the
-/// caller.
+/// Blocks that may wait for the disk before the network side has to wait: enough slack to ride
+/// out a slow write without stalling the socket, bounded so memory stays at a few MiB.
+const WRITE_QUEUE: usize = 8;
+
+/// A local file being written in large blocks by a task on the blocking pool, which takes them
+/// from a bounded queue: the caller goes on receiving while up to [`WRITE_QUEUE`] blocks wait.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    file: Option<File>,
-    pending: Option<PendingWrite>,
-    spare: Vec<u8>,
+    queue: async_std::channel::Sender<Vec<u8>>,
+    recycled: async_std::channel::Receiver<Vec<u8>>,
+    task: JoinHandle<(File, io::Result<()>)>,
 }
 
 impl Writer {
     /// Writes go to `file` at its current position.
     pub(crate) fn new(file: File) -> Writer {
-        Writer {
-            file: Some(file),
-            pending: None,
-            spare: Vec::new(),
-        }
+        let (queue, blocks) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
+        let (give_back, recycled) = async_std::channel::bounded(WRITE_QUEUE + 1);
+        let task = spawn_blocking(move || {
+            while let Ok(block) = futures::executor::block_on(blocks.recv()) {
+                if let Err(e) = (&file).write_all(&block) {
+                    return (file, Err(e));
+                }
+                let _ = give_back.try_send(block);
+            }
+            (file, Ok(()))
+        });
+        Writer { queue, recycled, task }
     }
 
-    /// A buffer to fill with the next chunk (recycled from earlier writes).
+    /// A buffer to fill with the next block (recycled from earlier writes).
     pub(crate) fn buffer(&mut self, len: usize) -> Vec<u8> {
-        let mut buf = std::mem::take(&mut self.spare);
+        let mut buf = self.recycled.try_recv().unwrap_or_default();
         buf.resize(len, 0);
         buf
     }
 
-    async fn settle(&mut self) -> io::Result<()> {
-        if let Some(pending) = self.pending.take() {
-            let (file, buf, written) = pending.await;
-            self.file = Some(file);
-            self.spare = buf;
-            written?;
-        }
-        Ok(())
-    }
-
-    /// Queues `buf` to be written while the caller fetches the next chunk.
+    /// Queues `buf` to be written; waits only while the queue is full.
     pub(crate) async fn write(&mut self, buf: Vec<u8>) -> io::Result<()> {
-        self.settle().await?;
-        let file = self.file.take().expect("settled");
-        self.pending = Some(spawn_blocking(move || {
-            let r = (&file).write_all(&buf);
-            (file, buf, r)
-        }));
-        Ok(())
+        self.queue
+            .send(buf)
+            .await
+            .map_err(|_| io::Error::other("the file writer stopped after an error"))
     }
 
-    /// Waits for every queued write; returns the file.
-    pub(crate) async fn finish(mut self) -> io::Result<File> {
-        self.settle().await?;
-        Ok(self.file.take().expect("settled"))
+    /// Waits for every queued block to be written; returns the file, or the first error.
+    pub(crate) async fn finish(self) -> io::Result<File> {
+        drop(self.queue);
+        let (file, written) = self.task.await;
+        written.map(|()| file)
     }
 }
 
