@@ -171,10 +171,54 @@ pub(crate) struct Sink {
 /// while it is hot (large reads cost about twice the kernel time per byte here).
 const RECV: usize = 64 * 1024;
 
-type PendingWrite = async_std::task::JoinHandle<(File, Vec<u8>, io::Result<()>)>;
+/// Blocks that may wait for the disk before the network side has to wait.
+const WRITE_QUEUE: usize = 8;
+
+/// A file written in blocks by a task on the blocking pool, fed through a bounded queue, so
+/// that receiving goes on while a write is slow. Memory: at most `WRITE_QUEUE` + 2 blocks.
+struct BlockWriter {
+    queue: async_std::channel::Sender<Vec<u8>>,
+    recycled: async_std::channel::Receiver<Vec<u8>>,
+    task: async_std::task::JoinHandle<(File, io::Result<()>)>,
+}
+
+impl BlockWriter {
+    fn new(file: File) -> BlockWriter {
+        let (queue, blocks) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
+        let (give_back, recycled) = async_std::channel::bounded(WRITE_QUEUE + 1);
+        let task = spawn_blocking(move || {
+            while let Ok(block) = futures::executor::block_on(blocks.recv()) {
+                if let Err(e) = (&file).write_all(&block) {
+                    return (file, Err(e));
+                }
+                let _ = give_back.try_send(block);
+            }
+            (file, Ok(()))
+        });
+        BlockWriter { queue, recycled, task }
+    }
+
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.recycled.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Queues a block; fails once the writer stopped on an error (see [`BlockWriter::finish`]).
+    async fn write(&self, block: Vec<u8>) -> bool {
+        self.queue.send(block).await.is_ok()
+    }
+
+    /// Waits for every queued block; the file back, or the first write error.
+    async fn finish(self) -> (File, io::Result<()>) {
+        drop(self.queue);
+        self.task.await
+    }
+}
 
 /// Receives exactly `len` bytes from `src` into `sink`, hashing them if it hashes. Bytes are
-/// hashed as they arrive; disk writes run on the blocking pool, one block behind the network.
+/// hashed as they arrive, while they are hot in cache; disk writes run on the blocking pool
+/// behind a bounded queue of blocks.
 ///
 /// On failure the sink comes back with the error once every byte that was read is written
 /// and hashed, so an interrupted upload can be kept and resumed.
@@ -188,40 +232,20 @@ pub(crate) async fn stream_to_file<R>(
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    /// Waits for the write in flight; gives back the file and the buffer.
-    async fn settle(
-        pending: &mut Option<PendingWrite>,
-        idle: &mut Option<File>,
-    ) -> io::Result<Vec<u8>> {
-        match pending.take() {
-            Some(p) => {
-                let (file, buf, r) = p.await;
-                *idle = Some(file);
-                r.map(|()| buf)
-            }
-            None => Ok(Vec::new()),
-        }
-    }
     let Sink { file, mut hasher } = sink;
     let cap = len.min(CHUNK as u64) as usize;
     let mut left = len;
-    let mut idle = Some(file);
-    let mut writing: Option<PendingWrite> = None;
-    let mut spare = Vec::new();
-    while left > 0 {
-        let mut buf = std::mem::take(&mut spare);
-        buf.resize(left.min(cap as u64) as usize, 0);
+    let writer = BlockWriter::new(file);
+    let mut failed = None;
+    while left > 0 && failed.is_none() {
+        let mut buf = writer.buffer(left.min(cap as u64) as usize);
         let mut filled = 0;
-        let mut failed = None;
         while filled < buf.len() {
             let end = buf.len().min(filled + RECV);
             let read = match timeout(stall, src.read(&mut buf[filled..end])).await {
                 Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "ended {} bytes before the declared {len}",
-                        left - filled as u64
-                    ),
+                    format!("ended {} bytes before the declared {len}", left - filled as u64),
                 )),
                 other => other,
             };
@@ -233,45 +257,25 @@ where
                     filled += n;
                 }
                 Err(e) => {
+                    // Keep what did arrive: it is written below with the rest.
                     failed = Some(e);
+                    buf.truncate(filled);
                     break;
                 }
             }
         }
         progress(filled as u64);
-        let done = settle(&mut writing, &mut idle).await;
-        let Ok(done) = done else {
-            let e = done.unwrap_err();
-            return Err((CopyError::Write(e), None));
-        };
-        spare = done;
-        let file = idle
-            .take()
-            .expect("the file is idle once the write settled");
-        if let Some(e) = failed {
-            // Keep what did arrive: write this part too, then hand everything back.
-            buf.truncate(filled);
-            let (file, written) = spawn_blocking(move || {
-                let r = (&file).write_all(&buf);
-                (file, r)
-            })
-            .await;
-            let sink = written.is_ok().then_some(Sink { file, hasher });
-            return Err((CopyError::Read(e), sink));
-        }
         left -= filled as u64;
-        writing = Some(spawn_blocking(move || {
-            let r = (&file).write_all(&buf);
-            (file, buf, r)
-        }));
+        if !writer.write(buf).await {
+            break;
+        }
     }
-    settle(&mut writing, &mut idle)
-        .await
-        .map_err(|e| (CopyError::Write(e), None))?;
-    Ok(Sink {
-        file: idle.expect("the file comes back"),
-        hasher,
-    })
+    let (file, written) = writer.finish().await;
+    match (written, failed) {
+        (Err(e), _) => Err((CopyError::Write(e), None)),
+        (Ok(()), Some(e)) => Err((CopyError::Read(e), Some(Sink { file, hasher }))),
+        (Ok(()), None) => Ok(Sink { file, hasher }),
+    }
 }
 
 /// Sends `len` bytes of `file` from `start` straight from the page cache to `socket` with
