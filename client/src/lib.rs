@@ -34,11 +34,17 @@ mod client;
 mod error;
 mod files;
 mod inspect;
+mod many;
+mod progress;
+mod stream;
 
 pub use address::{parse_server, ServerAddr};
 pub use call::Response;
 pub use client::{partial_path, Client, GetOptions, SendOptions, Transfer};
 pub use error::{Error, ExitCode};
 pub use inspect::Listing;
+pub use many::GetJob;
+pub use progress::Progress;
 pub use sft_protocol::body::Body;
 pub use sft_protocol::verbs::{Entry, Kind, ListEnd};
+pub use sft_protocol::{ErrorCode, WireError};
