@@ -140,7 +140,15 @@ fn main() {
         Err(e) => {
             eprintln!("{}", e.message);
             if wants_json {
-                let message = e.message.lines().next().unwrap_or_default();
+                // The explanation, without the usage text that follows it.
+                let message: Vec<&str> = e
+                    .message
+                    .lines()
+                    .take_while(|l| !l.starts_with("USAGE:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let message = message.join(" ");
                 let message = message.trim_start_matches("error: ");
                 print_json_error("usage", message, ExitCode::Usage);
             }

@@ -738,3 +738,47 @@ fn help_and_version_on_both_binaries() {
         assert!(text.contains(part), "sft-server {arg}: {text}");
     }
 }
+
+#[test]
+fn continue_in_a_batch_resumes_what_fits_and_restarts_what_does_not() {
+    let server = TestServer::start();
+    let a = random_bytes(1000, 78);
+    let b = random_bytes(200_000, 79);
+    fs::write(server.path("a.bin"), &a).unwrap();
+    fs::write(server.path("b.bin"), &b).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let got = cwd.path().join("got");
+    fs::create_dir(&got).unwrap();
+    // a's partial is longer than a: another version. b's holds b's first bytes.
+    fs::write(got.join(".a.bin.sft-part"), random_bytes(5000, 1)).unwrap();
+    fs::write(got.join(".b.bin.sft-part"), &b[..50_000]).unwrap();
+    let out = sft(
+        &[
+            "get",
+            "-c",
+            "--json",
+            &server.server_arg(),
+            "-o",
+            "got",
+            "a.bin",
+            "b.bin",
+        ],
+        cwd.path(),
+    );
+    expect_code(&out, 0);
+    let lines = json_lines(&out);
+    let resumed: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["remote"].as_str().unwrap().to_owned(),
+                l["resumed_from"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(resumed.contains(&("a.bin".into(), 0)), "{resumed:?}");
+    assert!(resumed.contains(&("b.bin".into(), 50_000)), "{resumed:?}");
+    assert!(fs::read(got.join("a.bin")).unwrap() == a);
+    assert!(fs::read(got.join("b.bin")).unwrap() == b);
+    assert_eq!(list_files(&got).len(), 2, "no partial left");
+}

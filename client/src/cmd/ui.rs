@@ -97,7 +97,8 @@ impl Ui {
     }
 }
 
-/// The bars: an optional overall one, and one for the file in progress.
+/// The bars: an optional overall one, and one for the file in progress — made once and reused
+/// file after file, so the display never has to rearrange itself.
 #[derive(Debug)]
 struct Bars {
     multi: MultiProgress,
@@ -122,6 +123,19 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// A file of known size: bytes, percent, rate, time left.
+fn file_style() -> ProgressStyle {
+    style(
+        "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {percent:>3}% {binary_bytes_per_sec} \
+         ETA {eta}",
+    )
+}
+
+/// A stream of unknown size: bytes and rate so far.
+fn stream_style() -> ProgressStyle {
+    style("{msg:24!} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}")
+}
+
 impl Bars {
     fn new() -> Bars {
         Bars {
@@ -132,17 +146,25 @@ impl Bars {
     }
 
     fn overall(&self, files: u64, bytes: Option<u64>) {
-        let bar = match bytes {
-            Some(total) => ProgressBar::new(total).with_style(style(
-                "total  [{bar:30}] {bytes}/{total_bytes} {percent:>3}% \
-                 {binary_bytes_per_sec} ETA {eta} ({prefix} files)",
-            )),
-            None => ProgressBar::new(files).with_style(style(
-                "total  [{bar:30}] {pos}/{len} files, {elapsed} elapsed",
-            )),
-        };
+        // Into the display first: a bar changed before it is added draws on its own.
+        let bar = self.multi.add(ProgressBar::hidden());
+        match bytes {
+            Some(total) => {
+                bar.set_style(style(
+                    "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {percent:>3}% \
+                     {binary_bytes_per_sec} ETA {eta} ({prefix} files)",
+                ));
+                bar.set_length(total);
+            }
+            None => {
+                bar.set_style(style(
+                    "{msg:24!} [{bar:30}] {pos}/{len} files, {elapsed} elapsed",
+                ));
+                bar.set_length(files);
+            }
+        }
+        bar.set_message("total");
         bar.set_prefix(format!("0/{files}"));
-        let bar = self.multi.add(bar);
         bar.enable_steady_tick(Duration::from_millis(200));
         *self.overall.lock().expect("bars lock") = Some(Overall {
             bar,
@@ -154,12 +176,13 @@ impl Bars {
     }
 
     fn file_done(&self) {
-        let done = self.current.lock().expect("bars lock").take();
-        let len = done.as_ref().and_then(|b| b.length()).unwrap_or(0);
-        if let Some(bar) = done {
-            bar.finish_and_clear();
-            self.multi.remove(&bar);
-        }
+        let len = self
+            .current
+            .lock()
+            .expect("bars lock")
+            .as_ref()
+            .and_then(|b| b.length())
+            .unwrap_or(0);
         if let Some(o) = self.overall.lock().expect("bars lock").as_ref() {
             let n = o.files_done.fetch_add(1, Ordering::Relaxed) + 1;
             o.bar.set_prefix(format!("{n}/{}", o.files));
@@ -186,30 +209,30 @@ impl Bars {
 impl Progress for Bars {
     fn start(&self, remote: &str, total: Option<u64>, done: u64) {
         let mut current = self.current.lock().expect("bars lock");
-        if let Some(old) = current.take() {
-            old.finish_and_clear();
-            self.multi.remove(&old);
+        let bar = current.get_or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::hidden());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        match total {
+            Some(total) => {
+                bar.set_style(file_style());
+                bar.set_length(total);
+            }
+            None => {
+                bar.set_style(stream_style());
+                bar.unset_length();
+            }
         }
-        let bar = match total {
-            Some(total) => ProgressBar::new(total).with_style(style(
-                "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {percent:>3}% \
-                 {binary_bytes_per_sec} ETA {eta}",
-            )),
-            None => ProgressBar::new_spinner().with_style(style(
-                "{msg:24!} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}",
-            )),
-        };
-        bar.set_message(escape(remote));
+        bar.reset();
         bar.set_position(done);
-        let bar = self.multi.add(bar);
-        bar.enable_steady_tick(Duration::from_millis(200));
+        bar.set_message(escape(remote));
         if let Some(o) = self.overall.lock().expect("bars lock").as_ref() {
             if o.by_bytes {
                 o.bar
                     .set_position(o.finished.load(Ordering::Relaxed).saturating_add(done));
             }
         }
-        *current = Some(bar);
     }
 
     fn advance(&self, n: u64) {
