@@ -8,6 +8,7 @@ use sft_protocol::body::encode_chunk_header;
 use sft_protocol::verbs::{
     BodyFraming, MkdirReply, MkdirRequest, SendReady, SendReply, SendStreamRequest,
 };
+use sft_protocol::ErrorCode;
 
 /// What [`Client::send_chunked`] sent.
 #[derive(Debug)]
@@ -44,7 +45,20 @@ impl Client {
             overwrite,
         })
         .await?;
-        let ready: SendReady = self.reply(&during).await?;
+        let ready: SendReady = match self.reply(&during).await {
+            // A server older than chunked bodies misses the `size` it insists on.
+            Err(Error::Remote(mut e))
+                if e.code == ErrorCode::BadRequest && e.message.contains("`size`") =>
+            {
+                e.message = format!(
+                    "{} (this server does not take streamed uploads: save the stream to a file \
+                     and send that)",
+                    e.message
+                );
+                return Err(Error::Remote(e));
+            }
+            other => other?,
+        };
         if ready.offset != 0 {
             return self.track(Err(Error::Protocol(format!(
                 "{during}: a go-ahead from offset {} for a stream",

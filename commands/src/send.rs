@@ -12,7 +12,7 @@
 //! declared — is it renamed into place. A client that vanishes mid-body leaves nothing under the
 //! final name: a partial is kept for `--continue` and expires, a plain staging file is removed.
 //!
-//! A body of unknown length comes in chunks instead (`"body":"chunked"`, see [`crate::chunked`]):
+//! A body of unknown length comes in chunks instead (`"body":"chunked"`, see `chunked.rs`):
 //! it always goes to a plain staging file, is hashed as it arrives, and is committed only when the
 //! terminator's declared hash (if any) matches.
 

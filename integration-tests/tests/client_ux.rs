@@ -782,3 +782,39 @@ fn continue_in_a_batch_resumes_what_fits_and_restarts_what_does_not() {
     assert!(fs::read(got.join("b.bin")).unwrap() == b);
     assert_eq!(list_files(&got).len(), 2, "no partial left");
 }
+
+#[test]
+fn a_server_without_streams_is_explained() {
+    // What a server that predates chunked bodies answers: it misses the `size`.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let mut out = stream;
+        out.write_all(
+            b"{\"ok\":false,\"code\":\"bad_request\",\"message\":\"invalid arguments for SEND: missing field `size`\"}\n",
+        )
+        .unwrap();
+        line
+    });
+    let cwd = tempfile::tempdir().unwrap();
+    let out = sft_stdin(
+        &["send", &addr.to_string(), "-", "x.txt"],
+        cwd.path(),
+        b"data",
+    );
+    expect_code(&out, 4);
+    assert!(
+        stderr(&out).contains("does not take streamed uploads"),
+        "{}",
+        stderr(&out)
+    );
+    let request: serde_json::Value = serde_json::from_str(&fake.join().unwrap()).unwrap();
+    assert_eq!(
+        request,
+        serde_json::json!({"verb": "SEND", "path": "x.txt", "body": "chunked", "overwrite": false})
+    );
+}
