@@ -211,7 +211,7 @@ impl Client {
     }
 
     /// Reads one line (a reply or a trailer) into `self.line`.
-    pub(crate) async fn read_line(&mut self, during: &str) -> Result<(), Error> {
+    async fn read_line(&mut self, during: &str) -> Result<(), Error> {
         self.line.clear();
         let read = read_line(&mut self.reader, &mut self.line).await;
         let result = match read {

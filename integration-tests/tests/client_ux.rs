@@ -107,8 +107,10 @@ fn sft_on_terminal(args: &[&str], cwd: &Path) -> Option<(Option<i32>, String)> {
         eprintln!("skipping the terminal check: neither `script` nor python3 is installed");
         return None;
     };
+    // A terminal that can move its cursor (CI may have no TERM at all, which means "dumb").
     let out = command
         .current_dir(cwd)
+        .env("TERM", "xterm")
         .stdin(Stdio::null())
         .output()
         .expect("run sft on a terminal");

@@ -97,8 +97,7 @@ impl Ui {
     }
 }
 
-/// The bars: an optional overall one, and one for the file in progress — made once and reused
-/// file after file, so the display never has to rearrange itself.
+/// The bars: an optional overall one, and one for the file in progress.
 #[derive(Debug)]
 struct Bars {
     multi: MultiProgress,
@@ -208,25 +207,26 @@ impl Bars {
 
 impl Progress for Bars {
     fn start(&self, remote: &str, total: Option<u64>, done: u64) {
-        let mut current = self.current.lock().expect("bars lock");
-        let bar = current.get_or_insert_with(|| {
-            let bar = self.multi.add(ProgressBar::hidden());
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
+        // Set up out of sight, then shown: a bar changed while visible draws each change.
+        let bar = ProgressBar::hidden();
         match total {
             Some(total) => {
                 bar.set_style(file_style());
                 bar.set_length(total);
             }
-            None => {
-                bar.set_style(stream_style());
-                bar.unset_length();
-            }
+            None => bar.set_style(stream_style()),
         }
-        bar.reset();
-        bar.set_position(done);
         bar.set_message(escape(remote));
+        bar.set_position(done);
+        let mut current = self.current.lock().expect("bars lock");
+        if let Some(old) = current.take() {
+            old.finish_and_clear();
+            self.multi.remove(&old);
+        }
+        let bar = self.multi.add(bar);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        *current = Some(bar);
+        drop(current);
         if let Some(o) = self.overall.lock().expect("bars lock").as_ref() {
             if o.by_bytes {
                 o.bar
