@@ -7,7 +7,7 @@ use async_std::fs::{self, File};
 use async_std::io::BufWriter;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde_json::{Map, Value};
-use sft_protocol::body::{reply_body, upload_size, Body};
+use sft_protocol::body::{reply_body, upload_body, Body, Upload};
 use sft_protocol::encode_call;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use std::io;
@@ -30,8 +30,10 @@ impl Client {
     }
 
     /// Like [`Client::call`] for an upload: `args` declares the body's length in `size`, and
-    /// after the server's go-ahead exactly that many bytes are read from `source` and sent.
-    /// The response is the server's final reply.
+    /// after the server's go-ahead exactly that many bytes are read from `source` and sent — or
+    /// `args` says `"body":"chunked"`, and `source` is sent to its end as a chunked body whose
+    /// terminator declares its BLAKE3 hash (PROTOCOL.md §3.3). The response is the server's final
+    /// reply.
     pub async fn call_upload<R>(
         &mut self,
         verb: &str,
@@ -70,18 +72,30 @@ impl Client {
                 self.scratch.len()
             )));
         }
-        let upload = upload_size(&self.scratch).map_err(|e| Error::Request(e.message))?;
+        let upload = upload_body(&self.scratch).map_err(|e| Error::Request(e.message))?;
         let during = format!("the {verb} call");
         match (upload, source) {
             (None, None) => {
                 self.write_scratch(verb).await?;
             }
-            (Some(size), Some(source)) => {
+            (Some(Upload::Sized(size)), Some(source)) => {
                 self.write_scratch(verb).await?;
                 let _go_ahead: Map<String, Value> = self.reply(&during).await?;
                 self.upload(source, size, &during).await?;
             }
-            (Some(size), None) => {
+            (Some(Upload::Chunked), Some(source)) => {
+                self.write_scratch(verb).await?;
+                let _go_ahead: Map<String, Value> = self.reply(&during).await?;
+                self.send_chunked(source, &during).await?;
+            }
+            (Some(Upload::Chunked), None) => {
+                return Err(Error::Request(
+                    "the arguments declare a chunked upload (\"body\":\"chunked\") but no body \
+                     was given to send"
+                        .into(),
+                ))
+            }
+            (Some(Upload::Sized(size)), None) => {
                 return Err(Error::Request(format!(
                     "the arguments declare an upload of {size} bytes (\"size\") but no body \
                      was given to send"
@@ -89,7 +103,9 @@ impl Client {
             }
             (None, Some(_)) => {
                 return Err(Error::Request(
-                    "a body to send needs its length in the arguments' \"size\"".into(),
+                    "a body to send needs its length in the arguments' \"size\", or \
+                     \"body\":\"chunked\""
+                        .into(),
                 ))
             }
         }

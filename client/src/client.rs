@@ -3,6 +3,7 @@
 use crate::address::{parse_server, ServerAddr};
 use crate::error::Error;
 use crate::files::{self, CHUNK, RECV};
+use crate::progress::Progress;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::{TcpStream, ToSocketAddrs};
 use async_std::task::spawn_blocking;
@@ -19,6 +20,7 @@ use sft_protocol::{
 };
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const IO_BUFFER: usize = 256 * 1024;
 
@@ -34,6 +36,8 @@ pub struct Client {
     pub(crate) scratch: Vec<u8>,
     /// Set once the connection is out of step; every later call fails.
     pub(crate) broken: bool,
+    /// Told about every transfer's bytes as they move.
+    pub(crate) progress: Option<Arc<dyn Progress>>,
 }
 
 /// Options of a download.
@@ -129,6 +133,7 @@ impl Client {
                         line: Vec::with_capacity(256),
                         scratch: Vec::with_capacity(256),
                         broken: false,
+                        progress: None,
                     });
                 }
                 Err(e) => last = e,
@@ -145,6 +150,29 @@ impl Client {
         &self.server
     }
 
+    /// Reports every later transfer's progress to `progress` (`None`: to nobody).
+    pub fn set_progress(&mut self, progress: Option<Arc<dyn Progress>>) {
+        self.progress = progress;
+    }
+
+    /// Whether an earlier failure left the connection out of step (every call then fails;
+    /// connect again).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    pub(crate) fn progress_start(&self, remote: &str, total: Option<u64>, done: u64) {
+        if let Some(p) = &self.progress {
+            p.start(remote, total, done);
+        }
+    }
+
+    pub(crate) fn progress_advance(&self, n: u64) {
+        if let Some(p) = &self.progress {
+            p.advance(n);
+        }
+    }
+
     pub(crate) fn check_usable(&self) -> Result<(), Error> {
         if self.broken {
             return Err(Error::Protocol(
@@ -155,7 +183,7 @@ impl Client {
     }
 
     /// Marks the connection unusable when `result` left it out of step.
-    fn track<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+    pub(crate) fn track<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
         if matches!(
             result,
             Err(Error::CutOff { .. } | Error::Protocol(_) | Error::Local { .. })
@@ -250,6 +278,11 @@ impl Client {
             hash,
         })
         .await?;
+        self.get_reply(remote, offset).await
+    }
+
+    /// Reads the reply to a GET of `remote` from `offset` (sent earlier, perhaps pipelined).
+    pub(crate) async fn get_reply(&mut self, remote: &str, offset: u64) -> Result<GetReply, Error> {
         let reply: GetReply = self.reply(&format!("GET {remote}")).await?;
         if reply.offset != offset {
             return self.track(Err(Error::Protocol(format!(
@@ -327,6 +360,7 @@ impl Client {
         W: AsyncWrite + Unpin + ?Sized,
     {
         let reply = self.get_start(remote, 0, verify).await?;
+        self.progress_start(remote, Some(reply.size), 0);
         let mut hasher = verify.then(blake3::Hasher::new);
         let stdout = Path::new("-");
         let during = format!("the download of {remote}");
@@ -344,6 +378,7 @@ impl Client {
                 .map_err(Error::local(stdout, "write"));
             self.track(written)?;
             left -= chunk.len() as u64;
+            self.progress_advance(chunk.len() as u64);
         }
         sink.flush().await.map_err(Error::local(stdout, "write"))?;
         let expected = self.expected_hash(&reply, remote).await?;
@@ -368,15 +403,7 @@ impl Client {
         local: &Path,
         opts: GetOptions,
     ) -> Result<Transfer, Error> {
-        let partial = partial_path(local);
-        let held = if opts.resume {
-            async_std::fs::metadata(&partial)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0)
-        } else {
-            0
-        };
+        let held = held_partial(local, opts.resume).await;
         let reply = match self.get_start(remote, held, opts.verify).await {
             // The partial is longer than the file now is: it belongs to another version.
             Err(Error::Remote(e)) if held > 0 && e.code == ErrorCode::BadRequest => {
@@ -384,10 +411,22 @@ impl Client {
             }
             other => other?,
         };
+        self.get_file_body(remote, local, reply, opts.verify).await
+    }
+
+    /// Receives the body announced by `reply` (and its hash) into `local`'s partial file, then
+    /// renames it into place: the second half of [`Client::get_file`].
+    pub(crate) async fn get_file_body(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        reply: GetReply,
+        verify: bool,
+    ) -> Result<Transfer, Error> {
+        let partial = partial_path(local);
         let offset = reply.offset;
         let opened = {
             let partial = partial.clone();
-            let verify = opts.verify;
             spawn_blocking(move || {
                 let mut file = std::fs::OpenOptions::new()
                     .create(true)
@@ -417,6 +456,7 @@ impl Client {
         let mut writer = files::Writer::new(file);
         let mut hasher = hasher;
         let during = format!("the download of {remote}");
+        self.progress_start(remote, Some(offset + reply.size), offset);
         let mut left = reply.size;
         let mut received = Ok(());
         'body: while left > 0 {
@@ -443,6 +483,7 @@ impl Client {
                 }
             }
             left -= buf.len() as u64;
+            self.progress_advance(buf.len() as u64);
             if let Err(e) = writer.write(buf).await {
                 self.broken = true;
                 received = Err(Error::local(&partial, "write")(e));
@@ -540,7 +581,7 @@ impl Client {
         Ok(ready)
     }
 
-    async fn send_chunk(&mut self, chunk: &[u8], during: &str) -> Result<(), Error> {
+    pub(crate) async fn send_chunk(&mut self, chunk: &[u8], during: &str) -> Result<(), Error> {
         let written = self
             .writer
             .write_all(chunk)
@@ -621,10 +662,12 @@ impl Client {
         } else {
             None
         };
+        self.progress_start(remote, Some(size), ready.offset);
         let mut reader = files::Reader::new(file, ready.offset, size - ready.offset, hasher);
         while let Some(chunk) = reader.next().await {
             let chunk = self.track(chunk.map_err(Error::local(local, "read")))?;
             self.send_chunk(&chunk, &during).await?;
+            self.progress_advance(chunk.len() as u64);
         }
         let ours = reader.hash().map(|h| h.to_hex().to_string());
         if let Some(hash) = &ours {
@@ -705,6 +748,18 @@ pub(crate) enum StreamItem {
     End,
     /// An error line: the stream ended incomplete.
     Error(WireError),
+}
+
+/// How many bytes of `local`'s download a resume can keep: its partial file's length, when
+/// resuming (0 otherwise, or when there is none).
+pub(crate) async fn held_partial(local: &Path, resume: bool) -> u64 {
+    if !resume {
+        return 0;
+    }
+    async_std::fs::metadata(partial_path(local))
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0)
 }
 
 /// Where [`Client::get_file`] keeps a download in progress: `.<name>.sft-part` beside `local`.

@@ -44,7 +44,11 @@ impl Writer {
             }
             (file, Ok(()))
         });
-        Writer { queue, recycled, task }
+        Writer {
+            queue,
+            recycled,
+            task,
+        }
     }
 
     /// A buffer to fill with the next block (recycled from earlier writes).

@@ -1,5 +1,7 @@
-//! The sft client library: connect to a server, GET and SEND files, STAT and LIST the served
-//! folder, and call any verb generically (including ones this library was not built with).
+//! The sft client library: connect to a server, GET and SEND files (one by one, many pipelined,
+//! or streams of unknown length), STAT, LIST and MKDIR in the served folder, watch transfers with
+//! a [`Progress`], and call any verb generically (including ones this library was not built
+//! with).
 //!
 //! ```no_run
 //! # async_std::task::block_on(async {
@@ -14,6 +16,12 @@
 //!     println!("{} {}", entry.name, entry.size);
 //! }
 //! drop(listing); // it borrows the connection until then
+//! // A stream of unknown length, verified and stored atomically:
+//! let mut stdin = async_std::io::stdin();
+//! client.send_stream(&mut stdin, "inbox/from-a-pipe.txt", false).await?;
+//! // Many files, pipelined over this one connection:
+//! let jobs = vec![sft_client::GetJob { remote: "a.txt".into(), local: "a.txt".into(), resume: false }];
+//! client.get_files(&jobs, true, |i, result| println!("{}: {:?}", jobs[i].remote, result.map(|t| t.size))).await;
 //! // Any verb, known to this library or not:
 //! let args = serde_json::json!({"path": "notes.txt"});
 //! let reply = client.call("WC", args.as_object().unwrap()).await?;
@@ -34,6 +42,9 @@ mod client;
 mod error;
 mod files;
 mod inspect;
+mod many;
+mod progress;
+mod stream;
 
 pub use address::{parse_server, ServerAddr};
 pub use call::Response;
@@ -41,5 +52,8 @@ pub use client::{partial_path, Client, GetOptions, SendOptions, Transfer};
 pub use error::{Error, ExitCode};
 pub use files::BlockingWriter;
 pub use inspect::Listing;
+pub use many::GetJob;
+pub use progress::Progress;
 pub use sft_protocol::body::Body;
 pub use sft_protocol::verbs::{Entry, Kind, ListEnd};
+pub use sft_protocol::{ErrorCode, WireError};

@@ -4,27 +4,35 @@
 mod cmd;
 
 use async_std::task;
-use sft_client::{
-    parse_server, BlockingWriter, Client, Error, ExitCode, GetOptions, SendOptions, Transfer,
-};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-use structopt::clap::ErrorKind;
+use cmd::{get::GetArgs, send::SendArgs, Common};
+use sft_client::{parse_server, Client, Error, ExitCode};
+use std::path::PathBuf;
+use structopt::clap::{ErrorKind, Shell};
 use structopt::StructOpt;
 
 const EXAMPLES: &str = "EXAMPLES:
     sft get files.example.org reports/q3.pdf          download to ./q3.pdf
     sft get 10.0.0.5:9000 logs/app.log /tmp/app.log   download to a chosen path
     sft get [::1] notes.txt -                         write to standard output
+    sft get host -o inbox/ a.txt b.txt c/d.txt        many files into inbox/, one connection
+    sft get -r host photos/2024 ./2024                a folder and everything in it
     sft send files.example.org ./photo.jpg inbox/     upload to inbox/photo.jpg
     sft send -p 9000 10.0.0.5 data.csv --overwrite    replace data.csv on the server
+    sft send host *.csv -o reports/                   many files into reports/ on the server
+    sft send -r host ./site www                       a folder, empty folders included
+    tar c src | sft send host - backup/src.tar        standard input, streamed and verified
     sft ls files.example.org reports -r               list a folder and all below it
     sft stat files.example.org reports/q3.pdf         kind, size, modification time
     sft call files.example.org STAT '{\"path\":\"a.txt\"}'         any verb: prints the reply
     sft call files.example.org GET '{\"path\":\"a.txt\"}' -o a.txt  …and writes its body to a.txt
 
     sft get -c files.example.org big.iso              continue an interrupted download
+    sft get --retries 5 host big.iso                  reconnect and resume if the link drops
     sft send --json host data.bin                     one JSON line with the outcome
+    sft completions bash > /etc/bash_completion.d/sft shell completions (bash, zsh, fish…)
+
+On a terminal, transfers show progress (bytes, percent, rate, time left); -q hides it, and so
+does a standard error that is not a terminal. -v adds a line per file.
 
 Every transfer is verified with BLAKE3 unless --no-verify is given: a file is stored under its
 final name only if what arrived hashes to what the sender vouched for.
@@ -41,48 +49,13 @@ EXIT CODES:
     after_help = EXAMPLES
 )]
 enum Cli {
-    /// Download REMOTE from SERVER to LOCAL (default: REMOTE's file name here; `-` for stdout).
+    /// Download REMOTE to LOCAL; with -o DIR many files, with -r whole folders.
     #[structopt(after_help = EXAMPLES)]
-    Get {
-        #[structopt(flatten)]
-        common: Common,
-        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
-        server: String,
-        /// Path of the file on the server, relative to its served folder.
-        remote: String,
-        /// Where to write it: a file, an existing folder, or `-` for standard output.
-        #[structopt(parse(from_os_str))]
-        local: Option<PathBuf>,
-        /// Continue an interrupted download from its partial file (`.NAME.sft-part`).
-        #[structopt(short = "c", long = "continue")]
-        resume: bool,
-        /// Skip the BLAKE3 check (faster; the file is still renamed into place only when complete).
-        #[structopt(long)]
-        no_verify: bool,
-    },
-    /// Upload LOCAL to SERVER as REMOTE (default: LOCAL's file name; a REMOTE ending in `/` is a folder).
+    Get(GetArgs),
+    /// Upload LOCAL (`-` for standard input) as REMOTE; with -o REMOTE_DIR many files, with -r
+    /// whole folders.
     #[structopt(after_help = EXAMPLES)]
-    Send {
-        #[structopt(flatten)]
-        common: Common,
-        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
-        server: String,
-        /// The local file to upload.
-        #[structopt(parse(from_os_str))]
-        local: PathBuf,
-        /// Destination path on the server, relative to its served folder.
-        remote: Option<String>,
-        /// Replace the remote file if it exists.
-        #[structopt(long)]
-        overwrite: bool,
-        /// Continue an interrupted upload that the server kept.
-        #[structopt(short = "c", long = "continue")]
-        resume: bool,
-        /// Do not declare the file's BLAKE3 hash (the server then cannot verify, nor keep an
-        /// interrupted upload for --continue).
-        #[structopt(long)]
-        no_verify: bool,
-    },
+    Send(SendArgs),
     /// List the folder DIR on SERVER (default: the served folder itself).
     #[structopt(after_help = EXAMPLES)]
     Ls {
@@ -121,26 +94,38 @@ enum Cli {
         #[structopt(short, long, parse(from_os_str))]
         output: Option<PathBuf>,
         /// Send this file (`-` for standard input) as the request's body, an upload; its length
-        /// goes in the arguments' "size" unless they give one.
+        /// goes in the arguments' "size" unless they give one (or say "body":"chunked").
         #[structopt(short, long, parse(from_os_str))]
         input: Option<PathBuf>,
     },
+    /// Print a completion script for SHELL on standard output.
+    #[structopt(after_help = "EXAMPLES:
+    sft completions bash > ~/.local/share/bash-completion/completions/sft
+    sft completions zsh > ~/.zfunc/_sft        (with fpath+=~/.zfunc in ~/.zshrc)
+    sft completions fish > ~/.config/fish/completions/sft.fish")]
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        #[structopt(possible_values = &Shell::variants(), case_insensitive = true)]
+        shell: Shell,
+    },
 }
 
-#[derive(Debug, StructOpt)]
-struct Common {
-    /// Port to use when SERVER names none.
-    #[structopt(short, long, default_value = "7005")]
-    port: u16,
-    /// Print nothing on success.
-    #[structopt(short, long)]
-    quiet: bool,
-    /// Print JSON on standard output: the result (for `ls`, one JSON document), or the error.
-    #[structopt(long)]
-    json: bool,
+impl Cli {
+    fn common(&self) -> Option<&Common> {
+        match self {
+            Cli::Get(args) => Some(&args.common),
+            Cli::Send(args) => Some(&args.common),
+            Cli::Ls { common, .. } | Cli::Stat { common, .. } | Cli::Call { common, .. } => {
+                Some(common)
+            }
+            Cli::Completions { .. } => None,
+        }
+    }
 }
 
 fn main() {
+    // Asked for JSON, a person gets JSON even when the command line itself is wrong.
+    let wants_json = std::env::args_os().skip(1).any(|a| a == "--json");
     let cli = match Cli::from_iter_safe(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e)
@@ -154,33 +139,59 @@ fn main() {
         }
         Err(e) => {
             eprintln!("{}", e.message);
+            if wants_json {
+                // The explanation, without the usage text that follows it.
+                let message: Vec<&str> = e
+                    .message
+                    .lines()
+                    .take_while(|l| !l.starts_with("USAGE:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let message = message.join(" ");
+                let message = message.trim_start_matches("error: ");
+                print_json_error("usage", message, ExitCode::Usage);
+            }
             std::process::exit(ExitCode::Usage as i32);
         }
     };
-    let json = match &cli {
-        Cli::Get { common, .. }
-        | Cli::Send { common, .. }
-        | Cli::Ls { common, .. }
-        | Cli::Stat { common, .. }
-        | Cli::Call { common, .. } => common.json,
-    };
+    let json = cli.common().is_some_and(|c| c.json);
     let (code, name, message) = match task::block_on(run(cli)) {
         Ok(()) => std::process::exit(0),
         Err(Failure::Usage(m)) => (ExitCode::Usage, "usage", m),
         Err(Failure::Client(e)) => (e.exit_code(), e.code_name(), e.to_string()),
+        Err(Failure::Batch {
+            code,
+            name,
+            message,
+        }) => (code, name, message),
     };
     let message = escape(&message);
     eprintln!("error: {message}");
     if json {
-        let line = serde_json::json!({"error": {"code": name, "message": message}, "exit_code": code as i32});
-        println!("{line}");
+        print_json_error(name, &message, code);
     }
     std::process::exit(code as i32);
 }
 
+fn print_json_error(name: &str, message: &str, code: ExitCode) {
+    let line =
+        serde_json::json!({"error": {"code": name, "message": message}, "exit_code": code as i32});
+    println!("{line}");
+}
+
+/// Why `sft` failed.
 enum Failure {
+    /// The command line is wrong (exit code 2).
     Usage(String),
+    /// A client call failed.
     Client(Error),
+    /// Some transfers of a batch failed (each was reported already): the first one's code.
+    Batch {
+        code: ExitCode,
+        name: &'static str,
+        message: String,
+    },
 }
 
 impl From<Error> for Failure {
@@ -190,61 +201,9 @@ impl From<Error> for Failure {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let started = Instant::now();
     match cli {
-        Cli::Get {
-            common,
-            server,
-            remote,
-            local,
-            resume,
-            no_verify,
-        } => {
-            let local = local_target(&remote, local)?;
-            let mut client = connect(&server, &common).await?;
-            let verify = !no_verify;
-            let transfer = match &local {
-                None => {
-                    let mut stdout = BlockingWriter(std::io::stdout().lock());
-                    client.get_with(&remote, &mut stdout, verify).await?
-                }
-                Some(path) => {
-                    client
-                        .get_file(&remote, path, GetOptions { verify, resume })
-                        .await?
-                }
-            };
-            let to = local
-                .as_deref()
-                .map_or("-".into(), |p| p.display().to_string());
-            report(&common, "get", &remote, &to, &transfer, started);
-        }
-        Cli::Send {
-            common,
-            server,
-            local,
-            remote,
-            overwrite,
-            resume,
-            no_verify,
-        } => {
-            let remote = remote_target(&local, remote)?;
-            let mut client = connect(&server, &common).await?;
-            let opts = SendOptions {
-                overwrite,
-                verify: !no_verify,
-                resume,
-            };
-            let transfer = client.send_file(&local, &remote, opts).await?;
-            report(
-                &common,
-                "send",
-                &remote,
-                &local.display().to_string(),
-                &transfer,
-                started,
-            );
-        }
+        Cli::Get(args) => cmd::get::run(args).await?,
+        Cli::Send(args) => cmd::send::run(args).await?,
         Cli::Ls {
             common,
             server,
@@ -275,91 +234,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut client = connect(&server, &common).await?;
             call.run(&mut client).await?;
         }
+        Cli::Completions { shell } => {
+            Cli::clap().gen_completions_to("sft", shell, &mut std::io::stdout());
+        }
     }
     Ok(())
-}
-
-/// Prints the outcome of a transfer: a JSON line with `--json`, a summary unless `-q`.
-fn report(common: &Common, verb: &str, remote: &str, local: &str, t: &Transfer, started: Instant) {
-    let secs = started.elapsed().as_secs_f64();
-    let rate = t.bytes_transferred as f64 / secs.max(1e-9);
-    if common.json {
-        let line = serde_json::json!({
-            "verb": verb,
-            "remote": remote,
-            "local": local,
-            "size": t.size,
-            "bytes_transferred": t.bytes_transferred,
-            "resumed_from": t.resumed_from,
-            "blake3": t.blake3,
-            "elapsed_ms": (secs * 1e3 * 1e3).round() / 1e3,
-            "bytes_per_sec": rate.round(),
-        });
-        println!("{line}");
-    } else if !common.quiet {
-        let (from, to) = if verb == "get" {
-            (remote, local)
-        } else {
-            (local, remote)
-        };
-        let resumed = if t.resumed_from > 0 {
-            format!(", resumed at byte {}", t.resumed_from)
-        } else {
-            String::new()
-        };
-        let verified = if t.blake3.is_some() { ", verified" } else { "" };
-        eprintln!(
-            "{verb} {} → {}: {} bytes in {secs:.2} s ({:.1} MB/s{resumed}{verified})",
-            escape(from),
-            escape(to),
-            t.size,
-            rate / 1e6
-        );
-    }
 }
 
 async fn connect(server: &str, common: &Common) -> Result<Client, Failure> {
     let addr = parse_server(server, common.port).map_err(Failure::Usage)?;
     Ok(Client::connect_to(addr).await?)
-}
-
-/// Where a download goes: `None` for stdout.
-fn local_target(remote: &str, local: Option<PathBuf>) -> Result<Option<PathBuf>, Failure> {
-    let name = || {
-        remote
-            .rsplit('/')
-            .next()
-            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-            .map(PathBuf::from)
-            .ok_or_else(|| Failure::Usage(format!("{remote:?} names no file; give a LOCAL path")))
-    };
-    match local {
-        Some(p) if p.as_os_str() == "-" => Ok(None),
-        Some(p) if p.is_dir() => Ok(Some(p.join(name()?))),
-        Some(p) => Ok(Some(p)),
-        None => name().map(Some),
-    }
-}
-
-/// Where an upload goes on the server.
-fn remote_target(local: &Path, remote: Option<String>) -> Result<String, Failure> {
-    let name = || {
-        local
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                Failure::Usage(format!(
-                    "{} has no UTF-8 file name; give a REMOTE path",
-                    local.display()
-                ))
-            })
-    };
-    match remote {
-        None => name(),
-        Some(r) if r.ends_with('/') => Ok(format!("{r}{}", name()?)),
-        Some(r) => Ok(r),
-    }
 }
 
 /// Shows control characters in names from the network as `\u{…}`, so they cannot drive the terminal.

@@ -195,7 +195,11 @@ impl BlockWriter {
             }
             (file, Ok(()))
         });
-        BlockWriter { queue, recycled, task }
+        BlockWriter {
+            queue,
+            recycled,
+            task,
+        }
     }
 
     fn buffer(&self, len: usize) -> Vec<u8> {
@@ -245,7 +249,10 @@ where
             let read = match timeout(stall, src.read(&mut buf[filled..end])).await {
                 Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("ended {} bytes before the declared {len}", left - filled as u64),
+                    format!(
+                        "ended {} bytes before the declared {len}",
+                        left - filled as u64
+                    ),
                 )),
                 other => other,
             };

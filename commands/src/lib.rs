@@ -5,19 +5,21 @@
 //! [`Root`], the [`Limits`], and the connection's reader and writer. Adding a verb means adding a
 //! handler and registering it; the server's session loop never changes.
 //!
-//! The built-ins live one per file: [`get`], [`send`], [`list`] and [`stat`]. `EXTENDING.md` at
+//! The built-ins live one per file: [`get`], [`send`], [`list`], [`stat`] and [`mkdir`]. `EXTENDING.md` at
 //! the repository root shows how to write a verb in a crate of its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
 mod body;
+mod chunked;
 mod command;
 mod context;
 mod entry;
 pub mod get;
 pub mod hashes;
 pub mod list;
+pub mod mkdir;
 mod registry;
 pub mod sandbox;
 pub mod send;
@@ -28,12 +30,13 @@ pub use context::{Buffers, Context, Limits, Reader, Stats, Writer};
 pub use registry::Registry;
 pub use sandbox::Root;
 
-/// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`).
+/// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
     registry.register(send::Send);
     registry.register(list::List);
     registry.register(stat::Stat);
+    registry.register(mkdir::Mkdir);
     registry
 }

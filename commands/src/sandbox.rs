@@ -610,6 +610,22 @@ impl Root {
         })
     }
 
+    /// Creates the folder `rp` and any missing parents inside the root. Returns whether it was
+    /// created: `false` when a folder (or a symlink to one inside the root) is there already.
+    /// Something else there is `bad_request`.
+    pub fn make_folder(&self, rp: &RemotePath) -> Result<bool, WireError> {
+        if rp.is_root() {
+            return Ok(false);
+        }
+        let (parent, name) = self.resolve(rp, Last::Create)?;
+        let name = name.expect("a non-root path has a last name");
+        match rfs::mkdirat(&parent.fd, name.as_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => self.open_folder(rp).map(|_| false),
+            Err(e) => Err(io_error(&rp.to_string(), &errno(e))),
+        }
+    }
+
     /// Creates a new, empty staging file. It is removed when the guard drops, unless committed.
     pub fn stage(&self) -> io::Result<(Staged, File)> {
         loop {
@@ -946,6 +962,31 @@ mod tests {
         assert_eq!(read(&root, "sub/up_out"), Err(ErrorCode::Forbidden));
         assert_eq!(read(&root, "loop_a"), Err(ErrorCode::BadRequest));
         assert_eq!(read(&root, "to_reserved/tmp"), Err(ErrorCode::Forbidden));
+    }
+
+    #[test]
+    fn folders_are_made_inside_the_root_only() {
+        let (dir, outside, root) = setup();
+        let make = |p: &str| root.check(p).and_then(|rp| root.make_folder(&rp));
+        assert_eq!(make("new/deep/er"), Ok(true));
+        assert!(dir.path().join("new/deep/er").is_dir());
+        assert_eq!(make("new/deep/er"), Ok(false), "an existing folder is fine");
+        assert_eq!(make("sub"), Ok(false));
+        assert_eq!(make("to_sub"), Ok(false), "a symlink to a folder inside");
+        assert_eq!(make(""), Ok(false), "the root");
+        let table: &[(&str, ErrorCode)] = &[
+            ("inside.txt", ErrorCode::BadRequest),
+            ("inside.txt/x", ErrorCode::BadRequest),
+            ("../x", ErrorCode::Forbidden),
+            ("to_outside_dir/new", ErrorCode::Forbidden),
+            ("to_outside_dir", ErrorCode::Forbidden),
+            (".sft/x", ErrorCode::Forbidden),
+            ("to_staging/x", ErrorCode::Forbidden),
+        ];
+        for (p, want) in table {
+            assert_eq!(make(p).map_err(|e| e.code), Err(*want), "{p:?}");
+        }
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -11,14 +11,21 @@
 //! declared the file's BLAKE3 hash); only when every byte arrived — and hashes to what was
 //! declared — is it renamed into place. A client that vanishes mid-body leaves nothing under the
 //! final name: a partial is kept for `--continue` and expires, a plain staging file is removed.
+//!
+//! A body of unknown length comes in chunks instead (`"body":"chunked"`, see `chunked.rs`):
+//! it always goes to a plain staging file, is hashed as it arrives, and is committed only when the
+//! terminator's declared hash (if any) matches.
 
 use crate::body::{discard, stream_to_file, CopyError, Sink};
+use crate::chunked::{self, Received};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::sandbox::io_error;
 use async_std::task::spawn_blocking;
+use sft_protocol::body::{upload_body, Upload};
 use sft_protocol::verbs::{
-    is_blake3_hex, is_upload_id, SendReady, SendReply, SendRequest, SendTrailer, Verb,
+    is_blake3_hex, is_upload_id, SendReady, SendReply, SendRequest, SendStreamRequest, SendTrailer,
+    Verb,
 };
 use sft_protocol::{decode_trailer, read_line, ErrorCode, Request, WireError};
 use std::io;
@@ -113,6 +120,9 @@ impl Command for Send {
         ctx: &'a mut Context<'_>,
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
+            if upload_body(request.line())? == Some(Upload::Chunked) {
+                return receive_chunked(request, ctx).await;
+            }
             let args: SendRequest = request.args()?;
             let rp = ctx.root.check(&args.path)?;
             let shown = rp.to_string();
@@ -238,4 +248,63 @@ impl Command for Send {
             .map_err(CommandError::Abort)
         })
     }
+}
+
+/// A `SEND` with `"body":"chunked"`: checked like a sized one, then received chunk by chunk into
+/// a plain staging file (not resumable), hashed on the way.
+async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<(), CommandError> {
+    let args: SendStreamRequest = request.args()?;
+    let rp = ctx.root.check(&args.path)?;
+    let shown = rp.to_string();
+    ctx.stats.path = Some(shown.clone());
+    if ctx.limits.read_only {
+        return Err(WireError::new(ErrorCode::ReadOnly, "this server is read-only").into());
+    }
+    let root = ctx.root.clone();
+    let overwrite = args.overwrite;
+    let (target, staged, file) = spawn_blocking(move || {
+        let target = root.prepare_target(&rp, overwrite)?;
+        let (staged, file) = root
+            .stage()
+            .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
+        Ok::<_, WireError>((target, staged, file))
+    })
+    .await?;
+    ctx.reply_ok(&SendReady { offset: 0 })
+        .await
+        .map_err(CommandError::Abort)?;
+    ctx.flush().await.map_err(CommandError::Abort)?;
+
+    let sink = Sink {
+        file,
+        hasher: Some(blake3::Hasher::new()),
+    };
+    // Dropping `staged` on any early return removes the staging file.
+    let (sink, size, declared) = match chunked::receive(ctx, sink, &shown).await? {
+        Received::Refused => return Ok(()),
+        Received::Complete {
+            sink,
+            size,
+            declared,
+        } => (sink, size, declared),
+    };
+    drop(sink.file);
+    let got = sink.hasher.expect("chunked uploads are hashed").finalize();
+    let committed = match declared {
+        Some(want) if want != got => Err(WireError::new(
+            ErrorCode::ChecksumMismatch,
+            format!(
+                "{shown}: received bytes hash to {got}, not the declared {want}; nothing was stored"
+            ),
+        )),
+        _ => spawn_blocking(move || staged.commit(&target, overwrite)).await,
+    };
+    match committed {
+        Ok(()) => {
+            let blake3 = Some(got.to_hex().to_string());
+            ctx.reply_ok(&SendReply { size, blake3 }).await
+        }
+        Err(e) => ctx.reply_error(&e).await,
+    }
+    .map_err(CommandError::Abort)
 }

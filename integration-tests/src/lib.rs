@@ -164,6 +164,28 @@ pub fn sft(args: &[&str], cwd: &Path) -> Output {
         .expect("run sft")
 }
 
+/// Runs the `sft` client binary to completion with `input` on its standard input.
+pub fn sft_stdin(args: &[&str], cwd: &Path, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("sft"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sft");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    // Written from a thread: sft may answer (or fail) before it has read all of it.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for sft");
+    let _ = writer.join();
+    out
+}
+
 /// The real `sft-server` binary as a child process on an ephemeral port; killed on drop.
 pub struct ServerProcess {
     pub child: Child,
@@ -402,60 +424,37 @@ pub struct Tamper {
     pub cut_up_after: Option<u64>,
 }
 
-/// A man in the middle on 127.0.0.1 for one connection: forwards bytes between a client and
-/// `target`, tampering with them as told. Simulates corruption and broken networks.
+/// A man in the middle on 127.0.0.1: forwards bytes between a client and `target`, tampering
+/// with them as told. Simulates corruption and broken networks.
 pub struct Relay {
     pub addr: SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Relay {
+    /// Relays one connection, tampered with as told; later connections are refused.
     pub fn start(target: SocketAddr, tamper: Tamper) -> Relay {
+        Self::start_series(target, vec![tamper])
+    }
+
+    /// Relays one connection per entry of `tampers`, the n-th tampered with as its n-th entry
+    /// says (so a client that reconnects after a cut gets a clean line with `Tamper::default()`).
+    pub fn start_series(target: SocketAddr, tampers: Vec<Tamper>) -> Relay {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
         let addr = listener.local_addr().unwrap();
         let thread = std::thread::spawn(move || {
-            let Ok((client, _)) = listener.accept() else {
-                return;
-            };
-            let server =
-                std::net::TcpStream::connect(target).expect("relay connects to the server");
-            let pump = |mut from: std::net::TcpStream,
-                        mut to: std::net::TcpStream,
-                        flip: Option<u64>,
-                        cut: Option<u64>| {
-                use std::io::{Read, Write};
-                let mut seen: u64 = 0;
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match from.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let mut n = n;
-                    if let Some(cut) = cut {
-                        n = n.min((cut - seen) as usize);
-                    }
-                    if let Some(at) = flip {
-                        if (seen..seen + n as u64).contains(&at) {
-                            buf[(at - seen) as usize] ^= 1;
-                        }
-                    }
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    seen += n as u64;
-                    if cut == Some(seen) {
-                        break;
-                    }
-                }
-                let _ = from.shutdown(std::net::Shutdown::Both);
-                let _ = to.shutdown(std::net::Shutdown::Both);
-            };
-            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let up =
-                std::thread::spawn(move || pump(c2, s2, tamper.flip_up_at, tamper.cut_up_after));
-            pump(server, client, tamper.flip_down_at, tamper.cut_down_after);
-            let _ = up.join();
+            let mut relays = Vec::new();
+            for tamper in tampers {
+                let Ok((client, _)) = listener.accept() else {
+                    break;
+                };
+                relays.push(std::thread::spawn(move || {
+                    relay_one(client, target, tamper)
+                }));
+            }
+            for r in relays {
+                let _ = r.join();
+            }
         });
         Relay {
             addr,
@@ -463,10 +462,51 @@ impl Relay {
         }
     }
 
-    /// Waits until the relayed connection is over.
+    /// Waits until the relayed connections are over (every one of the series was made).
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Forwards one accepted connection to `target`, tampering as told, until either side ends.
+fn relay_one(client: std::net::TcpStream, target: SocketAddr, tamper: Tamper) {
+    let server = std::net::TcpStream::connect(target).expect("relay connects to the server");
+    let pump = |mut from: std::net::TcpStream,
+                mut to: std::net::TcpStream,
+                flip: Option<u64>,
+                cut: Option<u64>| {
+        use std::io::{Read, Write};
+        let mut seen: u64 = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut n = n;
+            if let Some(cut) = cut {
+                n = n.min((cut - seen) as usize);
+            }
+            if let Some(at) = flip {
+                if (seen..seen + n as u64).contains(&at) {
+                    buf[(at - seen) as usize] ^= 1;
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            seen += n as u64;
+            if cut == Some(seen) {
+                break;
+            }
+        }
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    };
+    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = std::thread::spawn(move || pump(c2, s2, tamper.flip_up_at, tamper.cut_up_after));
+    pump(server, client, tamper.flip_down_at, tamper.cut_down_after);
+    let _ = up.join();
 }

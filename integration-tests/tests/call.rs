@@ -5,7 +5,7 @@ use async_std::task;
 use serde_json::{json, Map, Value};
 use sft_client::{Body, Client, Error};
 use sft_commands::{BoxFuture, Command, CommandError, Context};
-use sft_integration_tests::{random_bytes, sft, TestServer};
+use sft_integration_tests::{random_bytes, sft, sft_stdin, TestServer};
 use sft_protocol::body::encode_line;
 use sft_protocol::verbs::{StreamFormat, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
@@ -211,6 +211,60 @@ fn sft_call_with_verbs_the_client_was_not_built_with() {
     let got = lines(&out);
     assert_eq!(got[0]["code"], "unknown_verb");
     assert!(got[0]["message"].as_str().unwrap().contains("WC"));
+}
+
+#[test]
+fn sft_call_streams_a_chunked_upload_by_the_body_rule() {
+    let server = server();
+    let arg = server.server_arg();
+    let cwd = tempfile::tempdir().unwrap();
+    let data = random_bytes(600_000, 22);
+    let hash = blake3::hash(&data).to_hex().to_string();
+
+    // From standard input: no size needed, the client frames the chunks and declares the hash.
+    let out = sft_stdin(
+        &[
+            "call",
+            &arg,
+            "SEND",
+            r#"{"path":"streamed.bin","body":"chunked"}"#,
+            "-i",
+            "-",
+        ],
+        cwd.path(),
+        &data,
+    );
+    code(&out, 0);
+    let reply = lines(&out);
+    assert_eq!(reply.len(), 1, "the final reply only: {reply:?}");
+    assert_eq!(reply[0]["size"], data.len());
+    assert_eq!(reply[0]["blake3"], hash.as_str());
+    assert!(fs::read(server.path("streamed.bin")).unwrap() == data);
+
+    // From a file, whose size then stays out of the arguments.
+    fs::write(cwd.path().join("f.bin"), &data).unwrap();
+    let out = sft(
+        &[
+            "call",
+            &arg,
+            "SEND",
+            r#"{"path":"again.bin","body":"chunked"}"#,
+            "-i",
+            "f.bin",
+        ],
+        cwd.path(),
+    );
+    code(&out, 0);
+    assert_eq!(lines(&out)[0]["blake3"], hash.as_str());
+    assert!(fs::read(server.path("again.bin")).unwrap() == data);
+
+    // A chunked upload with nothing to send is refused before anything is sent.
+    let out = sft(
+        &["call", &arg, "SEND", r#"{"path":"x","body":"chunked"}"#],
+        cwd.path(),
+    );
+    code(&out, 2);
+    assert!(!server.path("x").exists());
 }
 
 #[test]

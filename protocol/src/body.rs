@@ -6,12 +6,16 @@
 //!   carry a body.
 //! - Otherwise a **success reply** with an integer `size` is followed by exactly `size` bytes;
 //!   one with `"stream":"lines"` is followed by a *line stream*; any other reply by nothing.
+//! - A **request** with `"body":"chunked"` (and no `size`) is a *chunked upload*: after a
+//!   go-ahead the client sends chunks, each a [`ChunkHeader`] line and that many bytes, ended by a
+//!   zero-length chunk; then the server sends the final reply.
 //! - A **line stream** is JSON object lines, each at most [`MAX_HEADER_LEN`] bytes, ended by a
 //!   line with `"end":true` or by an error line `{"ok":false,…}`.
 
 use crate::error::{ErrorCode, WireError};
 use crate::header::check_line;
-use crate::limits::MAX_HEADER_LEN;
+use crate::limits::{MAX_CHUNK_LEN, MAX_HEADER_LEN};
+use crate::verbs::{is_blake3_hex, ChunkHeader};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -26,10 +30,21 @@ pub enum Body {
     Lines,
 }
 
+/// What follows a request line, after the go-ahead: the body of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Exactly this many raw bytes (`"size":N`).
+    Sized(u64),
+    /// Chunks, each a [`ChunkHeader`] line and its bytes, ended by a zero-length chunk
+    /// (`"body":"chunked"`).
+    Chunked,
+}
+
 #[derive(Deserialize)]
 struct Declared {
     size: Option<Value>,
     stream: Option<Value>,
+    body: Option<Value>,
 }
 
 fn declared(line: &[u8]) -> Result<Declared, WireError> {
@@ -45,9 +60,68 @@ fn size_of(value: Value) -> Result<u64, WireError> {
     })
 }
 
-/// The body a request line declares it will send after a go-ahead: `Some(size)` for an upload.
+/// The body a request line declares it will send after a go-ahead: `Some(size)` for a sized
+/// upload; `None` for no upload, and for a chunked one (see [`upload_body`]).
 pub fn upload_size(request_line: &[u8]) -> Result<Option<u64>, WireError> {
-    declared(request_line)?.size.map(size_of).transpose()
+    match upload_body(request_line)? {
+        Some(Upload::Sized(size)) => Ok(Some(size)),
+        _ => Ok(None),
+    }
+}
+
+/// The body a request line declares it will send after a go-ahead, if it is an upload. A
+/// request that declares both `size` and `body` is `bad_request`; a `body` framing this crate
+/// does not know is `unsupported` (nobody could find the end of it).
+pub fn upload_body(request_line: &[u8]) -> Result<Option<Upload>, WireError> {
+    let Declared { size, body, .. } = declared(request_line)?;
+    match (size, body) {
+        (None, None) => Ok(None),
+        (Some(size), None) => size_of(size).map(|n| Some(Upload::Sized(n))),
+        (None, Some(Value::String(s))) if s == "chunked" => Ok(Some(Upload::Chunked)),
+        (None, Some(other)) => Err(WireError::new(
+            ErrorCode::Unsupported,
+            format!("unknown body framing {other}"),
+        )),
+        (Some(_), Some(_)) => Err(WireError::bad_request(
+            "a request declares both \"size\" and \"body\"",
+        )),
+    }
+}
+
+/// Appends the header line of a chunk of `size` bytes to `out`; `size` 0 is the terminator,
+/// which may carry the whole body's BLAKE3 hash.
+pub fn encode_chunk_header(size: u64, blake3: Option<&str>, out: &mut Vec<u8>) {
+    let header = ChunkHeader {
+        size,
+        blake3: blake3.map(str::to_owned),
+    };
+    serde_json::to_writer(&mut *out, &header).expect("chunk headers serialize infallibly");
+    out.push(b'\n');
+}
+
+/// Decodes a chunk header line. A malformed line is `bad_request`, a chunk over
+/// [`MAX_CHUNK_LEN`] bytes `too_large`: either way the reader cannot go on with the body.
+pub fn decode_chunk_header(line: &[u8]) -> Result<ChunkHeader, WireError> {
+    let line = check_line(line)?;
+    let header: ChunkHeader = serde_json::from_slice(line)
+        .map_err(|e| WireError::bad_request(format!("malformed chunk header: {e}")))?;
+    if header.size > MAX_CHUNK_LEN {
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a chunk of {} bytes is over the limit of {MAX_CHUNK_LEN}",
+                header.size
+            ),
+        ));
+    }
+    if let Some(hash) = &header.blake3 {
+        if !is_blake3_hex(hash) {
+            return Err(WireError::bad_request(
+                "a chunk header's \"blake3\" must be 64 lower-case hex digits",
+            ));
+        }
+    }
+    Ok(header)
 }
 
 /// What follows the success reply `reply_line`; `to_upload` says whether it answers an upload
@@ -57,7 +131,7 @@ pub fn reply_body(reply_line: &[u8], to_upload: bool) -> Result<Body, WireError>
     if to_upload {
         return Ok(Body::None);
     }
-    let Declared { size, stream } = declared(reply_line)?;
+    let Declared { size, stream, .. } = declared(reply_line)?;
     match (size, stream) {
         (None, None) => Ok(Body::None),
         (Some(size), None) => size_of(size).map(Body::Sized),
@@ -190,6 +264,71 @@ mod tests {
             None
         );
         assert!(upload_size(b"{\"verb\":\"X\",\"size\":true}").is_err());
+    }
+
+    #[test]
+    fn chunked_uploads_are_requests_with_a_body_framing() {
+        let cases: &[(&[u8], Option<Upload>)] = &[
+            (
+                b"{\"verb\":\"SEND\",\"path\":\"x\",\"size\":5}",
+                Some(Upload::Sized(5)),
+            ),
+            (
+                b"{\"verb\":\"SEND\",\"path\":\"x\",\"body\":\"chunked\"}",
+                Some(Upload::Chunked),
+            ),
+            (b"{\"verb\":\"GET\",\"path\":\"x\"}", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(upload_body(line).unwrap(), *want);
+        }
+        assert_eq!(
+            upload_size(b"{\"verb\":\"SEND\",\"body\":\"chunked\"}").unwrap(),
+            None
+        );
+        let both = upload_body(b"{\"verb\":\"X\",\"size\":1,\"body\":\"chunked\"}");
+        assert_eq!(both.unwrap_err().code, ErrorCode::BadRequest);
+        let unknown = upload_body(b"{\"verb\":\"X\",\"body\":\"gzip\"}");
+        assert_eq!(unknown.unwrap_err().code, ErrorCode::Unsupported);
+    }
+
+    #[test]
+    fn chunk_headers_round_trip_and_are_bounded() {
+        let mut out = Vec::new();
+        encode_chunk_header(5, None, &mut out);
+        assert_eq!(out, b"{\"size\":5}\n");
+        assert_eq!(decode_chunk_header(&out).unwrap().size, 5);
+
+        let hash = "a".repeat(64);
+        out.clear();
+        encode_chunk_header(0, Some(&hash), &mut out);
+        assert_eq!(
+            out,
+            format!("{{\"size\":0,\"blake3\":\"{hash}\"}}\n").as_bytes()
+        );
+        let end = decode_chunk_header(&out).unwrap();
+        assert_eq!((end.size, end.blake3.as_deref()), (0, Some(hash.as_str())));
+
+        let over = format!("{{\"size\":{}}}\n", MAX_CHUNK_LEN + 1);
+        assert_eq!(
+            decode_chunk_header(over.as_bytes()).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        let exact = format!("{{\"size\":{MAX_CHUNK_LEN}}}\n");
+        assert!(decode_chunk_header(exact.as_bytes()).is_ok());
+        for bad in [
+            &b"5\n"[..],
+            b"{\"size\":-1}\n",
+            b"{}\n",
+            b"{\"size\":0,\"blake3\":\"XYZ\"}\n",
+        ] {
+            assert_eq!(
+                decode_chunk_header(bad).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -15,3 +15,7 @@ pub const MAX_NAME_LEN: usize = 255;
 /// folder at this level is listed but its contents are not (it carries an `error` instead).
 /// The server keeps one open folder per level, so this also bounds its file handles per listing.
 pub const MAX_LIST_DEPTH: usize = 32;
+
+/// Largest chunk of a chunked upload body (PROTOCOL.md §3.3), in bytes. A chunk header that
+/// declares more is `too_large` and the connection is closed.
+pub const MAX_CHUNK_LEN: u64 = 1024 * 1024;

@@ -140,6 +140,69 @@ pub struct SendReply {
     pub blake3: Option<String>,
 }
 
+/// How an upload body of unknown length is framed: the value of a request's `body` field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFraming {
+    /// A sequence of chunks, each a [`ChunkHeader`] line and that many bytes, ended by a
+    /// zero-length chunk (PROTOCOL.md §3.3).
+    #[default]
+    Chunked,
+}
+
+/// `SEND` of a body whose length is not known in advance (standard input, a pipe): the request
+/// says `"body":"chunked"` instead of `size`.
+///
+/// After the go-ahead ([`SendReady`], always from offset 0) the client sends chunks; the final
+/// reply is a [`SendReply`]. Such an upload cannot be resumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendStreamRequest {
+    /// The destination, relative to the served root. Missing parent folders are created.
+    pub path: String,
+    /// Always [`BodyFraming::Chunked`].
+    pub body: BodyFraming,
+    /// Replace an existing file at `path` (otherwise the upload is refused with `exists`).
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+impl Verb for SendStreamRequest {
+    const NAME: &'static str = "SEND";
+}
+
+/// The line before each chunk of a chunked body. `size` 0 ends the body; that terminator may
+/// carry the BLAKE3 hash of every byte of the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkHeader {
+    /// Bytes in this chunk, at most [`crate::limits::MAX_CHUNK_LEN`]; 0 for the terminator.
+    pub size: u64,
+    /// On the terminator: the whole body's BLAKE3 hash (64 lower-case hex digits). The receiver
+    /// stores the body only if it matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+/// `MKDIR`: create the folder `path`, and any missing parents, inside the served root.
+///
+/// Reply: [`MkdirReply`]; no body. A folder that already exists is not an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MkdirRequest {
+    /// The folder, relative to the served root.
+    pub path: String,
+}
+
+impl Verb for MkdirRequest {
+    const NAME: &'static str = "MKDIR";
+}
+
+/// Fields of a successful `MKDIR` reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MkdirReply {
+    /// Whether the folder was created (`false`: it existed already).
+    #[serde(default)]
+    pub created: bool,
+}
+
 /// Whether `s` is a BLAKE3 hash as the protocol writes it: 64 lower-case hex digits.
 pub fn is_blake3_hex(s: &str) -> bool {
     s.len() == 64

@@ -31,7 +31,7 @@ impl FromStr for LogFormat {
 #[structopt(
     name = "sft-server",
     about = "Serves a folder over the sft protocol: clients GET files from it and SEND files to it.",
-    after_help = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once"
+    after_help = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once"
 )]
 pub struct Config {
     /// Address or host name to listen on (`::` for every IPv6 and IPv4 address).
@@ -58,7 +58,7 @@ pub struct Config {
     #[structopt(long)]
     pub max_upload_bytes: Option<u64>,
 
-    /// Refuse every request that would write (SEND).
+    /// Refuse every request that would write (uploads, new folders).
     #[structopt(long)]
     pub read_only: bool,
 

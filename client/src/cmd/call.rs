@@ -38,9 +38,15 @@ impl Call {
             }
             Some(Err(e)) => return Err(Failure::Usage(format!("JSON-ARGS is not JSON: {e}"))),
         };
-        if input.as_deref().is_some_and(|p| p.as_os_str() == "-") && !args.contains_key("size") {
+        let chunked = args.get("body").and_then(Value::as_str) == Some("chunked");
+        if input.as_deref().is_some_and(|p| p.as_os_str() == "-")
+            && !args.contains_key("size")
+            && !chunked
+        {
             return Err(Failure::Usage(
-                "a body read from standard input needs its length in JSON-ARGS' \"size\"".into(),
+                "a body read from standard input needs its length in JSON-ARGS' \"size\", or \
+                 \"body\":\"chunked\" to stream it"
+                    .into(),
             ));
         }
         let output = output.filter(|p| p.as_os_str() != "-");
@@ -71,7 +77,9 @@ impl Call {
                 };
                 let file = File::open(&path).await.map_err(local("open"))?;
                 let len = file.metadata().await.map_err(local("read"))?.len();
-                self.args.entry("size").or_insert(len.into());
+                if !self.args.contains_key("body") {
+                    self.args.entry("size").or_insert(len.into());
+                }
                 let mut reader = BufReader::new(file);
                 client
                     .call_upload(&self.verb, &self.args, &mut reader)

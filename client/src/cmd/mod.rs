@@ -1,15 +1,52 @@
-//! The `sft` subcommands that look at the server's folder or call verbs generically, one file
-//! each. (`get` and `send` live in `main.rs`.)
+//! The `sft` subcommands, one file each, and what they share: the common options, the
+//! terminal display ([`ui`]), retries and reports ([`transfer`]), and local file safety
+//! ([`local`]).
 
 pub(crate) mod call;
+pub(crate) mod get;
+pub(crate) mod local;
 pub(crate) mod ls;
+pub(crate) mod send;
 pub(crate) mod stat;
 mod time;
+pub(crate) mod transfer;
+pub(crate) mod ui;
 
 use crate::Failure;
 use sft_client::Error;
 use std::io;
 use std::path::PathBuf;
+use structopt::StructOpt;
+
+/// Options every subcommand that talks to a server takes.
+#[derive(Debug, StructOpt)]
+pub(crate) struct Common {
+    /// Port to use when SERVER names none.
+    #[structopt(short, long, default_value = "7005")]
+    pub(crate) port: u16,
+    /// Print nothing on success: no progress, no summary (errors are still shown).
+    #[structopt(short, long)]
+    pub(crate) quiet: bool,
+    /// Say more: a line per file, connections, retries.
+    #[structopt(short, long)]
+    pub(crate) verbose: bool,
+    /// Print JSON on standard output: the result (for `ls`, one JSON document), or the error.
+    #[structopt(long)]
+    pub(crate) json: bool,
+}
+
+/// Wraps a local I/O error with the path and what was attempted.
+pub(crate) fn local_error(
+    path: impl Into<PathBuf>,
+    action: &'static str,
+) -> impl FnOnce(io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Local {
+        path,
+        action,
+        source,
+    }
+}
 
 /// A failed write to standard output (a closed pipe, a full disk) as a local error.
 fn stdout_failed(source: io::Error) -> Failure {

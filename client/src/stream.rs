@@ -1,0 +1,175 @@
+//! Uploads of unknown length — chunked bodies, PROTOCOL.md §3.3 — and creating folders.
+
+use crate::client::{Client, Transfer};
+use crate::error::Error;
+use crate::files::CHUNK;
+use futures::{AsyncBufReadExt, AsyncRead, AsyncReadExt, FutureExt};
+use sft_protocol::body::encode_chunk_header;
+use sft_protocol::verbs::{
+    BodyFraming, MkdirReply, MkdirRequest, SendReady, SendReply, SendStreamRequest,
+};
+use sft_protocol::ErrorCode;
+
+/// What [`Client::send_chunked`] sent.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// Body bytes sent.
+    pub(crate) size: u64,
+    /// Their BLAKE3 hash, declared in the terminator; `None` when the server refused early
+    /// (its reply is waiting to be read).
+    pub(crate) blake3: Option<String>,
+}
+
+impl Client {
+    /// Uploads everything `source` yields, to its end, as `remote` — for sources whose length
+    /// is not known in advance (a pipe, standard input). The bytes go as a chunked body, hashed
+    /// on the way; the server stores them under `remote` only when all of them arrived and hash
+    /// to what this client declares at the end. Without `overwrite` an existing remote file makes
+    /// this fail with `exists`. Such an upload cannot be resumed.
+    ///
+    /// A server that does not take chunked bodies refuses with `bad_request` before anything is
+    /// read from `source`.
+    pub async fn send_stream<R>(
+        &mut self,
+        source: &mut R,
+        remote: &str,
+        overwrite: bool,
+    ) -> Result<Transfer, Error>
+    where
+        R: AsyncRead + Unpin,
+    {
+        let during = format!("the upload of {remote}");
+        self.request(&SendStreamRequest {
+            path: remote.to_owned(),
+            body: BodyFraming::Chunked,
+            overwrite,
+        })
+        .await?;
+        let ready: SendReady = match self.reply(&during).await {
+            // A server older than chunked bodies misses the `size` it insists on.
+            Err(Error::Remote(mut e))
+                if e.code == ErrorCode::BadRequest && e.message.contains("`size`") =>
+            {
+                e.message = format!(
+                    "{} (this server does not take streamed uploads: save the stream to a file \
+                     and send that)",
+                    e.message
+                );
+                return Err(Error::Remote(e));
+            }
+            other => other?,
+        };
+        if ready.offset != 0 {
+            return self.track(Err(Error::Protocol(format!(
+                "{during}: a go-ahead from offset {} for a stream",
+                ready.offset
+            ))));
+        }
+        self.progress_start(remote, None, 0);
+        let sent = self.send_chunked(source, &during).await?;
+        let reply: SendReply = self.reply(&during).await?;
+        let Some(ours) = sent.blake3 else {
+            // The server answered early, so that reply must have been an error.
+            return self.track(Err(Error::Protocol(format!(
+                "{during}: the server accepted an upload it had interrupted"
+            ))));
+        };
+        if reply.size != sent.size {
+            return self.track(Err(Error::Protocol(format!(
+                "server stored {} of {} bytes",
+                reply.size, sent.size
+            ))));
+        }
+        if let Some(theirs) = reply.blake3.filter(|theirs| *theirs != ours) {
+            return Err(Error::Integrity {
+                what: remote.to_owned(),
+                expected: ours,
+                actual: theirs,
+            });
+        }
+        Ok(Transfer {
+            size: sent.size,
+            bytes_transferred: sent.size,
+            resumed_from: 0,
+            blake3: Some(ours),
+        })
+    }
+
+    /// Sends `source` as a chunked body (after a go-ahead), ending it with a terminator that
+    /// declares the body's BLAKE3 hash. If the server replies before the end (it refused the
+    /// upload), stops at once with a bare terminator and leaves that reply to be read.
+    ///
+    /// A failure to read `source` breaks the connection: closing it is the only way to tell the
+    /// server to drop what it received.
+    pub(crate) async fn send_chunked(
+        &mut self,
+        source: &mut (dyn AsyncRead + Unpin + '_),
+        during: &str,
+    ) -> Result<Sent, Error> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut header = Vec::with_capacity(64);
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            if self.replied_early() {
+                header.clear();
+                encode_chunk_header(0, None, &mut header);
+                self.send_chunk(&header, during).await?;
+                self.flush(during).await?;
+                return Ok(Sent { size, blake3: None });
+            }
+            let n = match source.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(Error::local("-", "read")(e));
+                }
+            };
+            header.clear();
+            if n == 0 {
+                let hash = hasher.finalize().to_hex().to_string();
+                encode_chunk_header(0, Some(&hash), &mut header);
+                self.send_chunk(&header, during).await?;
+                self.flush(during).await?;
+                return Ok(Sent {
+                    size,
+                    blake3: Some(hash),
+                });
+            }
+            hasher.update(&buf[..n]);
+            encode_chunk_header(n as u64, None, &mut header);
+            self.send_chunk(&header, during).await?;
+            self.send_chunk(&buf[..n], during).await?;
+            // A pipe yields bytes slowly: send each chunk as it is read.
+            self.flush(during).await?;
+            size += n as u64;
+            self.progress_advance(n as u64);
+        }
+    }
+
+    /// Whether a reply is already waiting (checked without waiting for one).
+    fn replied_early(&mut self) -> bool {
+        matches!(
+            self.reader.fill_buf().now_or_never(),
+            Some(Ok(waiting)) if !waiting.is_empty()
+        )
+    }
+
+    async fn flush(&mut self, during: &str) -> Result<(), Error> {
+        let flushed = futures::AsyncWriteExt::flush(&mut self.writer)
+            .await
+            .map_err(Error::cut_off(during));
+        self.track(flushed)
+    }
+
+    /// Creates the folder `remote` (and missing parents) on the server. Returns whether it was
+    /// created: `false` when it existed already.
+    pub async fn mkdir(&mut self, remote: &str) -> Result<bool, Error> {
+        self.request(&MkdirRequest {
+            path: remote.to_owned(),
+        })
+        .await?;
+        let reply: MkdirReply = self.reply(&format!("MKDIR {remote}")).await?;
+        Ok(reply.created)
+    }
+}

@@ -1,0 +1,46 @@
+//! `MKDIR`: create a folder (and its missing parents) inside the root.
+//!
+//! ```text
+//! > {"verb":"MKDIR","path":"photos/2024/empty"}
+//! < {"ok":true,"created":true}
+//! ```
+//!
+//! Files get their parent folders from `SEND`; `MKDIR` exists for the folders that hold no file,
+//! so that `sft send -r` can recreate an empty folder. A folder that is already there is not an
+//! error (`"created":false`), so it can be repeated safely.
+
+use crate::command::{BoxFuture, Command, CommandError};
+use crate::context::Context;
+use async_std::task::spawn_blocking;
+use sft_protocol::verbs::{MkdirReply, MkdirRequest, Verb};
+use sft_protocol::{ErrorCode, Request, WireError};
+
+/// The `MKDIR` handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mkdir;
+
+impl Command for Mkdir {
+    fn verb(&self) -> &'static str {
+        MkdirRequest::NAME
+    }
+
+    fn run<'a>(
+        &'a self,
+        request: Request<'a>,
+        ctx: &'a mut Context<'_>,
+    ) -> BoxFuture<'a, Result<(), CommandError>> {
+        Box::pin(async move {
+            let args: MkdirRequest = request.args()?;
+            let rp = ctx.root.check(&args.path)?;
+            ctx.stats.path = Some(rp.to_string());
+            if ctx.limits.read_only {
+                return Err(WireError::new(ErrorCode::ReadOnly, "this server is read-only").into());
+            }
+            let root = ctx.root.clone();
+            let created = spawn_blocking(move || root.make_folder(&rp)).await?;
+            ctx.reply_ok(&MkdirReply { created })
+                .await
+                .map_err(CommandError::Abort)
+        })
+    }
+}
