@@ -653,23 +653,30 @@ impl Client {
         };
         let during = format!("the upload of {remote}");
         let ready = self.send_start(&args, &during).await?;
-        let hasher = if opts.verify {
-            // Resuming: the whole file's hash needs the part the server already holds.
-            let offset = ready.offset;
-            let reader = file.try_clone().map_err(Error::local(local, "read"))?;
-            let prefix = spawn_blocking(move || files::hash_prefix(&reader, offset)).await;
-            Some(self.track(prefix.map_err(Error::local(local, "read")))?)
-        } else {
-            None
-        };
         self.progress_start(remote, Some(size), ready.offset);
-        let mut reader = files::Reader::new(file, ready.offset, size - ready.offset, hasher);
-        while let Some(chunk) = reader.next().await {
-            let chunk = self.track(chunk.map_err(Error::local(local, "read")))?;
-            self.send_chunk(&chunk, &during).await?;
-            self.progress_advance(chunk.len() as u64);
-        }
-        let ours = reader.hash().map(|h| h.to_hex().to_string());
+        let body = size - ready.offset;
+        let hash = if files::ZERO_COPY && body >= files::SENDFILE_MIN {
+            self.send_zero_copy(file, ready.offset, size, opts.verify, local, &during)
+                .await?
+        } else {
+            let hasher = if opts.verify {
+                // Resuming: the whole file's hash needs the part the server already holds.
+                let offset = ready.offset;
+                let reader = file.try_clone().map_err(Error::local(local, "read"))?;
+                let prefix = spawn_blocking(move || files::hash_prefix(&reader, offset)).await;
+                Some(self.track(prefix.map_err(Error::local(local, "read")))?)
+            } else {
+                None
+            };
+            let mut reader = files::Reader::new(file, ready.offset, body, hasher);
+            while let Some(chunk) = reader.next().await {
+                let chunk = self.track(chunk.map_err(Error::local(local, "read")))?;
+                self.send_chunk(&chunk, &during).await?;
+                self.progress_advance(chunk.len() as u64);
+            }
+            reader.hash()
+        };
+        let ours = hash.map(|h| h.to_hex().to_string());
         if let Some(hash) = &ours {
             self.scratch.clear();
             encode_trailer(
@@ -690,6 +697,53 @@ impl Client {
             resumed_from: ready.offset,
             blake3: reply.blake3.or(ours),
         })
+    }
+
+    /// Sends bytes `offset..size` of `file` with `sendfile(2)` (no copy through this process),
+    /// while a blocking task reads the whole file and hashes it (when verifying).
+    async fn send_zero_copy(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        size: u64,
+        verify: bool,
+        local: &Path,
+        during: &str,
+    ) -> Result<Option<blake3::Hash>, Error> {
+        let flushed = self.writer.flush().await.map_err(Error::cut_off(during));
+        self.track(flushed)?;
+        let hashing = match verify {
+            true => {
+                let reader = file.try_clone().map_err(Error::local(local, "read"))?;
+                Some(spawn_blocking(move || files::hash_prefix(&reader, size)))
+            }
+            false => None,
+        };
+        let mut sent = offset;
+        let result = {
+            let progress = self.progress.clone();
+            files::sendfile(&file, &mut sent, size, self.writer.get_ref(), |n| {
+                if let Some(p) = &progress {
+                    p.advance(n);
+                }
+            })
+            .await
+        };
+        if let Err(e) = result {
+            self.broken = true;
+            // A file that ended early is a local problem; anything else, the connection's.
+            return Err(match e.kind() {
+                io::ErrorKind::UnexpectedEof => Error::local(local, "read")(e),
+                _ => Error::cut_off(during)(e),
+            });
+        }
+        match hashing {
+            Some(task) => {
+                let hasher = task.await.map_err(Error::local(local, "read"));
+                Ok(Some(self.track(hasher)?.finalize()))
+            }
+            None => Ok(None),
+        }
     }
 }
 

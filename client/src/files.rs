@@ -204,3 +204,53 @@ impl<W: Write + Unpin> futures::AsyncWrite for BlockingWriter<W> {
         self.poll_flush(cx)
     }
 }
+
+/// Whether uploads can go out with `sendfile(2)`.
+pub(crate) const ZERO_COPY: bool = cfg!(target_os = "linux");
+
+/// Bodies at least this large are sent with `sendfile(2)`.
+pub(crate) const SENDFILE_MIN: u64 = 128 * 1024;
+
+/// Sends `file` from `*pos` to `end` with `sendfile(2)`, advancing `*pos`; the socket's
+/// readiness comes from the runtime's reactor. `sent` hears of every step.
+#[cfg(target_os = "linux")]
+pub(crate) async fn sendfile(
+    file: &File,
+    pos: &mut u64,
+    end: u64,
+    socket: &async_std::net::TcpStream,
+    mut sent: impl FnMut(u64),
+) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    // A second handle on the same socket, registered with the reactor for writability.
+    let dup = socket.as_fd().try_clone_to_owned()?;
+    let sock = async_io::Async::new(std::net::TcpStream::from(dup))?;
+    while *pos < end {
+        let want = (end - *pos).min(1 << 30) as usize;
+        let before = *pos;
+        let n = sock
+            .write_with(|s| {
+                rustix::fs::sendfile(s, file, Some(&mut *pos), want).map_err(io::Error::from)
+            })
+            .await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("it ended {} bytes early (did it shrink?)", end - before),
+            ));
+        }
+        sent(n as u64);
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn sendfile(
+    _: &File,
+    _: &mut u64,
+    _: u64,
+    _: &async_std::net::TcpStream,
+    _: impl FnMut(u64),
+) -> io::Result<()> {
+    unreachable!("ZERO_COPY is false off Linux")
+}
