@@ -242,19 +242,24 @@ head -c "$SMALL_BYTES" /dev/urandom >"$DIR/small.bin"
 [[ $(file_size "$DIR/big.bin") == "$BIG_BYTES" ]] || die "could not write $DIR/big.bin"
 
 # (d) Servers, each on its own free loopback port.
-read -r SFT_PORT NGINX_PORT RSYNC_PORT NC_PORT MEM_PORT <<<"$(free_ports 5)"
+read -r SFT_PORT NGINX_PORT RSYNC_PORT NC_PORT MEM_PORT SFT1_PORT <<<"$(free_ports 6)"
 SFT_ADDR=127.0.0.1:$SFT_PORT
+SFT1_ADDR=127.0.0.1:$SFT1_PORT
 URL=http://127.0.0.1:$NGINX_PORT
 
-start_sft_server() { # PORT -> sets SERVER_PID
-    "$SFT_SERVER" --host 127.0.0.1 --port "$1" --root "$DIR" --log-level warn \
+start_sft_server() { # PORT [EXTRA-ARGS…] -> sets SERVER_PID
+    local port=$1
+    shift
+    "$SFT_SERVER" --host 127.0.0.1 --port "$port" --root "$DIR" --log-level warn "$@" \
         2>>"$WORK/sft-server.log" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    wait_listen "$1" || die "sft-server did not start (see its log: $(tail -3 "$WORK/sft-server.log"))"
+    wait_listen "$port" || die "sft-server did not start (see its log: $(tail -3 "$WORK/sft-server.log"))"
 }
 start_sft_server "$SFT_PORT"
 SFT_PID=$SERVER_PID
+# The same server with one connection thread, for the load tests (see --threads).
+start_sft_server "$SFT1_PORT" --threads 1
 
 NGINX_USER=""
 [[ $(id -u) == 0 ]] && NGINX_USER="user root;"
@@ -379,9 +384,9 @@ post_nc_send() {
 # and errors go to KEY_p99 / KEY_err.
 round() { awk -v v="$1" 'BEGIN { if (v ~ /^[0-9.eE+-]+$/) printf "%.0f\n", v; else print v }'; }
 json_field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
-load_sft() { # KEY CONNECTIONS
+load_sft() { # KEY CONNECTIONS [ADDRESS]
     local out
-    if out=$(timeout $((LOAD_S + 60)) "$SFT_BENCH" get "$SFT_ADDR" small.bin \
+    if out=$(timeout $((LOAD_S + 60)) "$SFT_BENCH" get "${3:-$SFT_ADDR}" small.bin \
         --connections "$2" --duration "$LOAD_S" --json); then
         add_sample "$1" "$(round "$(json_field "$out" requests_per_sec)")"
         add_sample "$1_p99" "$(json_field "$out" p99_us)"
@@ -422,6 +427,7 @@ run_load() { # CONNECTIONS
         log " round $round/$RUNS"
         load_sft "sftb_c$1" "$1"
         load_wrk "wrk_c$1" "$1"
+        load_sft "sft1t_c$1" "$1" "$SFT1_ADDR"
     done
 }
 
@@ -507,6 +513,8 @@ load_rows() { # CONNECTIONS
     local s="sftb_c$1" w="wrk_c$1"
     echo "| sft-bench → sft-server | $(median "$s") | $(median "${s}_p99") | $(samples_of "${s}_err") | — | $(samples_of "$s") |"
     echo "| wrk → nginx | $(median "$w") | $(median "${w}_p99") | $(samples_of "${w}_err") | $(ratio "$(median "$s")" "$(median "$w")") | $(samples_of "$w") |"
+    local t="sft1t_c$1"
+    echo "| sft-bench → sft-server \`--threads 1\` | $(median "$t") | $(median "${t}_p99") | $(samples_of "${t}_err") | $(ratio "$(median "$t")" "$(median "$w")") (vs nginx) | $(samples_of "$t") |"
 }
 
 R_GET_NULL=$(ratio "$(median sft_null_nv)" "$(median curl_null)")
@@ -516,6 +524,8 @@ R_SHM_RSYNC=$(ratio "$(median sft_shm)" "$(median rsync_shm)")
 R_SEND=$(ratio "$(median sft_send)" "$(median nc_send)")
 R_C1=$(ratio "$(median sftb_c1)" "$(median wrk_c1)")
 R_C100=$(ratio "$(median sftb_c100)" "$(median wrk_c100)")
+R_C1_T1=$(ratio "$(median sft1t_c1)" "$(median wrk_c1)")
+R_C100_T1=$(ratio "$(median sft1t_c100)" "$(median wrk_c100)")
 MEM_OK=$(awk -v p="$PEAK_MIB" 'BEGIN { print (p + 0 <= 32) ? "**met**" : "**not met**" }')
 
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -565,6 +575,8 @@ $NOTE
 | SEND $BIG_LABEL vs nc pipe into a file (time) | $(times "$R_SEND") | ≤ 1.10× | $(verdict "$R_SEND" 1.1 le) |
 | 4 KiB GETs, 1 connection, vs nginx (req/s) | $(times "$R_C1") | ≥ 1.00× | $(verdict "$R_C1" 1.0 ge) |
 | 4 KiB GETs, 100 connections, vs nginx (req/s) | $(times "$R_C100") | ≥ 1.00× | $(verdict "$R_C100" 1.0 ge) |
+| 4 KiB GETs, 1 connection, \`--threads 1\`, vs nginx (req/s) | $(times "$R_C1_T1") | ≥ 1.00× | $(verdict "$R_C1_T1" 1.0 ge) |
+| 4 KiB GETs, 100 connections, \`--threads 1\`, vs nginx (req/s) | $(times "$R_C100_T1") | ≥ 1.00× | $(verdict "$R_C100_T1" 1.0 ge) |
 | server peak RSS while serving $BIG_LABEL | $PEAK_MIB MiB | ≤ 32 MiB | $MEM_OK |
 
 ## GET $BIG_LABEL → /dev/null

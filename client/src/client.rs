@@ -361,28 +361,36 @@ impl Client {
     {
         let reply = self.get_start(remote, 0, verify).await?;
         self.progress_start(remote, Some(reply.size), 0);
-        let mut hasher = verify.then(blake3::Hasher::new);
+        // Hashing runs on its own task, beside the receiving and the writing.
+        let mut hashing = verify.then(files::Hashing::new);
         let stdout = Path::new("-");
         let during = format!("the download of {remote}");
         let mut left = reply.size;
-        let mut buf = vec![0u8; left.min(RECV as u64) as usize];
         while left > 0 {
-            let chunk = &mut buf[..left.min(RECV as u64) as usize];
-            self.fill(chunk, &during).await.map_err(|(_, e)| e)?;
-            if let Some(h) = hasher.as_mut() {
-                h.update(chunk);
-            }
+            let len = left.min(RECV as u64) as usize;
+            let mut chunk = match hashing.as_mut() {
+                Some(h) => h.buffer(len),
+                None => vec![0u8; len],
+            };
+            self.fill(&mut chunk, &during).await.map_err(|(_, e)| e)?;
             let written = sink
-                .write_all(chunk)
+                .write_all(&chunk)
                 .await
                 .map_err(Error::local(stdout, "write"));
             self.track(written)?;
-            left -= chunk.len() as u64;
-            self.progress_advance(chunk.len() as u64);
+            left -= len as u64;
+            self.progress_advance(len as u64);
+            if let Some(h) = hashing.as_mut() {
+                h.feed(chunk).await;
+            }
         }
         sink.flush().await.map_err(Error::local(stdout, "write"))?;
+        let hash = match hashing {
+            Some(h) => Some(h.finish().await),
+            None => None,
+        };
         let expected = self.expected_hash(&reply, remote).await?;
-        let blake3 = check_hash(remote, expected, hasher.map(|h| h.finalize()))?;
+        let blake3 = check_hash(remote, expected, hash)?;
         Ok(Transfer {
             size: reply.size,
             bytes_transferred: reply.size,

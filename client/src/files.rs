@@ -254,3 +254,51 @@ pub(crate) async fn sendfile(
 ) -> io::Result<()> {
     unreachable!("ZERO_COPY is false off Linux")
 }
+
+/// BLAKE3 on its own task: blocks are fed through a bounded queue and hashed in order, beside
+/// whatever the caller does with them meanwhile.
+#[derive(Debug)]
+pub(crate) struct Hashing {
+    queue: async_std::channel::Sender<Vec<u8>>,
+    recycled: async_std::channel::Receiver<Vec<u8>>,
+    task: JoinHandle<blake3::Hash>,
+}
+
+impl Hashing {
+    pub(crate) fn new() -> Hashing {
+        let (queue, blocks) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
+        let (give_back, recycled) = async_std::channel::bounded(WRITE_QUEUE + 1);
+        let task = spawn_blocking(move || {
+            let mut hasher = blake3::Hasher::new();
+            while let Ok(block) = futures::executor::block_on(blocks.recv()) {
+                hasher.update(&block);
+                let _ = give_back.try_send(block);
+            }
+            hasher.finalize()
+        });
+        Hashing {
+            queue,
+            recycled,
+            task,
+        }
+    }
+
+    /// A buffer for the next block (recycled from hashed ones).
+    pub(crate) fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.recycled.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Queues a block; waits only while the queue is full.
+    pub(crate) async fn feed(&mut self, block: Vec<u8>) {
+        // The task ends only when the queue closes, in `finish`.
+        let _ = self.queue.send(block).await;
+    }
+
+    /// The hash of everything fed.
+    pub(crate) async fn finish(self) -> blake3::Hash {
+        drop(self.queue);
+        self.task.await
+    }
+}

@@ -46,7 +46,7 @@ pub struct Root {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    dir_fd: OwnedFd,
+    dir_fd: Arc<OwnedFd>,
     staging: PathBuf,
     staging_fd: Arc<OwnedFd>,
     partial_fd: Arc<OwnedFd>,
@@ -85,7 +85,8 @@ impl Kind {
 /// An open folder inside the root and its real path below the root.
 #[derive(Debug)]
 pub struct Folder {
-    fd: OwnedFd,
+    /// Shared with the root itself when this is the root: resolving starts without a syscall.
+    fd: Arc<OwnedFd>,
     names: Vec<String>,
 }
 
@@ -174,7 +175,7 @@ impl Root {
         let root = Root {
             inner: Arc::new(Inner {
                 dir,
-                dir_fd,
+                dir_fd: Arc::new(dir_fd),
                 staging,
                 staging_fd: Arc::new(staging_fd),
                 partial_fd: Arc::new(partial_fd),
@@ -382,11 +383,8 @@ impl Root {
     }
 
     fn root_folder(&self) -> Result<Folder, WireError> {
-        let fd = rfs::openat(&self.inner.dir_fd, ".", DIR_FLAGS, Mode::empty()).map_err(|e| {
-            WireError::internal(format!("cannot open the served root: {}", errno(e)))
-        })?;
         Ok(Folder {
-            fd,
+            fd: Arc::clone(&self.inner.dir_fd),
             names: Vec::new(),
         })
     }
@@ -397,7 +395,8 @@ impl Root {
         let mut folder = self.root_folder()?;
         for name in &names {
             folder.fd = rfs::openat(&folder.fd, name.as_str(), DIR_FLAGS, Mode::empty())
-                .map_err(|e| io_error(&shown.to_string(), &errno(e)))?;
+                .map_err(|e| io_error(&shown.to_string(), &errno(e)))?
+                .into();
         }
         folder.names = names;
         Ok(folder)
@@ -479,7 +478,7 @@ impl Root {
                         .map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
                     cur.names.push(part);
                     cur = Folder {
-                        fd,
+                        fd: fd.into(),
                         names: std::mem::take(&mut cur.names),
                     };
                 }
@@ -522,7 +521,10 @@ impl Root {
                 )?;
                 let mut names = parent.names;
                 names.push(name);
-                Ok(Folder { fd, names })
+                Ok(Folder {
+                    fd: fd.into(),
+                    names,
+                })
             }
         }
     }

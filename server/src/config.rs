@@ -82,6 +82,12 @@ pub struct Config {
     #[structopt(long, default_value = "86400")]
     pub partial_ttl: u64,
 
+    /// Threads running connections (default: one per CPU). One thread answers a lone client
+    /// fastest (no hand-offs between threads); more serve many clients at once. File I/O and
+    /// hashing of large bodies run on a separate blocking pool either way.
+    #[structopt(long)]
+    pub threads: Option<usize>,
+
     /// On SIGINT/SIGTERM, give transfers in progress this many seconds to finish.
     #[structopt(long, default_value = "30")]
     pub shutdown_grace: u64,

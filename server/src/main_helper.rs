@@ -21,6 +21,10 @@ use structopt::StructOpt;
 pub fn run_main(registry: Registry) {
     let config = Config::from_args();
     logging::init(config.log_format, config.log_level);
+    if let Some(threads) = config.threads {
+        // Read once, when the runtime starts on the first `block_on` below.
+        std::env::set_var("ASYNC_STD_THREAD_COUNT", threads.max(1).to_string());
+    }
     let result = task::block_on(async {
         let server = Server::bind(config, registry).await?;
         crate::shutdown::stop_on_signals(server.handle())?;
