@@ -21,6 +21,7 @@ use sft_protocol::{
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 const IO_BUFFER: usize = 256 * 1024;
 
@@ -38,6 +39,30 @@ pub struct Client {
     pub(crate) broken: bool,
     /// Told about every transfer's bytes as they move.
     pub(crate) progress: Option<Arc<dyn Progress>>,
+    /// A read or write that moves nothing for this long fails (`None`: wait forever).
+    pub(crate) stall: Option<Duration>,
+}
+
+/// How long a connection attempt, or any read or write, may make no progress by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `op`, failing with `TimedOut` if it takes longer than `stall`.
+pub(crate) async fn with_stall<T>(
+    stall: Option<Duration>,
+    op: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match stall {
+        None => op.await,
+        Some(limit) => async_std::io::timeout(limit, op)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::TimedOut => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("nothing moved for {} s (see --timeout)", limit.as_secs()),
+                ),
+                _ => e,
+            }),
+    }
 }
 
 /// Options of a download.
@@ -123,7 +148,7 @@ impl Client {
             .collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
         for addr in addrs {
-            match TcpStream::connect(addr).await {
+            match with_stall(Some(DEFAULT_TIMEOUT), TcpStream::connect(addr)).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(Client {
@@ -134,6 +159,7 @@ impl Client {
                         scratch: Vec::with_capacity(256),
                         broken: false,
                         progress: None,
+                        stall: Some(DEFAULT_TIMEOUT),
                     });
                 }
                 Err(e) => last = e,
@@ -148,6 +174,13 @@ impl Client {
     /// The server this client is connected to.
     pub fn server(&self) -> &ServerAddr {
         &self.server
+    }
+
+    /// Fails any later read or write that moves nothing for `stall` (`None`: waits forever;
+    /// the default is [`DEFAULT_TIMEOUT`]). A stalled transfer is reported as cut off, so
+    /// `--retries` and `--continue` recover from it like from a dropped connection.
+    pub fn set_timeout(&mut self, stall: Option<Duration>) {
+        self.stall = stall;
     }
 
     /// Reports every later transfer's progress to `progress` (`None`: to nobody).
@@ -214,7 +247,7 @@ impl Client {
     /// Reads one line (a reply or a trailer) into `self.line`.
     async fn read_line(&mut self, during: &str) -> Result<(), Error> {
         self.line.clear();
-        let read = read_line(&mut self.reader, &mut self.line).await;
+        let read = with_stall(self.stall, read_line(&mut self.reader, &mut self.line)).await;
         let result = match read {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::CutOff {
@@ -251,7 +284,8 @@ impl Client {
         buf[..filled].copy_from_slice(&buffered[..filled]);
         std::pin::Pin::new(&mut self.reader).consume(filled);
         while filled < buf.len() {
-            let n = match self.reader.get_mut().read(&mut buf[filled..]).await {
+            let read = self.reader.get_mut().read(&mut buf[filled..]);
+            let n = match with_stall(self.stall, read).await {
                 Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the server closed the connection early",
@@ -314,7 +348,7 @@ impl Client {
     /// stream breaks the connection; an error line ends the stream and leaves it usable.
     pub(crate) async fn stream_line(&mut self, during: &str) -> Result<StreamItem, Error> {
         self.line.clear();
-        let read = read_line(&mut self.reader, &mut self.line).await;
+        let read = with_stall(self.stall, read_line(&mut self.reader, &mut self.line)).await;
         let result = match read {
             Ok(true) => match decode_stream_line(&self.line) {
                 Ok(StreamLine::Item(_)) => Ok(StreamItem::Item),
@@ -590,9 +624,7 @@ impl Client {
     }
 
     pub(crate) async fn send_chunk(&mut self, chunk: &[u8], during: &str) -> Result<(), Error> {
-        let written = self
-            .writer
-            .write_all(chunk)
+        let written = with_stall(self.stall, self.writer.write_all(chunk))
             .await
             .map_err(Error::cut_off(during));
         self.track(written)
@@ -730,11 +762,18 @@ impl Client {
         let mut sent = offset;
         let result = {
             let progress = self.progress.clone();
-            files::sendfile(&file, &mut sent, size, self.writer.get_ref(), |n| {
-                if let Some(p) = &progress {
-                    p.advance(n);
-                }
-            })
+            files::sendfile(
+                &file,
+                &mut sent,
+                size,
+                self.writer.get_ref(),
+                self.stall,
+                |n| {
+                    if let Some(p) = &progress {
+                        p.advance(n);
+                    }
+                },
+            )
             .await
         };
         if let Err(e) = result {

@@ -219,6 +219,7 @@ pub(crate) async fn sendfile(
     pos: &mut u64,
     end: u64,
     socket: &async_std::net::TcpStream,
+    stall: Option<std::time::Duration>,
     mut sent: impl FnMut(u64),
 ) -> io::Result<()> {
     use std::os::fd::AsFd;
@@ -228,11 +229,10 @@ pub(crate) async fn sendfile(
     while *pos < end {
         let want = (end - *pos).min(1 << 30) as usize;
         let before = *pos;
-        let n = sock
-            .write_with(|s| {
-                rustix::fs::sendfile(s, file, Some(&mut *pos), want).map_err(io::Error::from)
-            })
-            .await?;
+        let step = sock.write_with(|s| {
+            rustix::fs::sendfile(s, file, Some(&mut *pos), want).map_err(io::Error::from)
+        });
+        let n = crate::client::with_stall(stall, step).await?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -250,6 +250,7 @@ pub(crate) async fn sendfile(
     _: &mut u64,
     _: u64,
     _: &async_std::net::TcpStream,
+    _: Option<std::time::Duration>,
     _: impl FnMut(u64),
 ) -> io::Result<()> {
     unreachable!("ZERO_COPY is false off Linux")

@@ -48,7 +48,7 @@ mod stream;
 
 pub use address::{parse_server, ServerAddr};
 pub use call::Response;
-pub use client::{partial_path, Client, GetOptions, SendOptions, Transfer};
+pub use client::{partial_path, Client, GetOptions, SendOptions, Transfer, DEFAULT_TIMEOUT};
 pub use error::{Error, ExitCode};
 pub use files::BlockingWriter;
 pub use inspect::Listing;

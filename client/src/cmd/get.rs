@@ -51,7 +51,7 @@ pub(crate) struct GetArgs {
 /// Runs `sft get`.
 pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
     let c = &args.common;
-    let ui = Ui::new(c.quiet, c.verbose, c.json);
+    let ui = Ui::new(c.quiet, c.verbose, c.json, c.stall());
     let server = server_addr(&args.server, c)?;
     match &args.output_dir {
         Some(dir) => {

@@ -33,6 +33,17 @@ pub(crate) struct Common {
     /// Print JSON on standard output: the result (for `ls`, one JSON document), or the error.
     #[structopt(long)]
     pub(crate) json: bool,
+    /// Give up on a connection attempt, or a transfer that moves nothing, after this many
+    /// seconds (0: wait forever). A stalled transfer counts as cut off: see --retries, -c.
+    #[structopt(long, default_value = "60", value_name = "SECS")]
+    pub(crate) timeout: u64,
+}
+
+impl Common {
+    /// `--timeout` as the client library takes it.
+    pub(crate) fn stall(&self) -> Option<std::time::Duration> {
+        (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout))
+    }
 }
 
 /// Wraps a local I/O error with the path and what was attempted.

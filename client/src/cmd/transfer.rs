@@ -22,6 +22,7 @@ pub(crate) fn server_addr(server: &str, common: &Common) -> Result<ServerAddr, F
 pub(crate) async fn connect(server: &ServerAddr, ui: &Ui) -> Result<Client, Error> {
     let mut client = Client::connect_to(server.clone()).await?;
     client.set_progress(ui.progress());
+    client.set_timeout(ui.stall);
     ui.note(&format!("connected to {server}"));
     Ok(client)
 }

@@ -22,17 +22,25 @@ pub(crate) struct Ui {
     pub(crate) verbose: bool,
     /// `--json`: results as JSON lines on standard output.
     pub(crate) json: bool,
+    /// `--timeout`: how long a connection may move nothing.
+    pub(crate) stall: Option<std::time::Duration>,
     bars: Option<Arc<Bars>>,
 }
 
 impl Ui {
     /// Bars are drawn when standard error is a terminal, unless `quiet`.
-    pub(crate) fn new(quiet: bool, verbose: bool, json: bool) -> Ui {
+    pub(crate) fn new(
+        quiet: bool,
+        verbose: bool,
+        json: bool,
+        stall: Option<std::time::Duration>,
+    ) -> Ui {
         let draw = !quiet && std::io::stderr().is_terminal();
         Ui {
             quiet,
             verbose: verbose && !quiet,
             json,
+            stall,
             bars: draw.then(|| Arc::new(Bars::new())),
         }
     }
