@@ -563,7 +563,7 @@ $NOTE
 | curl | $(curl --version | head -1) |
 | wrk | $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true) |
 | nc | netcat-openbsd $(dpkg-query -W -f '${Version}' netcat-openbsd 2>/dev/null || echo '?') |
-| files | $BIG_LABEL of random bytes and a 4 KiB file on $(df --output=fstype "$DIR" | tail -1) ($WORK); tmpfs destination /dev/shm |
+| files | $BIG_LABEL of random bytes and a 4 KiB file on $(df --output=fstype "$DIR" | tail -1) (a temporary folder under $(dirname "$WORK")); tmpfs destination /dev/shm |
 
 ## Targets
 
