@@ -495,8 +495,7 @@ impl Client {
                 return Err(Error::local(&partial, "write")(e));
             }
         };
-        let mut writer = files::Writer::new(file);
-        let mut hasher = hasher;
+        let mut writer = files::Writer::new(file, hasher);
         let during = format!("the download of {remote}");
         self.progress_start(remote, Some(offset + reply.size), offset);
         let mut left = reply.size;
@@ -505,16 +504,13 @@ impl Client {
             let mut buf = writer.buffer(left.min(CHUNK as u64) as usize);
             let mut at = 0;
             while at < buf.len() {
-                // Small reads, each hashed while it is still in cache.
+                // Small reads: a cache-resident window.
                 let end = buf.len().min(at + RECV);
                 let got = self.fill(&mut buf[at..end], &during).await;
                 let arrived = match &got {
                     Ok(()) => end - at,
                     Err((arrived, _)) => *arrived,
                 };
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf[at..at + arrived]);
-                }
                 at += arrived;
                 if let Err((_, e)) = got {
                     // Keep what did arrive, for a resume.
@@ -532,10 +528,8 @@ impl Client {
                 break;
             }
         }
-        let finished = writer
-            .finish()
-            .await
-            .map_err(Error::local(&partial, "write"));
+        let (finished, actual) = writer.finish().await;
+        let finished = finished.map_err(Error::local(&partial, "write"));
         let file = match (received, finished) {
             (Ok(()), Ok(file)) => file,
             // Cut off: the partial stays for `--continue`. A local failure: start over next time.
@@ -546,7 +540,6 @@ impl Client {
             }
         };
         drop(file);
-        let actual = hasher.map(|h| h.finalize());
         let verified = match self.expected_hash(&reply, remote).await {
             Ok(expected) => check_hash(remote, expected, actual),
             Err(e) => Err(e),

@@ -28,13 +28,16 @@ pub(crate) struct Writer {
     queue: async_std::channel::Sender<Vec<u8>>,
     recycled: async_std::channel::Receiver<Vec<u8>>,
     task: JoinHandle<(File, io::Result<()>)>,
+    hashing: Option<JoinHandle<blake3::Hasher>>,
 }
 
 impl Writer {
-    /// Writes go to `file` at its current position.
-    pub(crate) fn new(file: File) -> Writer {
-        let (queue, blocks) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
-        let (give_back, recycled) = async_std::channel::bounded(WRITE_QUEUE + 1);
+    /// Writes go to `file` at its current position. With a `hasher` (covering what the file
+    /// already holds), a second task hashes each block before passing it on to the writer, so
+    /// receiving, hashing and writing proceed side by side.
+    pub(crate) fn new(file: File, hasher: Option<blake3::Hasher>) -> Writer {
+        let (to_writer, blocks) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
+        let (give_back, recycled) = async_std::channel::bounded(2 * WRITE_QUEUE + 1);
         let task = spawn_blocking(move || {
             while let Ok(block) = futures::executor::block_on(blocks.recv()) {
                 if let Err(e) = (&file).write_all(&block) {
@@ -44,10 +47,26 @@ impl Writer {
             }
             (file, Ok(()))
         });
+        let (queue, hashing) = match hasher {
+            None => (to_writer, None),
+            Some(mut hasher) => {
+                let (queue, incoming) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
+                let hashing = spawn_blocking(move || {
+                    while let Ok(block) = futures::executor::block_on(incoming.recv()) {
+                        hasher.update(&block);
+                        // A writer that stopped on an error is reported by `finish`.
+                        let _ = futures::executor::block_on(to_writer.send(block));
+                    }
+                    hasher
+                });
+                (queue, Some(hashing))
+            }
+        };
         Writer {
             queue,
             recycled,
             task,
+            hashing,
         }
     }
 
@@ -66,11 +85,16 @@ impl Writer {
             .map_err(|_| io::Error::other("the file writer stopped after an error"))
     }
 
-    /// Waits for every queued block to be written; returns the file, or the first error.
-    pub(crate) async fn finish(self) -> io::Result<File> {
+    /// Waits for every queued block to be written; returns the file (or the first error) and
+    /// the hash of everything the file holds.
+    pub(crate) async fn finish(self) -> (io::Result<File>, Option<blake3::Hash>) {
         drop(self.queue);
+        let hash = match self.hashing {
+            Some(task) => Some(task.await.finalize()),
+            None => None,
+        };
         let (file, written) = self.task.await;
-        written.map(|()| file)
+        (written.map(|()| file), hash)
     }
 }
 
