@@ -45,22 +45,15 @@ impl Command for Get {
             let (offset, want_hash) = (args.offset, args.hash);
             // Resolving and opening touch only metadata, fast on a local file system: done in
             // place rather than through the blocking pool. Reading the body is not.
-            let (file, size) = ctx.root.open_file(&rp)?;
+            let (file, st) = ctx.root.open_file_stat(&rp)?;
+            let size = st.st_size as u64;
             if offset > size {
                 return Err(WireError::bad_request(format!(
                     "offset {offset} is past the end of {rp} ({size} bytes)"
                 ))
                 .into());
             }
-            let lookup = match want_hash {
-                true => Some(
-                    ctx.root
-                        .hashes()
-                        .lookup(&file)
-                        .map_err(|e| io_error(&shown, &e))?,
-                ),
-                false => None,
-            };
+            let lookup = want_hash.then(|| ctx.root.hashes().lookup_stat(&st));
             if size <= SMALL_FILE {
                 return send_small(ctx, &file, size, offset, lookup, &shown).await;
             }

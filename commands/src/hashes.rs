@@ -60,10 +60,14 @@ pub struct Lookup {
 impl HashCache {
     /// Looks up the open `file`'s current version.
     pub fn lookup(&self, file: &File) -> std::io::Result<Lookup> {
-        let st = fstat(file)?;
-        let (id, version) = Version::of(&st);
+        Ok(self.lookup_stat(&fstat(file)?))
+    }
+
+    /// Looks up the version of a file described by `st` (metadata already at hand).
+    pub fn lookup_stat(&self, st: &Stat) -> Lookup {
+        let (id, version) = Version::of(st);
         let hash = self.map.get(&id).filter(|e| e.0 == version).map(|e| e.1);
-        Ok(Lookup { id, version, hash })
+        Lookup { id, version, hash }
     }
 
     /// Records `hash`, computed from `file` as it was at `before`, if the file is still that

@@ -559,6 +559,12 @@ impl Root {
 
     /// Opens an existing regular file for reading; returns it with its length.
     pub fn open_file(&self, rp: &RemotePath) -> Result<(File, u64), WireError> {
+        self.open_file_stat(rp)
+            .map(|(file, st)| (file, st.st_size as u64))
+    }
+
+    /// Like [`Root::open_file`], with the file's metadata as opened (for the hash cache).
+    pub fn open_file_stat(&self, rp: &RemotePath) -> Result<(File, rfs::Stat), WireError> {
         let (parent, name) = self.resolve(rp, Last::Follow)?;
         let name =
             name.ok_or_else(|| WireError::bad_request("the root is a folder, not a file"))?;
@@ -579,7 +585,7 @@ impl Root {
                 "{rp} is not a regular file"
             )));
         }
-        Ok((File::from(fd), st.st_size as u64))
+        Ok((File::from(fd), st))
     }
 
     /// Resolves where a new file at `rp` goes, creating missing parent folders inside the root.
