@@ -118,10 +118,6 @@ pub struct Transfer {
     pub blake3: Option<String>,
 }
 
-fn local_hash_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |e| Error::local(path, "read")(e)
-}
-
 impl Client {
     /// Connects to `server` (`host`, `host:port`, `[v6]:port`…), using `default_port` when it
     /// names none. Every resolved address is tried in turn.
@@ -672,7 +668,7 @@ impl Client {
             Ok((file, upload_id(&path, &meta)))
         })
         .await;
-        let (file, (size, id)) = opened.map_err(local_hash_error(local))?;
+        let (file, (size, id)) = opened.map_err(Error::local(local, "read"))?;
         // Verified uploads hash while they send and give the hash in a trailer; an id derived
         // from the local file lets an interrupted one be resumed.
         let args = SendRequest {

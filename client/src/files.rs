@@ -49,16 +49,9 @@ impl Writer {
         });
         let (queue, hashing) = match hasher {
             None => (to_writer, None),
-            Some(mut hasher) => {
+            Some(hasher) => {
                 let (queue, incoming) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
-                let hashing = spawn_blocking(move || {
-                    while let Ok(block) = futures::executor::block_on(incoming.recv()) {
-                        hasher.update(&block);
-                        // A writer that stopped on an error is reported by `finish`.
-                        let _ = futures::executor::block_on(to_writer.send(block));
-                    }
-                    hasher
-                });
+                let hashing = spawn_hasher(hasher, incoming, Then::Forward(to_writer));
                 (queue, Some(hashing))
             }
         };
@@ -286,21 +279,42 @@ pub(crate) async fn sendfile(
 pub(crate) struct Hashing {
     queue: async_std::channel::Sender<Vec<u8>>,
     recycled: async_std::channel::Receiver<Vec<u8>>,
-    task: JoinHandle<blake3::Hash>,
+    task: JoinHandle<blake3::Hasher>,
+}
+
+/// Where a hashing task sends each block once hashed.
+enum Then {
+    /// On to the next stage (a writer); waits while its queue is full.
+    Forward(async_std::channel::Sender<Vec<u8>>),
+    /// Back to the producer's pool of buffers, if there is room.
+    GiveBack(async_std::channel::Sender<Vec<u8>>),
+}
+
+/// A task on the blocking pool that feeds every block from `blocks` to `hasher`, in order, until
+/// the queue closes; it returns the hasher.
+fn spawn_hasher(
+    mut hasher: blake3::Hasher,
+    blocks: async_std::channel::Receiver<Vec<u8>>,
+    then: Then,
+) -> JoinHandle<blake3::Hasher> {
+    spawn_blocking(move || {
+        while let Ok(block) = futures::executor::block_on(blocks.recv()) {
+            hasher.update(&block);
+            match &then {
+                // A writer that stopped on an error is reported by its own `finish`.
+                Then::Forward(next) => drop(futures::executor::block_on(next.send(block))),
+                Then::GiveBack(pool) => drop(pool.try_send(block)),
+            }
+        }
+        hasher
+    })
 }
 
 impl Hashing {
     pub(crate) fn new() -> Hashing {
         let (queue, blocks) = async_std::channel::bounded::<Vec<u8>>(WRITE_QUEUE);
         let (give_back, recycled) = async_std::channel::bounded(WRITE_QUEUE + 1);
-        let task = spawn_blocking(move || {
-            let mut hasher = blake3::Hasher::new();
-            while let Ok(block) = futures::executor::block_on(blocks.recv()) {
-                hasher.update(&block);
-                let _ = give_back.try_send(block);
-            }
-            hasher.finalize()
-        });
+        let task = spawn_hasher(blake3::Hasher::new(), blocks, Then::GiveBack(give_back));
         Hashing {
             queue,
             recycled,
@@ -324,6 +338,6 @@ impl Hashing {
     /// The hash of everything fed.
     pub(crate) async fn finish(self) -> blake3::Hash {
         drop(self.queue);
-        self.task.await
+        self.task.await.finalize()
     }
 }
