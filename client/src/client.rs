@@ -9,6 +9,7 @@ use async_std::net::{TcpStream, ToSocketAddrs};
 use async_std::task::spawn_blocking;
 use futures::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::de::DeserializeOwned;
+use sft_io::{confirm, BlockSink, FileSource, Pace, PaceRule, Version};
 use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
@@ -392,7 +393,7 @@ impl Client {
         let reply = self.get_start(remote, 0, verify).await?;
         self.progress_start(remote, Some(reply.size), 0);
         // Hashing runs on its own task, beside the receiving and the writing.
-        let mut hashing = verify.then(files::Hashing::new);
+        let mut hashing = verify.then(|| BlockSink::new(None, 0, Some(blake3::Hasher::new())));
         let stdout = Path::new("-");
         let during = format!("the download of {remote}");
         let mut left = reply.size;
@@ -411,12 +412,13 @@ impl Client {
             left -= len as u64;
             self.progress_advance(len as u64);
             if let Some(h) = hashing.as_mut() {
-                h.feed(chunk).await;
+                // Hashing only: it cannot fail.
+                let _ = h.write(chunk).await;
             }
         }
         sink.flush().await.map_err(Error::local(stdout, "write"))?;
         let hash = match hashing {
-            Some(h) => Some(h.finish().await),
+            Some(h) => h.finish().await.hasher.map(|h| h.finalize()),
             None => None,
         };
         let expected = self.expected_hash(&reply, remote).await?;
@@ -491,7 +493,7 @@ impl Client {
                 return Err(Error::local(&partial, "write")(e));
             }
         };
-        let mut writer = files::Writer::new(file, hasher);
+        let mut writer = BlockSink::new(Some(file), offset, hasher);
         let during = format!("the download of {remote}");
         self.progress_start(remote, Some(offset + reply.size), offset);
         let mut left = reply.size;
@@ -524,8 +526,12 @@ impl Client {
                 break;
             }
         }
-        let (finished, actual) = writer.finish().await;
-        let finished = finished.map_err(Error::local(&partial, "write"));
+        let done = writer.finish().await;
+        let actual = done.hasher.map(|h| h.finalize());
+        let finished = done
+            .written
+            .map(|()| done.file.expect("the sink writes to a file"))
+            .map_err(Error::local(&partial, "write"));
         let file = match (received, finished) {
             (Ok(()), Ok(file)) => file,
             // Cut off: the partial stays for `--continue`. A local failure: start over next time.
@@ -665,10 +671,11 @@ impl Client {
                     "not a regular file",
                 ));
             }
-            Ok((file, upload_id(&path, &meta)))
+            let version = Version::of(&file)?;
+            Ok((file, version, upload_id(&path, &meta)))
         })
         .await;
-        let (file, (size, id)) = opened.map_err(Error::local(local, "read"))?;
+        let (file, version, (size, id)) = opened.map_err(Error::local(local, "read"))?;
         // Verified uploads hash while they send and give the hash in a trailer; an id derived
         // from the local file lets an interrupted one be resumed.
         let args = SendRequest {
@@ -685,7 +692,7 @@ impl Client {
         self.progress_start(remote, Some(size), ready.offset);
         let body = size - ready.offset;
         let hash = if files::ZERO_COPY && body >= files::SENDFILE_MIN {
-            self.send_zero_copy(file, ready.offset, size, opts.verify, local, &during)
+            self.send_zero_copy(file, ready.offset, version, opts.verify, local, &during)
                 .await?
         } else {
             let hasher = if opts.verify {
@@ -697,7 +704,9 @@ impl Client {
             } else {
                 None
             };
-            let mut reader = files::Reader::new(file, ready.offset, body, hasher);
+            // The version is confirmed after the last block is read: a file rewritten while
+            // it is sent ends the upload with an error before the trailer, never "verified".
+            let mut reader = FileSource::new(file, ready.offset, body, hasher, Some(version));
             while let Some(chunk) = reader.next().await {
                 let chunk = self.track(chunk.map_err(Error::local(local, "read")))?;
                 self.send_chunk(&chunk, &during).await?;
@@ -728,17 +737,19 @@ impl Client {
         })
     }
 
-    /// Sends bytes `offset..size` of `file` with `sendfile(2)` (no copy through this process),
-    /// while a blocking task reads the whole file and hashes it (when verifying).
+    /// Sends bytes `offset..` of `file` with `sendfile(2)` (no copy through this process),
+    /// while a blocking task reads the whole file and hashes it (when verifying); then confirms
+    /// the file is still `version`, so a file rewritten meanwhile is never reported verified.
     async fn send_zero_copy(
         &mut self,
         file: std::fs::File,
         offset: u64,
-        size: u64,
+        version: Version,
         verify: bool,
         local: &Path,
         during: &str,
     ) -> Result<Option<blake3::Hash>, Error> {
+        let size = version.size;
         let flushed = self.writer.flush().await.map_err(Error::cut_off(during));
         self.track(flushed)?;
         let hashing = match verify {
@@ -751,12 +762,16 @@ impl Client {
         let mut sent = offset;
         let result = {
             let progress = self.progress.clone();
-            files::sendfile(
+            let mut pace = Pace::new(PaceRule {
+                stall: self.stall,
+                min_rate: 0,
+            });
+            sft_io::sendfile(
                 &file,
                 &mut sent,
                 size,
                 self.writer.get_ref(),
-                self.stall,
+                &mut pace,
                 |n| {
                     if let Some(p) = &progress {
                         p.advance(n);
@@ -773,13 +788,16 @@ impl Client {
                 _ => Error::cut_off(during)(e),
             });
         }
-        match hashing {
+        let hash = match hashing {
             Some(task) => {
                 let hasher = task.await.map_err(Error::local(local, "read"));
-                Ok(Some(self.track(hasher)?.finalize()))
+                Some(self.track(hasher)?.finalize())
             }
-            None => Ok(None),
-        }
+            None => None,
+        };
+        let confirmed = spawn_blocking(move || confirm(&file, &version, hash.as_ref())).await;
+        self.track(confirmed.map_err(Error::local(local, "read")))?;
+        Ok(hash)
     }
 }
 

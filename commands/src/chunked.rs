@@ -18,7 +18,6 @@ use crate::body::{discard, stream_to_file, CopyError, Sink};
 use crate::command::CommandError;
 use crate::context::Context;
 use crate::sandbox::io_error;
-use async_std::io::timeout;
 use sft_protocol::body::decode_chunk_header;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{read_line, ErrorCode, WireError};
@@ -47,7 +46,7 @@ pub(crate) async fn receive(
     sink: Sink,
     shown: &str,
 ) -> Result<Received, CommandError> {
-    let stall = ctx.limits.stall_timeout;
+    let stall = &mut ctx.limits.body_pace();
     let max = ctx.limits.max_upload_bytes;
     let mut line = Vec::with_capacity(128);
     let mut total: u64 = 0;
@@ -55,7 +54,7 @@ pub(crate) async fn receive(
     let mut sink = Some(sink);
     loop {
         line.clear();
-        match timeout(stall, read_line(&mut *ctx.reader, &mut line)).await {
+        match stall.limit(read_line(&mut *ctx.reader, &mut line)).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(CommandError::Abort(io::Error::new(

@@ -1,4 +1,5 @@
 use crate::sandbox::Root;
+use crate::slots::{Slot, UploadSlots};
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
 use futures::AsyncWriteExt;
@@ -9,8 +10,13 @@ use std::time::Duration;
 
 /// The connection's buffered reader. Bytes after a header line (a body) are read from here.
 pub type Reader = BufReader<TcpStream>;
-/// The connection's buffered writer. The session flushes it after each request.
-pub type Writer = BufWriter<TcpStream>;
+/// The connection's buffered writer. The session flushes it after each request. Every write
+/// and flush through it keeps the connection's [`Pace`](sft_io::Pace): a client that stops
+/// reading fails the write after the stall timeout (or below the minimum rate) instead of
+/// holding the session forever. The session restarts the pace for each request.
+pub type Writer = BufWriter<PacedWrite<TcpStream>>;
+
+pub use sft_io::{Pace, PaceRule, PacedWrite};
 
 /// Server-wide limits a handler enforces before doing any work.
 #[derive(Debug, Clone)]
@@ -21,8 +27,45 @@ pub struct Limits {
     pub read_only: bool,
     /// A body transfer during which no byte moves for this long is aborted.
     pub stall_timeout: Duration,
+    /// Once older than the stall timeout, a transfer averaging fewer bytes a second than this
+    /// is aborted (0: no minimum).
+    pub min_rate: u64,
+    /// Uploads in progress, server-wide, and their bound.
+    pub uploads: UploadSlots,
     /// Interrupted uploads are kept this long for a resume.
     pub partial_ttl: Duration,
+}
+
+impl Limits {
+    /// The default minimum average rate of a transfer, bytes a second: far below any real link
+    /// (a 9600 baud modem moves about 1,200), far above a trickle meant to hold a slot.
+    pub const DEFAULT_MIN_RATE: u64 = 256;
+
+    /// The deadlines every transfer to or from a client keeps.
+    pub fn pace(&self) -> PaceRule {
+        PaceRule {
+            stall: Some(self.stall_timeout),
+            min_rate: self.min_rate,
+        }
+    }
+
+    /// The pace of one request body, starting now.
+    pub fn body_pace(&self) -> Pace {
+        Pace::new(self.pace())
+    }
+
+    /// A place for one more upload, or a `busy` error to answer with.
+    pub fn upload_slot(&self) -> Result<Slot, WireError> {
+        self.uploads.try_take().ok_or_else(|| {
+            WireError::new(
+                sft_protocol::ErrorCode::Busy,
+                format!(
+                    "the server is receiving its limit of {} uploads at once; try again later",
+                    self.uploads.max()
+                ),
+            )
+        })
+    }
 }
 
 impl Default for Limits {
@@ -31,6 +74,8 @@ impl Default for Limits {
             max_upload_bytes: None,
             read_only: false,
             stall_timeout: Duration::from_secs(60),
+            min_rate: Limits::DEFAULT_MIN_RATE,
+            uploads: UploadSlots::default(),
             partial_ttl: Duration::from_secs(24 * 3600),
         }
     }

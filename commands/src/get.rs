@@ -9,18 +9,22 @@
 //!
 //! A hash already in the cache comes in the reply line; otherwise it is computed while the
 //! bytes are sent (the first byte never waits for a whole-file hash) and comes in a trailer.
+//!
+//! The bytes sent are one version of the file: its [`Version`] is taken when it is opened and
+//! confirmed after the last byte left. A file rewritten meanwhile cuts the connection before
+//! the trailer, so the client never sees a complete, verified transfer of a torn file.
 
-use crate::body::{file_to_stream, hash_prefix, read_full_at, CopyError};
-#[cfg(target_os = "linux")]
-use crate::body::{hash_range, sendfile_to_socket};
+use crate::body::{hash_prefix, read_full_at};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::hashes::Lookup;
 use crate::sandbox::io_error;
 use async_std::task::spawn_blocking;
 use futures::AsyncWriteExt;
+use sft_io::{confirm, FileSource, Version};
 use sft_protocol::verbs::{GetReply, GetRequest, GetTrailer, Verb};
-use sft_protocol::{encode_trailer, Request, WireError};
+use sft_protocol::{encode_trailer, ErrorCode, Request, WireError};
+use std::fs::File;
 use std::io;
 
 /// The `GET` handler: streams a regular file inside the root, in bounded chunks.
@@ -53,9 +57,10 @@ impl Command for Get {
                 ))
                 .into());
             }
-            let lookup = want_hash.then(|| ctx.root.hashes().lookup_stat(&st));
+            let version = Version::from_stat(&st);
+            let lookup = want_hash.then(|| ctx.root.hashes().lookup_version(version));
             if size <= SMALL_FILE {
-                return send_small(ctx, &file, size, offset, lookup, &shown).await;
+                return send_small(ctx, file, size, offset, lookup, &shown).await;
             }
             let hasher = match lookup {
                 Some(l) if l.hash.is_none() => {
@@ -80,28 +85,23 @@ impl Command for Get {
                 trailer: hasher.is_some(),
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)?;
-            let stall = ctx.limits.stall_timeout;
             let body = size - offset;
-            let (file, hasher) = if use_sendfile(body) {
-                send_zero_copy(ctx, file, offset, body, hasher).await
+            let known = lookup.and_then(|l| l.hash);
+            let sent = if use_sendfile(body) {
+                send_zero_copy(ctx, file, offset, body, hasher, version, known).await
             } else {
-                let stats = &mut ctx.stats;
-                file_to_stream(file, offset, hasher, &mut *ctx.writer, body, stall, |n| {
-                    stats.bytes_out += n
-                })
-                .await
-            }
-            .map_err(|e| match e {
-                // The reply promised `size` bytes: a file that shrank or failed to read
-                // leaves the connection out of step, so it is closed.
-                CopyError::Read(e) => CommandError::Abort(io::Error::new(
+                send_copied(ctx, file, offset, body, hasher, version).await
+            };
+            // The reply promised `size` bytes of one version: a file that shrank, failed to
+            // read or changed leaves the connection out of step, so it is closed.
+            let (file, hash) = sent.map_err(|e| match e {
+                Failed::Read(e) => CommandError::Abort(io::Error::new(
                     e.kind(),
                     format!("reading {shown} failed mid-transfer: {e}"),
                 )),
-                CopyError::Write(e) => CommandError::Abort(e),
+                Failed::Write(e) => CommandError::Abort(e),
             })?;
-            if let (Some(hasher), Some(lookup)) = (hasher, lookup) {
-                let hash = hasher.finalize();
+            if let (Some(hash), Some(lookup)) = (hash, lookup) {
                 let mut line = Vec::with_capacity(96);
                 encode_trailer(
                     &GetTrailer {
@@ -121,41 +121,77 @@ impl Command for Get {
     }
 }
 
+/// Which side of sending a body failed.
+enum Failed {
+    /// The file: it failed to read, shrank or changed.
+    Read(io::Error),
+    /// The connection.
+    Write(io::Error),
+}
+
 /// Files up to this size are read whole in place, hashed if asked (the hash then comes in the
 /// reply line), and sent with the reply in one write.
 const SMALL_FILE: u64 = 64 * 1024;
 
-/// The small-file path: one read, one write, no hop to the blocking pool, no allocation.
+/// The small-file path: one read, one write, no hop to the blocking pool, no allocation. The
+/// file is read whole before anything is sent, so a file that changes while it is read is
+/// simply read again (a few times at most).
 async fn send_small(
     ctx: &mut Context<'_>,
-    file: &std::fs::File,
+    file: File,
     size: u64,
     offset: u64,
     lookup: Option<Lookup>,
     shown: &str,
 ) -> Result<(), CommandError> {
-    let buf = ctx.body_buffer();
-    buf.resize(size as usize, 0);
-    let n = read_full_at(file, buf, 0).map_err(|e| io_error(shown, &e))?;
-    // A file that changed since it was opened is served as it was read, hash included.
-    buf.truncate(n);
-    let size = n as u64;
+    let mut before = match lookup {
+        Some(l) => l.version,
+        None => Version::of(&file).map_err(|e| io_error(shown, &e))?,
+    };
+    let mut cached = lookup.and_then(|l| l.hash);
+    let mut tries = 0;
+    let hash = loop {
+        let buf = ctx.body_buffer();
+        buf.resize(before.size as usize, 0);
+        let n = read_full_at(&file, buf, 0).map_err(|e| io_error(shown, &e))?;
+        buf.truncate(n);
+        // A racy version is confirmed by hashing it again, so it needs the hash of what was read.
+        let hash = (lookup.is_some() || before.is_racy())
+            .then(|| cached.unwrap_or_else(|| blake3::hash(buf)));
+        let whole = hash.filter(|_| before.is_racy());
+        if n as u64 == before.size && confirm(&file, &before, whole.as_ref()).is_ok() {
+            if let (Some(hash), None, Some(_)) = (hash, cached, lookup) {
+                let read = Lookup {
+                    version: before,
+                    hash: None,
+                };
+                ctx.root.hashes().insert(&read, &file, hash);
+            }
+            break hash.filter(|_| lookup.is_some());
+        }
+        tries += 1;
+        before = Version::of(&file).map_err(|e| io_error(shown, &e))?;
+        if tries == 3 || before.size > size.max(SMALL_FILE) {
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                format!("{shown} is being changed as it is read; try again later"),
+            )
+            .into());
+        }
+        cached = None;
+    };
+    let size = before.size;
     if offset > size {
         return Err(WireError::bad_request(format!(
             "offset {offset} is past the end of {shown} ({size} bytes)"
         ))
         .into());
     }
-    let blake3 = lookup.map(|l| (l, l.hash.unwrap_or_else(|| blake3::hash(buf))));
-    if let Some((l, hash)) = blake3.filter(|(l, _)| l.hash.is_none()) {
-        ctx.root.hashes().insert(&l, file, hash);
-    }
-    let blake3 = blake3.map(|(_, hash)| hash);
     let reply = GetReply {
         size: size - offset,
         offset,
         file_size: (offset > 0).then_some(size),
-        blake3: blake3.map(|h| h.to_hex().to_string()),
+        blake3: hash.map(|h| h.to_hex().to_string()),
         trailer: false,
     };
     ctx.reply_ok_with_body_buffer(&reply, offset as usize)
@@ -173,47 +209,80 @@ fn use_sendfile(body: u64) -> bool {
 
 /// Sends the body with `sendfile(2)`; when a hash is being computed, a blocking task reads and
 /// hashes the same bytes meanwhile (from the page cache), so hashing costs no extra time as
-/// long as it keeps up with the network.
+/// long as it keeps up with the network. Then confirms the file is still the version it was
+/// (`known`, the cached hash, stands for the whole file when nothing was hashed here).
 #[cfg(target_os = "linux")]
 async fn send_zero_copy(
     ctx: &mut Context<'_>,
-    file: std::fs::File,
+    file: File,
     offset: u64,
     body: u64,
     hasher: Option<blake3::Hasher>,
-) -> Result<(std::fs::File, Option<blake3::Hasher>), CopyError> {
-    ctx.flush().await.map_err(CopyError::Write)?;
+    version: Version,
+    known: Option<blake3::Hash>,
+) -> Result<(File, Option<blake3::Hash>), Failed> {
+    ctx.flush().await.map_err(Failed::Write)?;
     let hashing = match hasher {
         Some(mut hasher) => {
-            let reader = file.try_clone().map_err(CopyError::Read)?;
+            let reader = file.try_clone().map_err(Failed::Read)?;
             Some(spawn_blocking(move || {
-                hash_range(&reader, &mut hasher, offset, body).map(|()| hasher)
+                sft_io::blocks::hash_range(&reader, &mut hasher, offset, body)
+                    .map(|()| hasher.finalize())
             }))
         }
         None => None,
     };
-    let stall = ctx.limits.stall_timeout;
-    sendfile_to_socket(&file, offset, body, ctx.writer.get_ref(), stall).await?;
-    ctx.stats.bytes_out += body;
-    let hasher = match hashing {
-        Some(task) => Some(task.await.map_err(CopyError::Read)?),
+    let mut pos = offset;
+    let (socket, pace) = ctx.writer.get_mut().parts_mut();
+    let stats = &mut ctx.stats;
+    let sent = sft_io::sendfile(&file, &mut pos, offset + body, socket, pace, |n| {
+        stats.bytes_out += n
+    })
+    .await;
+    let hash = match hashing {
+        Some(task) => Some(task.await.map_err(Failed::Read)?),
         None => None,
     };
-    Ok((file, hasher))
+    sent.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Failed::Read(e),
+        _ => Failed::Write(e),
+    })?;
+    let whole = hash.or(known);
+    spawn_blocking(move || confirm(&file, &version, whole.as_ref()).map(|()| file))
+        .await
+        .map(|file| (file, hash))
+        .map_err(Failed::Read)
 }
 
 #[cfg(not(target_os = "linux"))]
 async fn send_zero_copy(
     ctx: &mut Context<'_>,
-    file: std::fs::File,
+    file: File,
     offset: u64,
     body: u64,
     hasher: Option<blake3::Hasher>,
-) -> Result<(std::fs::File, Option<blake3::Hasher>), CopyError> {
-    let stats = &mut ctx.stats;
-    let stall = ctx.limits.stall_timeout;
-    file_to_stream(file, offset, hasher, &mut *ctx.writer, body, stall, |n| {
-        stats.bytes_out += n
-    })
-    .await
+    version: Version,
+    _known: Option<blake3::Hash>,
+) -> Result<(File, Option<blake3::Hash>), Failed> {
+    send_copied(ctx, file, offset, body, hasher, version).await
+}
+
+/// Sends the body through the connection's writer, read one block ahead and hashed exactly as
+/// sent; the version is confirmed after the last block is read, before it is written.
+async fn send_copied(
+    ctx: &mut Context<'_>,
+    file: File,
+    offset: u64,
+    body: u64,
+    hasher: Option<blake3::Hasher>,
+    version: Version,
+) -> Result<(File, Option<blake3::Hash>), Failed> {
+    let check = file.try_clone().map_err(Failed::Read)?;
+    let mut source = FileSource::new(file, offset, body, hasher, Some(version));
+    while let Some(block) = source.next().await {
+        let block = block.map_err(Failed::Read)?;
+        ctx.writer.write_all(&block).await.map_err(Failed::Write)?;
+        ctx.stats.bytes_out += block.len() as u64;
+    }
+    Ok((check, source.hash()))
 }

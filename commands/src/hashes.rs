@@ -3,56 +3,28 @@
 //! An entry is keyed by the file's identity (device and inode) and valid only for the version it
 //! was computed on (size, modification time and change time, to the nanosecond): any write to
 //! the file, a `touch`, or a replacement by rename makes the entry stale, and it is recomputed.
+//! A version so recent that a write in the same clock tick would not show in its times (a
+//! *racy* one, see [`Version::is_racy`]) is never cached.
 
 use dashmap::DashMap;
-use rustix::fs::{fstat, Stat};
+use rustix::fs::Stat;
+use sft_io::Version;
 use std::fs::File;
 
 /// Most entries kept; beyond it, arbitrary old entries are dropped (they are only a cache).
 const MAX_ENTRIES: usize = 65_536;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-/// The parts of a file's metadata that change whenever its content can have changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Version {
-    // The field types of `stat` differ between platforms; the casts are no-ops on Linux x86-64.
-    #[allow(clippy::unnecessary_cast)]
-    fn of(st: &Stat) -> (FileId, Version) {
-        let id = FileId {
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-        };
-        let version = Version {
-            size: st.st_size as u64,
-            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
-            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
-        };
-        (id, version)
-    }
-}
-
 /// The cache. Shared by every session of a server (it lives in the [`Root`](crate::Root)).
 #[derive(Debug, Default)]
 pub struct HashCache {
-    map: DashMap<FileId, (Version, blake3::Hash)>,
+    map: DashMap<(u64, u64), (Version, blake3::Hash)>,
 }
 
 /// What [`HashCache::lookup`] found for an open file.
 #[derive(Debug, Clone, Copy)]
 pub struct Lookup {
-    id: FileId,
-    version: Version,
+    /// The version looked up.
+    pub version: Version,
     /// The cached hash, if the cache holds one for this exact version.
     pub hash: Option<blake3::Hash>,
 }
@@ -60,24 +32,32 @@ pub struct Lookup {
 impl HashCache {
     /// Looks up the open `file`'s current version.
     pub fn lookup(&self, file: &File) -> std::io::Result<Lookup> {
-        Ok(self.lookup_stat(&fstat(file)?))
+        Ok(self.lookup_version(Version::of(file)?))
     }
 
     /// Looks up the version of a file described by `st` (metadata already at hand).
     pub fn lookup_stat(&self, st: &Stat) -> Lookup {
-        let (id, version) = Version::of(st);
-        let hash = self.map.get(&id).filter(|e| e.0 == version).map(|e| e.1);
-        Lookup { id, version, hash }
+        self.lookup_version(Version::from_stat(st))
+    }
+
+    /// Looks up `version`.
+    pub fn lookup_version(&self, version: Version) -> Lookup {
+        let hash = self
+            .map
+            .get(&version.id)
+            .filter(|e| e.0 == version)
+            .map(|e| e.1);
+        Lookup { version, hash }
     }
 
     /// Records `hash`, computed from `file` as it was at `before`, if the file is still that
     /// version now (a file written to while it was hashed is not cached).
     pub fn insert(&self, before: &Lookup, file: &File, hash: blake3::Hash) {
-        let Ok(st) = fstat(file) else { return };
-        let (id, now) = Version::of(&st);
-        if id != before.id || now != before.version {
+        let Ok(now) = Version::of(file) else { return };
+        if now != before.version || now.is_racy() {
             return;
         }
+        let id = now.id;
         if self.map.len() >= MAX_ENTRIES {
             let victim = self.map.iter().next().map(|e| *e.key());
             if let Some(victim) = victim {
@@ -108,6 +88,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"one").unwrap();
+        // A version younger than the racy window is never cached: let it age.
+        std::thread::sleep(sft_io::RACY * 2);
         let cache = HashCache::default();
         let file = File::open(&path).unwrap();
         let first = cache.lookup(&file).unwrap();

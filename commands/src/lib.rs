@@ -23,12 +23,14 @@ pub mod mkdir;
 mod registry;
 pub mod sandbox;
 pub mod send;
+mod slots;
 pub mod stat;
 
 pub use command::{BoxFuture, Command, CommandError};
-pub use context::{Buffers, Context, Limits, Reader, Stats, Writer};
+pub use context::{Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, Writer};
 pub use registry::Registry;
 pub use sandbox::Root;
+pub use slots::{Slot, UploadSlots};
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`).
 pub fn builtins() -> Registry {

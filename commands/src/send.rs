@@ -143,6 +143,8 @@ impl Command for Send {
                 }
             }
             let integrity = integrity(&args)?;
+            // Held until the upload ends: past the bound, `busy` before any go-ahead.
+            let _slot = ctx.limits.upload_slot()?;
             let root = ctx.root.clone();
             let (overwrite, size, resume) = (args.overwrite, args.size, args.resume);
             let (key, hashed) = (integrity.key.clone(), integrity.hashed);
@@ -165,7 +167,7 @@ impl Command for Send {
             ctx.flush().await.map_err(CommandError::Abort)?;
 
             let stats = &mut ctx.stats;
-            let stall = ctx.limits.stall_timeout;
+            let stall = &mut ctx.limits.body_pace();
             let body = size - offset;
             let received =
                 stream_to_file(&mut *ctx.reader, Sink { file, hasher }, body, stall, |n| {
@@ -260,6 +262,7 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
     if ctx.limits.read_only {
         return Err(WireError::new(ErrorCode::ReadOnly, "this server is read-only").into());
     }
+    let _slot = ctx.limits.upload_slot()?;
     let root = ctx.root.clone();
     let overwrite = args.overwrite;
     let (target, staged, file) = spawn_blocking(move || {

@@ -1,6 +1,6 @@
 //! Command-line configuration (structopt).
 
-use sft_commands::Limits;
+use sft_commands::{Limits, UploadSlots};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -78,6 +78,16 @@ pub struct Config {
     #[structopt(long, default_value = "60")]
     pub stall_timeout: u64,
 
+    /// Abort a transfer that, once older than --stall-timeout, has averaged fewer than this
+    /// many bytes a second (either direction; 0: no minimum). Stops a client that trickles a
+    /// byte now and then to hold a connection; far below any real link.
+    #[structopt(long, default_value = "256")]
+    pub min_rate: u64,
+
+    /// Most uploads received at once, server-wide; one more gets a `busy` error.
+    #[structopt(long, default_value = "128")]
+    pub max_uploads: usize,
+
     /// Keep interrupted uploads (for `sft send --continue`) this many seconds.
     #[structopt(long, default_value = "86400")]
     pub partial_ttl: u64,
@@ -109,6 +119,8 @@ impl Config {
             max_upload_bytes: self.max_upload_bytes,
             read_only: self.read_only,
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
+            min_rate: self.min_rate,
+            uploads: UploadSlots::new(self.max_uploads),
             partial_ttl: Duration::from_secs(self.partial_ttl),
         }
     }

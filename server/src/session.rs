@@ -11,7 +11,7 @@ use async_std::io::timeout;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
 use futures::{AsyncBufReadExt, AsyncWriteExt, FutureExt};
-use sft_commands::{Buffers, CommandError, Context, Limits, Registry, Root};
+use sft_commands::{Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
@@ -142,7 +142,9 @@ async fn serve(
     let info = &registration.info;
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::with_capacity(IO_BUFFER, stream.clone());
-    let mut writer = BufWriter::with_capacity(IO_BUFFER, stream);
+    // Every write to the client keeps the pace rules, replies and flushes included.
+    let paced = PacedWrite::new(stream, shared.limits.pace());
+    let mut writer = BufWriter::with_capacity(IO_BUFFER, paced);
     let mut line = Vec::with_capacity(256);
     let mut scratch = Vec::with_capacity(256);
     let mut buffers = Buffers::default();
@@ -191,6 +193,7 @@ async fn serve(
         }
 
         let started = Instant::now();
+        writer.get_mut().pace_mut().restart();
         let request = match decode_request(&line) {
             Ok(r) => r,
             Err(err) => {
