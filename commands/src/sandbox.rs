@@ -114,8 +114,8 @@ impl Root {
 
     /// Removes every file in the staging area (uploads that can no longer complete).
     pub fn clean_staging(&self) -> io::Result<usize> {
-        match self.existing_reserved()? {
-            Some(reserved) => clean_dir(&reserved.staging_fd),
+        match self.existing_reserved(STAGING_DIR)? {
+            Some(staging_fd) => clean_dir(&staging_fd),
             None => Ok(0),
         }
     }
@@ -224,10 +224,10 @@ impl Root {
         ttl: std::time::Duration,
         max_total: Option<u64>,
     ) -> io::Result<usize> {
-        let Some(reserved) = self.existing_reserved()? else {
+        let Some(partial_fd) = self.existing_reserved(PARTIAL_DIR)? else {
             return Ok(0);
         };
-        let partial_fd = &*reserved.partial_fd;
+        let partial_fd = &*partial_fd;
         let now = std::time::SystemTime::now();
         let mut kept = Vec::new();
         let mut removed = 0;

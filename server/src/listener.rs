@@ -60,8 +60,9 @@ impl Server {
     /// Binds the listening socket, then opens the served root.
     ///
     /// Binding comes first, so that a server that cannot listen touches nothing. Opening the
-    /// root only reads; a writable server then removes expired partial uploads (if any exist),
-    /// while a `--read-only` one never writes at all.
+    /// root only reads; a writable server then removes what a crash or an earlier run left in
+    /// its reserved folder, if one exists (staging debris, expired partial uploads), while a
+    /// `--read-only` one never writes at all.
     pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
@@ -79,6 +80,7 @@ impl Server {
         let root = task::spawn_blocking(move || {
             let root = Root::open(&dir)?;
             if !read_only {
+                root.clean_staging()?;
                 root.expire_partials(ttl, max)?;
             }
             Ok::<_, io::Error>(root)

@@ -98,41 +98,44 @@ impl RootHandle {
     }
 
     /// The server's own folders, created if missing (the first time an upload needs them).
-    /// The first call also returns whether staging debris should now be cleaned.
-    pub(crate) fn reserved(&self) -> io::Result<(Arc<Reserved>, bool)> {
+    /// The first time, staging debris a crash left is removed — before any upload of this
+    /// server can stage a file there.
+    pub(crate) fn reserved(&self) -> io::Result<Arc<Reserved>> {
         let mut slot = self.reserved.lock().expect("not poisoned");
         if let Some(reserved) = &*slot {
-            return Ok((Arc::clone(reserved), false));
+            return Ok(Arc::clone(reserved));
         }
-        let reserved = Arc::new(self.open_reserved(true)?.expect("created"));
+        let reserved = Arc::new(self.create_reserved()?);
+        super::clean_dir(&reserved.staging_fd)?;
         *slot = Some(Arc::clone(&reserved));
-        Ok((reserved, true))
+        Ok(reserved)
     }
 
-    /// The server's own folders if they exist already; never creates anything.
-    pub(crate) fn existing_reserved(&self) -> io::Result<Option<Arc<Reserved>>> {
+    /// The server's own folder `.sft/<sub>` (`tmp` or `partial`) if it exists already; never
+    /// creates anything.
+    pub(crate) fn existing(&self, sub: &str) -> io::Result<Option<Arc<OwnedFd>>> {
         if let Some(reserved) = &*self.reserved.lock().expect("not poisoned") {
-            return Ok(Some(Arc::clone(reserved)));
+            let fd = match sub {
+                STAGING_DIR => &reserved.staging_fd,
+                _ => &reserved.partial_fd,
+            };
+            return Ok(Some(Arc::clone(fd)));
         }
-        Ok(self.open_reserved(false)?.map(Arc::new))
-    }
-
-    fn open_reserved(&self, create: bool) -> io::Result<Option<Reserved>> {
-        let Some(top) = open_dir(&self.fd, RESERVED_DIR, create)? else {
+        let Some(top) = open_dir(&self.fd, RESERVED_DIR, false)? else {
             return Ok(None);
         };
+        Ok(open_dir(&top, sub, false)?.map(Arc::new))
+    }
+
+    fn create_reserved(&self) -> io::Result<Reserved> {
+        let top = open_dir(&self.fd, RESERVED_DIR, true)?.expect("created");
         *self.reserved_id.lock().expect("not poisoned") =
             Some(FileId::of(&rfs::fstat(&top).map_err(errno)?));
-        let (Some(staging), Some(partial)) = (
-            open_dir(&top, STAGING_DIR, create)?,
-            open_dir(&top, PARTIAL_DIR, create)?,
-        ) else {
-            return Ok(None);
-        };
-        Ok(Some(Reserved {
-            staging_fd: Arc::new(staging),
-            partial_fd: Arc::new(partial),
-        }))
+        let sub = |name| open_dir(&top, name, true).map(|fd| Arc::new(fd.expect("created")));
+        Ok(Reserved {
+            staging_fd: sub(STAGING_DIR)?,
+            partial_fd: sub(PARTIAL_DIR)?,
+        })
     }
 
     /// Whether the folder at `dir` is no longer this handle's: the handle's folder was deleted
@@ -202,12 +205,11 @@ impl super::Root {
                 let mut slot = inner.handle.write().expect("not poisoned");
                 if Arc::ptr_eq(&slot, seen) {
                     *slot = Arc::new(fresh);
-                    let was = if inner.vanished.swap(false, Ordering::Relaxed) {
-                        "returned"
+                    if inner.vanished.swap(false, Ordering::Relaxed) {
+                        log::info!(root:% = inner.dir.display(); "the served folder is back: serving it again");
                     } else {
-                        "was replaced"
-                    };
-                    log::warn!(root:% = inner.dir.display(); "the served folder {was}: serving the folder now at its path");
+                        log::warn!(root:% = inner.dir.display(); "the served folder was replaced: serving the folder now at its path");
+                    }
                 }
                 true
             }
@@ -223,15 +225,11 @@ impl super::Root {
     /// The server's own folders, created on first use (never by a read-only server, which
     /// never stages an upload). Staging debris that a crash left is removed the first time.
     pub(crate) fn reserved(&self) -> io::Result<Arc<Reserved>> {
-        let (reserved, fresh) = self.handle().reserved()?;
-        if fresh {
-            super::clean_dir(&reserved.staging_fd)?;
-        }
-        Ok(reserved)
+        self.handle().reserved()
     }
 
-    /// The server's own folders if they exist; never creates anything.
-    pub(crate) fn existing_reserved(&self) -> io::Result<Option<Arc<Reserved>>> {
-        self.handle().existing_reserved()
+    /// The server's own folder `.sft/<sub>` if it exists; never creates anything.
+    pub(crate) fn existing_reserved(&self, sub: &str) -> io::Result<Option<Arc<OwnedFd>>> {
+        self.handle().existing(sub)
     }
 }
