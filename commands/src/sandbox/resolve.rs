@@ -192,20 +192,23 @@ impl Root {
     /// back, tries once more.
     fn resolve(&self, rp: &RemotePath, last_mode: Last) -> Result<Resolved, WireError> {
         let handle = self.handle();
-        match Self::resolve_in(&self.inner.dir, handle, rp, last_mode) {
-            Err(e) if e.code == ErrorCode::NotFound => match self.recheck_after_miss() {
-                Some(handle) => Self::resolve_in(&self.inner.dir, handle, rp, last_mode),
+        match Self::resolve_in(&self.inner.dir, Arc::clone(&handle), rp, last_mode) {
+            Err(e) if e.code == ErrorCode::NotFound => match self.recheck_after_miss(&handle) {
+                Some(fresh) => Self::resolve_in(&self.inner.dir, fresh, rp, last_mode),
                 None => Err(e),
             },
             result => result,
         }
     }
 
-    /// After a lookup found nothing: a fresh handle if the root was replaced.
-    fn recheck_after_miss(&self) -> Option<Arc<RootHandle>> {
-        let seen = Arc::clone(&self.inner.handle.read().expect("not poisoned"));
-        self.recheck(&seen)
-            .then(|| Arc::clone(&self.inner.handle.read().expect("not poisoned")))
+    /// After a lookup from `used` found nothing: a newer handle if the root was replaced.
+    fn recheck_after_miss(&self, used: &Arc<RootHandle>) -> Option<Arc<RootHandle>> {
+        let current = || Arc::clone(&self.inner.handle.read().expect("not poisoned"));
+        let now = current();
+        if !Arc::ptr_eq(&now, used) {
+            return Some(now);
+        }
+        self.recheck(used).then(current)
     }
 
     /// The component-by-component walk from `handle`'s root folder (at `dir`).
