@@ -9,23 +9,30 @@
 //! < {"end":true,"count":3,"skipped":0}
 //! ```
 //!
-//! The walk is incremental, so a huge tree streams: an explicit stack of open folders, at most
-//! [`MAX_LIST_DEPTH`] deep, is advanced one bounded batch at a time on the blocking pool, and
-//! each batch is written out before the next is read. Symlinks are reported as symlinks and never
-//! followed while descending; the listed folder itself is resolved through the sandbox.
+//! The walk is incremental, so a huge tree streams: an explicit stack of open folder handles, at
+//! most [`MAX_LIST_DEPTH`] deep (so at most that many descriptors per listing), is advanced one
+//! bounded batch at a time on the blocking pool, and each batch is written out before the next
+//! is read. The listed folder itself is resolved and opened through the sandbox; from there the
+//! walk only ever uses handles: entries are read from the open folder, described with
+//! `fstatat(folder, name, AT_SYMLINK_NOFOLLOW)`, and a sub-folder is opened with
+//! `openat(folder, name, O_NOFOLLOW | O_DIRECTORY)`. A folder swapped for a symlink meanwhile is
+//! reported as it is now or fails to open; it is never followed, so nothing outside the root is
+//! ever listed. Symlinks are reported as symlinks. The server's reserved folder is left out by
+//! identity (device and inode), partial downloads by name.
 
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::describe;
-use crate::sandbox::{io_error, Root};
+use crate::sandbox::{io_error, is_partial_download, FileId, Root};
 use async_std::task::spawn_blocking;
 use futures::AsyncWriteExt;
+use rustix::fs::{self as rfs, AtFlags, Dir, Mode, OFlags};
 use sft_protocol::body::encode_line;
 use sft_protocol::limits::{MAX_HEADER_LEN, MAX_LIST_DEPTH};
 use sft_protocol::verbs::{Kind, ListEnd, ListReply, ListRequest, StreamFormat, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
-use std::fs;
-use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 /// Entries examined per trip to the blocking pool.
 const BATCH_ENTRIES: usize = 256;
@@ -100,7 +107,8 @@ impl Command for List {
 /// One open folder of the walk.
 #[derive(Debug)]
 struct Level {
-    dir: fs::ReadDir,
+    /// The folder, open; entries are read from it and described relative to it.
+    dir: Dir,
     /// Its path relative to the listed folder, with a trailing `/` (empty for the folder itself).
     prefix: String,
     /// Level of its entries: 1 for the listed folder's own.
@@ -110,7 +118,8 @@ struct Level {
 /// A walk in progress. It moves to the blocking pool for each batch and back.
 #[derive(Debug)]
 struct Walk {
-    root: Root,
+    /// The server's reserved folder, left out wherever it shows up.
+    reserved: Option<FileId>,
     /// The listed folder as the client named it (normalized), for messages.
     shown: String,
     recursive: bool,
@@ -123,13 +132,16 @@ impl Walk {
     /// Opens the listed folder: it must exist inside the root and be a folder.
     fn open(root: Root, rp: &sft_protocol::RemotePath, recursive: bool) -> Result<Walk, WireError> {
         let shown = rp.to_string();
-        let real = root.locate(rp)?;
-        if !real.is_dir() {
-            return Err(WireError::bad_request(format!("{shown} is not a folder")));
+        let folder = root.open_folder(rp)?;
+        let reserved = root.reserved_id();
+        // The root's own handle is shared: read entries from a handle of this walk's own.
+        let dir = match Arc::try_unwrap(folder.into_fd()) {
+            Ok(fd) => Dir::new(fd),
+            Err(shared) => Dir::read_from(&*shared),
         }
-        let dir = fs::read_dir(&real).map_err(|e| io_error(&shown, &e))?;
+        .map_err(|e| io_error(&shown, &e.into()))?;
         Ok(Walk {
-            root,
+            reserved,
             shown,
             recursive,
             stack: vec![Level {
@@ -159,7 +171,7 @@ impl Walk {
             let Some(level) = self.stack.last_mut() else {
                 return Ok(true);
             };
-            let dirent = match level.dir.next() {
+            let dirent = match level.dir.read() {
                 None => {
                     self.stack.pop();
                     continue;
@@ -167,51 +179,63 @@ impl Walk {
                 Some(Ok(dirent)) => dirent,
                 Some(Err(e)) => {
                     let rel = level.prefix.trim_end_matches('/');
-                    return Err(io_error(&Self::at(&self.shown, rel), &e));
+                    return Err(io_error(&Self::at(&self.shown, rel), &e.into()));
                 }
             };
-            examined += 1;
-            let real = dirent.path();
-            if self.root.is_hidden(&real) {
+            let raw = dirent.file_name();
+            if raw.to_bytes() == b"." || raw.to_bytes() == b".." {
                 continue;
             }
-            let Ok(name) = dirent.file_name().into_string() else {
+            examined += 1;
+            let Ok(name) = raw.to_str() else {
                 self.skipped += 1;
                 continue;
             };
-            let name = format!("{}{name}", level.prefix);
-            let depth = level.depth;
-            // `DirEntry::metadata` does not follow symlinks.
-            let meta = match dirent.metadata() {
-                Ok(meta) => meta,
+            if is_partial_download(name) {
+                continue;
+            }
+            let folder = level.dir.fd().expect("an open folder has a handle");
+            let st = match rfs::statat(folder, raw, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
                 // Removed since the folder was read: it is no longer there to list.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(rustix::io::Errno::NOENT) => continue,
                 Err(_) => {
                     self.skipped += 1;
                     continue;
                 }
             };
-            let mut entry = describe(name, &meta);
+            if self.reserved == Some(FileId::of(&st)) {
+                continue;
+            }
+            let mut entry = describe(format!("{}{name}", level.prefix), &st);
             let mut descend = None;
             if self.recursive && entry.kind == Kind::Folder {
-                if depth >= MAX_LIST_DEPTH {
+                if level.depth >= MAX_LIST_DEPTH {
                     entry.error = Some(WireError::new(
                         ErrorCode::TooLarge,
                         format!("deeper than {MAX_LIST_DEPTH} levels: contents not listed"),
                     ));
                 } else {
-                    match fs::read_dir(&real) {
-                        Ok(dir) => {
-                            descend = Some(Level {
-                                dir,
-                                prefix: format!("{}/", entry.name),
-                                depth: depth + 1,
-                            })
-                        }
-                        Err(e) => {
-                            entry.error = Some(io_error(&Self::at(&self.shown, &entry.name), &e))
-                        }
-                    }
+                    let at = || Self::at(&self.shown, &entry.name);
+                    let outcome = match open_subfolder(folder, raw, FileId::of(&st)) {
+                        Ok(fd) => match Dir::new(fd) {
+                            Ok(dir) => {
+                                descend = Some(Level {
+                                    dir,
+                                    prefix: format!("{}/", entry.name),
+                                    depth: level.depth + 1,
+                                });
+                                None
+                            }
+                            Err(e) => Some(io_error(&at(), &e.into())),
+                        },
+                        Err(Swapped) => Some(WireError::new(
+                            ErrorCode::NotFound,
+                            format!("{} changed while it was being listed", at()),
+                        )),
+                        Err(Failed(e)) => Some(io_error(&at(), &e.into())),
+                    };
+                    entry.error = outcome;
                 }
             }
             match encode_line(&entry, out) {
@@ -228,12 +252,41 @@ impl Walk {
     }
 }
 
+/// Why a sub-folder could not be descended into.
+enum OpenError {
+    /// It is no longer the folder that was described (replaced, or swapped for a symlink).
+    Swapped,
+    /// It could not be opened.
+    Failed(rustix::io::Errno),
+}
+use OpenError::{Failed, Swapped};
+
+/// Opens the sub-folder `name` of `folder`, which was described as `id`: never through a
+/// symlink, and only if it is still that folder.
+fn open_subfolder(
+    folder: impl std::os::fd::AsFd,
+    name: &std::ffi::CStr,
+    id: FileId,
+) -> Result<OwnedFd, OpenError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(folder, name, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT => Swapped,
+        e => Failed(e),
+    })?;
+    match rfs::fstat(&fd) {
+        Ok(st) if FileId::of(&st) == id => Ok(fd),
+        Ok(_) => Err(Swapped),
+        Err(e) => Err(Failed(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use sft_protocol::body::{decode_stream_line, StreamLine};
     use sft_protocol::verbs::Entry;
     use std::collections::BTreeMap;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     fn walk_all(root: &Root, path: &str, recursive: bool) -> (BTreeMap<String, Entry>, Walk) {

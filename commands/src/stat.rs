@@ -6,8 +6,10 @@
 //! ```
 //!
 //! A symlink named by the last component is described, not followed (like `LIST`); symlinks in
-//! the folders leading to it are followed while they stay inside the root. The entry's optional
-//! `blake3` field is left out: this server does not hash files yet.
+//! the folders leading to it are followed while they stay inside the root. The entry is read
+//! with `fstatat` relative to the handle of the folder holding it, never by path, so a folder
+//! swapped for a symlink meanwhile cannot make it describe something outside the root. A
+//! regular file's `blake3` hash is included unless the request says `"hash":false`.
 
 use crate::body::hash_prefix;
 use crate::command::{BoxFuture, Command, CommandError};
@@ -17,7 +19,6 @@ use crate::sandbox::{io_error, Root};
 use async_std::task::spawn_blocking;
 use sft_protocol::verbs::{StatReply, StatRequest, Verb};
 use sft_protocol::{RemotePath, Request, WireError};
-use std::fs;
 
 /// The `STAT` handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,10 +59,9 @@ impl Command for Stat {
             let root = ctx.root.clone();
             let want_hash = args.hash;
             let entry = spawn_blocking(move || {
-                let real = root.locate_entry(&rp)?;
-                let meta = fs::symlink_metadata(&real).map_err(|e| io_error(&shown, &e))?;
-                let mut entry = describe(shown.clone(), &meta);
-                if want_hash && meta.is_file() {
+                let st = root.stat_entry(&rp)?;
+                let mut entry = describe(shown.clone(), &st);
+                if want_hash && entry.kind == sft_protocol::verbs::Kind::File {
                     entry.blake3 = Some(file_hash(&root, &rp, &shown)?.to_hex().to_string());
                 }
                 Ok::<_, WireError>(entry)

@@ -57,24 +57,36 @@ fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
 }
 
 impl Server {
-    /// Opens the served root and binds the listening socket.
+    /// Binds the listening socket, then opens the served root.
+    ///
+    /// Binding comes first, so that a server that cannot listen touches nothing. Opening the
+    /// root only reads; a writable server then removes what a crash or an earlier run left in
+    /// its reserved folder, if one exists (staging debris, expired partial uploads), while a
+    /// `--read-only` one never writes at all.
     pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
-        let dir = config.root.clone();
-        let limits = config.limits();
-        let (ttl, max) = (limits.partial_ttl, limits.max_upload_bytes);
-        let root = task::spawn_blocking(move || {
-            let root = Root::open(&dir)?;
-            root.expire_partials(ttl, max)?;
-            Ok::<_, io::Error>(root)
-        })
-        .await
-        .map_err(context(format!("cannot serve {}", config.root.display())))?;
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .map_err(context(format!(
                 "cannot listen on {}:{}",
                 config.host, config.port
             )))?;
+        let dir = config.root.clone();
+        let limits = config.limits();
+        let (ttl, max, read_only) = (
+            limits.partial_ttl,
+            limits.max_upload_bytes,
+            limits.read_only,
+        );
+        let root = task::spawn_blocking(move || {
+            let root = Root::open(&dir)?;
+            if !read_only {
+                root.clean_staging()?;
+                root.expire_partials(ttl, max)?;
+            }
+            Ok::<_, io::Error>(root)
+        })
+        .await
+        .map_err(context(format!("cannot serve {}", config.root.display())))?;
         let addr = listener.local_addr()?;
         log::info!(
             addr:% = addr, root:% = root.dir().display(), verbs = registry.verbs().join(",");
@@ -116,7 +128,9 @@ impl Server {
     pub async fn run(self) -> io::Result<()> {
         // Every session task holds a clone of `done_tx`; when all are dropped, `recv` fails.
         let (done_tx, done_rx) = channel::bounded::<()>(1);
-        let janitor = task::spawn(expire_partials_periodically(self.shared.clone()));
+        // A read-only server never writes, not even to expire partials a writable one left.
+        let janitor = (!self.shared.limits.read_only)
+            .then(|| task::spawn(expire_partials_periodically(self.shared.clone())));
         let mut backoff = Duration::ZERO;
         loop {
             let accepted = futures::select_biased! {
@@ -142,7 +156,9 @@ impl Server {
             }
         }
         drop(self.listener);
-        janitor.cancel().await;
+        if let Some(janitor) = janitor {
+            janitor.cancel().await;
+        }
         let live = self.sessions.len();
         log::info!(sessions = live; "shutting down: no new connections; waiting for sessions to finish");
         self.sessions.broadcast(Mail::Stop);

@@ -1,0 +1,235 @@
+//! The open handle on the served root, the identity of its reserved folder, and what happens
+//! when the root vanishes.
+//!
+//! Opening the root only reads: the reserved folder `.sft/` and its sub-folders are created the
+//! first time an upload needs them ([`RootHandle::reserved`]), so a read-only server never
+//! writes, and a start-up that fails leaves nothing behind.
+//!
+//! A root deleted (or replaced) while the server runs is noticed by [`RootHandle::moved`]: the
+//! handle's link count drops to zero, or the configured path now names another folder. The
+//! caller then opens the folder found at the path, if any, and serves it from then on.
+
+use super::{errno, PARTIAL_DIR, RESERVED_DIR, STAGING_DIR};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Flags for opening a folder: never through a symlink, never inherited by children.
+pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// What makes a file-system object itself, whatever its names: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the object `st` describes.
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    pub(crate) fn of(st: &rfs::Stat) -> FileId {
+        FileId {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+        }
+    }
+}
+
+/// The server's own folders inside `.sft/`, open.
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    /// `.sft/tmp/`: uploads being received.
+    pub(crate) staging_fd: Arc<OwnedFd>,
+    /// `.sft/partial/`: interrupted uploads kept for a resume.
+    pub(crate) partial_fd: Arc<OwnedFd>,
+}
+
+/// One opening of the served root. Replaced as a whole when the root vanishes and returns.
+#[derive(Debug)]
+pub(crate) struct RootHandle {
+    /// The root folder, open.
+    pub(crate) fd: Arc<OwnedFd>,
+    id: FileId,
+    /// The identity of `.sft/` once it is known (it may not exist yet).
+    reserved_id: Mutex<Option<FileId>>,
+    /// `.sft/` and its sub-folders, once an upload needed them.
+    reserved: Mutex<Option<Arc<Reserved>>>,
+}
+
+impl RootHandle {
+    /// Opens the folder at `dir` (a canonical path). Reads only.
+    pub(crate) fn open(dir: &Path) -> io::Result<RootHandle> {
+        let fd = rfs::open(dir, DIR_FLAGS, Mode::empty()).map_err(|e| {
+            let e = errno(e);
+            io::Error::new(
+                e.kind(),
+                format!("{} is not an accessible folder: {e}", dir.display()),
+            )
+        })?;
+        let id = FileId::of(&rfs::fstat(&fd).map_err(errno)?);
+        let reserved_id = match rfs::statat(&fd, RESERVED_DIR, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                Some(FileId::of(&st))
+            }
+            _ => None,
+        };
+        Ok(RootHandle {
+            fd: Arc::new(fd),
+            id,
+            reserved_id: Mutex::new(reserved_id),
+            reserved: Mutex::new(None),
+        })
+    }
+
+    /// Whether `st` describes the reserved folder `.sft/` of this root.
+    pub(crate) fn is_reserved(&self, st: &rfs::Stat) -> bool {
+        *self.reserved_id.lock().expect("not poisoned") == Some(FileId::of(st))
+    }
+
+    /// The identity of `.sft/`, if it exists.
+    pub(crate) fn reserved_id(&self) -> Option<FileId> {
+        *self.reserved_id.lock().expect("not poisoned")
+    }
+
+    /// The server's own folders, created if missing (the first time an upload needs them).
+    /// The first time, staging debris a crash left is removed — before any upload of this
+    /// server can stage a file there.
+    pub(crate) fn reserved(&self) -> io::Result<Arc<Reserved>> {
+        let mut slot = self.reserved.lock().expect("not poisoned");
+        if let Some(reserved) = &*slot {
+            return Ok(Arc::clone(reserved));
+        }
+        let reserved = Arc::new(self.create_reserved()?);
+        super::clean_dir(&reserved.staging_fd)?;
+        *slot = Some(Arc::clone(&reserved));
+        Ok(reserved)
+    }
+
+    /// The server's own folder `.sft/<sub>` (`tmp` or `partial`) if it exists already; never
+    /// creates anything.
+    pub(crate) fn existing(&self, sub: &str) -> io::Result<Option<Arc<OwnedFd>>> {
+        if let Some(reserved) = &*self.reserved.lock().expect("not poisoned") {
+            let fd = match sub {
+                STAGING_DIR => &reserved.staging_fd,
+                _ => &reserved.partial_fd,
+            };
+            return Ok(Some(Arc::clone(fd)));
+        }
+        let Some(top) = open_dir(&self.fd, RESERVED_DIR, false)? else {
+            return Ok(None);
+        };
+        Ok(open_dir(&top, sub, false)?.map(Arc::new))
+    }
+
+    fn create_reserved(&self) -> io::Result<Reserved> {
+        let top = open_dir(&self.fd, RESERVED_DIR, true)?.expect("created");
+        *self.reserved_id.lock().expect("not poisoned") =
+            Some(FileId::of(&rfs::fstat(&top).map_err(errno)?));
+        let sub = |name| open_dir(&top, name, true).map(|fd| Arc::new(fd.expect("created")));
+        Ok(Reserved {
+            staging_fd: sub(STAGING_DIR)?,
+            partial_fd: sub(PARTIAL_DIR)?,
+        })
+    }
+
+    /// Whether the folder at `dir` is no longer this handle's: the handle's folder was deleted
+    /// (no links left) or the path now names another object (or nothing).
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    pub(crate) fn moved(&self, dir: &Path) -> bool {
+        let deleted = rfs::fstat(&*self.fd).map_or(true, |st| st.st_nlink as u64 == 0);
+        deleted || rfs::stat(dir).map_or(true, |st| FileId::of(&st) != self.id)
+    }
+}
+
+/// Opens folder `name` in `dir`, creating it first if `create` (owner-only); `None` if it is
+/// missing and not to be created. A symlink there is refused.
+fn open_dir(dir: &OwnedFd, name: &str, create: bool) -> io::Result<Option<OwnedFd>> {
+    if create {
+        match rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    match rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) if !create => Ok(None),
+        Err(e) => {
+            let e = errno(e);
+            Err(io::Error::new(
+                e.kind(),
+                format!("cannot open the server's folder {name} (is it a symlink?): {e}"),
+            ))
+        }
+    }
+}
+
+/// How often, at most, a resolution checks on its own whether the root vanished (a failed
+/// lookup checks at once).
+const CHECK_EVERY_MS: u64 = 1000;
+
+impl super::Root {
+    /// The root's current handle; checks now and then whether the root vanished.
+    pub(crate) fn handle(&self) -> Arc<RootHandle> {
+        let inner = &self.inner;
+        let handle = Arc::clone(&inner.handle.read().expect("not poisoned"));
+        let now = inner.opened.elapsed().as_millis() as u64;
+        let last = inner.checked_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= CHECK_EVERY_MS
+            && inner
+                .checked_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            && self.recheck(&handle)
+        {
+            return Arc::clone(&inner.handle.read().expect("not poisoned"));
+        }
+        handle
+    }
+
+    /// Checks whether the root behind `seen` vanished; if a folder is back at the configured
+    /// path, serves it from now on. Returns whether a new handle is in place. Logs once when
+    /// the root goes and once when it returns.
+    pub(crate) fn recheck(&self, seen: &Arc<RootHandle>) -> bool {
+        let inner = &self.inner;
+        if !seen.moved(&inner.dir) {
+            return false;
+        }
+        match RootHandle::open(&inner.dir) {
+            Ok(fresh) if !fresh.moved(&inner.dir) => {
+                let mut slot = inner.handle.write().expect("not poisoned");
+                if Arc::ptr_eq(&slot, seen) {
+                    *slot = Arc::new(fresh);
+                    if inner.vanished.swap(false, Ordering::Relaxed) {
+                        log::info!(root:% = inner.dir.display(); "the served folder is back: serving it again");
+                    } else {
+                        log::warn!(root:% = inner.dir.display(); "the served folder was replaced: serving the folder now at its path");
+                    }
+                }
+                true
+            }
+            _ => {
+                if !inner.vanished.swap(true, Ordering::Relaxed) {
+                    log::warn!(root:% = inner.dir.display(); "the served folder vanished: requests fail until a folder is back at its path");
+                }
+                false
+            }
+        }
+    }
+
+    /// The server's own folders, created on first use (never by a read-only server, which
+    /// never stages an upload). Staging debris that a crash left is removed the first time.
+    pub(crate) fn reserved(&self) -> io::Result<Arc<Reserved>> {
+        self.handle().reserved()
+    }
+
+    /// The server's own folder `.sft/<sub>` if it exists; never creates anything.
+    pub(crate) fn existing_reserved(&self, sub: &str) -> io::Result<Option<Arc<OwnedFd>>> {
+        self.handle().existing(sub)
+    }
+}
