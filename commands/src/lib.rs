@@ -23,6 +23,7 @@ pub mod mkdir;
 mod registry;
 pub mod sandbox;
 pub mod send;
+mod staging;
 pub mod stat;
 
 pub use command::{BoxFuture, Command, CommandError};
