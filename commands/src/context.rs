@@ -1,4 +1,5 @@
 use crate::sandbox::Root;
+use crate::staging::PartialLimits;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
 use futures::AsyncWriteExt;
@@ -23,6 +24,8 @@ pub struct Limits {
     pub stall_timeout: Duration,
     /// Interrupted uploads are kept this long for a resume.
     pub partial_ttl: Duration,
+    /// Most interrupted uploads kept at once (the oldest go first).
+    pub max_partials: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +35,19 @@ impl Default for Limits {
             read_only: false,
             stall_timeout: Duration::from_secs(60),
             partial_ttl: Duration::from_secs(24 * 3600),
+            max_partials: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// What may be kept of interrupted uploads: for `--partial-ttl`, at most `--max-partials`
+    /// of them, together at most `--max-upload-bytes`.
+    pub fn partials(&self) -> PartialLimits {
+        PartialLimits {
+            ttl: self.partial_ttl,
+            max_count: self.max_partials,
+            max_bytes: self.max_upload_bytes,
         }
     }
 }

@@ -23,13 +23,14 @@ pub mod mkdir;
 mod registry;
 pub mod sandbox;
 pub mod send;
-mod staging;
+pub mod staging;
 pub mod stat;
 
 pub use command::{BoxFuture, Command, CommandError};
 pub use context::{Buffers, Context, Limits, Reader, Stats, Writer};
 pub use registry::Registry;
 pub use sandbox::Root;
+pub use staging::PartialLimits;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`).
 pub fn builtins() -> Registry {

@@ -180,16 +180,9 @@ impl Command for Send {
                     let held = offset + ctx.stats.bytes_in;
                     if let Some(sink) = sink {
                         drop(sink.file);
-                        if guard.keep(staged, held, sink.hasher) {
-                            let (root, ttl, max) = (
-                                ctx.root.clone(),
-                                ctx.limits.partial_ttl,
-                                ctx.limits.max_upload_bytes,
-                            );
-                            spawn_blocking(move || root.expire_partials(ttl, max))
-                                .await
-                                .ok();
-                        }
+                        let limits = ctx.limits.partials();
+                        spawn_blocking(move || guard.keep(staged, held, sink.hasher, &limits))
+                            .await;
                     }
                     return Err(CommandError::Abort(e));
                 }
@@ -211,7 +204,8 @@ impl Command for Send {
                     Err(CommandError::Abort(e)) => {
                         // Every byte arrived but not the hash: the partial can still finish.
                         if let Ok(hasher) = stored {
-                            guard.keep(staged, size, hasher);
+                            let limits = ctx.limits.partials();
+                            spawn_blocking(move || guard.keep(staged, size, hasher, &limits)).await;
                         }
                         return Err(CommandError::Abort(e));
                     }

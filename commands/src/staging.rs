@@ -2,6 +2,12 @@
 //! `.sft/tmp/` (removed if the upload fails) and resumable *partials* in `.sft/partial/` (kept
 //! when an upload breaks off, so that it can be continued, until they expire).
 //!
+//! Partials cost little however many clients abandon uploads: an empty one is never kept, at
+//! most `--max-partials` are (together at most `--max-upload-bytes`), and what expiry needs —
+//! each kept partial's size and age — is held in memory ([`KeptIndex`]), read from the folder
+//! once at start-up and updated as partials are kept, resumed and removed, so keeping one costs
+//! `O(log n)`, never a scan of the others.
+//!
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
 
@@ -9,12 +15,14 @@ use crate::sandbox::{io_error, open_or_create_dir, Root, Target};
 use dashmap::DashMap;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use sft_protocol::{ErrorCode, RemotePath, WireError};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 const STAGING_DIR: &str = "tmp";
 const PARTIAL_DIR: &str = "partial";
@@ -33,6 +41,66 @@ pub(crate) struct Staging {
     active: DashMap<String, ()>,
     /// The hash state of each kept partial, so resuming need not re-read it.
     hashers: DashMap<String, (u64, blake3::Hasher)>,
+    /// The partials kept for a resume (not those being written).
+    kept: Mutex<KeptIndex>,
+}
+
+/// How many interrupted uploads are kept, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialLimits {
+    /// A partial not resumed for this long is removed.
+    pub ttl: Duration,
+    /// Most partials kept; beyond it the oldest go first.
+    pub max_count: usize,
+    /// Most bytes all partials together hold; beyond it the oldest go first.
+    pub max_bytes: Option<u64>,
+}
+
+/// The kept partials' sizes and ages, oldest first: all that expiry and the caps need, so that
+/// they never read the folder.
+#[derive(Debug, Default)]
+struct KeptIndex {
+    /// Name → (when it was kept, its size).
+    entries: HashMap<String, (SystemTime, u64)>,
+    /// (When kept, name), oldest first.
+    by_age: BTreeSet<(SystemTime, String)>,
+    /// The sum of the sizes.
+    bytes: u64,
+}
+
+impl KeptIndex {
+    fn insert(&mut self, name: String, size: u64, at: SystemTime) {
+        self.remove(&name);
+        self.by_age.insert((at, name.clone()));
+        self.entries.insert(name, (at, size));
+        self.bytes += size;
+    }
+
+    /// Forgets `name` (it is being written again, or it is gone).
+    fn remove(&mut self, name: &str) {
+        if let Some((at, size)) = self.entries.remove(name) {
+            self.by_age.remove(&(at, name.to_owned()));
+            self.bytes -= size;
+        }
+    }
+
+    /// Takes out, oldest first, the partials older than the limits' lifetime and those beyond
+    /// their caps, and returns their names.
+    fn take_over_limits(&mut self, limits: &PartialLimits, now: SystemTime) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some((at, name)) = self.by_age.first() {
+            let expired = now.duration_since(*at).is_ok_and(|age| age > limits.ttl);
+            let over = self.entries.len() > limits.max_count
+                || limits.max_bytes.is_some_and(|max| self.bytes > max);
+            if !expired && !over {
+                break;
+            }
+            let name = name.clone();
+            self.remove(&name);
+            out.push(name);
+        }
+        out
+    }
 }
 
 impl Staging {
@@ -41,6 +109,7 @@ impl Staging {
     pub(crate) fn open(reserved: &OwnedFd, path: &Path) -> io::Result<Staging> {
         let staging_fd = open_or_create_dir(reserved, STAGING_DIR)?;
         let partial_fd = open_or_create_dir(reserved, PARTIAL_DIR)?;
+        let kept = Mutex::new(load_kept(&partial_fd)?);
         Ok(Staging {
             staging: path.join(STAGING_DIR),
             staging_fd: Arc::new(staging_fd),
@@ -49,8 +118,62 @@ impl Staging {
             counter: AtomicU64::new(0),
             active: DashMap::new(),
             hashers: DashMap::new(),
+            kept,
         })
     }
+
+    fn kept(&self) -> MutexGuard<'_, KeptIndex> {
+        // The index is only ever changed by short, panic-free steps: a poisoned lock still
+        // holds a consistent index.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes a partial that is no longer kept.
+    fn remove_partial(&self, name: &str) {
+        let _ = rfs::unlinkat(&*self.partial_fd, name, AtFlags::empty());
+        self.hashers.remove(name);
+    }
+
+    /// Removes the partials beyond `limits`, oldest first; returns how many went.
+    fn enforce(&self, limits: &PartialLimits) -> usize {
+        let victims = self.kept().take_over_limits(limits, SystemTime::now());
+        for name in &victims {
+            self.remove_partial(name);
+        }
+        victims.len()
+    }
+}
+
+/// Reads the partials left in the folder (by an earlier run) into an index, once at start-up,
+/// so that they can still be resumed; empty ones, of no use to a resume, are removed.
+fn load_kept(partial_fd: &OwnedFd) -> io::Result<KeptIndex> {
+    let mut index = KeptIndex::default();
+    for entry in rfs::Dir::read_from(partial_fd).map_err(errno)? {
+        let entry = entry.map_err(errno)?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        let Ok(st) = rfs::statat(partial_fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+            continue;
+        }
+        if st.st_size <= 0 {
+            let _ = rfs::unlinkat(partial_fd, name, AtFlags::empty());
+            continue;
+        }
+        let mtime = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                st.st_mtime.max(0) as u64,
+                st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+            );
+        index.insert(name.to_owned(), st.st_size as u64, mtime);
+    }
+    Ok(index)
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -128,6 +251,8 @@ impl Root {
             root: self.clone(),
             key: key.clone(),
         };
+        // Claimed: it is no longer a kept partial that expiry may remove, but this upload's.
+        self.staging().kept().remove(&key);
         let flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let fd = rfs::openat(
             &*self.staging().partial_fd,
@@ -170,59 +295,11 @@ impl Root {
         })
     }
 
-    /// Removes partials older than `ttl`, then the oldest ones until all partials together take
-    /// at most `max_total` bytes. Partials being written are left alone. Returns how many went.
-    pub fn expire_partials(
-        &self,
-        ttl: std::time::Duration,
-        max_total: Option<u64>,
-    ) -> io::Result<usize> {
-        let now = std::time::SystemTime::now();
-        let mut kept = Vec::new();
-        let mut removed = 0;
-        for entry in rfs::Dir::read_from(&*self.staging().partial_fd).map_err(errno)? {
-            let entry = entry.map_err(errno)?;
-            let Ok(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if name == "." || name == ".." || self.staging().active.contains_key(&name) {
-                continue;
-            }
-            let Ok(st) = rfs::statat(
-                &*self.staging().partial_fd,
-                name.as_str(),
-                AtFlags::SYMLINK_NOFOLLOW,
-            ) else {
-                continue;
-            };
-            let mtime =
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
-            let age = now.duration_since(mtime).unwrap_or_default();
-            if age > ttl {
-                self.drop_partial(&name);
-                removed += 1;
-            } else {
-                kept.push((mtime, st.st_size as u64, name));
-            }
-        }
-        if let Some(max) = max_total {
-            kept.sort();
-            let mut total: u64 = kept.iter().map(|k| k.1).sum();
-            for (_, size, name) in kept {
-                if total <= max {
-                    break;
-                }
-                self.drop_partial(&name);
-                total -= size;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    fn drop_partial(&self, name: &str) {
-        let _ = rfs::unlinkat(&*self.staging().partial_fd, name, AtFlags::empty());
-        self.staging().hashers.remove(name);
+    /// Removes the kept partials older than the limits' lifetime, then the oldest ones while
+    /// more are kept than the limits allow. Partials being written are left alone. Returns how
+    /// many went. Works from the in-memory index: the cost is that of the removals only.
+    pub fn expire_partials(&self, limits: &PartialLimits) -> usize {
+        self.staging().enforce(limits)
     }
 
     /// The folder uploads are staged in before they are renamed into place.
@@ -319,14 +396,27 @@ pub struct UploadGuard {
 impl UploadGuard {
     /// Keeps the interrupted upload in `staged` for a later resume — when it is a resumable
     /// partial — with the hash state of the `len` bytes it holds. Returns whether it was kept.
-    pub fn keep(self, staged: Staged, len: u64, hasher: Option<blake3::Hasher>) -> bool {
+    ///
+    /// An empty partial is never kept (it would save a resume nothing). Keeping one may remove
+    /// the oldest others, to stay within `limits` (blocking: run on the blocking pool).
+    pub fn keep(
+        self,
+        staged: Staged,
+        len: u64,
+        hasher: Option<blake3::Hasher>,
+        limits: &PartialLimits,
+    ) -> bool {
         let Some(guard) = self.partial else {
             return false;
         };
         let Some(hasher) = hasher else { return false };
+        if len == 0 {
+            return false;
+        }
         let mut staged = staged;
         staged.name = None;
-        let hashers = &guard.root.staging().hashers;
+        let staging = guard.root.staging();
+        let hashers = &staging.hashers;
         if hashers.len() >= MAX_SAVED_HASHERS {
             let victim = hashers.iter().next().map(|e| e.key().clone());
             if let Some(victim) = victim {
@@ -334,7 +424,12 @@ impl UploadGuard {
             }
         }
         hashers.insert(guard.key.clone(), (len, hasher));
-        true
+        staging
+            .kept()
+            .insert(guard.key.clone(), len, SystemTime::now());
+        staging.enforce(limits);
+        let still_kept = staging.kept().entries.contains_key(&guard.key);
+        still_kept
     }
 }
 
@@ -448,5 +543,44 @@ mod tests {
         assert_eq!(fs::read_dir(root.staging_dir()).unwrap().count(), 1);
         let again = Root::open(dir.path()).unwrap();
         assert_eq!(fs::read_dir(again.staging_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_index_takes_out_the_oldest_beyond_the_caps() {
+        let mut index = KeptIndex::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        for i in 0..5 {
+            index.insert(format!("p{i}"), 10, t0 + Duration::from_secs(i));
+        }
+        let limits = PartialLimits {
+            ttl: Duration::from_secs(100),
+            max_count: 3,
+            max_bytes: Some(25),
+        };
+        // Two over the count, then one more over the bytes.
+        let now = t0 + Duration::from_secs(10);
+        assert_eq!(index.take_over_limits(&limits, now), ["p0", "p1", "p2"]);
+        assert_eq!((index.entries.len(), index.bytes), (2, 20));
+        let later = t0 + Duration::from_millis(103_500);
+        assert_eq!(index.take_over_limits(&limits, later), ["p3"], "expired");
+        assert_eq!((index.entries.len(), index.bytes), (1, 10));
+    }
+
+    #[test]
+    fn open_finds_kept_partials_and_drops_empty_ones() {
+        let (dir, root) = setup();
+        drop(root);
+        let partials = dir.path().join(".sft/partial");
+        fs::write(partials.join("empty.part"), b"").unwrap();
+        fs::write(partials.join("held.part"), b"abc").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        assert!(!partials.join("empty.part").exists());
+        let none = PartialLimits {
+            ttl: Duration::from_secs(3600),
+            max_count: 0,
+            max_bytes: None,
+        };
+        assert_eq!(root.expire_partials(&none), 1, "the kept one is known");
+        assert!(!partials.join("held.part").exists());
     }
 }

@@ -82,6 +82,11 @@ pub struct Config {
     #[structopt(long, default_value = "86400")]
     pub partial_ttl: u64,
 
+    /// Keep at most this many interrupted uploads; beyond it the oldest is removed (0: keep
+    /// none). Together they also hold at most --max-upload-bytes.
+    #[structopt(long, default_value = "1000")]
+    pub max_partials: usize,
+
     /// Threads running connections (default: one per CPU). One thread answers a lone client
     /// fastest (no hand-offs between threads); more serve many clients at once. File I/O and
     /// hashing of large bodies run on a separate blocking pool either way.
@@ -110,6 +115,7 @@ impl Config {
             read_only: self.read_only,
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
             partial_ttl: Duration::from_secs(self.partial_ttl),
+            max_partials: self.max_partials,
         }
     }
 }
