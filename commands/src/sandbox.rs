@@ -16,7 +16,7 @@
 
 use crate::hashes::HashCache;
 use crate::staging::Staging;
-pub use crate::staging::{Staged, Upload, UploadGuard};
+pub use crate::staging::{Staged, Upload};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use sft_protocol::{normalize, ErrorCode, RemotePath, WireError};
 use std::collections::VecDeque;

@@ -11,6 +11,7 @@
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
 
+use crate::body::{stream_to_file, CopyError, Sink};
 use crate::sandbox::{io_error, open_or_create_dir, Root, Target};
 use dashmap::DashMap;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
@@ -228,10 +229,11 @@ impl Root {
             let (staged, file) = self.stage()?;
             return Ok(Upload {
                 staged,
-                file,
+                file: Some(file),
                 offset: 0,
+                held: 0,
                 hasher: hash.then(blake3::Hasher::new),
-                partial: None,
+                claim: None,
             });
         };
         let key = partial_key(rp, size, key);
@@ -241,10 +243,11 @@ impl Root {
             let (staged, file) = self.stage()?;
             return Ok(Upload {
                 staged,
-                file,
+                file: Some(file),
                 offset: 0,
+                held: 0,
                 hasher: Some(blake3::Hasher::new()),
-                partial: None,
+                claim: None,
             });
         }
         let guard = PartialGuard {
@@ -288,10 +291,11 @@ impl Root {
         };
         Ok(Upload {
             staged,
-            file,
+            file: Some(file),
             offset,
+            held: offset,
             hasher: Some(hasher),
-            partial: Some(guard),
+            claim: Some(guard),
         })
     }
 
@@ -358,64 +362,120 @@ impl Drop for PartialGuard {
     }
 }
 
-/// An upload being received: where its bytes go and what is known about them.
+/// An upload being received into a staging file or a resumable partial, owned from
+/// [`Root::begin_upload`] to its end. Its steps are the protocol's on the storage side: it
+/// [receives](Upload::receive) the body, then is [committed](Upload::commit) under its name,
+/// [kept](Upload::keep) for a resume, or [discarded](Upload::discard). Dropped in any other
+/// way, its file is removed.
 #[derive(Debug)]
 pub struct Upload {
     /// The staging file or partial, removed on drop unless committed or kept.
-    pub staged: Staged,
-    /// The open file, positioned at `offset`.
-    pub file: File,
-    /// Bytes already held from an interrupted upload.
-    pub offset: u64,
-    /// Hash state covering the first `offset` bytes, when the upload is verified.
-    pub hasher: Option<blake3::Hasher>,
-    partial: Option<PartialGuard>,
+    staged: Staged,
+    /// The open file, positioned at `held`; `None` once storing failed.
+    file: Option<File>,
+    /// Bytes already held from an interrupted upload when this one began.
+    offset: u64,
+    /// Bytes in the file now.
+    held: u64,
+    /// Hash state of the `held` bytes, when the upload is hashed.
+    hasher: Option<blake3::Hasher>,
+    /// The claim on a resumable partial (none for a plain staging file).
+    claim: Option<PartialGuard>,
+}
+
+/// Why receiving a body stopped early.
+#[derive(Debug)]
+pub(crate) enum Interrupted {
+    /// The peer vanished, stalled or ended the body early: what arrived is in the file.
+    Peer(io::Error),
+    /// Storing failed (disk full, quota…): the file is of no more use.
+    Storage(io::Error),
 }
 
 impl Upload {
-    /// Splits off the parts the transfer needs; the returned guard must live until the
-    /// upload is committed or kept.
-    pub fn into_parts(self) -> (Staged, File, u64, Option<blake3::Hasher>, UploadGuard) {
-        let Upload {
-            staged,
-            file,
-            offset,
-            hasher,
-            partial,
-        } = self;
-        (staged, file, offset, hasher, UploadGuard { partial })
+    /// Bytes already held when the upload began (from an interrupted one): the body starts here.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
-}
 
-/// Holds an upload's claim on its partial while its parts are in use.
-#[derive(Debug)]
-pub struct UploadGuard {
-    partial: Option<PartialGuard>,
-}
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
 
-impl UploadGuard {
-    /// Keeps the interrupted upload in `staged` for a later resume — when it is a resumable
-    /// partial — with the hash state of the `len` bytes it holds. Returns whether it was kept.
-    ///
-    /// An empty partial is never kept (it would save a resume nothing). Keeping one may remove
-    /// the oldest others, to stay within `limits` (blocking: run on the blocking pool).
-    pub fn keep(
-        self,
-        staged: Staged,
+    /// Receives the next `len` bytes from `src` into the file, hashing them if the upload is
+    /// hashed; `progress` is called with each count of bytes read. After
+    /// [`Interrupted::Peer`] the bytes that did arrive are held (and may be kept); after
+    /// [`Interrupted::Storage`] nothing more can be stored.
+    pub(crate) async fn receive<R>(
+        &mut self,
+        src: &mut R,
         len: u64,
-        hasher: Option<blake3::Hasher>,
-        limits: &PartialLimits,
-    ) -> bool {
-        let Some(guard) = self.partial else {
+        stall: Duration,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), Interrupted>
+    where
+        R: futures::AsyncRead + Unpin + ?Sized,
+    {
+        let Some(file) = self.file.take() else {
+            return Err(Interrupted::Storage(io::Error::other(
+                "the upload's file failed earlier",
+            )));
+        };
+        let sink = Sink {
+            file,
+            hasher: self.hasher.take(),
+        };
+        let mut got = 0;
+        let received = stream_to_file(src, sink, len, stall, |n| {
+            got += n;
+            progress(n);
+        })
+        .await;
+        match received {
+            Ok(sink) => {
+                (self.file, self.hasher) = (Some(sink.file), sink.hasher);
+                self.held += len;
+                Ok(())
+            }
+            Err((CopyError::Read(e), Some(sink))) => {
+                (self.file, self.hasher) = (Some(sink.file), sink.hasher);
+                self.held += got;
+                Err(Interrupted::Peer(e))
+            }
+            Err((CopyError::Read(e), None)) => Err(Interrupted::Peer(e)),
+            Err((CopyError::Write(e), _)) => Err(Interrupted::Storage(e)),
+        }
+    }
+
+    /// The hash of every byte held, when the upload is hashed.
+    pub fn hash(&self) -> Option<blake3::Hash> {
+        self.hasher.as_ref().map(blake3::Hasher::finalize)
+    }
+
+    /// Moves the file under its name at `target` (blocking); see [`Staged::commit`].
+    pub fn commit(mut self, target: &Target, overwrite: bool) -> Result<(), WireError> {
+        drop(self.file.take());
+        let committed = self.staged.take().commit(target, overwrite);
+        // The claim on the partial ends only now, when it is no longer where it was.
+        drop(self.claim.take());
+        committed
+    }
+
+    /// Keeps an interrupted upload for a later resume, with the hash state of what it holds —
+    /// when it is a resumable partial that holds anything (an empty one would save a resume
+    /// nothing). Keeping one may remove the oldest others, to stay within `limits`. Returns
+    /// whether it was kept. Blocking: run it on the blocking pool.
+    pub fn keep(mut self, limits: &PartialLimits) -> bool {
+        drop(self.file.take());
+        let (Some(claim), Some(hasher)) = (self.claim.take(), self.hasher.take()) else {
             return false;
         };
-        let Some(hasher) = hasher else { return false };
-        if len == 0 {
+        if self.held == 0 {
             return false;
         }
-        let mut staged = staged;
-        staged.name = None;
-        let staging = guard.root.staging();
+        self.staged.name = None;
+        let staging = claim.root.staging();
         let hashers = &staging.hashers;
         if hashers.len() >= MAX_SAVED_HASHERS {
             let victim = hashers.iter().next().map(|e| e.key().clone());
@@ -423,13 +483,18 @@ impl UploadGuard {
                 hashers.remove(&victim);
             }
         }
-        hashers.insert(guard.key.clone(), (len, hasher));
+        hashers.insert(claim.key.clone(), (self.held, hasher));
         staging
             .kept()
-            .insert(guard.key.clone(), len, SystemTime::now());
+            .insert(claim.key.clone(), self.held, SystemTime::now());
         staging.enforce(limits);
-        let still_kept = staging.kept().entries.contains_key(&guard.key);
+        let still_kept = staging.kept().entries.contains_key(&claim.key);
         still_kept
+    }
+
+    /// Removes the file now (blocking): the upload was refused or failed.
+    pub fn discard(self) {
+        drop(self);
     }
 }
 
@@ -442,6 +507,15 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Moves the claim on the file out of `self` (which then removes nothing on drop).
+    fn take(&mut self) -> Staged {
+        Staged {
+            dir: Arc::clone(&self.dir),
+            name: self.name.take(),
+            path: std::mem::take(&mut self.path),
+        }
+    }
+
     /// The staging file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,13 +1,14 @@
 //! What abandoned and refused uploads may cost the server: kept partials are bounded in count and
 //! in CPU, empty ones are never kept, and a refused chunked upload frees its staging file at once.
 
-use sft_integration_tests::{wait_until, Raw, ServerProcess};
+use sft_integration_tests::{wait_until, Raw, ServerProcess, TestServer};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const LOOPBACK: [&str; 2] = ["--host", "127.0.0.1"];
+const MIB: u64 = 1 << 20;
 
 /// The server's default `--max-partials`.
 const DEFAULT_MAX_PARTIALS: usize = 1000;
@@ -193,4 +194,39 @@ fn the_count_cap_evicts_the_oldest_partial_and_keeps_resume_working_across_a_res
         [13, 20, 30],
         "loaded at start-up, evicted oldest first"
     );
+}
+
+#[test]
+fn a_refused_chunked_upload_frees_its_staging_file_before_the_body_ends() {
+    let server =
+        TestServer::start_with(&["--max-upload-bytes", "1048576"], sft_commands::builtins());
+    async_std::task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(b"{\"verb\":\"SEND\",\"path\":\"big.log\",\"body\":\"chunked\"}\n")
+            .await;
+        assert_eq!(raw.reply().await, serde_json::json!({"ok": true}));
+        raw.write(format!("{{\"size\":{MIB}}}\n").as_bytes()).await;
+        raw.write(&vec![7u8; MIB as usize]).await;
+        // One byte more than the limit: refused before the body ends.
+        raw.write(b"{\"size\":1000}\n").await;
+        assert_eq!(raw.reply().await["code"], "too_large");
+        // The server now waits for the rest of the chunk and the terminator; the staging file
+        // must already be gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.staging_files().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "staging still holds {:?} while the refused body is drained",
+                server.staging_files()
+            );
+            async_std::task::sleep(Duration::from_millis(10)).await;
+        }
+        raw.write(&[7u8; 1000]).await;
+        raw.write(b"{\"size\":0}\n").await;
+        // The connection is still in step.
+        raw.write(b"{\"verb\":\"STAT\",\"path\":\"big.log\"}\n")
+            .await;
+        assert_eq!(raw.reply().await["code"], "not_found");
+    });
+    assert!(!server.path("big.log").exists());
 }
