@@ -9,15 +9,17 @@
 //! ```
 //!
 //! The upload limit is enforced as chunks arrive. A body that cannot be stored (over the limit,
-//! a failing disk) is refused at once — the error reply goes out before the body ends, so the
-//! client can stop sending — and the rest of the body is read and dropped, so the connection
-//! stays in step. A malformed chunk header leaves the reader unable to find the end: it is
+//! a failing disk) is refused at once: its staging file is removed, the error reply goes out
+//! before the body ends, so the client can stop sending, and the rest of the body is read and
+//! dropped, so the connection stays in step. The disk space is free while the rest arrives. A malformed chunk header leaves the reader unable to find the end: it is
 //! answered with an error and the connection is closed.
 
-use crate::body::{discard, stream_to_file, CopyError, Sink};
+use crate::body::discard;
 use crate::command::CommandError;
 use crate::context::Context;
 use crate::sandbox::io_error;
+use crate::staging::{Interrupted, Upload};
+use async_std::task::spawn_blocking;
 use sft_protocol::body::decode_chunk_header;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{read_line, ErrorCode, WireError};
@@ -26,24 +28,24 @@ use std::io;
 /// How a chunked body ended.
 #[derive(Debug)]
 pub(crate) enum Received {
-    /// Every chunk arrived and was stored in the sink.
+    /// Every chunk arrived and was stored.
     Complete {
         /// The staging file and the hash of every byte in it (boxed: a hasher is large).
-        sink: Box<Sink>,
+        upload: Box<Upload>,
         /// Bytes received.
         size: u64,
         /// The hash the terminator declared, if any.
         declared: Option<blake3::Hash>,
     },
-    /// The upload was refused midway: the error reply was sent and the rest of the body
-    /// consumed. Nothing is to be stored.
+    /// The upload was refused midway: its file was removed, the error reply sent and the rest
+    /// of the body consumed. Nothing is to be stored.
     Refused,
 }
 
-/// Reads a chunked body from the connection into `sink`. `shown` names the upload in messages.
+/// Reads a chunked body from the connection into `upload`. `shown` names the upload in messages.
 pub(crate) async fn receive(
     ctx: &mut Context<'_>,
-    sink: Sink,
+    upload: Upload,
     shown: &str,
 ) -> Result<Received, CommandError> {
     let stall = &mut ctx.limits.body_pace();
@@ -51,7 +53,7 @@ pub(crate) async fn receive(
     let mut line = Vec::with_capacity(128);
     let mut total: u64 = 0;
     // `None` once the upload was refused: from then on chunks are read and dropped.
-    let mut sink = Some(sink);
+    let mut upload = Some(upload);
     loop {
         line.clear();
         match stall.limit(read_line(&mut *ctx.reader, &mut line)).await {
@@ -77,7 +79,7 @@ pub(crate) async fn receive(
         };
         let len = header.size;
         if len == 0 {
-            let Some(sink) = sink else {
+            let Some(upload) = upload else {
                 return Ok(Received::Refused);
             };
             let declared = header
@@ -85,27 +87,23 @@ pub(crate) async fn receive(
                 .as_deref()
                 .and_then(|hex| blake3::Hash::from_hex(hex).ok());
             return Ok(Received::Complete {
-                sink: Box::new(sink),
+                upload: Box::new(upload),
                 size: total,
                 declared,
             });
         }
         let over_limit = max.filter(|&max| total.saturating_add(len) > max);
-        let open = match (sink.take(), over_limit) {
-            (Some(_), Some(max)) => {
-                let e = WireError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "{shown}: more than this server's upload limit of {max} bytes; nothing \
-                         was stored"
-                    ),
-                );
-                refuse(ctx, &e).await?;
-                None
-            }
-            (open, _) => open,
-        };
-        let Some(open) = open else {
+        if let Some(max) = over_limit.filter(|_| upload.is_some()) {
+            let e = WireError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{shown}: more than this server's upload limit of {max} bytes; nothing was \
+                     stored"
+                ),
+            );
+            refuse(ctx, upload.take(), &e).await?;
+        }
+        let Some(open) = upload.as_mut() else {
             discard(&mut *ctx.reader, len, stall)
                 .await
                 .map_err(CommandError::Abort)?;
@@ -114,20 +112,18 @@ pub(crate) async fn receive(
         };
         let mut got = 0;
         let stats = &mut ctx.stats;
-        let stored = stream_to_file(&mut *ctx.reader, open, len, stall, |n| {
-            got += n;
-            stats.bytes_in += n;
-        })
-        .await;
+        let stored = open
+            .receive(&mut *ctx.reader, len, stall, |n| {
+                got += n;
+                stats.bytes_in += n;
+            })
+            .await;
         match stored {
-            Ok(open) => {
-                sink = Some(open);
-                total += len;
-            }
-            Err((CopyError::Read(e), _)) => return Err(CommandError::Abort(e)),
-            Err((CopyError::Write(e), _)) => {
+            Ok(()) => total += len,
+            Err(Interrupted::Peer(e)) => return Err(CommandError::Abort(e)),
+            Err(Interrupted::Storage(e)) => {
                 // Storage failed (disk full, quota…): refuse, then drop the rest of the body.
-                refuse(ctx, &io_error(shown, &e)).await?;
+                refuse(ctx, upload.take(), &io_error(shown, &e)).await?;
                 discard(&mut *ctx.reader, len - got, stall)
                     .await
                     .map_err(CommandError::Abort)?;
@@ -137,14 +133,22 @@ pub(crate) async fn receive(
     }
 }
 
-/// Sends `e` as the final reply at once, before the body ends.
-async fn refuse(ctx: &mut Context<'_>, e: &WireError) -> Result<(), CommandError> {
+/// Refuses the upload before the body ends: removes its file at once (the disk space is free
+/// while the rest of the body arrives), then sends `e` as the final reply.
+async fn refuse(
+    ctx: &mut Context<'_>,
+    upload: Option<Upload>,
+    e: &WireError,
+) -> Result<(), CommandError> {
+    if let Some(upload) = upload {
+        spawn_blocking(move || upload.discard()).await;
+    }
     ctx.reply_error(e).await.map_err(CommandError::Abort)?;
     ctx.flush().await.map_err(CommandError::Abort)
 }
 
 /// The framing is broken: says why (best effort), then the connection must close.
 async fn out_of_step(ctx: &mut Context<'_>, e: WireError) -> CommandError {
-    let _ = refuse(ctx, &e).await;
+    let _ = refuse(ctx, None, &e).await;
     CommandError::Abort(io::Error::new(io::ErrorKind::InvalidData, e.message))
 }

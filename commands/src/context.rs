@@ -1,5 +1,6 @@
 use crate::sandbox::Root;
 use crate::slots::{Slot, UploadSlots};
+use crate::staging::PartialLimits;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
 use futures::AsyncWriteExt;
@@ -34,6 +35,8 @@ pub struct Limits {
     pub uploads: UploadSlots,
     /// Interrupted uploads are kept this long for a resume.
     pub partial_ttl: Duration,
+    /// Most interrupted uploads kept at once (the oldest go first).
+    pub max_partials: usize,
 }
 
 impl Limits {
@@ -77,6 +80,19 @@ impl Default for Limits {
             min_rate: Limits::DEFAULT_MIN_RATE,
             uploads: UploadSlots::default(),
             partial_ttl: Duration::from_secs(24 * 3600),
+            max_partials: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// What may be kept of interrupted uploads: for `--partial-ttl`, at most `--max-partials`
+    /// of them, together at most `--max-upload-bytes`.
+    pub fn partials(&self) -> PartialLimits {
+        PartialLimits {
+            ttl: self.partial_ttl,
+            max_count: self.max_partials,
+            max_bytes: self.max_upload_bytes,
         }
     }
 }

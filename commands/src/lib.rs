@@ -24,6 +24,7 @@ mod registry;
 pub mod sandbox;
 pub mod send;
 mod slots;
+pub mod staging;
 pub mod stat;
 
 pub use command::{BoxFuture, Command, CommandError};
@@ -31,6 +32,7 @@ pub use context::{Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, 
 pub use registry::Registry;
 pub use sandbox::Root;
 pub use slots::{Slot, UploadSlots};
+pub use staging::PartialLimits;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`).
 pub fn builtins() -> Registry {

@@ -16,18 +16,20 @@
 //! it always goes to a plain staging file, is hashed as it arrives, and is committed only when the
 //! terminator's declared hash (if any) matches.
 
-use crate::body::{discard, stream_to_file, CopyError, Sink};
+use crate::body::discard;
 use crate::chunked::{self, Received};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
-use crate::sandbox::io_error;
+use crate::sandbox::{io_error, Target};
+use crate::staging::{Interrupted, Upload};
 use async_std::task::spawn_blocking;
-use sft_protocol::body::{upload_body, Upload};
+use futures::AsyncBufReadExt;
+use sft_protocol::body::{upload_body, Upload as Body};
 use sft_protocol::verbs::{
     is_blake3_hex, is_upload_id, SendReady, SendReply, SendRequest, SendStreamRequest, SendTrailer,
     Verb,
 };
-use sft_protocol::{decode_trailer, read_line, ErrorCode, Request, WireError};
+use sft_protocol::{decode_trailer, read_line, ErrorCode, RemotePath, Request, WireError};
 use std::io;
 
 /// The `SEND` handler.
@@ -109,6 +111,56 @@ async fn read_trailer(ctx: &mut Context<'_>) -> Result<blake3::Hash, CommandErro
     }
 }
 
+/// A sized `SEND`'s header, checked: everything the later steps need.
+#[derive(Debug)]
+struct Order {
+    rp: RemotePath,
+    /// The path as shown in messages.
+    shown: String,
+    size: u64,
+    overwrite: bool,
+    resume: bool,
+    /// The hash comes in a trailer line after the body.
+    trailer: bool,
+    integrity: Integrity,
+}
+
+impl Order {
+    /// The header checks, before anything is touched: path, read-only, size limit, hashes.
+    fn check(args: SendRequest, ctx: &mut Context<'_>) -> Result<Order, WireError> {
+        let rp = ctx.root.check(&args.path)?;
+        let shown = rp.to_string();
+        ctx.stats.path = Some(shown.clone());
+        if ctx.limits.read_only {
+            return Err(WireError::new(
+                ErrorCode::ReadOnly,
+                "this server is read-only",
+            ));
+        }
+        if let Some(max) = ctx.limits.max_upload_bytes {
+            if args.size > max {
+                return Err(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "{} bytes is over this server's upload limit of {max} bytes",
+                        args.size
+                    ),
+                ));
+            }
+        }
+        let integrity = integrity(&args)?;
+        Ok(Order {
+            rp,
+            shown,
+            size: args.size,
+            overwrite: args.overwrite,
+            resume: args.resume,
+            trailer: args.trailer,
+            integrity,
+        })
+    }
+}
+
 impl Command for Send {
     fn verb(&self) -> &'static str {
         SendRequest::NAME
@@ -120,100 +172,43 @@ impl Command for Send {
         ctx: &'a mut Context<'_>,
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
-            if upload_body(request.line())? == Some(Upload::Chunked) {
+            if upload_body(request.line())? == Some(Body::Chunked) {
                 return receive_chunked(request, ctx).await;
             }
-            let args: SendRequest = request.args()?;
-            let rp = ctx.root.check(&args.path)?;
-            let shown = rp.to_string();
-            ctx.stats.path = Some(shown.clone());
-            if ctx.limits.read_only {
-                return Err(WireError::new(ErrorCode::ReadOnly, "this server is read-only").into());
-            }
-            if let Some(max) = ctx.limits.max_upload_bytes {
-                if args.size > max {
-                    return Err(WireError::new(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "{} bytes is over this server's upload limit of {max} bytes",
-                            args.size
-                        ),
-                    )
-                    .into());
-                }
-            }
-            let integrity = integrity(&args)?;
+            let order = Order::check(request.args()?, ctx)?;
             // Held until the upload ends: past the bound, `busy` before any go-ahead.
             let _slot = ctx.limits.upload_slot()?;
-            let root = ctx.root.clone();
-            let (overwrite, size, resume) = (args.overwrite, args.size, args.resume);
-            let (key, hashed) = (integrity.key.clone(), integrity.hashed);
-            let (target, upload) = spawn_blocking(move || {
-                let target = root.prepare_target(&rp, overwrite)?;
-                let upload = root
-                    .begin_upload(&rp, size, key.as_deref(), hashed, resume)
-                    .map_err(|e| {
-                        WireError::internal(format!("cannot start storing the upload: {e}"))
-                    })?;
-                Ok::<_, WireError>((target, upload))
-            })
-            .await?;
-            let (staged, file, offset, hasher, guard) = upload.into_parts();
-
-            // Go-ahead: from here on the client sends exactly `size - offset` bytes.
-            ctx.reply_ok(&SendReady { offset })
-                .await
-                .map_err(CommandError::Abort)?;
-            ctx.flush().await.map_err(CommandError::Abort)?;
-
-            let stats = &mut ctx.stats;
-            let stall = &mut ctx.limits.body_pace();
-            let body = size - offset;
-            let received =
-                stream_to_file(&mut *ctx.reader, Sink { file, hasher }, body, stall, |n| {
-                    stats.bytes_in += n
-                })
-                .await;
-            let stored = match received {
-                Ok(sink) => Ok(sink.hasher),
-                Err((CopyError::Read(e), sink)) => {
-                    // The client vanished or stalled. A resumable partial is kept (with its
-                    // hash state); a plain staging file is removed when `staged` drops.
-                    let held = offset + ctx.stats.bytes_in;
-                    if let Some(sink) = sink {
-                        drop(sink.file);
-                        if guard.keep(staged, held, sink.hasher) {
-                            let (root, ttl, max) = (
-                                ctx.root.clone(),
-                                ctx.limits.partial_ttl,
-                                ctx.limits.max_upload_bytes,
-                            );
-                            spawn_blocking(move || root.expire_partials(ttl, max))
-                                .await
-                                .ok();
-                        }
-                    }
+            let (target, mut upload) = begin(ctx, &order).await?;
+            let offset = upload.offset();
+            go_ahead(ctx, offset).await?;
+            let received = match receive(ctx, &mut upload, order.size).await {
+                Ok(()) => Ok(upload),
+                Err(Interrupted::Peer(e)) => {
+                    // The client vanished or stalled: a resumable partial is kept.
+                    keep(ctx, upload).await;
                     return Err(CommandError::Abort(e));
                 }
-                Err((CopyError::Write(e), _)) => {
-                    // Storage failed (disk full, quota…): read the rest of the body so the
-                    // connection stays in step, then report. Nothing is kept.
+                Err(Interrupted::Storage(e)) => {
+                    // Storing failed (disk full, quota…): free the file at once, then read the
+                    // rest of the body so the connection stays in step, and report.
+                    spawn_blocking(move || upload.discard()).await;
+                    let body = order.size - offset;
                     let left = body - ctx.stats.bytes_in;
-                    discard(&mut *ctx.reader, left, stall)
+                    discard(&mut *ctx.reader, left, &mut ctx.limits.body_pace())
                         .await
                         .map_err(CommandError::Abort)?;
                     ctx.stats.bytes_in = body;
-                    Err(io_error(&shown, &e))
+                    Err(io_error(&order.shown, &e))
                 }
             };
             // The hash to check against: declared up front, or in the trailer after the body.
-            let claimed = if args.trailer {
+            let claimed = if order.trailer {
                 match read_trailer(ctx).await {
                     Ok(hash) => Some(hash),
                     Err(CommandError::Abort(e)) => {
                         // Every byte arrived but not the hash: the partial can still finish.
-                        if let Ok(hasher) = stored {
-                            guard.keep(staged, size, hasher);
+                        if let Ok(upload) = received {
+                            keep(ctx, upload).await;
                         }
                         return Err(CommandError::Abort(e));
                     }
@@ -223,25 +218,16 @@ impl Command for Send {
                     }
                 }
             } else {
-                integrity.expected
+                order.integrity.expected
             };
-            let verified = stored.and_then(|hasher| match (claimed, hasher.map(|h| h.finalize())) {
-                (Some(want), Some(got)) if want != got => Err(WireError::new(
-                    ErrorCode::ChecksumMismatch,
-                    format!("{shown}: received bytes hash to {got}, not the declared {want}; nothing was stored"),
-                )),
-                (_, got) => Ok(got),
-            });
-            let committed = match verified {
-                Ok(hash) => spawn_blocking(move || staged.commit(&target, overwrite))
-                    .await
-                    .map(|()| hash),
+            let stored = match received.and_then(|upload| verify(upload, claimed, &order.shown)) {
+                Ok((upload, hash)) => commit(upload, target, order.overwrite).await.map(|()| hash),
                 Err(e) => Err(e),
             };
-            drop(guard);
-            match committed {
+            match stored {
                 Ok(hash) => {
                     let blake3 = hash.map(|h| h.to_hex().to_string());
+                    let size = order.size;
                     ctx.reply_ok(&SendReply { size, blake3 }).await
                 }
                 // The body was consumed, so the connection is in step: a plain error reply.
@@ -250,6 +236,92 @@ impl Command for Send {
             .map_err(CommandError::Abort)
         })
     }
+}
+
+/// Prepares the target (creating missing parent folders) and begins storing the upload: in a
+/// fresh staging file, or in its partial, continued from where it stopped.
+async fn begin(ctx: &Context<'_>, order: &Order) -> Result<(Target, Upload), WireError> {
+    let root = ctx.root.clone();
+    let (rp, overwrite, size, resume) =
+        (order.rp.clone(), order.overwrite, order.size, order.resume);
+    let (key, hashed) = (order.integrity.key.clone(), order.integrity.hashed);
+    spawn_blocking(move || {
+        let target = root.prepare_target(&rp, overwrite)?;
+        let upload = root
+            .begin_upload(&rp, size, key.as_deref(), hashed, resume)
+            .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
+        Ok((target, upload))
+    })
+    .await
+}
+
+/// The go-ahead: from here on the client sends the body from `offset` on.
+async fn go_ahead(ctx: &mut Context<'_>, offset: u64) -> Result<(), CommandError> {
+    ctx.reply_ok(&SendReady { offset })
+        .await
+        .map_err(CommandError::Abort)?;
+    ctx.flush().await.map_err(CommandError::Abort)
+}
+
+/// Receives the body: the upload's `size` bytes from its offset on.
+async fn receive(ctx: &mut Context<'_>, upload: &mut Upload, size: u64) -> Result<(), Interrupted> {
+    let body = size - upload.offset();
+    let pace = &mut ctx.limits.body_pace();
+    if body > 0 {
+        // A client that leaves before its first byte costs no more than this wait: the body's
+        // pipeline is only started once there is something to store.
+        let reader = &mut *ctx.reader;
+        match pace
+            .limit(async { reader.fill_buf().await.map(|b| b.is_empty()) })
+            .await
+        {
+            Ok(true) => {
+                return Err(Interrupted::Peer(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("ended {body} bytes before the declared {body}"),
+                )))
+            }
+            Ok(false) => {}
+            Err(e) => return Err(Interrupted::Peer(e)),
+        }
+    }
+    let stats = &mut ctx.stats;
+    upload
+        .receive(&mut *ctx.reader, body, pace, |n| stats.bytes_in += n)
+        .await
+}
+
+/// Keeps an interrupted upload for a resume, if it is a partial that holds anything.
+async fn keep(ctx: &Context<'_>, upload: Upload) {
+    if upload.held() == 0 {
+        // Nothing to keep: dropping it removes its (empty) file.
+        return;
+    }
+    let limits = ctx.limits.partials();
+    spawn_blocking(move || upload.keep(&limits)).await;
+}
+
+/// Checks the received bytes against the hash the client vouched for, if any; returns the
+/// upload with the hash of what it holds (when hashed).
+fn verify(
+    upload: Upload,
+    claimed: Option<blake3::Hash>,
+    shown: &str,
+) -> Result<(Upload, Option<blake3::Hash>), WireError> {
+    match (claimed, upload.hash()) {
+        (Some(want), Some(got)) if want != got => Err(WireError::new(
+            ErrorCode::ChecksumMismatch,
+            format!(
+                "{shown}: received bytes hash to {got}, not the declared {want}; nothing was stored"
+            ),
+        )),
+        (_, got) => Ok((upload, got)),
+    }
+}
+
+/// Renames the complete upload into place.
+async fn commit(upload: Upload, target: Target, overwrite: bool) -> Result<(), WireError> {
+    spawn_blocking(move || upload.commit(&target, overwrite)).await
 }
 
 /// A `SEND` with `"body":"chunked"`: checked like a sized one, then received chunk by chunk into
@@ -265,46 +337,32 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
     let _slot = ctx.limits.upload_slot()?;
     let root = ctx.root.clone();
     let overwrite = args.overwrite;
-    let (target, staged, file) = spawn_blocking(move || {
+    let (target, upload) = spawn_blocking(move || {
         let target = root.prepare_target(&rp, overwrite)?;
-        let (staged, file) = root
-            .stage()
+        let upload = root
+            .begin_upload(&rp, 0, None, true, false)
             .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
-        Ok::<_, WireError>((target, staged, file))
+        Ok::<_, WireError>((target, upload))
     })
     .await?;
-    ctx.reply_ok(&SendReady { offset: 0 })
-        .await
-        .map_err(CommandError::Abort)?;
-    ctx.flush().await.map_err(CommandError::Abort)?;
+    go_ahead(ctx, 0).await?;
 
-    let sink = Sink {
-        file,
-        hasher: Some(blake3::Hasher::new()),
-    };
-    // Dropping `staged` on any early return removes the staging file.
-    let (sink, size, declared) = match chunked::receive(ctx, sink, &shown).await? {
+    // Dropping `upload` on any early return removes the staging file.
+    let (upload, size, declared) = match chunked::receive(ctx, upload, &shown).await? {
         Received::Refused => return Ok(()),
         Received::Complete {
-            sink,
+            upload,
             size,
             declared,
-        } => (sink, size, declared),
+        } => (upload, size, declared),
     };
-    drop(sink.file);
-    let got = sink.hasher.expect("chunked uploads are hashed").finalize();
-    let committed = match declared {
-        Some(want) if want != got => Err(WireError::new(
-            ErrorCode::ChecksumMismatch,
-            format!(
-                "{shown}: received bytes hash to {got}, not the declared {want}; nothing was stored"
-            ),
-        )),
-        _ => spawn_blocking(move || staged.commit(&target, overwrite)).await,
+    let stored = match verify(*upload, declared, &shown) {
+        Ok((upload, hash)) => commit(upload, target, overwrite).await.map(|()| hash),
+        Err(e) => Err(e),
     };
-    match committed {
-        Ok(()) => {
-            let blake3 = Some(got.to_hex().to_string());
+    match stored {
+        Ok(hash) => {
+            let blake3 = hash.map(|h| h.to_hex().to_string());
             ctx.reply_ok(&SendReply { size, blake3 }).await
         }
         Err(e) => ctx.reply_error(&e).await,

@@ -31,7 +31,7 @@ impl FromStr for LogFormat {
 #[structopt(
     name = "sft-server",
     about = "Serves a folder over the sft protocol: clients GET files from it and SEND files to it.",
-    after_help = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once"
+    after_help = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    sft-server --max-partials 100 --partial-ttl 3600\n                                        keep at most 100 interrupted uploads, for an hour\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once"
 )]
 pub struct Config {
     /// Address or host name to listen on (`::` for every IPv6 and IPv4 address).
@@ -92,6 +92,11 @@ pub struct Config {
     #[structopt(long, default_value = "86400")]
     pub partial_ttl: u64,
 
+    /// Keep at most this many interrupted uploads; beyond it the oldest is removed (0: keep
+    /// none). Together they also hold at most --max-upload-bytes.
+    #[structopt(long, default_value = "1000")]
+    pub max_partials: usize,
+
     /// Threads running connections (default: one per CPU). One thread answers a lone client
     /// fastest (no hand-offs between threads); more serve many clients at once. File I/O and
     /// hashing of large bodies run on a separate blocking pool either way.
@@ -122,6 +127,7 @@ impl Config {
             min_rate: self.min_rate,
             uploads: UploadSlots::new(self.max_uploads),
             partial_ttl: Duration::from_secs(self.partial_ttl),
+            max_partials: self.max_partials,
         }
     }
 }

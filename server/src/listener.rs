@@ -72,16 +72,12 @@ impl Server {
             )))?;
         let dir = config.root.clone();
         let limits = config.limits();
-        let (ttl, max, read_only) = (
-            limits.partial_ttl,
-            limits.max_upload_bytes,
-            limits.read_only,
-        );
+        let (partials, read_only) = (limits.partials(), limits.read_only);
         let root = task::spawn_blocking(move || {
             let root = Root::open(&dir)?;
             if !read_only {
-                root.clean_staging()?;
-                root.expire_partials(ttl, max)?;
+                // Loads what an earlier run kept (removing its staging debris) and expires it.
+                root.expire_partials(&partials);
             }
             Ok::<_, io::Error>(root)
         })
@@ -185,21 +181,16 @@ impl Server {
     }
 }
 
-/// Removes expired partial uploads now and then (they also expire whenever one is kept).
+/// Removes expired partial uploads now and then (the caps are also kept whenever one is kept).
 async fn expire_partials_periodically(shared: Arc<Shared>) {
     let every =
         (shared.limits.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     loop {
         task::sleep(every).await;
-        let (root, ttl, max) = (
-            shared.root.clone(),
-            shared.limits.partial_ttl,
-            shared.limits.max_upload_bytes,
-        );
-        match task::spawn_blocking(move || root.expire_partials(ttl, max)).await {
-            Ok(0) => {}
-            Ok(n) => log::info!(removed = n; "expired partial uploads"),
-            Err(e) => log::warn!(error:% = e; "cannot expire partial uploads"),
+        let (root, partials) = (shared.root.clone(), shared.limits.partials());
+        match task::spawn_blocking(move || root.expire_partials(&partials)).await {
+            0 => {}
+            n => log::info!(removed = n; "expired partial uploads"),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! caller then opens the folder found at the path, if any, and serves it from then on.
 
 use super::{errno, PARTIAL_DIR, RESERVED_DIR, STAGING_DIR};
+use crate::staging::Staging;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -41,15 +42,6 @@ impl FileId {
     }
 }
 
-/// The server's own folders inside `.sft/`, open.
-#[derive(Debug)]
-pub(crate) struct Reserved {
-    /// `.sft/tmp/`: uploads being received.
-    pub(crate) staging_fd: Arc<OwnedFd>,
-    /// `.sft/partial/`: interrupted uploads kept for a resume.
-    pub(crate) partial_fd: Arc<OwnedFd>,
-}
-
 /// One opening of the served root. Replaced as a whole when the root vanishes and returns.
 #[derive(Debug)]
 pub(crate) struct RootHandle {
@@ -59,7 +51,9 @@ pub(crate) struct RootHandle {
     /// The identity of `.sft/` once it is known (it may not exist yet).
     reserved_id: Mutex<Option<FileId>>,
     /// `.sft/` and its sub-folders, once an upload needed them.
-    reserved: Mutex<Option<Arc<Reserved>>>,
+    reserved: Mutex<Option<Arc<Staging>>>,
+    /// The canonical path of the folder, for log lines and the staging area's paths.
+    path: std::path::PathBuf,
 }
 
 impl RootHandle {
@@ -84,6 +78,7 @@ impl RootHandle {
             id,
             reserved_id: Mutex::new(reserved_id),
             reserved: Mutex::new(None),
+            path: dir.to_owned(),
         })
     }
 
@@ -100,7 +95,7 @@ impl RootHandle {
     /// The server's own folders, created if missing (the first time an upload needs them).
     /// The first time, staging debris a crash left is removed — before any upload of this
     /// server can stage a file there.
-    pub(crate) fn reserved(&self) -> io::Result<Arc<Reserved>> {
+    pub(crate) fn reserved(&self) -> io::Result<Arc<Staging>> {
         let mut slot = self.reserved.lock().expect("not poisoned");
         if let Some(reserved) = &*slot {
             return Ok(Arc::clone(reserved));
@@ -111,31 +106,21 @@ impl RootHandle {
         Ok(reserved)
     }
 
-    /// The server's own folder `.sft/<sub>` (`tmp` or `partial`) if it exists already; never
-    /// creates anything.
-    pub(crate) fn existing(&self, sub: &str) -> io::Result<Option<Arc<OwnedFd>>> {
-        if let Some(reserved) = &*self.reserved.lock().expect("not poisoned") {
-            let fd = match sub {
-                STAGING_DIR => &reserved.staging_fd,
-                _ => &reserved.partial_fd,
-            };
-            return Ok(Some(Arc::clone(fd)));
-        }
-        let Some(top) = open_dir(&self.fd, RESERVED_DIR, false)? else {
-            return Ok(None);
-        };
-        Ok(open_dir(&top, sub, false)?.map(Arc::new))
+    /// The staging area, if an upload already needed it.
+    pub(crate) fn loaded(&self) -> Option<Arc<Staging>> {
+        self.reserved.lock().expect("not poisoned").clone()
     }
 
-    fn create_reserved(&self) -> io::Result<Reserved> {
+    fn create_reserved(&self) -> io::Result<Staging> {
         let top = open_dir(&self.fd, RESERVED_DIR, true)?.expect("created");
         *self.reserved_id.lock().expect("not poisoned") =
             Some(FileId::of(&rfs::fstat(&top).map_err(errno)?));
-        let sub = |name| open_dir(&top, name, true).map(|fd| Arc::new(fd.expect("created")));
-        Ok(Reserved {
-            staging_fd: sub(STAGING_DIR)?,
-            partial_fd: sub(PARTIAL_DIR)?,
-        })
+        let sub = |name| open_dir(&top, name, true).map(|fd| fd.expect("created"));
+        Staging::open(
+            sub(STAGING_DIR)?,
+            sub(PARTIAL_DIR)?,
+            &self.path.join(RESERVED_DIR),
+        )
     }
 
     /// Whether the folder at `dir` is no longer this handle's: the handle's folder was deleted
@@ -224,12 +209,20 @@ impl super::Root {
 
     /// The server's own folders, created on first use (never by a read-only server, which
     /// never stages an upload). Staging debris that a crash left is removed the first time.
-    pub(crate) fn reserved(&self) -> io::Result<Arc<Reserved>> {
+    pub(crate) fn reserved(&self) -> io::Result<Arc<Staging>> {
         self.handle().reserved()
     }
 
-    /// The server's own folder `.sft/<sub>` if it exists; never creates anything.
-    pub(crate) fn existing_reserved(&self, sub: &str) -> io::Result<Option<Arc<OwnedFd>>> {
-        self.handle().existing(sub)
+    /// The staging area if the reserved folder exists already (loading it if need be, which
+    /// may create its sub-folders); never creates `.sft/` itself.
+    pub(crate) fn present_reserved(&self) -> io::Result<Option<Arc<Staging>>> {
+        let handle = self.handle();
+        if let Some(staging) = handle.loaded() {
+            return Ok(Some(staging));
+        }
+        match open_dir(&handle.fd, RESERVED_DIR, false)? {
+            Some(_) => handle.reserved().map(Some),
+            None => Ok(None),
+        }
     }
 }
