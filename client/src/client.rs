@@ -65,6 +65,30 @@ pub(crate) async fn with_stall<T>(
     }
 }
 
+/// Runs a connection attempt `op` for at most `share`; a timeout names the whole `limit`.
+async fn with_deadline<T>(
+    share: Option<Duration>,
+    limit: Option<Duration>,
+    op: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match share {
+        None => op.await,
+        Some(share) => async_std::io::timeout(share, op).await.map_err(|e| {
+            match (e.kind(), limit) {
+                (io::ErrorKind::TimedOut, Some(limit)) => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {:.1} s (the connect may take {} s in all; see --timeout)",
+                        share.as_secs_f64(),
+                        limit.as_secs()
+                    ),
+                ),
+                _ => e,
+            }
+        }),
+    }
+}
+
 /// Options of a download.
 #[derive(Debug, Clone, Copy)]
 pub struct GetOptions {
@@ -132,19 +156,41 @@ impl Client {
         Self::connect_to(addr).await
     }
 
-    /// Connects to an already parsed address.
+    /// Connects to an already parsed address, giving up after [`DEFAULT_TIMEOUT`].
     pub async fn connect_to(server: ServerAddr) -> Result<Client, Error> {
-        let addrs: Vec<_> = (server.host.as_str(), server.port)
-            .to_socket_addrs()
+        Self::connect_within(server, Some(DEFAULT_TIMEOUT)).await
+    }
+
+    /// Connects to an already parsed address; the whole connect — resolving the name and
+    /// trying each of its addresses in turn — takes at most `limit` (`None`: as long as the
+    /// system allows). Each address gets an equal share of the time still left, so a first
+    /// address that never answers (a dropped SYN) still leaves time for the others. The new
+    /// client's read and write timeout is `limit` too (see [`Client::set_timeout`]).
+    pub async fn connect_within(
+        server: ServerAddr,
+        limit: Option<Duration>,
+    ) -> Result<Client, Error> {
+        let deadline = limit.map(|l| std::time::Instant::now() + l);
+        let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let resolving = async {
+            (server.host.as_str(), server.port)
+                .to_socket_addrs()
+                .await
+                .map(Iterator::collect::<Vec<_>>)
+        };
+        let addrs = with_stall(left(), resolving)
             .await
             .map_err(|source| Error::Resolve {
                 server: server.clone(),
                 source,
-            })?
-            .collect();
+            })?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
-        for addr in addrs {
-            match with_stall(Some(DEFAULT_TIMEOUT), TcpStream::connect(addr)).await {
+        for (i, addr) in addrs.iter().enumerate() {
+            let share = left().map(|l| l / (addrs.len() - i) as u32);
+            if share.is_some_and(|s| s.is_zero()) {
+                break;
+            }
+            match with_deadline(share, limit, TcpStream::connect(addr)).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(Client {
@@ -155,7 +201,7 @@ impl Client {
                         scratch: Vec::with_capacity(256),
                         broken: false,
                         progress: None,
-                        stall: Some(DEFAULT_TIMEOUT),
+                        stall: limit,
                     });
                 }
                 Err(e) => last = e,

@@ -243,9 +243,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn connect(server: &str, common: &Common) -> Result<Client, Failure> {
     let addr = parse_server(server, common.port).map_err(Failure::Usage)?;
-    let mut client = Client::connect_to(addr).await?;
-    client.set_timeout(common.stall());
-    Ok(client)
+    Ok(Client::connect_within(addr, common.stall()).await?)
 }
 
 /// Shows control characters in names from the network as `\u{…}`, so they cannot drive the terminal.

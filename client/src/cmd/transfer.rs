@@ -20,9 +20,8 @@ pub(crate) fn server_addr(server: &str, common: &Common) -> Result<ServerAddr, F
 
 /// Connects, with the display's progress reporting installed.
 pub(crate) async fn connect(server: &ServerAddr, ui: &Ui) -> Result<Client, Error> {
-    let mut client = Client::connect_to(server.clone()).await?;
+    let mut client = Client::connect_within(server.clone(), ui.stall).await?;
     client.set_progress(ui.progress());
-    client.set_timeout(ui.stall);
     ui.note(&format!("connected to {server}"));
     Ok(client)
 }
