@@ -3,6 +3,7 @@
 use crate::address::{parse_server, ServerAddr};
 use crate::error::Error;
 use crate::files::{self, CHUNK, RECV};
+use crate::partial::Partial;
 use crate::progress::Progress;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::{TcpStream, ToSocketAddrs};
@@ -487,7 +488,15 @@ impl Client {
         local: &Path,
         opts: GetOptions,
     ) -> Result<Transfer, Error> {
-        let held = held_partial(local, opts.resume).await;
+        // With a resume the partial is opened (and locked) first: its length is the offset.
+        let partial = match opts.resume {
+            true => Some(open_partial(local, true).await?),
+            false => None,
+        };
+        let held = match &partial {
+            Some(p) => p.len().map_err(Error::local(p.path(), "read"))?,
+            None => 0,
+        };
         let reply = match self.get_start(remote, held, opts.verify).await {
             // The partial is longer than the file now is: it belongs to another version.
             Err(Error::Remote(e)) if held > 0 && e.code == ErrorCode::BadRequest => {
@@ -495,29 +504,30 @@ impl Client {
             }
             other => other?,
         };
-        self.get_file_body(remote, local, reply, opts.verify).await
+        self.get_file_body(remote, local, reply, opts.verify, partial)
+            .await
     }
 
-    /// Receives the body announced by `reply` (and its hash) into `local`'s partial file, then
-    /// renames it into place: the second half of [`Client::get_file`].
+    /// Receives the body announced by `reply` (and its hash) into `local`'s partial file — the
+    /// one given, already open, or a new one — then renames it into place: the second half of
+    /// [`Client::get_file`].
     pub(crate) async fn get_file_body(
         &mut self,
         remote: &str,
         local: &Path,
         reply: GetReply,
         verify: bool,
+        partial: Option<Partial>,
     ) -> Result<Transfer, Error> {
-        let partial = partial_path(local);
         let offset = reply.offset;
         let opened = {
-            let partial = partial.clone();
+            let local = local.to_owned();
             spawn_blocking(move || {
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .read(true)
-                    .truncate(false)
-                    .open(&partial)?;
+                let partial = match partial {
+                    Some(p) => p,
+                    None => Partial::open(&local, false)?,
+                };
+                let mut file = partial.file()?;
                 file.set_len(offset)?;
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
                 let hasher = if verify {
@@ -525,16 +535,19 @@ impl Client {
                 } else {
                     None
                 };
-                Ok::<_, io::Error>((file, hasher))
+                Ok::<_, io::Error>((partial, file, hasher))
             })
             .await
         };
-        let (file, hasher) = match opened {
+        let (partial, file, hasher) = match opened {
             Ok(x) => x,
             Err(e) => {
                 // The body is on its way and nobody will read it.
                 self.broken = true;
-                return Err(Error::local(&partial, "write")(e));
+                return Err(Error::local(
+                    partial_path(local),
+                    "open the partial download",
+                )(e));
             }
         };
         let mut writer = files::Writer::new(file, hasher);
@@ -566,18 +579,18 @@ impl Client {
             self.progress_advance(buf.len() as u64);
             if let Err(e) = writer.write(buf).await {
                 self.broken = true;
-                received = Err(Error::local(&partial, "write")(e));
+                received = Err(Error::local(partial_path(local), "write")(e));
                 break;
             }
         }
         let (finished, actual) = writer.finish().await;
-        let finished = finished.map_err(Error::local(&partial, "write"));
+        let finished = finished.map_err(Error::local(partial_path(local), "write"));
         let file = match (received, finished) {
             (Ok(()), Ok(file)) => file,
             // Cut off: the partial stays for `--continue`. A local failure: start over next time.
             (Err(e @ Error::CutOff { .. }), _) => return Err(e),
             (Err(e), _) | (Ok(()), Err(e)) => {
-                let _ = async_std::fs::remove_file(&partial).await;
+                spawn_blocking(move || partial.discard()).await;
                 return Err(e);
             }
         };
@@ -591,12 +604,13 @@ impl Client {
             Err(e) => {
                 // What arrived does not match: it is useless for a resume too.
                 if matches!(e, Error::Integrity { .. }) {
-                    let _ = async_std::fs::remove_file(&partial).await;
+                    spawn_blocking(move || partial.discard()).await;
                 }
                 return Err(e);
             }
         };
-        async_std::fs::rename(&partial, local)
+        let target = local.to_owned();
+        spawn_blocking(move || partial.commit(&target))
             .await
             .map_err(Error::local(local, "rename into"))?;
         let size = reply.file_size.unwrap_or(reply.size);
@@ -886,16 +900,15 @@ pub(crate) enum StreamItem {
     Error(WireError),
 }
 
-/// How many bytes of `local`'s download a resume can keep: its partial file's length, when
-/// resuming (0 otherwise, or when there is none).
-pub(crate) async fn held_partial(local: &Path, resume: bool) -> u64 {
-    if !resume {
-        return 0;
-    }
-    async_std::fs::metadata(partial_path(local))
+/// Opens (and locks) the partial download of `local`, see [`Partial::open`].
+pub(crate) async fn open_partial(local: &Path, resume: bool) -> Result<Partial, Error> {
+    let target = local.to_owned();
+    spawn_blocking(move || Partial::open(&target, resume))
         .await
-        .map(|m| m.len())
-        .unwrap_or(0)
+        .map_err(Error::local(
+            partial_path(local),
+            "open the partial download",
+        ))
 }
 
 /// Where [`Client::get_file`] keeps a download in progress: `.<name>.sft-part` beside `local`.

@@ -43,6 +43,7 @@ mod error;
 mod files;
 mod inspect;
 mod many;
+mod partial;
 mod progress;
 mod stream;
 

@@ -2,7 +2,10 @@
 //! than the one it walked, gives up connecting within `--timeout`, never lets a server's names
 //! drive the terminal, and keeps memory bounded whatever a listing holds.
 
-use sft_integration_tests::bin;
+use sft_integration_tests::{bin, sft, wait_until, TestServer};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,4 +45,143 @@ fn timeout_bounds_connecting() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(took < Duration::from_secs(10), "took {took:?}: {stderr}");
     assert!(stderr.contains("--timeout"), "{stderr}");
+}
+
+/// Runs `sft ARGS…` in `cwd` and returns its exit code and standard error.
+fn run(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
+    let out = sft(args, cwd);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_planted_partial_symlink_is_refused_and_its_target_untouched() {
+    let server = TestServer::start();
+    std::fs::write(server.path("plain.txt"), vec![b'x'; 100_000]).unwrap();
+    let addr = server.server_arg();
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let planted = dir.path().join(".plain.txt.sft-part");
+    std::os::unix::fs::symlink("victim", &planted).unwrap();
+    let args = r#"{"path":"plain.txt"}"#;
+    for cmd in [
+        &["get", &addr, "plain.txt"][..],
+        &["get", "-c", &addr, "plain.txt"],
+        &["get", "-o", ".", &addr, "plain.txt"],
+        &["get", "-c", "-o", ".", &addr, "plain.txt"],
+        &["call", &addr, "GET", args, "-o", "plain.txt"],
+    ] {
+        let (code, stderr) = run(cmd, dir.path());
+        assert_eq!(code, Some(1), "{cmd:?}: {stderr}");
+        assert!(
+            stderr.contains(".plain.txt.sft-part") && stderr.contains("symlink"),
+            "{cmd:?}: {stderr}"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{cmd:?}");
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("plain.txt")).is_err(),
+            "{cmd:?} left something under the final name"
+        );
+        assert!(std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}
+
+/// Reads one request line from `conn`.
+fn request_line(conn: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while conn.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    line
+}
+
+/// Two downloads of one file into one folder at once: the test serves both by hand, so that
+/// the second starts while the first is half way, and writes a little before the first ends.
+/// The first must end with the whole file under its name whenever it reports success; the
+/// second either refuses clearly or also delivers the whole file.
+#[test]
+fn two_downloads_of_one_file_never_mix() {
+    let data = sft_integration_tests::random_bytes(4 << 20, 10);
+    let (half, quarter) = (2 << 20, 256 << 10);
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let header = format!(
+        "{{\"ok\":true,\"size\":{},\"blake3\":\"{hash}\"}}\n",
+        data.len()
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join(".big.bin.sft-part");
+    let target = dir.path().join("big.bin");
+    let spawn = || {
+        Command::new(bin("sft"))
+            .args(["get", "-q", &addr, "big.bin"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+
+    let mut first = spawn();
+    let (mut a, _) = listener.accept().unwrap();
+    request_line(&mut a);
+    a.write_all(header.as_bytes()).unwrap();
+    a.write_all(&data[..half]).unwrap();
+    wait_until(Duration::from_secs(20), || len(&partial) == half as u64);
+
+    let mut second = spawn();
+    let (mut b, _) = listener.accept().unwrap();
+    request_line(&mut b);
+    let _ = b.write_all(header.as_bytes());
+    let _ = b.write_all(&data[..quarter]);
+    // The second either gives up, or (sharing the partial) has cut it down and written to it.
+    wait_until(Duration::from_secs(20), || {
+        second.try_wait().unwrap().is_some() || len(&partial) == quarter as u64
+    });
+
+    a.write_all(&data[half..]).unwrap();
+    let first_status = first.wait().unwrap();
+    let mut first_err = String::new();
+    first
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut first_err)
+        .unwrap();
+    if first_status.success() {
+        assert!(
+            std::fs::read(&target).unwrap() == data,
+            "the first download reported success, but its file is not the file"
+        );
+    }
+    let _ = b.write_all(&data[quarter..]);
+    drop(b);
+    let second_status = second.wait().unwrap();
+    let mut second_err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut second_err)
+        .unwrap();
+    assert!(first_status.success(), "{first_err}");
+    if !second_status.success() {
+        assert_eq!(second_status.code(), Some(1), "{second_err}");
+        assert!(
+            second_err.contains("another download is writing it"),
+            "{second_err}"
+        );
+    }
+    assert!(std::fs::read(&target).unwrap() == data);
+    assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
 }
