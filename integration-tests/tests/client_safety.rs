@@ -185,3 +185,57 @@ fn two_downloads_of_one_file_never_mix() {
     assert!(std::fs::read(&target).unwrap() == data);
     assert!(std::fs::symlink_metadata(&target).unwrap().is_file());
 }
+
+/// Whether `bytes` hold a C1 CSI, a DEL or a right-to-left override as they are.
+fn raw_controls(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    text.contains(['\u{9b}', '\u{7f}', '\u{202e}'])
+}
+
+#[test]
+fn names_never_reach_the_terminal_raw() {
+    let server = TestServer::start();
+    let name = "a\u{9b}31m\u{7f}b\u{202e}txt.exe";
+    std::fs::write(server.path(name), b"hello").unwrap();
+    let addr = server.server_arg();
+    let cwd = tempfile::tempdir().unwrap();
+    let stat_args = serde_json::json!({ "path": name }).to_string();
+    for cmd in [
+        &["ls", &addr][..],
+        &["ls", "--json", &addr],
+        &["ls", "-r", "--json", &addr],
+        &["stat", &addr, name],
+        &["stat", "--json", &addr, name],
+        &["call", &addr, "LIST", "{}"],
+        &["call", &addr, "STAT", &stat_args],
+        &["get", "--json", &addr, name, "out.txt"],
+        &["get", "-v", &addr, name, "out.txt"],
+        &["get", "--json", &addr, "missing\u{9b}\u{202e}"],
+    ] {
+        let out = sft(cmd, cwd.path());
+        assert!(
+            !raw_controls(&out.stdout) && !raw_controls(&out.stderr),
+            "{cmd:?}: {:?} {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // JSON still carries the real name.
+    let out = sft(&["ls", "--json", &addr], cwd.path());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["entries"][0]["name"], name);
+    let out = sft(&["stat", "--json", &addr, name], cwd.path());
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entry["name"], name);
+    let out = sft(&["call", &addr, "LIST", "{}"], cwd.path());
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines[1]["name"], name, "{lines:?}");
+    let out = sft(&["get", "--json", &addr, name, "out.txt"], cwd.path());
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["remote"], name);
+}

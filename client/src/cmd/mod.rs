@@ -8,6 +8,7 @@ pub(crate) mod local;
 pub(crate) mod ls;
 pub(crate) mod send;
 pub(crate) mod stat;
+pub(crate) mod terminal;
 mod time;
 pub(crate) mod transfer;
 pub(crate) mod ui;

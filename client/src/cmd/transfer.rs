@@ -161,7 +161,8 @@ pub(crate) fn report_single(
     ui.finish();
     let secs = started.elapsed().as_secs_f64();
     if ui.json {
-        println!("{}", line.json_ok(t, secs, attempts));
+        let json = line.json_ok(t, secs, attempts).to_string();
+        println!("{}", super::terminal::json(&json));
     } else if !ui.quiet {
         let rate = t.bytes_transferred as f64 / secs.max(1e-9);
         let resumed = if t.resumed_from > 0 {
