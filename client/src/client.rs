@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::files::{self, CHUNK, RECV};
 use crate::partial::Partial;
 use crate::progress::Progress;
+use crate::walk::Upload;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::{TcpStream, ToSocketAddrs};
 use async_std::task::spawn_blocking;
@@ -725,10 +726,41 @@ impl Client {
                     "not a regular file",
                 ));
             }
-            Ok((file, upload_id(&path, &meta)))
+            Ok((file, meta))
         })
         .await;
-        let (file, (size, id)) = opened.map_err(Error::local(local, "read"))?;
+        let (file, meta) = opened.map_err(Error::local(local, "read"))?;
+        self.send_opened(file, &meta, local, remote, opts).await
+    }
+
+    /// Uploads a file found by [`walk`](crate::walk) (or named with [`Upload::named`]) like
+    /// [`Client::send_file`] — but only if the file opened is still the one found: a file
+    /// swapped for a symlink or replaced since is refused with a local error, and nothing of
+    /// it is sent (the connection stays usable).
+    pub async fn send_upload(
+        &mut self,
+        upload: &Upload,
+        opts: SendOptions,
+    ) -> Result<Transfer, Error> {
+        let found = upload.clone();
+        let opened = spawn_blocking(move || found.open()).await;
+        let (file, meta) = opened.map_err(Error::local(&upload.local, "read"))?;
+        self.send_opened(file, &meta, &upload.local, &upload.remote, opts)
+            .await
+    }
+
+    /// Uploads the open regular file `file` (described by `meta`, found at `local`).
+    async fn send_opened(
+        &mut self,
+        file: std::fs::File,
+        meta: &std::fs::Metadata,
+        local: &Path,
+        remote: &str,
+        opts: SendOptions,
+    ) -> Result<Transfer, Error> {
+        let path = local.to_owned();
+        let meta = meta.clone();
+        let (size, id) = spawn_blocking(move || upload_id(&path, &meta)).await;
         // Verified uploads hash while they send and give the hash in a trailer; an id derived
         // from the local file lets an interrupted one be resumed.
         let args = SendRequest {

@@ -239,3 +239,44 @@ fn names_never_reach_the_terminal_raw() {
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["remote"], name);
 }
+
+/// A file of a folder being uploaded is swapped for a symlink to a file outside it after the
+/// walk, before it is sent: it is refused, nothing of the outside file reaches the server, and
+/// the connection goes on with the next file.
+#[test]
+fn a_file_swapped_for_a_symlink_after_the_walk_is_not_sent() {
+    let server = TestServer::start();
+    let base = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(base.path().join("a.txt"), b"mine").unwrap();
+    std::fs::write(base.path().join("b.txt"), b"also mine").unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"top secret").unwrap();
+    let walked = sft_client::walk(base.path(), "up").unwrap();
+    assert_eq!(walked.files.len(), 2);
+    // The swap, between the walk and the upload.
+    std::fs::remove_file(base.path().join("a.txt")).unwrap();
+    std::os::unix::fs::symlink(&secret, base.path().join("a.txt")).unwrap();
+    async_std::task::block_on(async {
+        let mut client = sft_client::Client::connect(&server.server_arg(), 7005)
+            .await
+            .unwrap();
+        let opts = sft_client::SendOptions::default();
+        let refused = client.send_upload(&walked.files[0], opts).await;
+        match refused {
+            Err(e @ sft_client::Error::Local { .. }) => {
+                assert!(e.to_string().contains("not sent"), "{e}")
+            }
+            other => panic!("the swapped file was not refused: {other:?}"),
+        }
+        client.send_upload(&walked.files[1], opts).await.unwrap();
+    });
+    assert!(!server.path("up/a.txt").exists());
+    assert_eq!(
+        std::fs::read(server.path("up/b.txt")).unwrap(),
+        b"also mine"
+    );
+    for file in sft_integration_tests::list_files(server.root.path()) {
+        assert_ne!(std::fs::read(&file).unwrap(), b"top secret", "{file:?}");
+    }
+}
