@@ -280,3 +280,85 @@ fn a_file_swapped_for_a_symlink_after_the_walk_is_not_sent() {
         assert_ne!(std::fs::read(&file).unwrap(), b"top secret", "{file:?}");
     }
 }
+
+/// The peak resident memory of process `pid` so far, in KiB (`None` once it is gone).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A hostile server lists 300,000 files with long names for `get -r` (about 80 MB of names),
+/// refuses the first few thousand GETs, then stops answering: the client's peak memory, read
+/// while it waits, stays far below what holding the names would take.
+#[test]
+fn get_r_memory_is_bounded_whatever_the_listing_holds() {
+    const ENTRIES: usize = 300_000;
+    const REFUSED: usize = 3_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (refused_all, told) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut out = std::io::BufWriter::new(conn);
+        let mut line = String::new();
+        let mut get = 0;
+        use std::io::BufRead;
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            let request: serde_json::Value = serde_json::from_str(&line).unwrap();
+            line.clear();
+            match request["verb"].as_str().unwrap() {
+                "STAT" => {
+                    writeln!(
+                        out,
+                        r#"{{"ok":true,"entry":{{"name":"d","kind":"folder","size":0,"mtime":0}}}}"#
+                    )
+                    .unwrap();
+                }
+                "LIST" => {
+                    writeln!(out, r#"{{"ok":true,"stream":"lines","path":"d"}}"#).unwrap();
+                    let long = "n".repeat(240);
+                    for i in 0..ENTRIES {
+                        writeln!(
+                            out,
+                            r#"{{"name":"{long}{i:07}","kind":"file","size":1,"mtime":0}}"#
+                        )
+                        .unwrap();
+                    }
+                    writeln!(out, r#"{{"end":true,"count":{ENTRIES},"skipped":0}}"#).unwrap();
+                }
+                _ => {
+                    get += 1;
+                    writeln!(out, r#"{{"ok":false,"code":"not_found","message":"gone"}}"#).unwrap();
+                    if get == REFUSED {
+                        out.flush().unwrap();
+                        refused_all.send(()).unwrap();
+                        let _ = released.recv_timeout(Duration::from_secs(120));
+                        return;
+                    }
+                }
+            }
+            out.flush().unwrap();
+        }
+    });
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("sft"))
+        .args(["get", "-q", "-r", "--timeout", "120", &addr, "d", "out"])
+        .current_dir(cwd.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    told.recv_timeout(Duration::from_secs(120))
+        .expect("the client asked for the files within 2 minutes");
+    let peak = peak_rss_kib(child.id()).expect("the client still runs");
+    release.send(()).unwrap();
+    server.join().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    println!("peak RSS of sft get -r over {ENTRIES} entries: {peak} KiB");
+    assert!(peak < 60 * 1024, "peak RSS {peak} KiB");
+}

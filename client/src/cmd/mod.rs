@@ -6,6 +6,7 @@ pub(crate) mod call;
 pub(crate) mod get;
 pub(crate) mod local;
 pub(crate) mod ls;
+mod plan;
 pub(crate) mod send;
 pub(crate) mod stat;
 pub(crate) mod terminal;
