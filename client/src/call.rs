@@ -1,10 +1,11 @@
 //! The generic call: any verb, with JSON arguments, including verbs this client was not built
 //! with. What follows each reply is found by the protocol's one body rule (PROTOCOL.md §3.1).
 
-use crate::client::{partial_path, Client, StreamItem};
+use crate::client::{open_partial, Client, StreamItem};
 use crate::error::Error;
-use async_std::fs::{self, File};
+use async_std::fs::File;
 use async_std::io::BufWriter;
+use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde_json::{Map, Value};
 use sft_protocol::body::{reply_body, upload_body, Body, Upload};
@@ -204,29 +205,36 @@ impl Response<'_> {
     }
 
     /// Writes the body to the file `local`, atomically like [`Client::get_file`]: to
-    /// [`partial_path`]`(local)` first, renamed once complete. A reply without a body creates
+    /// [`partial_path`](crate::partial_path)`(local)` first, renamed once complete. A reply without a body creates
     /// no file and returns 0.
     pub async fn read_body_to_file(self, local: &Path) -> Result<u64, Error> {
         if self.body == Body::None {
             return Ok(0);
         }
-        let partial = partial_path(local);
-        let file = match File::create(&partial).await {
-            Ok(file) => file,
-            Err(e) => return Err(Error::local(&partial, "create")(e)), // drop: broken
+        let partial = match open_partial(local, false).await {
+            Ok(partial) => partial,
+            Err(e) => return Err(e), // drop: broken
+        };
+        let file = match partial.file() {
+            Ok(file) => File::from(file),
+            Err(e) => return Err(Error::local(partial.path(), "open")(e)), // drop: broken
         };
         let mut writer = BufWriter::with_capacity(CHUNK, file);
-        let result = match self.copy_body(&mut writer, &partial).await {
-            Ok(n) => fs::rename(&partial, local)
-                .await
-                .map(|()| n)
-                .map_err(Error::local(local, "rename into")),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = fs::remove_file(&partial).await;
+        let result = self.copy_body(&mut writer, partial.path()).await;
+        drop(writer);
+        match result {
+            Ok(n) => {
+                let target = local.to_owned();
+                spawn_blocking(move || partial.commit(&target))
+                    .await
+                    .map(|()| n)
+                    .map_err(Error::local(local, "rename into"))
+            }
+            Err(e) => {
+                spawn_blocking(move || partial.discard()).await;
+                Err(e)
+            }
         }
-        result
     }
 
     async fn copy_body<W>(mut self, sink: &mut W, local: &Path) -> Result<u64, Error>

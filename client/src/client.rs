@@ -3,7 +3,9 @@
 use crate::address::{parse_server, ServerAddr};
 use crate::error::Error;
 use crate::files::{self, CHUNK, RECV};
+use crate::partial::Partial;
 use crate::progress::Progress;
+use crate::walk::Upload;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::{TcpStream, ToSocketAddrs};
 use async_std::task::spawn_blocking;
@@ -63,6 +65,30 @@ pub(crate) async fn with_stall<T>(
                 ),
                 _ => e,
             }),
+    }
+}
+
+/// Runs a connection attempt `op` for at most `share`; a timeout names the whole `limit`.
+async fn with_deadline<T>(
+    share: Option<Duration>,
+    limit: Option<Duration>,
+    op: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match share {
+        None => op.await,
+        Some(share) => async_std::io::timeout(share, op).await.map_err(|e| {
+            match (e.kind(), limit) {
+                (io::ErrorKind::TimedOut, Some(limit)) => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {:.1} s (the connect may take {} s in all; see --timeout)",
+                        share.as_secs_f64(),
+                        limit.as_secs()
+                    ),
+                ),
+                _ => e,
+            }
+        }),
     }
 }
 
@@ -133,19 +159,41 @@ impl Client {
         Self::connect_to(addr).await
     }
 
-    /// Connects to an already parsed address.
+    /// Connects to an already parsed address, giving up after [`DEFAULT_TIMEOUT`].
     pub async fn connect_to(server: ServerAddr) -> Result<Client, Error> {
-        let addrs: Vec<_> = (server.host.as_str(), server.port)
-            .to_socket_addrs()
+        Self::connect_within(server, Some(DEFAULT_TIMEOUT)).await
+    }
+
+    /// Connects to an already parsed address; the whole connect — resolving the name and
+    /// trying each of its addresses in turn — takes at most `limit` (`None`: as long as the
+    /// system allows). Each address gets an equal share of the time still left, so a first
+    /// address that never answers (a dropped SYN) still leaves time for the others. The new
+    /// client's read and write timeout is `limit` too (see [`Client::set_timeout`]).
+    pub async fn connect_within(
+        server: ServerAddr,
+        limit: Option<Duration>,
+    ) -> Result<Client, Error> {
+        let deadline = limit.map(|l| std::time::Instant::now() + l);
+        let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let resolving = async {
+            (server.host.as_str(), server.port)
+                .to_socket_addrs()
+                .await
+                .map(Iterator::collect::<Vec<_>>)
+        };
+        let addrs = with_stall(left(), resolving)
             .await
             .map_err(|source| Error::Resolve {
                 server: server.clone(),
                 source,
-            })?
-            .collect();
+            })?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
-        for addr in addrs {
-            match with_stall(Some(DEFAULT_TIMEOUT), TcpStream::connect(addr)).await {
+        for (i, addr) in addrs.iter().enumerate() {
+            let share = left().map(|l| l / (addrs.len() - i) as u32);
+            if share.is_some_and(|s| s.is_zero()) {
+                break;
+            }
+            match with_deadline(share, limit, TcpStream::connect(addr)).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(Client {
@@ -156,7 +204,7 @@ impl Client {
                         scratch: Vec::with_capacity(256),
                         broken: false,
                         progress: None,
-                        stall: Some(DEFAULT_TIMEOUT),
+                        stall: limit,
                     });
                 }
                 Err(e) => last = e,
@@ -443,7 +491,15 @@ impl Client {
         local: &Path,
         opts: GetOptions,
     ) -> Result<Transfer, Error> {
-        let held = held_partial(local, opts.resume).await;
+        // With a resume the partial is opened (and locked) first: its length is the offset.
+        let partial = match opts.resume {
+            true => Some(open_partial(local, true).await?),
+            false => None,
+        };
+        let held = match &partial {
+            Some(p) => p.len().map_err(Error::local(p.path(), "read"))?,
+            None => 0,
+        };
         let reply = match self.get_start(remote, held, opts.verify).await {
             // The partial is longer than the file now is: it belongs to another version.
             Err(Error::Remote(e)) if held > 0 && e.code == ErrorCode::BadRequest => {
@@ -451,29 +507,30 @@ impl Client {
             }
             other => other?,
         };
-        self.get_file_body(remote, local, reply, opts.verify).await
+        self.get_file_body(remote, local, reply, opts.verify, partial)
+            .await
     }
 
-    /// Receives the body announced by `reply` (and its hash) into `local`'s partial file, then
-    /// renames it into place: the second half of [`Client::get_file`].
+    /// Receives the body announced by `reply` (and its hash) into `local`'s partial file — the
+    /// one given, already open, or a new one — then renames it into place: the second half of
+    /// [`Client::get_file`].
     pub(crate) async fn get_file_body(
         &mut self,
         remote: &str,
         local: &Path,
         reply: GetReply,
         verify: bool,
+        partial: Option<Partial>,
     ) -> Result<Transfer, Error> {
-        let partial = partial_path(local);
         let offset = reply.offset;
         let opened = {
-            let partial = partial.clone();
+            let local = local.to_owned();
             spawn_blocking(move || {
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .read(true)
-                    .truncate(false)
-                    .open(&partial)?;
+                let partial = match partial {
+                    Some(p) => p,
+                    None => Partial::open(&local, false)?,
+                };
+                let mut file = partial.file()?;
                 file.set_len(offset)?;
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
                 let hasher = if verify {
@@ -481,16 +538,19 @@ impl Client {
                 } else {
                     None
                 };
-                Ok::<_, io::Error>((file, hasher))
+                Ok::<_, io::Error>((partial, file, hasher))
             })
             .await
         };
-        let (file, hasher) = match opened {
+        let (partial, file, hasher) = match opened {
             Ok(x) => x,
             Err(e) => {
                 // The body is on its way and nobody will read it.
                 self.broken = true;
-                return Err(Error::local(&partial, "write")(e));
+                return Err(Error::local(
+                    partial_path(local),
+                    "open the partial download",
+                )(e));
             }
         };
         let mut writer = BlockSink::new(Some(file), offset, hasher);
@@ -522,7 +582,7 @@ impl Client {
             self.progress_advance(buf.len() as u64);
             if let Err(e) = writer.write(buf).await {
                 self.broken = true;
-                received = Err(Error::local(&partial, "write")(e));
+                received = Err(Error::local(partial_path(local), "write")(e));
                 break;
             }
         }
@@ -531,13 +591,13 @@ impl Client {
         let finished = done
             .written
             .map(|()| done.file.expect("the sink writes to a file"))
-            .map_err(Error::local(&partial, "write"));
+            .map_err(Error::local(partial_path(local), "write"));
         let file = match (received, finished) {
             (Ok(()), Ok(file)) => file,
             // Cut off: the partial stays for `--continue`. A local failure: start over next time.
             (Err(e @ Error::CutOff { .. }), _) => return Err(e),
             (Err(e), _) | (Ok(()), Err(e)) => {
-                let _ = async_std::fs::remove_file(&partial).await;
+                spawn_blocking(move || partial.discard()).await;
                 return Err(e);
             }
         };
@@ -551,12 +611,13 @@ impl Client {
             Err(e) => {
                 // What arrived does not match: it is useless for a resume too.
                 if matches!(e, Error::Integrity { .. }) {
-                    let _ = async_std::fs::remove_file(&partial).await;
+                    spawn_blocking(move || partial.discard()).await;
                 }
                 return Err(e);
             }
         };
-        async_std::fs::rename(&partial, local)
+        let target = local.to_owned();
+        spawn_blocking(move || partial.commit(&target))
             .await
             .map_err(Error::local(local, "rename into"))?;
         let size = reply.file_size.unwrap_or(reply.size);
@@ -671,11 +732,46 @@ impl Client {
                     "not a regular file",
                 ));
             }
-            let version = Version::of(&file)?;
-            Ok((file, version, upload_id(&path, &meta)))
+            Ok((file, meta))
         })
         .await;
-        let (file, version, (size, id)) = opened.map_err(Error::local(local, "read"))?;
+        let (file, meta) = opened.map_err(Error::local(local, "read"))?;
+        self.send_opened(file, &meta, local, remote, opts).await
+    }
+
+    /// Uploads a file found by [`walk`](crate::walk) (or named with [`Upload::named`]) like
+    /// [`Client::send_file`] — but only if the file opened is still the one found: a file
+    /// swapped for a symlink or replaced since is refused with a local error, and nothing of
+    /// it is sent (the connection stays usable).
+    pub async fn send_upload(
+        &mut self,
+        upload: &Upload,
+        opts: SendOptions,
+    ) -> Result<Transfer, Error> {
+        let found = upload.clone();
+        let opened = spawn_blocking(move || found.open()).await;
+        let (file, meta) = opened.map_err(Error::local(&upload.local, "read"))?;
+        self.send_opened(file, &meta, &upload.local, &upload.remote, opts)
+            .await
+    }
+
+    /// Uploads the open regular file `file` (described by `meta`, found at `local`).
+    async fn send_opened(
+        &mut self,
+        file: std::fs::File,
+        meta: &std::fs::Metadata,
+        local: &Path,
+        remote: &str,
+        opts: SendOptions,
+    ) -> Result<Transfer, Error> {
+        let path = local.to_owned();
+        let meta = meta.clone();
+        // The version every byte sent must be of (checked again after the last one left).
+        let version = Version::of(&file).map_err(Error::local(local, "read"))?;
+        let (size, id) = spawn_blocking(move || upload_id(&path, &meta)).await;
+        if size != version.size {
+            return Err(Error::local(local, "read")(sft_io::changed()));
+        }
         // Verified uploads hash while they send and give the hash in a trailer; an id derived
         // from the local file lets an interrupted one be resumed.
         let args = SendRequest {
@@ -858,16 +954,15 @@ pub(crate) enum StreamItem {
     Error(WireError),
 }
 
-/// How many bytes of `local`'s download a resume can keep: its partial file's length, when
-/// resuming (0 otherwise, or when there is none).
-pub(crate) async fn held_partial(local: &Path, resume: bool) -> u64 {
-    if !resume {
-        return 0;
-    }
-    async_std::fs::metadata(partial_path(local))
+/// Opens (and locks) the partial download of `local`, see [`Partial::open`].
+pub(crate) async fn open_partial(local: &Path, resume: bool) -> Result<Partial, Error> {
+    let target = local.to_owned();
+    spawn_blocking(move || Partial::open(&target, resume))
         .await
-        .map(|m| m.len())
-        .unwrap_or(0)
+        .map_err(Error::local(
+            partial_path(local),
+            "open the partial download",
+        ))
 }
 
 /// Where [`Client::get_file`] keeps a download in progress: `.<name>.sft-part` beside `local`.

@@ -43,8 +43,10 @@ mod error;
 mod files;
 mod inspect;
 mod many;
+mod partial;
 mod progress;
 mod stream;
+mod walk;
 
 pub use address::{parse_server, ServerAddr};
 pub use call::Response;
@@ -57,3 +59,4 @@ pub use progress::Progress;
 pub use sft_protocol::body::Body;
 pub use sft_protocol::verbs::{Entry, Kind, ListEnd};
 pub use sft_protocol::{ErrorCode, WireError};
+pub use walk::{walk, Upload, Walk};

@@ -4,6 +4,7 @@
 mod cmd;
 
 use async_std::task;
+pub(crate) use cmd::terminal::escape;
 use cmd::{get::GetArgs, send::SendArgs, Common};
 use sft_client::{parse_server, Client, Error, ExitCode};
 use std::path::PathBuf;
@@ -177,7 +178,7 @@ fn main() {
 fn print_json_error(name: &str, message: &str, code: ExitCode) {
     let line =
         serde_json::json!({"error": {"code": name, "message": message}, "exit_code": code as i32});
-    println!("{line}");
+    println!("{}", cmd::terminal::json(&line.to_string()));
 }
 
 /// Why `sft` failed.
@@ -243,20 +244,5 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn connect(server: &str, common: &Common) -> Result<Client, Failure> {
     let addr = parse_server(server, common.port).map_err(Failure::Usage)?;
-    let mut client = Client::connect_to(addr).await?;
-    client.set_timeout(common.stall());
-    Ok(client)
-}
-
-/// Shows control characters in names from the network as `\u{…}`, so they cannot drive the terminal.
-fn escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                format!("\\u{{{:x}}}", c as u32).chars().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    Ok(Client::connect_within(addr, common.stall()).await?)
 }

@@ -2,8 +2,9 @@
 //! their replies are read (PROTOCOL.md §1), so a folder of small files does not wait a round
 //! trip per file. The server answers strictly in order.
 
-use crate::client::{held_partial, Client, Transfer};
+use crate::client::{open_partial, Client, Transfer};
 use crate::error::Error;
+use crate::partial::Partial;
 use futures::AsyncWriteExt;
 use sft_protocol::verbs::GetRequest;
 use sft_protocol::{encode_request, ErrorCode};
@@ -49,13 +50,15 @@ impl Client {
             .enumerate()
             .map(|(i, j)| (i, j.resume))
             .collect();
-        // Requests sent whose replies are still to come: job, offset asked for, request bytes.
-        let mut inflight: VecDeque<(usize, u64, usize)> = VecDeque::new();
+        // Requests sent whose replies are still to come: job, offset asked for, request bytes,
+        // and the partial a resume continues (open and locked from the request on).
+        let mut inflight: VecDeque<(usize, u64, usize, Option<Partial>)> = VecDeque::new();
         let mut inflight_bytes = 0;
-        let leftovers = |inflight: &VecDeque<(usize, u64, usize)>, queue: &VecDeque<_>| {
+        let leftovers = |inflight: &VecDeque<(usize, u64, usize, Option<Partial>)>,
+                         queue: &VecDeque<_>| {
             inflight
                 .iter()
-                .map(|&(i, _, _)| i)
+                .map(|&(i, ..)| i)
                 .chain(queue.iter().map(|&(i, _)| i))
                 .collect::<Vec<usize>>()
         };
@@ -70,7 +73,24 @@ impl Client {
                     break;
                 };
                 let job = &jobs[i];
-                let offset = held_partial(&job.local, resume).await;
+                let partial = match resume {
+                    true => match open_partial(&job.local, true).await {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            // Nothing was asked for this one; the others go on.
+                            done(i, Err(e));
+                            continue;
+                        }
+                    },
+                    false => None,
+                };
+                let offset = match partial.as_ref().map(Partial::len).transpose() {
+                    Ok(held) => held.unwrap_or(0),
+                    Err(e) => {
+                        done(i, Err(Error::local(&job.local, "read")(e)));
+                        continue;
+                    }
+                };
                 self.scratch.clear();
                 encode_request(
                     &GetRequest {
@@ -88,7 +108,7 @@ impl Client {
                     done(i, Err(Error::cut_off(during)(e)));
                     return leftovers(&inflight, &queue);
                 }
-                inflight.push_back((i, offset, len));
+                inflight.push_back((i, offset, len, partial));
                 inflight_bytes += len;
                 wrote = Some(i);
             }
@@ -101,7 +121,7 @@ impl Client {
                     return leftovers(&inflight, &queue);
                 }
             }
-            let Some((i, offset, len)) = inflight.pop_front() else {
+            let Some((i, offset, len, partial)) = inflight.pop_front() else {
                 return Vec::new();
             };
             inflight_bytes -= len;
@@ -114,7 +134,7 @@ impl Client {
                 }
                 Err(e) => Err(e),
                 Ok(reply) => {
-                    self.get_file_body(&job.remote, &job.local, reply, verify)
+                    self.get_file_body(&job.remote, &job.local, reply, verify, partial)
                         .await
                 }
             };

@@ -3,11 +3,12 @@
 //! output or to FILE.
 
 use super::stdout_failed;
+use super::terminal::{json, JsonLines};
 use crate::Failure;
 use async_std::fs::File;
 use async_std::io::BufReader;
 use serde_json::{Map, Value};
-use sft_client::{Client, Error};
+use sft_client::{Body, Client, Error};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -92,23 +93,37 @@ impl Call {
                 // An error reply is a reply too: show it as the server sent it.
                 let mut line = Vec::new();
                 sft_protocol::encode_error(&e, &mut line);
-                print_line(&line)?;
+                print_line(&String::from_utf8_lossy(&line))?;
                 return Err(Error::Remote(e).into());
             }
             Err(e) => return Err(e.into()),
         };
-        print_line(format!("{}\n", response.header()).as_bytes())?;
+        print_line(&format!("{}\n", response.header()))?;
         match &self.output {
             Some(path) => response.read_body_to_file(path).await?,
+            // A line stream is JSON from the server, shown like its reply line…
+            None if response.body() == Body::Lines => {
+                let mut out = JsonLines::new(std::io::stdout().lock());
+                response.read_body(&mut out).await?
+            }
+            // …a sized body is a file's bytes, written as they are (like `sft get FILE -`).
             None => response.read_body(&mut async_std::io::stdout()).await?,
         };
         Ok(())
     }
 }
 
-fn print_line(line: &[u8]) -> Result<(), Failure> {
+/// Prints a reply line, its terminal controls escaped.
+fn print_line(line: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    out.write_all(line)
+    let mut shown = String::new();
+    for part in line.split_inclusive('\n') {
+        match part.strip_suffix('\n') {
+            Some(text) => shown += &(json(text) + "\n"),
+            None => shown += &json(part),
+        }
+    }
+    out.write_all(shown.as_bytes())
         .and_then(|()| out.flush())
         .map_err(stdout_failed)
 }

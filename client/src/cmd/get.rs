@@ -2,6 +2,7 @@
 //! whole folders (`-r`), over one connection, pipelined, resumable, with `--retries`.
 
 use super::local::{ensure_dir, remote_join, remote_name, safe_relative};
+use super::plan::{Kind as PlanKind, Plan};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
 use super::ui::Ui;
 use super::{local_error, Common};
@@ -196,18 +197,9 @@ async fn folder(
     local: &Path,
 ) -> Result<(), Failure> {
     let mut tally = Tally::new("get");
-    let mut jobs = Vec::new();
-    expand(
-        &mut client,
-        remote,
-        local,
-        args.resume,
-        ui,
-        &mut tally,
-        &mut jobs,
-    )
-    .await?;
-    fetch(args, ui, server, client, jobs, &mut tally).await?;
+    let mut plan = Plan::new().map_err(local_error(std::env::temp_dir(), "write in"))?;
+    expand(&mut client, remote, local, ui, &mut plan).await?;
+    carry_out(args, ui, server, client, plan, &mut tally).await?;
     tally.finish(ui)
 }
 
@@ -234,23 +226,15 @@ async fn many(
     std::fs::create_dir_all(dir).map_err(local_error(dir, "create the folder"))?;
     let mut client = connect(server, ui).await?;
     let mut tally = Tally::new("get");
-    let mut jobs = Vec::new();
+    let mut plan = Plan::new().map_err(local_error(std::env::temp_dir(), "write in"))?;
+    let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
     for remote in remotes {
         let name = remote_name(remote).expect("checked above");
         let local = dir.join(name);
         if args.recursive {
             match client.stat(remote).await {
                 Ok(entry) if entry.kind == Kind::Folder => {
-                    expand(
-                        &mut client,
-                        remote,
-                        &local,
-                        args.resume,
-                        ui,
-                        &mut tally,
-                        &mut jobs,
-                    )
-                    .await?;
+                    expand(&mut client, remote, &local, ui, &mut plan).await?;
                     continue;
                 }
                 Ok(_) => {}
@@ -261,30 +245,24 @@ async fn many(
                 Err(e) => return Err(e.into()),
             }
         }
-        jobs.push(GetJob {
-            remote: remote.clone(),
-            local,
-            resume: args.resume,
-        });
+        plan.push(PlanKind::File, dir, Path::new(name), remote)
+            .map_err(spill)?;
     }
-    fetch(args, ui, server, client, jobs, &mut tally).await?;
+    carry_out(args, ui, server, client, plan, &mut tally).await?;
     tally.finish(ui)
 }
 
-/// Lists the remote folder `remote` and turns it into downloads below `local`: every name is
-/// checked before anything is written (a server naming `../x` or `/etc/x` is refused whole),
-/// then the folders are created, empty ones included. Symlinks are skipped, with a warning.
+/// Lists the remote folder `remote` into `plan` as downloads below `local`, one entry at a
+/// time (never the whole listing in memory): every name is checked before anything is written
+/// (a server naming `../x` or `/etc/x` is refused whole). Symlinks are skipped, with a warning.
 async fn expand(
     client: &mut Client,
     remote: &str,
     local: &Path,
-    resume: bool,
     ui: &Ui,
-    tally: &mut Tally,
-    jobs: &mut Vec<GetJob>,
+    plan: &mut Plan,
 ) -> Result<(), Failure> {
-    let mut folders = Vec::new();
-    let mut files = Vec::new();
+    let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
     let mut listing = client.list(remote, true).await?;
     while let Some(entry) = listing.next().await? {
         let Some(rel) = safe_relative(&entry.name) else {
@@ -305,18 +283,26 @@ async fn expand(
                 escape(&err.message)
             ));
         }
+        let remote_path = remote_join(remote, &entry.name);
         match entry.kind {
-            Kind::Folder => folders.push(rel),
-            Kind::File => files.push((entry.name, rel)),
-            Kind::Symlink => ui.warn(&format!(
-                "skipped {}: a symlink (not followed)",
-                escape(&remote_join(remote, &entry.name))
-            )),
-            Kind::Other => ui.warn(&format!(
-                "skipped {}: not a regular file",
-                escape(&remote_join(remote, &entry.name))
-            )),
+            Kind::Folder => plan.push(PlanKind::Folder, local, &rel, &remote_path),
+            Kind::File => plan.push(PlanKind::File, local, &rel, &remote_path),
+            Kind::Symlink => {
+                ui.warn(&format!(
+                    "skipped {}: a symlink (not followed)",
+                    escape(&remote_path)
+                ));
+                Ok(())
+            }
+            Kind::Other => {
+                ui.warn(&format!(
+                    "skipped {}: not a regular file",
+                    escape(&remote_path)
+                ));
+                Ok(())
+            }
         }
+        .map_err(spill)?;
     }
     if let Some(end) = listing.end().filter(|end| end.skipped > 0) {
         ui.warn(&format!(
@@ -327,47 +313,111 @@ async fn expand(
     }
     drop(listing);
     std::fs::create_dir_all(local).map_err(local_error(local, "create the folder"))?;
-    for rel in &folders {
-        match ensure_dir(local, rel) {
-            Ok(()) => tally.folder(ui, &local.join(rel).display().to_string()),
+    Ok(())
+}
+
+/// Downloads at most this many files per round of [`fetch`]: the plan is read back this many
+/// at a time, so memory stays bounded whatever the listing held.
+const BATCH: usize = 1024;
+
+/// Carries out `plan`: first creates its folders (empty ones included), then downloads its
+/// files, a batch at a time, over `client` (and new connections after a cut-off, with
+/// `--retries`).
+async fn carry_out(
+    args: &GetArgs,
+    ui: &Ui,
+    server: &ServerAddr,
+    mut client: Client,
+    mut plan: Plan,
+    tally: &mut Tally,
+) -> Result<(), Failure> {
+    let spill = |e| Failure::from(local_error(std::env::temp_dir(), "read")(e));
+    for record in plan.read().map_err(spill)? {
+        let record = record.map_err(spill)?;
+        if record.kind != PlanKind::Folder {
+            continue;
+        }
+        let at = record.base.join(&record.rel);
+        match ensure_dir(&record.base, &record.rel) {
+            Ok(()) => tally.folder(ui, &at.display().to_string()),
             Err(e) => {
-                let at = local.join(rel);
                 let e = local_error(&at, "create the folder")(e);
-                tally.failed(ui, remote, &at.display().to_string(), &e);
+                tally.failed(ui, &record.remote, &at.display().to_string(), &e);
             }
         }
     }
-    for (name, rel) in files {
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let remote_path = remote_join(remote, &name);
-        let local_path = local.join(&rel);
-        if let Err(e) = ensure_dir(local, parent) {
-            let e = local_error(local.join(parent), "create the folder")(e);
-            tally.failed(ui, &remote_path, &local_path.display().to_string(), &e);
+    ui.batch(plan.files, None);
+    let mut retry = Retry::new(args.retries);
+    let mut later = plan.files;
+    let mut jobs = Vec::with_capacity(BATCH.min(later));
+    for record in plan.read().map_err(spill)? {
+        let record = record.map_err(spill)?;
+        if record.kind != PlanKind::File {
+            continue;
+        }
+        later -= 1;
+        let parent = record.rel.parent().unwrap_or(Path::new(""));
+        let local_path = record.base.join(&record.rel);
+        if let Err(e) = ensure_dir(&record.base, parent) {
+            let e = local_error(record.base.join(parent), "create the folder")(e);
+            tally.failed(ui, &record.remote, &local_path.display().to_string(), &e);
             continue;
         }
         jobs.push(GetJob {
-            remote: remote_path,
+            remote: record.remote,
             local: local_path,
-            resume,
+            resume: args.resume,
         });
+        if jobs.len() == BATCH || later == 0 {
+            let batch = std::mem::take(&mut jobs);
+            let go_on = fetch(
+                args,
+                ui,
+                server,
+                &mut client,
+                batch,
+                tally,
+                &mut retry,
+                later,
+            )
+            .await?;
+            if !go_on {
+                return Ok(());
+            }
+        }
+    }
+    if !jobs.is_empty() {
+        fetch(args, ui, server, &mut client, jobs, tally, &mut retry, 0).await?;
     }
     Ok(())
 }
 
 /// Downloads `jobs`, pipelined; after a cut-off (with `--retries`) reconnects and goes on,
-/// resuming the file that was cut off from its partial.
+/// resuming the file that was cut off from its partial. Returns whether the connection can go
+/// on; when it cannot, the jobs left — and the `later` ones not given yet — are counted as
+/// abandoned.
+#[allow(clippy::too_many_arguments)]
 async fn fetch(
     args: &GetArgs,
     ui: &Ui,
     server: &ServerAddr,
-    mut client: Client,
+    client: &mut Client,
     mut jobs: Vec<GetJob>,
     tally: &mut Tally,
-) -> Result<(), Failure> {
-    ui.batch(jobs.len(), None);
+    retry: &mut Retry,
+    later: usize,
+) -> Result<bool, Failure> {
+    if client.is_broken() {
+        // An earlier batch ended on a failure that left the connection out of step.
+        match connect(server, ui).await {
+            Ok(c) => *client = c,
+            Err(e) => {
+                tally.abandoned(ui, jobs.len() + later, &e);
+                return Ok(false);
+            }
+        }
+    }
     let verify = !args.no_verify;
-    let mut retry = Retry::new(args.retries);
     let mut todo: Vec<usize> = (0..jobs.len()).collect();
     let mut attempts = vec![1; jobs.len()];
     while !todo.is_empty() {
@@ -392,25 +442,25 @@ async fn fetch(
         let leftovers: Vec<usize> = leftovers.into_iter().map(|k| todo[k]).collect();
         let Some((i, e)) = cut else {
             if leftovers.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             // A local failure (a file that could not be written) broke the connection: the
             // other files can still come over a new one.
             let e = Error::Protocol("the connection broke".into());
             if local_failure {
                 if let Ok(c) = connect(server, ui).await {
-                    client = c;
+                    *client = c;
                     todo = leftovers;
                     continue;
                 }
             }
-            tally.abandoned(ui, leftovers.len(), &e);
-            return Ok(());
+            tally.abandoned(ui, leftovers.len() + later, &e);
+            return Ok(false);
         };
         if retry.again(&e, ui).await {
             match retry.reconnect(server, ui).await {
                 Ok(c) => {
-                    client = c;
+                    *client = c;
                     jobs[i].resume = true;
                     attempts[i] += 1;
                     todo = std::iter::once(i).chain(leftovers).collect();
@@ -419,15 +469,15 @@ async fn fetch(
                 Err(e) => {
                     let job = &jobs[i];
                     tally.failed(ui, &job.remote, &job.local.display().to_string(), &e);
-                    tally.abandoned(ui, leftovers.len(), &e);
-                    return Ok(());
+                    tally.abandoned(ui, leftovers.len() + later, &e);
+                    return Ok(false);
                 }
             }
         }
         let job = &jobs[i];
         tally.failed(ui, &job.remote, &job.local.display().to_string(), &e);
-        tally.abandoned(ui, leftovers.len(), &e);
-        return Ok(());
+        tally.abandoned(ui, leftovers.len() + later, &e);
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }

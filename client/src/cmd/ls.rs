@@ -1,6 +1,7 @@
 //! `sft ls SERVER [DIR] [-r] [--json]`: a folder's entries, printed as they arrive.
 
 use super::stdout_failed;
+use super::terminal::json as safe;
 use super::time::utc;
 use crate::{escape, Failure};
 use sft_client::{Client, Entry, Error, Kind};
@@ -17,7 +18,7 @@ pub(crate) async fn run(
     let mut listing = client.list(dir, recursive).await?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     if json {
-        let path = serde_json::to_string(listing.path()).expect("strings serialize");
+        let path = safe(&serde_json::to_string(listing.path()).expect("strings serialize"));
         write!(
             out,
             "{{\"path\":{path},\"recursive\":{recursive},\"entries\":["
@@ -42,7 +43,9 @@ pub(crate) async fn run(
             if shown > 0 {
                 out.write_all(b",").map_err(stdout_failed)?;
             }
-            serde_json::to_writer(&mut out, &entry).map_err(|e| stdout_failed(e.into()))?;
+            let line = serde_json::to_string(&entry).expect("entries serialize");
+            out.write_all(safe(&line).as_bytes())
+                .map_err(stdout_failed)?;
         } else {
             writeln!(out, "{}", row(&entry)).map_err(stdout_failed)?;
         }
@@ -61,7 +64,7 @@ pub(crate) async fn run(
             (Some(Error::Remote(e)), _) => writeln!(
                 out,
                 "],\"error\":{}}}",
-                serde_json::to_string(e).expect("errors serialize")
+                safe(&serde_json::to_string(e).expect("errors serialize"))
             ),
             _ => Ok(()),
         }

@@ -6,8 +6,10 @@ pub(crate) mod call;
 pub(crate) mod get;
 pub(crate) mod local;
 pub(crate) mod ls;
+mod plan;
 pub(crate) mod send;
 pub(crate) mod stat;
+pub(crate) mod terminal;
 mod time;
 pub(crate) mod transfer;
 pub(crate) mod ui;
@@ -33,8 +35,9 @@ pub(crate) struct Common {
     /// Print JSON on standard output: the result (for `ls`, one JSON document), or the error.
     #[structopt(long)]
     pub(crate) json: bool,
-    /// Give up on a connection attempt, or a transfer that moves nothing, after this many
-    /// seconds (0: wait forever). A stalled transfer counts as cut off: see --retries, -c.
+    /// Give up on connecting (all of the server's addresses together), or on a transfer that
+    /// moves nothing, after this many seconds (0: wait as long as the system does). A stalled
+    /// transfer counts as cut off: see --retries, -c.
     #[structopt(long, default_value = "60", value_name = "SECS")]
     pub(crate) timeout: u64,
 }

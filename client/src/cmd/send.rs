@@ -2,12 +2,12 @@
 //! remote folder (`LOCAL… -o REMOTE_DIR`), or whole folders (`-r`), over one connection,
 //! resumable, with `--retries`.
 
-use super::local::{local_name, remote_join, walk, Upload, Walk};
+use super::local::{local_name, remote_join};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
 use super::ui::Ui;
 use super::{local_error, Common};
 use crate::{escape, Failure};
-use sft_client::{Client, Error, SendOptions, ServerAddr};
+use sft_client::{walk, Client, Error, SendOptions, ServerAddr, Upload, Walk};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -236,12 +236,8 @@ async fn many(args: &SendArgs, ui: &Ui, server: &ServerAddr, dir: &str) -> Resul
             all.files.extend(walked.files);
             all.folders.extend(walked.folders);
         } else {
-            let meta = std::fs::metadata(local).map_err(local_error(local, "read"))?;
-            all.files.push(Upload {
-                local: local.clone(),
-                remote,
-                size: meta.len(),
-            });
+            let file = Upload::named(local, remote).map_err(local_error(local, "read"))?;
+            all.files.push(file);
         }
     }
     let client = connect(server, ui).await?;
@@ -297,10 +293,7 @@ async fn upload(
         let mut resumed = false;
         let mut attempts = 1;
         let sent = loop {
-            match client
-                .send_file(&file.local, &file.remote, args.options(resumed))
-                .await
-            {
+            match client.send_upload(file, args.options(resumed)).await {
                 Err(e) if retry.again(&e, ui).await => match retry.reconnect(server, ui).await {
                     Ok(c) => {
                         client = c;

@@ -1,6 +1,7 @@
 //! `sft stat SERVER PATH [--json]`: one path's kind, size and modification time.
 
 use super::stdout_failed;
+use super::terminal;
 use super::time::utc;
 use crate::{escape, Failure};
 use sft_client::{Client, Kind};
@@ -10,7 +11,7 @@ use std::io::Write;
 pub(crate) async fn run(client: &mut Client, path: &str, json: bool) -> Result<(), Failure> {
     let entry = client.stat(path).await?;
     let mut text = if json {
-        serde_json::to_string(&entry).expect("entries serialize")
+        terminal::json(&serde_json::to_string(&entry).expect("entries serialize"))
     } else {
         let mut t = format!(
             "path    {}\nkind    {}",

@@ -20,9 +20,8 @@ pub(crate) fn server_addr(server: &str, common: &Common) -> Result<ServerAddr, F
 
 /// Connects, with the display's progress reporting installed.
 pub(crate) async fn connect(server: &ServerAddr, ui: &Ui) -> Result<Client, Error> {
-    let mut client = Client::connect_to(server.clone()).await?;
+    let mut client = Client::connect_within(server.clone(), ui.stall).await?;
     client.set_progress(ui.progress());
-    client.set_timeout(ui.stall);
     ui.note(&format!("connected to {server}"));
     Ok(client)
 }
@@ -162,7 +161,8 @@ pub(crate) fn report_single(
     ui.finish();
     let secs = started.elapsed().as_secs_f64();
     if ui.json {
-        println!("{}", line.json_ok(t, secs, attempts));
+        let json = line.json_ok(t, secs, attempts).to_string();
+        println!("{}", super::terminal::json(&json));
     } else if !ui.quiet {
         let rate = t.bytes_transferred as f64 / secs.max(1e-9);
         let resumed = if t.resumed_from > 0 {

@@ -84,6 +84,7 @@ impl Ui {
 
     /// Prints a line on standard output (a `--json` result), above any bars.
     pub(crate) fn line_out(&self, line: &str) {
+        let line = super::terminal::json(line);
         match &self.bars {
             Some(bars) => bars.multi.suspend(|| println!("{line}")),
             None => println!("{line}"),

@@ -1,0 +1,124 @@
+//! The downloads of `get -r`, kept in an unlinked temporary file instead of in memory: a
+//! listing of any length (a hostile server can send millions of names) costs the same few
+//! hundred KiB, read back a batch at a time.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What a record asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Create the folder `base/rel`.
+    Folder,
+    /// Download `remote` to `base/rel`.
+    File,
+}
+
+/// One planned step.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) kind: Kind,
+    /// The local folder the download goes into (nothing below it is followed).
+    pub(crate) base: PathBuf,
+    /// The checked relative path below `base`.
+    pub(crate) rel: PathBuf,
+    /// The remote path (files).
+    pub(crate) remote: String,
+}
+
+/// Records written one by one, then read back from the start (as often as needed).
+#[derive(Debug)]
+pub(crate) struct Plan {
+    out: BufWriter<File>,
+    /// Files planned.
+    pub(crate) files: usize,
+}
+
+impl Plan {
+    pub(crate) fn new() -> io::Result<Plan> {
+        Ok(Plan {
+            out: BufWriter::new(tempfile::tempfile()?),
+            files: 0,
+        })
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        kind: Kind,
+        base: &Path,
+        rel: &Path,
+        remote: &str,
+    ) -> io::Result<()> {
+        self.out.write_all(&[match kind {
+            Kind::Folder => b'D',
+            Kind::File => b'F',
+        }])?;
+        for part in [
+            base.as_os_str().as_bytes(),
+            rel.as_os_str().as_bytes(),
+            remote.as_bytes(),
+        ] {
+            self.out.write_all(&(part.len() as u64).to_le_bytes())?;
+            self.out.write_all(part)?;
+        }
+        if kind == Kind::File {
+            self.files += 1;
+        }
+        Ok(())
+    }
+
+    /// Every record, from the first.
+    pub(crate) fn read(&mut self) -> io::Result<Records> {
+        self.out.flush()?;
+        let mut file = self.out.get_ref().try_clone()?;
+        file.rewind()?;
+        Ok(Records(BufReader::new(file)))
+    }
+}
+
+/// Reads a [`Plan`] back.
+#[derive(Debug)]
+pub(crate) struct Records(BufReader<File>);
+
+impl Records {
+    fn part(&mut self) -> io::Result<Vec<u8>> {
+        let mut len = [0u8; 8];
+        self.0.read_exact(&mut len)?;
+        let mut part = vec![0u8; u64::from_le_bytes(len) as usize];
+        self.0.read_exact(&mut part)?;
+        Ok(part)
+    }
+}
+
+impl Iterator for Records {
+    type Item = io::Result<Record>;
+
+    fn next(&mut self) -> Option<io::Result<Record>> {
+        let mut kind = [0u8];
+        match self.0.read(&mut kind) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        let kind = if kind[0] == b'D' {
+            Kind::Folder
+        } else {
+            Kind::File
+        };
+        let read = (|| {
+            let base = PathBuf::from(std::ffi::OsStr::from_bytes(&self.part()?));
+            let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&self.part()?));
+            let remote = String::from_utf8(self.part()?)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Ok(Record {
+                kind,
+                base,
+                rel,
+                remote,
+            })
+        })();
+        Some(read)
+    }
+}
