@@ -67,6 +67,15 @@ impl TestServer {
         list_files(&self.path(".sft/tmp"))
     }
 
+    /// Stops the server and waits (at most `limit`, else panics) for `run` to return, keeping
+    /// the root for inspection.
+    pub fn stop_within(&mut self, limit: Duration) -> std::io::Result<()> {
+        self.handle.shutdown();
+        let run = self.task.take().expect("running");
+        task::block_on(async_std::future::timeout(limit, run))
+            .unwrap_or_else(|_| panic!("Server::run did not return within {limit:?}"))
+    }
+
     /// Stops the server and waits for `run` to return.
     pub fn stop(mut self) -> std::io::Result<()> {
         self.handle.shutdown();

@@ -36,7 +36,8 @@ pub struct Handle {
 
 impl Handle {
     /// Asks the server to stop: it stops accepting, tells every session to close once its
-    /// current request is done, and `run` returns when all have.
+    /// current request is done, and `run` returns when all have, or when the shutdown grace
+    /// period runs out, after closing those that were left.
     pub fn shutdown(&self) {
         let _ = self.stop.try_send(());
     }
@@ -112,7 +113,9 @@ impl Server {
         }
     }
 
-    /// Accepts connections until [`Handle::shutdown`], then waits for every session to end.
+    /// Accepts connections until [`Handle::shutdown`], then waits for every session to end:
+    /// those still running when the grace period runs out are cancelled (their connections
+    /// closed, their uploads discarded), so that when `run` returns no session is left.
     pub async fn run(self) -> io::Result<()> {
         // Every session task holds a clone of `done_tx`; when all are dropped, `recv` fails.
         let (done_tx, done_rx) = channel::bounded::<()>(1);
@@ -151,6 +154,14 @@ impl Server {
         if finished.is_err() {
             let left = self.sessions.len();
             log::warn!(sessions = left, grace_s = self.grace.as_secs(); "shutdown grace expired; closing the remaining sessions");
+            // Cancelling drops each session's future: its sockets, files and registration go
+            // with it, so when `run` returns nothing of the server is left running (which
+            // matters to a program that embeds it and carries on).
+            let tasks = self.sessions.take_tasks();
+            futures::future::join_all(tasks.into_iter().map(|t| t.cancel())).await;
+            if !self.sessions.is_empty() {
+                log::warn!(sessions = self.sessions.len(); "sessions outlived cancellation");
+            }
             // Their uploads can no longer complete: leave no staging debris behind.
             let root = self.shared.root.clone();
             let _ = task::spawn_blocking(move || root.clean_staging()).await;
@@ -161,11 +172,13 @@ impl Server {
 
     fn spawn_session(&self, stream: TcpStream, peer: SocketAddr, done: Sender<()>) {
         let (registration, mailbox) = self.sessions.register(peer);
+        let id = registration.info.id;
         let shared = Arc::clone(&self.shared);
-        task::spawn(async move {
+        let task = task::spawn(async move {
             session::run(shared, stream, registration, mailbox).await;
             drop(done);
         });
+        self.sessions.attach(id, task);
     }
 }
 
