@@ -1,6 +1,7 @@
 //! The listener: accepts connections, starts a session actor for each, and stops on request.
 
 use crate::config::Config;
+use crate::fdlimit::REFUSALS_IN_FLIGHT;
 use crate::session::{self, Mail, Shared};
 use crate::sessions::{SessionInfo, Sessions};
 use async_std::channel::{self, Receiver, Sender};
@@ -11,6 +12,7 @@ use sft_commands::{Registry, Root};
 use sft_protocol::{encode_error, ErrorCode, WireError};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +123,7 @@ impl Server {
         let (done_tx, done_rx) = channel::bounded::<()>(1);
         let janitor = task::spawn(expire_partials_periodically(self.shared.clone()));
         let mut backoff = Duration::ZERO;
+        let refusing = Arc::new(AtomicUsize::new(0));
         loop {
             let accepted = futures::select_biased! {
                 _ = self.stop_rx.recv().fuse() => break,
@@ -130,7 +133,7 @@ impl Server {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
                     if self.sessions.len() >= self.max_connections {
-                        refuse_busy(stream, peer, self.max_connections);
+                        refuse_busy(stream, peer, self.max_connections, &refusing);
                     } else {
                         self.spawn_session(stream, peer, done_tx.clone());
                     }
@@ -202,9 +205,17 @@ async fn expire_partials_periodically(shared: Arc<Shared>) {
 }
 
 /// Answers a connection over the limit with `busy` and closes it, without holding up the
-/// accept loop (bounded: a peer that does not read gets dropped after a second).
-fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize) {
+/// accept loop (bounded: a peer that does not read gets dropped after a second). At most
+/// [`REFUSALS_IN_FLIGHT`] are answered at once; past that a flood is closed without a reply,
+/// so refusals never use the descriptors kept for the server.
+fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<AtomicUsize>) {
+    if refusing.fetch_add(1, Ordering::Relaxed) >= REFUSALS_IN_FLIGHT {
+        refusing.fetch_sub(1, Ordering::Relaxed);
+        log::warn!(peer:% = peer, max_connections = max; "connection refused: busy (closed without reply)");
+        return;
+    }
     log::warn!(peer:% = peer, max_connections = max; "connection refused: busy");
+    let refusing = Arc::clone(refusing);
     task::spawn(async move {
         let mut line = Vec::new();
         let err = WireError::new(
@@ -213,6 +224,8 @@ fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize) {
         );
         encode_error(&err, &mut line);
         let _ = async_std::io::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+        drop(stream);
+        refusing.fetch_sub(1, Ordering::Relaxed);
     });
 }
 
