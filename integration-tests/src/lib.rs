@@ -351,8 +351,13 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
+        Self::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// Wraps a connection made elsewhere.
+    pub fn from_stream(stream: TcpStream) -> Raw {
         Raw {
-            stream: TcpStream::connect(addr).await.expect("connect"),
+            stream,
             buf: Vec::new(),
         }
     }
