@@ -67,6 +67,15 @@ impl TestServer {
         list_files(&self.path(".sft/tmp"))
     }
 
+    /// Stops the server and waits (at most `limit`, else panics) for `run` to return, keeping
+    /// the root for inspection.
+    pub fn stop_within(&mut self, limit: Duration) -> std::io::Result<()> {
+        self.handle.shutdown();
+        let run = self.task.take().expect("running");
+        task::block_on(async_std::future::timeout(limit, run))
+            .unwrap_or_else(|_| panic!("Server::run did not return within {limit:?}"))
+    }
+
     /// Stops the server and waits for `run` to return.
     pub fn stop(mut self) -> std::io::Result<()> {
         self.handle.shutdown();
@@ -342,8 +351,13 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
+        Self::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// Wraps a connection made elsewhere.
+    pub fn from_stream(stream: TcpStream) -> Raw {
         Raw {
-            stream: TcpStream::connect(addr).await.expect("connect"),
+            stream,
             buf: Vec::new(),
         }
     }

@@ -62,7 +62,8 @@ pub struct Config {
     #[structopt(long)]
     pub read_only: bool,
 
-    /// Most connections served at once; one more gets a `busy` error and is closed.
+    /// Most connections served at once; one more gets a `busy` error and is closed. Lowered at
+    /// start-up (with a warning) when the open-file limit cannot serve that many.
     #[structopt(long, default_value = "1024")]
     pub max_connections: usize,
 

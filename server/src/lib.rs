@@ -21,6 +21,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod config;
+pub mod fdlimit;
 mod listener;
 pub mod logging;
 mod main_helper;

@@ -1,6 +1,7 @@
 //! The listener: accepts connections, starts a session actor for each, and stops on request.
 
 use crate::config::Config;
+use crate::fdlimit::REFUSALS_IN_FLIGHT;
 use crate::session::{self, Mail, Shared};
 use crate::sessions::{SessionInfo, Sessions};
 use async_std::channel::{self, Receiver, Sender};
@@ -11,6 +12,7 @@ use sft_commands::{Registry, Root};
 use sft_protocol::{encode_error, ErrorCode, WireError};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +38,8 @@ pub struct Handle {
 
 impl Handle {
     /// Asks the server to stop: it stops accepting, tells every session to close once its
-    /// current request is done, and `run` returns when all have.
+    /// current request is done, and `run` returns when all have, or when the shutdown grace
+    /// period runs out, after closing those that were left.
     pub fn shutdown(&self) {
         let _ = self.stop.try_send(());
     }
@@ -120,7 +123,9 @@ impl Server {
         }
     }
 
-    /// Accepts connections until [`Handle::shutdown`], then waits for every session to end.
+    /// Accepts connections until [`Handle::shutdown`], then waits for every session to end:
+    /// those still running when the grace period runs out are cancelled (their connections
+    /// closed, their uploads discarded), so that when `run` returns no session is left.
     pub async fn run(self) -> io::Result<()> {
         // Every session task holds a clone of `done_tx`; when all are dropped, `recv` fails.
         let (done_tx, done_rx) = channel::bounded::<()>(1);
@@ -128,6 +133,7 @@ impl Server {
         let janitor = (!self.shared.limits.read_only)
             .then(|| task::spawn(expire_partials_periodically(self.shared.clone())));
         let mut backoff = Duration::ZERO;
+        let refusing = Arc::new(AtomicUsize::new(0));
         loop {
             let accepted = futures::select_biased! {
                 _ = self.stop_rx.recv().fuse() => break,
@@ -137,7 +143,7 @@ impl Server {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
                     if self.sessions.len() >= self.max_connections {
-                        refuse_busy(stream, peer, self.max_connections);
+                        refuse_busy(stream, peer, self.max_connections, &refusing);
                     } else {
                         self.spawn_session(stream, peer, done_tx.clone());
                     }
@@ -163,6 +169,14 @@ impl Server {
         if finished.is_err() {
             let left = self.sessions.len();
             log::warn!(sessions = left, grace_s = self.grace.as_secs(); "shutdown grace expired; closing the remaining sessions");
+            // Cancelling drops each session's future: its sockets, files and registration go
+            // with it, so when `run` returns nothing of the server is left running (which
+            // matters to a program that embeds it and carries on).
+            let tasks = self.sessions.take_tasks();
+            futures::future::join_all(tasks.into_iter().map(|t| t.cancel())).await;
+            if !self.sessions.is_empty() {
+                log::warn!(sessions = self.sessions.len(); "sessions outlived cancellation");
+            }
             // Their uploads can no longer complete: leave no staging debris behind.
             let root = self.shared.root.clone();
             let _ = task::spawn_blocking(move || root.clean_staging()).await;
@@ -173,11 +187,13 @@ impl Server {
 
     fn spawn_session(&self, stream: TcpStream, peer: SocketAddr, done: Sender<()>) {
         let (registration, mailbox) = self.sessions.register(peer);
+        let id = registration.info.id;
         let shared = Arc::clone(&self.shared);
-        task::spawn(async move {
+        let task = task::spawn(async move {
             session::run(shared, stream, registration, mailbox).await;
             drop(done);
         });
+        self.sessions.attach(id, task);
     }
 }
 
@@ -196,9 +212,17 @@ async fn expire_partials_periodically(shared: Arc<Shared>) {
 }
 
 /// Answers a connection over the limit with `busy` and closes it, without holding up the
-/// accept loop (bounded: a peer that does not read gets dropped after a second).
-fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize) {
+/// accept loop (bounded: a peer that does not read gets dropped after a second). At most
+/// [`REFUSALS_IN_FLIGHT`] are answered at once; past that a flood is closed without a reply,
+/// so refusals never use the descriptors kept for the server.
+fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<AtomicUsize>) {
+    if refusing.fetch_add(1, Ordering::Relaxed) >= REFUSALS_IN_FLIGHT {
+        refusing.fetch_sub(1, Ordering::Relaxed);
+        log::warn!(peer:% = peer, max_connections = max; "connection refused: busy (closed without reply)");
+        return;
+    }
     log::warn!(peer:% = peer, max_connections = max; "connection refused: busy");
+    let refusing = Arc::clone(refusing);
     task::spawn(async move {
         let mut line = Vec::new();
         let err = WireError::new(
@@ -207,6 +231,8 @@ fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize) {
         );
         encode_error(&err, &mut line);
         let _ = async_std::io::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+        drop(stream);
+        refusing.fetch_sub(1, Ordering::Relaxed);
     });
 }
 

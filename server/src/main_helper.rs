@@ -9,7 +9,8 @@ use sft_commands::Registry;
 use structopt::StructOpt;
 
 /// Runs a server binary with `registry`: parses `sft-server`'s command line (the same flags),
-/// installs the logger, serves until stopped (SIGINT/SIGTERM stop it gracefully), and on failure logs the error, prints
+/// installs the logger, raises the open-file limit and fits `--max-connections` to it
+/// ([`fdlimit`](crate::fdlimit)), serves until stopped (SIGINT/SIGTERM stop it gracefully), and on failure logs the error, prints
 /// `NAME: error: …` to standard error and exits with status 1. The body of a custom server's
 /// `fn main()`:
 ///
@@ -19,8 +20,9 @@ use structopt::StructOpt;
 /// sft_server::run_main(registry);
 /// ```
 pub fn run_main(registry: Registry) {
-    let config = Config::from_args();
+    let mut config = Config::from_args();
     logging::init(config.log_format, config.log_level);
+    config.max_connections = crate::fdlimit::fit_max_connections(config.max_connections);
     if let Some(threads) = config.threads {
         // Read once, when the runtime starts on the first `block_on` below.
         std::env::set_var("ASYNC_STD_THREAD_COUNT", threads.max(1).to_string());

@@ -1,7 +1,8 @@
-//! The live-session table: every connected session, with its mailbox.
+//! The live-session table: every connected session, with its mailbox and its task.
 
 use crate::session::Mail;
 use async_std::channel::{self, Receiver, Sender};
+use async_std::task::JoinHandle;
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,9 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     mailbox: Sender<Mail>,
+    /// The session's task, so that shutdown can end it when the grace period runs out
+    /// (`None` only between registration and spawning).
+    task: Option<JoinHandle<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +67,7 @@ impl Sessions {
             Entry {
                 info: info.clone(),
                 mailbox: tx,
+                task: None,
             },
         );
         (
@@ -74,6 +79,23 @@ impl Sessions {
         )
     }
 
+    /// Records the task running session `id`. A session that already ended has left the table;
+    /// its handle is then simply dropped.
+    pub(crate) fn attach(&self, id: u64, task: JoinHandle<()>) {
+        if let Some(mut entry) = self.map.get_mut(&id) {
+            entry.task = Some(task);
+        }
+    }
+
+    /// Takes the tasks of every live session, to cancel them. Collected first and returned, so
+    /// that no lock on the table is held while a cancelled session drops its registration.
+    pub(crate) fn take_tasks(&self) -> Vec<JoinHandle<()>> {
+        self.map
+            .iter_mut()
+            .filter_map(|mut entry| entry.task.take())
+            .collect()
+    }
+
     /// Posts `mail` to every live session.
     pub(crate) fn broadcast(&self, mail: Mail) {
         for entry in self.map.iter() {
@@ -83,6 +105,10 @@ impl Sessions {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     pub(crate) fn list(&self) -> Vec<SessionInfo> {
