@@ -26,7 +26,7 @@ mod source;
 mod version;
 
 pub use blocks::{CHUNK, RECV};
-pub use pace::{Pace, PaceRule, PacedWrite};
+pub use pace::{Pace, PaceRule, PacedWrite, PROGRESS};
 #[cfg(target_os = "linux")]
 pub use sendfile::sendfile;
 pub use sink::{BlockSink, Finished};

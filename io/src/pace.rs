@@ -6,6 +6,10 @@
 //! cuts off a peer that stops; the second a peer that trickles a byte now and then to keep a
 //! slot for hours. Neither can hurt a real slow link: a transfer is cut only when it has been
 //! below the minimum rate for longer than the stall timeout.
+//!
+//! Progress that restarts the stall clock is at least [`PROGRESS`] bytes: a peer that never
+//! reads still lets its kernel accept a few bytes now and then (TCP's zero-window probes, every
+//! 0.2, 0.4, 0.8… s), and that must not pass for a peer that is reading.
 
 use futures::{AsyncRead, AsyncWrite};
 use std::future::Future;
@@ -13,6 +17,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// Bytes that must move before a wait counts as progress (see the module's documentation).
+pub const PROGRESS: u64 = 4096;
 
 /// The deadlines a transfer must keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +46,9 @@ impl PaceRule {
 pub struct Pace {
     rule: PaceRule,
     started: Instant,
+    /// When the stall clock last restarted, and how much had moved then.
     last: Instant,
+    moved_at_last: u64,
     moved: u64,
 }
 
@@ -51,6 +60,7 @@ impl Pace {
             rule,
             started: now,
             last: now,
+            moved_at_last: 0,
             moved: 0,
         }
     }
@@ -65,11 +75,13 @@ impl Pace {
         *self = Pace::new(self.rule);
     }
 
-    /// Records that `n` bytes moved.
+    /// Records that `n` bytes moved; once [`PROGRESS`] bytes moved since the stall clock last
+    /// restarted, it restarts.
     pub fn advance(&mut self, n: u64) {
-        if n > 0 {
-            self.moved += n;
+        self.moved += n;
+        if self.moved - self.moved_at_last >= PROGRESS {
             self.last = Instant::now();
+            self.moved_at_last = self.moved;
         }
     }
 
@@ -266,11 +278,19 @@ mod tests {
         let mut pace = Pace::new(rule);
         let start = pace.started;
         assert_eq!(pace.deadline(), Some(start + Duration::from_secs(10)));
-        // 500 bytes earn 5 s beyond the first stall period, if they keep coming.
-        pace.advance(500);
+        // 5000 bytes earn 50 s beyond the first stall period, but the stall clock restarts at
+        // most now: the deadline is at most one stall period away.
+        pace.advance(5000);
         let d = pace.deadline().unwrap();
-        assert!(d <= start + Duration::from_secs(15));
         assert!(d >= start + Duration::from_secs(10));
+        assert!(d <= Instant::now() + Duration::from_secs(10));
+        // A trickle of a few bytes does not restart the stall clock.
+        let mut trickle = Pace::new(rule);
+        trickle.advance(PROGRESS - 1);
+        assert_eq!(
+            trickle.deadline(),
+            Some(trickle.started + Duration::from_secs(10))
+        );
         let off = Pace::new(PaceRule {
             stall: None,
             min_rate: 100,
