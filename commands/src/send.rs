@@ -291,10 +291,11 @@ async fn receive(ctx: &mut Context<'_>, upload: &mut Upload, size: u64) -> Resul
         .await
 }
 
-/// Keeps an interrupted upload for a resume, if it is a partial that holds anything.
+/// Keeps an interrupted upload for a resume, if it is a partial worth keeping (see
+/// [`Upload::keep`]).
 async fn keep(ctx: &Context<'_>, upload: Upload) {
-    if upload.held() == 0 {
-        // Nothing to keep: dropping it removes its (empty) file.
+    if !upload.holds_file() {
+        // Nothing was written: dropping it costs the file system nothing.
         return;
     }
     let limits = ctx.limits.partials();
