@@ -3,6 +3,7 @@
 //! The mechanisms themselves (block pipelines, sendfile, deadlines) live in `sft-io`, shared
 //! with the client; this file adapts them to a request's reader and writer.
 
+use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncWrite};
 use sft_io::{BlockSink, Pace, CHUNK, RECV};
 use std::fs::File;
@@ -78,43 +79,69 @@ pub(crate) async fn discard<R: AsyncRead + Unpin + ?Sized>(
     }
 }
 
+/// Where a received body goes.
+pub(crate) enum Dest {
+    /// An open file.
+    Open(File),
+    /// A file not created yet: this creates it, on the blocking pool, just before the first
+    /// block is written — so a body that stores nothing costs the file system nothing.
+    Later(Box<dyn FnOnce() -> io::Result<File> + Send>),
+}
+
 /// A file being received into.
-#[derive(Debug)]
 pub(crate) struct Sink {
-    /// The file, positioned where the next byte goes.
-    pub(crate) file: File,
+    /// The file, open or still to be created.
+    pub(crate) dest: Dest,
     /// The hash of everything in the file so far, if hashing.
     pub(crate) hasher: Option<blake3::Hasher>,
 }
 
-/// Receives exactly `len` bytes from `src` into `sink`, hashing them if it hashes. Each block
-/// is hashed and written by short tasks on the blocking pool while the next one arrives (see
-/// [`BlockSink`]): no pool thread waits on the client, however slowly it sends.
+/// Why [`stream_to_file`] stopped early, and what it stored.
+pub(crate) struct Stopped {
+    /// Which side failed.
+    pub(crate) error: CopyError,
+    /// The sink, holding (and hashing) exactly the bytes stored; `None` once a write failed.
+    pub(crate) sink: Option<Sink>,
+    /// Bytes stored, from `start` on.
+    pub(crate) stored: u64,
+}
+
+/// Receives exactly `len` bytes from `src` into `sink` from position `start` on, hashing them
+/// if it hashes. Each block is hashed and written by short tasks on the blocking pool while the
+/// next one arrives (see [`BlockSink`]): no pool thread waits on the client, however slowly it
+/// sends. A file still to be created is created when the first block is written.
 ///
-/// On failure the sink comes back with the error once every byte that was read is written
-/// and hashed, so an interrupted upload can be kept and resumed.
+/// When the source fails, the bytes of the last block that did arrive are stored only if the
+/// file then holds at least `keep_from` bytes (what an interrupted upload must hold to be kept
+/// for a resume): otherwise they would be written only to be removed. On failure the sink comes
+/// back once every byte stored is written and hashed, so an interrupted upload can be kept and
+/// resumed.
 pub(crate) async fn stream_to_file<R>(
     src: &mut R,
     sink: Sink,
+    start: u64,
     len: u64,
+    keep_from: u64,
     pace: &mut Pace,
     mut progress: impl FnMut(u64),
-) -> Result<Sink, (CopyError, Option<Sink>)>
+) -> Result<Sink, Stopped>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    use std::io::Seek;
-    let Sink { mut file, hasher } = sink;
-    let start = match file.stream_position() {
-        Ok(pos) => pos,
-        Err(e) => return Err((CopyError::Write(e), None)),
+    let Sink { dest, mut hasher } = sink;
+    let (mut blocks, mut create) = match dest {
+        Dest::Open(file) => (Some(BlockSink::new(Some(file), start, hasher.take())), None),
+        Dest::Later(create) => (None, Some(create)),
     };
     let cap = len.min(CHUNK as u64) as usize;
-    let mut left = len;
-    let mut blocks = BlockSink::new(Some(file), start, hasher);
+    let (mut left, mut stored) = (len, 0);
     let mut failed = None;
     while left > 0 && failed.is_none() {
-        let mut buf = blocks.buffer(left.min(cap as u64) as usize);
+        let want = left.min(cap as u64) as usize;
+        let mut buf = match &mut blocks {
+            Some(blocks) => blocks.buffer(want),
+            None => vec![0; want],
+        };
         let mut filled = 0;
         while filled < buf.len() {
             let end = buf.len().min(filled + RECV);
@@ -125,7 +152,6 @@ where
             match read {
                 Ok(n) => filled += n,
                 Err(e) => {
-                    // Keep what did arrive: it is written below with the rest.
                     failed = Some(e);
                     buf.truncate(filled);
                     break;
@@ -134,20 +160,59 @@ where
         }
         progress(filled as u64);
         left -= filled as u64;
+        if failed.is_some() && start + stored + (filled as u64) < keep_from {
+            // Too little to be kept: not worth writing.
+            break;
+        }
+        let blocks = match (&mut blocks, create.take()) {
+            (Some(blocks), _) => blocks,
+            (None, Some(create)) => match spawn_blocking(create).await {
+                Ok(file) => blocks.insert(BlockSink::new(Some(file), start, hasher.take())),
+                Err(e) => {
+                    return Err(Stopped {
+                        error: CopyError::Write(e),
+                        sink: None,
+                        stored,
+                    })
+                }
+            },
+            (None, None) => unreachable!("a sink has a file or a way to create one"),
+        };
+        stored += filled as u64;
         if blocks.write(buf).await.is_err() {
             break;
         }
     }
+    let Some(blocks) = blocks else {
+        // Nothing was written: the file is still to be created.
+        let dest = Dest::Later(create.expect("not taken: nothing was written"));
+        let sink = Sink { dest, hasher };
+        return match failed {
+            Some(e) => Err(Stopped {
+                error: CopyError::Read(e),
+                sink: Some(sink),
+                stored,
+            }),
+            None => Ok(sink),
+        };
+    };
     let done = blocks.finish().await;
-    let mut file = done.file.expect("the sink writes to a file");
-    let (written, hasher) = (done.written, done.hasher);
-    // Later writes (a resumed upload) continue where this one ended.
-    if let Err(e) = file.seek(io::SeekFrom::Start(start + len - left)) {
-        return Err((CopyError::Write(e), None));
-    }
-    match (written, failed) {
-        (Err(e), _) => Err((CopyError::Write(e), None)),
-        (Ok(()), Some(e)) => Err((CopyError::Read(e), Some(Sink { file, hasher }))),
-        (Ok(()), None) => Ok(Sink { file, hasher }),
+    let file = done.file.expect("the sink writes to a file");
+    let sink = Sink {
+        dest: Dest::Open(file),
+        hasher: done.hasher,
+    };
+    match (done.written, failed) {
+        (Err(e), _) => Err(Stopped {
+            error: CopyError::Write(e),
+            sink: None,
+            stored,
+        }),
+        (Ok(()), Some(e)) => Err(Stopped {
+            error: CopyError::Read(e),
+            sink: Some(sink),
+            stored,
+        }),
+        (Ok(()), None) => Ok(sink),
     }
 }

@@ -10,7 +10,8 @@
 //! The body goes to a staging file inside the root (a resumable *partial* when the client
 //! declared the file's BLAKE3 hash); only when every byte arrived — and hashes to what was
 //! declared — is it renamed into place. A client that vanishes mid-body leaves nothing under the
-//! final name: a partial is kept for `--continue` and expires, a plain staging file is removed.
+//! final name: a partial holding at least 64 KiB is kept for `--continue` and expires, anything
+//! else is removed — and a file is only ever created once the first block of the body arrived.
 //!
 //! A body of unknown length comes in chunks instead (`"body":"chunked"`, see `chunked.rs`):
 //! it always goes to a plain staging file, is hashed as it arrives, and is committed only when the
@@ -291,10 +292,11 @@ async fn receive(ctx: &mut Context<'_>, upload: &mut Upload, size: u64) -> Resul
         .await
 }
 
-/// Keeps an interrupted upload for a resume, if it is a partial that holds anything.
+/// Keeps an interrupted upload for a resume, if it is a partial worth keeping (see
+/// [`Upload::keep`]).
 async fn keep(ctx: &Context<'_>, upload: Upload) {
-    if upload.held() == 0 {
-        // Nothing to keep: dropping it removes its (empty) file.
+    if !upload.holds_file() {
+        // Nothing was written: dropping it costs the file system nothing.
         return;
     }
     let limits = ctx.limits.partials();

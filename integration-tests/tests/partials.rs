@@ -1,5 +1,6 @@
 //! What abandoned and refused uploads may cost the server: kept partials are bounded in count and
-//! in CPU, empty ones are never kept, and a refused chunked upload frees its staging file at once.
+//! in CPU, those too small to be worth a resume are never kept (nor even created), and a refused
+//! chunked upload frees its staging file at once.
 
 use sft_integration_tests::{wait_until, Raw, ServerProcess, TestServer};
 use std::io::{BufRead, BufReader, Write};
@@ -12,6 +13,9 @@ const MIB: u64 = 1 << 20;
 
 /// The server's default `--max-partials`.
 const DEFAULT_MAX_PARTIALS: usize = 1000;
+
+/// The fewest bytes an interrupted upload must hold to be kept (64 KiB).
+const MIN_KEPT: usize = 64 * 1024;
 
 /// CPU time (user + system) the process `pid` has used so far.
 fn cpu_time(pid: u32) -> Duration {
@@ -40,14 +44,14 @@ fn files_with_sizes(dir: &Path) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
-/// One resumable upload of 100 bytes that breaks off after `sent` of them.
-fn abandon_upload(addr: SocketAddr, n: usize, sent: usize) {
+/// One resumable upload of `size` bytes that breaks off after `sent` of them.
+fn abandon_upload(addr: SocketAddr, n: usize, size: usize, sent: usize) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let header = format!(
-        "{{\"verb\":\"SEND\",\"path\":\"up/{n}.bin\",\"size\":100,\"trailer\":true,\"upload_id\":\"{n:032x}\"}}\n"
+        "{{\"verb\":\"SEND\",\"path\":\"up/{n}.bin\",\"size\":{size},\"trailer\":true,\"upload_id\":\"{n:032x}\"}}\n"
     );
     stream.write_all(header.as_bytes()).expect("send header");
     let mut reply = String::new();
@@ -55,7 +59,7 @@ fn abandon_upload(addr: SocketAddr, n: usize, sent: usize) {
         .read_line(&mut reply)
         .expect("go-ahead");
     assert!(reply.starts_with("{\"ok\":true"), "go-ahead: {reply}");
-    stream.write_all(&[b'x'; 100][..sent]).expect("send bytes");
+    stream.write_all(&vec![b'x'; sent]).expect("send bytes");
     // Dropped: the connection closes with the upload unfinished.
 }
 
@@ -78,8 +82,12 @@ fn twenty_thousand_abandoned_uploads_cost_little_cpu_and_keep_few_partials() {
                         Instant::now() < deadline,
                         "uploads still running after 300 s"
                     );
-                    // Half send nothing at all, half a few bytes.
-                    abandon_upload(addr, n, if n % 2 == 0 { 0 } else { 3 });
+                    // Nearly all send nothing at all or a few bytes, too few to be kept; one in
+                    // a hundred sends enough to be kept (more than the caps allow).
+                    match n % 100 {
+                        99 => abandon_upload(addr, n, 2 * MIN_KEPT, MIN_KEPT),
+                        k => abandon_upload(addr, n, 100, if k % 2 == 0 { 0 } else { 3 }),
+                    }
                 }
             })
         })
@@ -117,28 +125,31 @@ fn twenty_thousand_abandoned_uploads_cost_little_cpu_and_keep_few_partials() {
         kept.len()
     );
     assert!(
-        kept.iter().all(|(_, size)| *size > 0),
-        "empty partials were kept: {:?}",
+        kept.iter().all(|(_, size)| *size == MIN_KEPT as u64),
+        "partials too small to be worth a resume were kept: {:?}",
         kept.iter()
-            .filter(|(_, s)| *s == 0)
+            .filter(|(_, s)| *s != MIN_KEPT as u64)
             .take(5)
             .collect::<Vec<_>>()
     );
-    assert!(
-        kept.len() <= DEFAULT_MAX_PARTIALS,
-        "{} partials kept, over the cap of {DEFAULT_MAX_PARTIALS}",
-        kept.len()
+    // Together at most the upload limit, 1 MiB: as many as that allows are kept.
+    assert!(kept.len() <= DEFAULT_MAX_PARTIALS);
+    assert_eq!(
+        kept.len(),
+        (MIB as usize) / MIN_KEPT,
+        "{} uploads held enough to be kept: as many as the byte cap allows are",
+        UPLOADS / 100
     );
-    assert!(!kept.is_empty(), "non-empty abandoned uploads are kept");
 }
 
 #[test]
 fn the_count_cap_evicts_the_oldest_partial_and_keeps_resume_working_across_a_restart() {
+    const SIZE: usize = 4 * MIN_KEPT;
     let root = tempfile::tempdir().unwrap();
     let args = [LOOPBACK[0], LOOPBACK[1], "--max-partials", "3"];
     let mut server = ServerProcess::start(root.path(), &args);
     for n in 0..5 {
-        abandon_upload(server.addr, n, 10 + n);
+        abandon_upload(server.addr, n, SIZE, MIN_KEPT + 10 + n);
         // In order: each partial is older than the next.
         wait_until(Duration::from_secs(20), || {
             server
@@ -150,9 +161,15 @@ fn the_count_cap_evicts_the_oldest_partial_and_keeps_resume_working_across_a_res
         });
     }
     let partials = root.path().join(".sft/partial");
-    let mut sizes: Vec<u64> = files_with_sizes(&partials).iter().map(|f| f.1).collect();
-    sizes.sort();
-    assert_eq!(sizes, [12, 13, 14], "the two oldest were evicted");
+    let held = |dir: &Path| -> Vec<usize> {
+        let mut sizes: Vec<usize> = files_with_sizes(dir)
+            .iter()
+            .map(|f| f.1 as usize - MIN_KEPT)
+            .collect();
+        sizes.sort();
+        sizes
+    };
+    assert_eq!(held(&partials), [12, 13, 14], "the two oldest were evicted");
 
     // A restart finds the kept partials again: the newest resumes, and the cap still holds.
     server.signal("KILL");
@@ -160,25 +177,23 @@ fn the_count_cap_evicts_the_oldest_partial_and_keeps_resume_working_across_a_res
     let server = ServerProcess::start(root.path(), &args);
     async_std::task::block_on(async {
         let mut raw = Raw::connect(server.addr).await;
-        let header = serde_json::json!({"verb": "SEND", "path": "up/4.bin", "size": 100,
+        let header = serde_json::json!({"verb": "SEND", "path": "up/4.bin", "size": SIZE,
             "trailer": true, "upload_id": format!("{:032x}", 4), "resume": true});
         raw.write((header.to_string() + "\n").as_bytes()).await;
+        let offset = MIN_KEPT + 14;
         assert_eq!(
             raw.reply().await,
-            serde_json::json!({"ok": true, "offset": 14})
+            serde_json::json!({"ok": true, "offset": offset})
         );
-        raw.write(&[b'x'; 86]).await;
-        let hash = blake3::hash(&[b'x'; 100]).to_hex().to_string();
+        raw.write(&vec![b'x'; SIZE - offset]).await;
+        let hash = blake3::hash(&vec![b'x'; SIZE]).to_hex().to_string();
         raw.write(format!("{{\"blake3\":\"{hash}\"}}\n").as_bytes())
             .await;
         assert_eq!(raw.reply().await["blake3"], hash.as_str());
     });
-    assert_eq!(
-        std::fs::read(root.path().join("up/4.bin")).unwrap(),
-        [b'x'; 100]
-    );
-    abandon_upload(server.addr, 5, 20);
-    abandon_upload(server.addr, 6, 30);
+    assert!(std::fs::read(root.path().join("up/4.bin")).unwrap() == vec![b'x'; SIZE]);
+    abandon_upload(server.addr, 5, SIZE, MIN_KEPT + 20);
+    abandon_upload(server.addr, 6, SIZE, MIN_KEPT + 30);
     wait_until(Duration::from_secs(20), || {
         server
             .logs_with("request")
@@ -187,13 +202,53 @@ fn the_count_cap_evicts_the_oldest_partial_and_keeps_resume_working_across_a_res
             .count()
             == 3
     });
-    let mut sizes: Vec<u64> = files_with_sizes(&partials).iter().map(|f| f.1).collect();
-    sizes.sort();
     assert_eq!(
-        sizes,
+        held(&partials),
         [13, 20, 30],
         "loaded at start-up, evicted oldest first"
     );
+}
+
+#[test]
+fn an_abandoned_upload_too_small_to_keep_leaves_an_older_partial_of_it_in_place() {
+    let root = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(root.path(), &LOOPBACK);
+    let sends = |count: usize| {
+        wait_until(Duration::from_secs(20), || {
+            server
+                .logs_with("request")
+                .iter()
+                .filter(|r| r["verb"] == "SEND")
+                .count()
+                == count
+        })
+    };
+    let partials = root.path().join(".sft/partial");
+    // Just under the threshold: nothing is kept, not even a file created and removed.
+    abandon_upload(server.addr, 1, 2 * MIN_KEPT, MIN_KEPT - 1);
+    sends(1);
+    assert_eq!(files_with_sizes(&partials), []);
+    // At the threshold: kept.
+    abandon_upload(server.addr, 1, 2 * MIN_KEPT, MIN_KEPT);
+    sends(2);
+    let kept = files_with_sizes(&partials);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].1, MIN_KEPT as u64);
+    // The same upload started afresh (no resume) that breaks off with too little to keep: the
+    // older partial is still there, and still resumes.
+    abandon_upload(server.addr, 1, 2 * MIN_KEPT, 3);
+    sends(3);
+    assert_eq!(files_with_sizes(&partials), kept);
+    async_std::task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        let header = serde_json::json!({"verb": "SEND", "path": "up/1.bin", "size": 2 * MIN_KEPT,
+            "trailer": true, "upload_id": format!("{:032x}", 1), "resume": true});
+        raw.write((header.to_string() + "\n").as_bytes()).await;
+        assert_eq!(
+            raw.reply().await,
+            serde_json::json!({"ok": true, "offset": MIN_KEPT})
+        );
+    });
 }
 
 #[test]
