@@ -86,9 +86,8 @@ impl Command for Get {
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)?;
             let body = size - offset;
-            let known = lookup.and_then(|l| l.hash);
             let sent = if use_sendfile(body) {
-                send_zero_copy(ctx, file, offset, body, hasher, version, known).await
+                send_zero_copy(ctx, file, offset, body, hasher, version).await
             } else {
                 send_copied(ctx, file, offset, body, hasher, version).await
             };
@@ -209,8 +208,12 @@ fn use_sendfile(body: u64) -> bool {
 
 /// Sends the body with `sendfile(2)`; when a hash is being computed, a blocking task reads and
 /// hashes the same bytes meanwhile (from the page cache), so hashing costs no extra time as
-/// long as it keeps up with the network. Then confirms the file is still the version it was
-/// (`known`, the cached hash, stands for the whole file when nothing was hashed here).
+/// long as it keeps up with the network. Then, before that hash can go out in the trailer,
+/// confirms the file is still the version it was.
+///
+/// Only a hash computed while sending needs the check: a hash given up front (cached) lets the
+/// client itself find a torn body, and without a hash nothing is vouched for. Checking those
+/// would only cut a connection whose client already has every byte.
 #[cfg(target_os = "linux")]
 async fn send_zero_copy(
     ctx: &mut Context<'_>,
@@ -219,7 +222,6 @@ async fn send_zero_copy(
     body: u64,
     hasher: Option<blake3::Hasher>,
     version: Version,
-    known: Option<blake3::Hash>,
 ) -> Result<(File, Option<blake3::Hash>), Failed> {
     ctx.flush().await.map_err(Failed::Write)?;
     let hashing = match hasher {
@@ -247,10 +249,12 @@ async fn send_zero_copy(
         io::ErrorKind::UnexpectedEof => Failed::Read(e),
         _ => Failed::Write(e),
     })?;
-    let whole = hash.or(known);
-    spawn_blocking(move || confirm(&file, &version, whole.as_ref()).map(|()| file))
+    let Some(hash) = hash else {
+        return Ok((file, None));
+    };
+    spawn_blocking(move || confirm(&file, &version, Some(&hash)).map(|()| file))
         .await
-        .map(|file| (file, hash))
+        .map(|file| (file, Some(hash)))
         .map_err(Failed::Read)
 }
 
@@ -262,13 +266,13 @@ async fn send_zero_copy(
     body: u64,
     hasher: Option<blake3::Hasher>,
     version: Version,
-    _known: Option<blake3::Hash>,
 ) -> Result<(File, Option<blake3::Hash>), Failed> {
     send_copied(ctx, file, offset, body, hasher, version).await
 }
 
 /// Sends the body through the connection's writer, read one block ahead and hashed exactly as
-/// sent; the version is confirmed after the last block is read, before it is written.
+/// sent; when hashing, the version is confirmed after the last block is read, before it is
+/// written (see [`send_zero_copy`] for why only then).
 async fn send_copied(
     ctx: &mut Context<'_>,
     file: File,
@@ -278,7 +282,8 @@ async fn send_copied(
     version: Version,
 ) -> Result<(File, Option<blake3::Hash>), Failed> {
     let check = file.try_clone().map_err(Failed::Read)?;
-    let mut source = FileSource::new(file, offset, body, hasher, Some(version));
+    let version = hasher.is_some().then_some(version);
+    let mut source = FileSource::new(file, offset, body, hasher, version);
     while let Some(block) = source.next().await {
         let block = block.map_err(Failed::Read)?;
         ctx.writer.write_all(&block).await.map_err(Failed::Write)?;

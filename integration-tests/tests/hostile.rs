@@ -248,7 +248,10 @@ fn six_hundred_trickling_uploads_do_not_starve_other_clients() {
             "{what} did not answer within 1 s under attack ({summary})"
         );
     }
-    assert!(peak_threads < 100, "too many server threads ({summary})");
+    // The old server parked a pool thread per trickling upload and reached the pool's cap of
+    // 500. Now threads only do short file work: at most a burst as the admitted uploads begin
+    // at once (128 by default) plus the server's own, far below the cap.
+    assert!(peak_threads < 200, "too many server threads ({summary})");
 }
 
 /// A tree of 20,000 entries with long names, so that a recursive listing of it is far larger

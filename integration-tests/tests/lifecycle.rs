@@ -41,13 +41,14 @@ fn grace_expiry_ends_every_session_before_run_returns() {
         .unwrap();
     let handle = server.handle.clone();
     task::block_on(async {
-        // A slow upload: the go-ahead, a few bytes, then nothing.
+        // A slow upload: the go-ahead, more than a block (so that its staging file exists),
+        // then nothing.
         let mut upload = Raw::connect(server.addr).await;
         upload
             .write(b"{\"verb\":\"SEND\",\"path\":\"slow.bin\",\"size\":1048576}\n")
             .await;
         assert_eq!(upload.reply().await["ok"], true);
-        upload.write(&[7u8; 1000]).await;
+        upload.write(&[7u8; 300_000]).await;
         // A download nobody reads: the socket buffers fill and the server's writes wait.
         let mut download = Raw::connect(server.addr).await;
         download
