@@ -647,13 +647,15 @@ from one run to the next.
   path, which allocates each page and copies into it: about 1 GB/s here. rsync therefore runs as
   fast as curl into tmpfs on this machine, so "≤ 0.9× rsync" means beating curl by 10% into the
   same tmpfs, and the write path leaves no room for that. sft also hashes every byte (BLAKE3,
-  about 0.35 s of CPU per GiB). It keeps up anyway: receiving, hashing and writing run as three
-  tasks joined by bounded queues, and it receives in 64 KiB reads (256 KiB reads cost twice the
-  kernel time per byte).
+  about 0.35 s of CPU per GiB). It keeps up anyway: while the connection's task receives the
+  next 256 KiB block, two short tasks on the blocking pool hash and write the previous one (no
+  pool thread ever waits on the network), and it receives in 64 KiB reads (256 KiB reads cost
+  twice the kernel time per byte).
 - **SEND against an nc pipe.** Both ends hash, which is about 0.7 s of CPU per GiB that nc never
   spends, on the same two cores that run both ends. The client sends with \`sendfile(2)\` while a
-  task hashes the file. The server receives, hashes and writes on three tasks. That brings it
-  level with nc. The \`--no-verify\` row shows the transport alone.
+  task hashes the file; the client then checks that the file is still the version it opened
+  (an \`fstat\`) before it sends the hash. The server receives a block while the previous one
+  is hashed and written. That brings it level with nc. The \`--no-verify\` row shows the transport alone.
 - **4 KiB GETs, 1 connection, default threads.** With one connection thread per CPU,
   async-std's executor usually wakes a connection on a different thread from the one that polled
   epoll. That costs two context switches per request: the kernel's scheduler locks and
