@@ -135,7 +135,8 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn setup() -> (tempfile::TempDir, tempfile::TempDir, Root) {
+    /// A root with files, folders and symlinks inside and out (shared with `resolve`'s tests).
+    pub(crate) fn setup() -> (tempfile::TempDir, tempfile::TempDir, Root) {
         let root_dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         fs::write(root_dir.path().join("inside.txt"), b"in").unwrap();

@@ -504,25 +504,7 @@ mod tests {
     use std::os::unix::fs::symlink;
     use std::{fs, io};
 
-    fn setup() -> (tempfile::TempDir, tempfile::TempDir, Root) {
-        let root_dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        fs::write(root_dir.path().join("inside.txt"), b"in").unwrap();
-        fs::create_dir(root_dir.path().join("sub")).unwrap();
-        fs::write(root_dir.path().join("sub/f.txt"), b"f").unwrap();
-        fs::write(outside.path().join("secret"), b"secret").unwrap();
-        symlink(
-            outside.path().join("secret"),
-            root_dir.path().join("to_secret"),
-        )
-        .unwrap();
-        symlink(outside.path(), root_dir.path().join("to_outside_dir")).unwrap();
-        symlink("sub/f.txt", root_dir.path().join("to_inside")).unwrap();
-        symlink("sub", root_dir.path().join("to_sub")).unwrap();
-        symlink(".sft/tmp", root_dir.path().join("to_staging")).unwrap();
-        let root = Root::open(root_dir.path()).unwrap();
-        (root_dir, outside, root)
-    }
+    use crate::sandbox::tests::setup;
 
     fn read(root: &Root, p: &str) -> Result<Vec<u8>, ErrorCode> {
         let rp = root.check(p).map_err(|e| e.code)?;
