@@ -20,6 +20,17 @@ pub trait Command: Send + Sync + 'static {
     /// The verb this handler answers, upper case (`"GET"`).
     fn verb(&self) -> &'static str;
 
+    /// One line saying what the verb does, for clients that discover a server's verbs.
+    fn summary(&self) -> &'static str {
+        ""
+    }
+
+    /// Whether the verb changes the served tree: a read-only server refuses it with
+    /// `read_only` before it runs (and access control treats it as a write).
+    fn writes(&self) -> bool {
+        false
+    }
+
     /// Handles one request.
     fn run<'a>(
         &'a self,

@@ -36,6 +36,10 @@ impl Command for Get {
         GetRequest::NAME
     }
 
+    fn summary(&self) -> &'static str {
+        "download a file, or its rest from an offset, with its BLAKE3 hash"
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,

@@ -48,6 +48,10 @@ impl Command for List {
         ListRequest::NAME
     }
 
+    fn summary(&self) -> &'static str {
+        "list a folder's entries, or a whole tree"
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,

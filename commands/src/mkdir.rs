@@ -24,6 +24,14 @@ impl Command for Mkdir {
         MkdirRequest::NAME
     }
 
+    fn summary(&self) -> &'static str {
+        "create a folder and any missing parents"
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,

@@ -31,6 +31,17 @@ impl Registry {
         }
     }
 
+    /// The registered handlers with their verbs, sorted by verb.
+    pub fn commands(&self) -> Vec<(&str, &Arc<dyn Command>)> {
+        let mut all: Vec<_> = self
+            .handlers
+            .iter()
+            .map(|(verb, command)| (verb.as_str(), command))
+            .collect();
+        all.sort_unstable_by_key(|(verb, _)| *verb);
+        all
+    }
+
     /// The registered verbs, sorted.
     pub fn verbs(&self) -> Vec<&str> {
         let mut verbs: Vec<&str> = self.handlers.keys().map(String::as_str).collect();

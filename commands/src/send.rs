@@ -167,6 +167,14 @@ impl Command for Send {
         SendRequest::NAME
     }
 
+    fn summary(&self) -> &'static str {
+        "upload a file, verified and stored atomically; resumable"
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,

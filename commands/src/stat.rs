@@ -46,6 +46,10 @@ impl Command for Stat {
         StatRequest::NAME
     }
 
+    fn summary(&self) -> &'static str {
+        "describe one path: kind, size, modification time, hash if known"
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,
