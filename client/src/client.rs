@@ -440,28 +440,39 @@ impl Client {
     {
         let reply = self.get_start(remote, 0, verify).await?;
         self.progress_start(remote, Some(reply.size), 0);
-        // Hashing runs on its own task, beside the receiving and the writing.
+        // Hashing runs beside the receiving and the writing: each 256 KiB block is hashed by a
+        // short task while the next one arrives (smaller blocks would cost a hand-off each).
         let mut hashing = verify.then(|| BlockSink::new(None, 0, Some(blake3::Hasher::new())));
         let stdout = Path::new("-");
         let during = format!("the download of {remote}");
         let mut left = reply.size;
         while left > 0 {
-            let len = left.min(RECV as u64) as usize;
-            let mut chunk = match hashing.as_mut() {
+            let len = left.min(CHUNK as u64) as usize;
+            let mut block = match hashing.as_mut() {
                 Some(h) => h.buffer(len),
-                None => vec![0u8; len],
+                None => vec![0u8; len.min(RECV)],
             };
-            self.fill(&mut chunk, &during).await.map_err(|(_, e)| e)?;
-            let written = sink
-                .write_all(&chunk)
-                .await
-                .map_err(Error::local(stdout, "write"));
-            self.track(written)?;
+            let mut at = 0;
+            while at < len {
+                // Small reads, each passed on at once: a cache-resident window.
+                let end = len.min(at + RECV);
+                let piece = match hashing {
+                    Some(_) => &mut block[at..end],
+                    None => &mut block[..end - at],
+                };
+                self.fill(piece, &during).await.map_err(|(_, e)| e)?;
+                let written = sink
+                    .write_all(piece)
+                    .await
+                    .map_err(Error::local(stdout, "write"));
+                self.track(written)?;
+                self.progress_advance((end - at) as u64);
+                at = end;
+            }
             left -= len as u64;
-            self.progress_advance(len as u64);
             if let Some(h) = hashing.as_mut() {
                 // Hashing only: it cannot fail.
-                let _ = h.write(chunk).await;
+                let _ = h.write(block).await;
             }
         }
         sink.flush().await.map_err(Error::local(stdout, "write"))?;
