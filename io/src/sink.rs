@@ -1,28 +1,42 @@
 //! A file received block by block.
 
 use async_std::task::{spawn_blocking, JoinHandle};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::task::Poll;
+
+/// Blocks that may wait for the disk or the hash before the network side has to wait: enough
+/// to ride out a slow write or a busy core without stalling the socket, few enough that memory
+/// stays at about a MiB per transfer.
+const DEPTH: usize = 3;
 
 /// A file (and/or a hash) fed with blocks as they arrive from the network.
 ///
-/// Each block is hashed by one short task and written by another, both on the blocking pool
-/// and side by side, while the caller receives the next block. A task only ever works on its
-/// block and returns: no pool thread waits for the network, so any number of slow peers costs
-/// threads only while their bytes are actually being written. Memory: at most three blocks
-/// (one being received, one being hashed and written, one spare).
+/// Each block is written by a short task on the blocking pool (`pwrite` at its offset, so
+/// writes of consecutive blocks may overlap), and the blocks are hashed, in order, by short
+/// tasks that each take every block received so far. The caller goes on receiving meanwhile and
+/// waits only when more than a few blocks are behind. A task only ever works on blocks that
+/// have arrived and returns: no pool thread waits for the network, so any number of slow peers
+/// cost threads only while their bytes are actually being written or hashed. Memory: at most
+/// `DEPTH + 2` blocks.
 #[derive(Debug)]
 pub struct BlockSink {
-    file: Option<File>,
+    file: Option<Arc<File>>,
     pos: u64,
+    /// The hasher, when no hashing task holds it.
     hasher: Option<blake3::Hasher>,
-    /// The block in flight, kept to be recycled once both tasks are done with it.
-    block: Option<Arc<Vec<u8>>>,
+    /// Whether this sink hashes at all.
+    hashes: bool,
     hashing: Option<JoinHandle<blake3::Hasher>>,
-    writing: Option<JoinHandle<(File, io::Result<()>)>>,
-    spare: Vec<u8>,
+    /// Blocks received but not yet given to a hashing task, in order.
+    unhashed: Vec<Arc<Vec<u8>>>,
+    writes: VecDeque<JoinHandle<io::Result<()>>>,
+    /// Every block some task may still hold, oldest first, to be recycled once free.
+    held: VecDeque<Arc<Vec<u8>>>,
+    spare: Vec<Vec<u8>>,
     /// The first write error, kept to be reported by every later call.
     failed: Option<(io::ErrorKind, String)>,
 }
@@ -32,12 +46,14 @@ impl BlockSink {
     /// holds whatever the file already contains.
     pub fn new(file: Option<File>, pos: u64, hasher: Option<blake3::Hasher>) -> BlockSink {
         BlockSink {
-            file,
+            file: file.map(Arc::new),
             pos,
+            hashes: hasher.is_some(),
             hasher,
-            block: None,
             hashing: None,
-            writing: None,
+            unhashed: Vec::new(),
+            writes: VecDeque::new(),
+            held: VecDeque::new(),
             spare: Vec::new(),
             failed: None,
         }
@@ -45,65 +61,110 @@ impl BlockSink {
 
     /// A buffer of `len` bytes to fill with the next block (recycled when possible).
     pub fn buffer(&mut self, len: usize) -> Vec<u8> {
-        let mut buf = std::mem::take(&mut self.spare);
+        self.recycle();
+        let mut buf = self.spare.pop().unwrap_or_default();
         buf.resize(len, 0);
         buf
     }
 
-    /// Waits for the block in flight, then starts hashing and writing `block`. Fails once a
-    /// write failed (the same error every time).
+    /// Starts writing and hashing `block`; waits only while more than a few blocks are behind.
+    /// Fails once a write failed (the same error every time).
     pub async fn write(&mut self, block: Vec<u8>) -> io::Result<()> {
-        self.settle().await?;
+        self.check()?;
+        let len = block.len() as u64;
         let block = Arc::new(block);
+        if let Some(file) = &self.file {
+            let (file, b, pos) = (Arc::clone(file), Arc::clone(&block), self.pos);
+            self.writes
+                .push_back(spawn_blocking(move || file.write_all_at(&b, pos)));
+        }
+        self.pos += len;
+        if self.hashes {
+            self.unhashed.push(Arc::clone(&block));
+        }
+        self.held.push_back(block);
+        self.hash_more().await;
+        while self.writes.len() > DEPTH {
+            let done = self.writes.pop_front().expect("a write in flight").await;
+            self.note(done);
+        }
+        while self.unhashed.len() > DEPTH {
+            // The hashing task is behind: wait for it, then hand it what piled up.
+            if let Some(task) = self.hashing.take() {
+                self.hasher = Some(task.await);
+            }
+            self.hash_more().await;
+        }
+        self.check()
+    }
+
+    /// Collects a finished hashing task, if any, and gives every waiting block to a new one.
+    async fn hash_more(&mut self) {
+        if let Some(task) = self.hashing.as_mut() {
+            if let Poll::Ready(hasher) = futures::poll!(task) {
+                self.hashing = None;
+                self.hasher = Some(hasher);
+            }
+        }
+        if self.hashing.is_some() || self.unhashed.is_empty() {
+            return;
+        }
         if let Some(mut hasher) = self.hasher.take() {
-            let b = Arc::clone(&block);
+            let blocks = std::mem::take(&mut self.unhashed);
             self.hashing = Some(spawn_blocking(move || {
-                hasher.update(&b);
+                for b in &blocks {
+                    hasher.update(b);
+                }
                 hasher
             }));
         }
-        if let Some(file) = self.file.take() {
-            let (b, pos) = (Arc::clone(&block), self.pos);
-            self.writing = Some(spawn_blocking(move || {
-                let written = file.write_all_at(&b, pos);
-                (file, written)
-            }));
-        }
-        self.pos += block.len() as u64;
-        self.block = Some(block);
-        Ok(())
     }
 
-    /// Waits for the tasks of the block in flight.
-    async fn settle(&mut self) -> io::Result<()> {
-        if let Some(task) = self.hashing.take() {
-            self.hasher = Some(task.await);
+    fn note(&mut self, written: io::Result<()>) {
+        if let Err(e) = written {
+            self.failed.get_or_insert((e.kind(), e.to_string()));
         }
-        if let Some(task) = self.writing.take() {
-            let (file, written) = task.await;
-            self.file = Some(file);
-            if let Err(e) = written {
-                self.failed.get_or_insert((e.kind(), e.to_string()));
-            }
-        }
-        if let Some(block) = self.block.take() {
-            if let Ok(buf) = Arc::try_unwrap(block) {
-                self.spare = buf;
-            }
-        }
+    }
+
+    fn check(&self) -> io::Result<()> {
         match &self.failed {
             Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
             None => Ok(()),
         }
     }
 
-    /// Waits for every block; gives back the file and the hasher, and whether every write
-    /// succeeded.
+    /// Moves blocks no task holds any more to the spare buffers (two at most).
+    fn recycle(&mut self) {
+        while self.held.front().is_some_and(|b| Arc::strong_count(b) == 1) {
+            let block = self.held.pop_front().expect("checked");
+            if let (Ok(buf), true) = (Arc::try_unwrap(block), self.spare.len() < 2) {
+                self.spare.push(buf);
+            }
+        }
+    }
+
+    /// Waits for every block to be written and hashed; gives back the file and the hasher, and
+    /// whether every write succeeded.
     pub async fn finish(mut self) -> Finished {
-        let written = self.settle().await;
+        while let Some(task) = self.writes.pop_front() {
+            let done = task.await;
+            self.note(done);
+        }
+        if let Some(task) = self.hashing.take() {
+            self.hasher = Some(task.await);
+        }
+        self.hash_more().await;
+        if let Some(task) = self.hashing.take() {
+            self.hasher = Some(task.await);
+        }
+        self.held.clear();
+        let file = self
+            .file
+            .take()
+            .map(|f| Arc::try_unwrap(f).expect("every write task has ended"));
         Finished {
-            file: self.file,
-            written,
+            file,
+            written: self.check(),
             hasher: self.hasher,
         }
     }
@@ -134,7 +195,7 @@ mod tests {
                 Some(blake3::Hasher::new()),
             );
             let mut all = Vec::new();
-            for i in 0..20u8 {
+            for i in 0..40u8 {
                 let mut b = sink.buffer(1000 + i as usize);
                 b.fill(i);
                 all.extend_from_slice(&b);
@@ -146,6 +207,23 @@ mod tests {
             let mut back = vec![0u8; all.len()];
             file.read_exact_at(&mut back, 3).unwrap();
             assert_eq!(back, all);
+        });
+    }
+
+    #[test]
+    fn hashing_alone_covers_every_block() {
+        async_std::task::block_on(async {
+            let mut sink = BlockSink::new(None, 0, Some(blake3::Hasher::new()));
+            let mut all = Vec::new();
+            for i in 0..25u8 {
+                let mut b = sink.buffer(300_000);
+                b.fill(i);
+                all.extend_from_slice(&b);
+                sink.write(b).await.unwrap();
+            }
+            let done = sink.finish().await;
+            assert!(done.file.is_none());
+            assert_eq!(done.hasher.unwrap().finalize(), blake3::hash(&all));
         });
     }
 }
