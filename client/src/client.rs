@@ -353,7 +353,7 @@ impl Client {
     ) -> Result<GetReply, Error> {
         self.request(&GetRequest {
             path: remote.to_owned(),
-            offset,
+            offset: (offset > 0).then_some(offset),
             hash,
         })
         .await?;
@@ -363,10 +363,10 @@ impl Client {
     /// Reads the reply to a GET of `remote` from `offset` (sent earlier, perhaps pipelined).
     pub(crate) async fn get_reply(&mut self, remote: &str, offset: u64) -> Result<GetReply, Error> {
         let reply: GetReply = self.reply(&format!("GET {remote}")).await?;
-        if reply.offset != offset {
+        let got = reply.offset.unwrap_or(0);
+        if got != offset {
             return self.track(Err(Error::Protocol(format!(
-                "asked for offset {offset}, got {}",
-                reply.offset
+                "asked for offset {offset}, got {got}"
             ))));
         }
         Ok(reply)
@@ -533,7 +533,7 @@ impl Client {
         verify: bool,
         partial: Option<Partial>,
     ) -> Result<Transfer, Error> {
-        let offset = reply.offset;
+        let offset = reply.offset.unwrap_or(0);
         let opened = {
             let local = local.to_owned();
             spawn_blocking(move || {

@@ -95,7 +95,7 @@ impl Client {
                 encode_request(
                     &GetRequest {
                         path: job.remote.clone(),
-                        offset,
+                        offset: (offset > 0).then_some(offset),
                         hash: verify,
                     },
                     &mut self.scratch,

@@ -24,7 +24,8 @@ pub use sft_io::{Pace, PaceRule, PacedWrite};
 pub struct Limits {
     /// Largest body a `SEND` may declare; `None` for no limit.
     pub max_upload_bytes: Option<u64>,
-    /// Refuse every verb that writes.
+    /// Refuse every verb that writes: the session answers `read_only` to a request for a verb
+    /// whose [`Command::writes`](crate::Command::writes) is true, before its handler runs.
     pub read_only: bool,
     /// A body transfer during which no byte moves for this long is aborted.
     pub stall_timeout: Duration,

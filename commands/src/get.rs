@@ -50,7 +50,8 @@ impl Command for Get {
             let rp = ctx.root.check(&args.path)?;
             let shown = rp.to_string();
             ctx.stats.path = Some(shown.clone());
-            let (offset, want_hash) = (args.offset, args.hash);
+            let (given, want_hash) = (args.offset, args.hash);
+            let offset = given.unwrap_or(0);
             // Resolving and opening touch only metadata, fast on a local file system: done in
             // place rather than through the blocking pool. Reading the body is not.
             let (file, st) = ctx.root.open_file_stat(&rp)?;
@@ -64,7 +65,7 @@ impl Command for Get {
             let version = Version::from_stat(&st);
             let lookup = want_hash.then(|| ctx.root.hashes().lookup_version(version));
             if size <= SMALL_FILE {
-                return send_small(ctx, file, size, offset, lookup, &shown).await;
+                return send_small(ctx, file, size, given, lookup, &shown).await;
             }
             let hasher = match lookup {
                 Some(l) if l.hash.is_none() => {
@@ -83,8 +84,8 @@ impl Command for Get {
             };
             let reply = GetReply {
                 size: size - offset,
-                offset,
-                file_size: (offset > 0).then_some(size),
+                offset: given,
+                file_size: given.map(|_| size),
                 blake3: lookup.and_then(|l| l.hash).map(|h| h.to_hex().to_string()),
                 trailer: hasher.is_some(),
             };
@@ -143,10 +144,11 @@ async fn send_small(
     ctx: &mut Context<'_>,
     file: File,
     size: u64,
-    offset: u64,
+    given: Option<u64>,
     lookup: Option<Lookup>,
     shown: &str,
 ) -> Result<(), CommandError> {
+    let offset = given.unwrap_or(0);
     let mut before = match lookup {
         Some(l) => l.version,
         None => Version::of(&file).map_err(|e| io_error(shown, &e))?,
@@ -192,8 +194,8 @@ async fn send_small(
     }
     let reply = GetReply {
         size: size - offset,
-        offset,
-        file_size: (offset > 0).then_some(size),
+        offset: given,
+        file_size: given.map(|_| size),
         blake3: hash.map(|h| h.to_hex().to_string()),
         trailer: false,
     };

@@ -27,7 +27,7 @@ mod slots;
 pub mod staging;
 pub mod stat;
 
-pub use command::{BoxFuture, Command, CommandError};
+pub use command::{admit, Accepts, BoxFuture, Command, CommandError};
 pub use context::{Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, Writer};
 pub use registry::Registry;
 pub use sandbox::Root;

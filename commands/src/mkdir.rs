@@ -13,7 +13,7 @@ use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use async_std::task::spawn_blocking;
 use sft_protocol::verbs::{MkdirReply, MkdirRequest, Verb};
-use sft_protocol::{ErrorCode, Request, WireError};
+use sft_protocol::Request;
 
 /// The `MKDIR` handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,9 +41,6 @@ impl Command for Mkdir {
             let args: MkdirRequest = request.args()?;
             let rp = ctx.root.check(&args.path)?;
             ctx.stats.path = Some(rp.to_string());
-            if ctx.limits.read_only {
-                return Err(WireError::new(ErrorCode::ReadOnly, "this server is read-only").into());
-            }
             let root = ctx.root.clone();
             let created = spawn_blocking(move || root.make_folder(&rp)).await?;
             ctx.reply_ok(&MkdirReply { created })

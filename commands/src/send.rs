@@ -19,13 +19,14 @@
 
 use crate::body::discard;
 use crate::chunked::{self, Received};
-use crate::command::{BoxFuture, Command, CommandError};
+use crate::command::{Accepts, BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::sandbox::{io_error, Target};
 use crate::staging::{Interrupted, Upload};
 use async_std::task::spawn_blocking;
 use futures::AsyncBufReadExt;
-use sft_protocol::body::{upload_body, Upload as Body};
+use sft_protocol::body::Upload as Body;
+use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
     is_blake3_hex, is_upload_id, SendReady, SendReply, SendRequest, SendStreamRequest, SendTrailer,
     Verb,
@@ -100,6 +101,17 @@ async fn read_trailer(ctx: &mut Context<'_>) -> Result<blake3::Hash, CommandErro
     match async_std::io::timeout(stall, read_line(&mut *ctx.reader, &mut line)).await {
         Ok(true) => {}
         Ok(false) => return Err(CommandError::Abort(io::ErrorKind::UnexpectedEof.into())),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            // Over the line limit: the end of the line was not read, so the connection is out
+            // of step. Say why (best effort), then close.
+            let err = WireError::new(
+                ErrorCode::TooLarge,
+                format!("trailer line longer than {MAX_HEADER_LEN} bytes"),
+            );
+            let _ = ctx.reply_error(&err).await;
+            let _ = ctx.flush().await;
+            return Err(CommandError::Abort(io::Error::new(e.kind(), err.message)));
+        }
         Err(e) => return Err(CommandError::Abort(e)),
     }
     let trailer: SendTrailer = decode_trailer(&line)?;
@@ -127,17 +139,12 @@ struct Order {
 }
 
 impl Order {
-    /// The header checks, before anything is touched: path, read-only, size limit, hashes.
+    /// The header checks, before anything is touched: path, size limit, hashes. (The session
+    /// refused the request already if the server is read-only.)
     fn check(args: SendRequest, ctx: &mut Context<'_>) -> Result<Order, WireError> {
         let rp = ctx.root.check(&args.path)?;
         let shown = rp.to_string();
         ctx.stats.path = Some(shown.clone());
-        if ctx.limits.read_only {
-            return Err(WireError::new(
-                ErrorCode::ReadOnly,
-                "this server is read-only",
-            ));
-        }
         if let Some(max) = ctx.limits.max_upload_bytes {
             if args.size > max {
                 return Err(WireError::new(
@@ -175,13 +182,17 @@ impl Command for Send {
         true
     }
 
+    fn accepts(&self) -> Accepts {
+        Accepts::SizedOrChunked
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,
         ctx: &'a mut Context<'_>,
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
-            if upload_body(request.line())? == Some(Body::Chunked) {
+            if request.body()? == Some(Body::Chunked) {
                 return receive_chunked(request, ctx).await;
             }
             let order = Order::check(request.args()?, ctx)?;
@@ -341,9 +352,6 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
     let rp = ctx.root.check(&args.path)?;
     let shown = rp.to_string();
     ctx.stats.path = Some(shown.clone());
-    if ctx.limits.read_only {
-        return Err(WireError::new(ErrorCode::ReadOnly, "this server is read-only").into());
-    }
     let _slot = ctx.limits.upload_slot()?;
     let root = ctx.root.clone();
     let overwrite = args.overwrite;

@@ -13,7 +13,7 @@
 //!   line with `"end":true` or by an error line `{"ok":false,…}`.
 
 use crate::error::{ErrorCode, WireError};
-use crate::header::check_line;
+use crate::header::{check_line, envelope};
 use crate::limits::{MAX_CHUNK_LEN, MAX_HEADER_LEN};
 use crate::verbs::{is_blake3_hex, ChunkHeader};
 use serde::{Deserialize, Serialize};
@@ -44,7 +44,6 @@ pub enum Upload {
 struct Declared {
     size: Option<Value>,
     stream: Option<Value>,
-    body: Option<Value>,
 }
 
 fn declared(line: &[u8]) -> Result<Declared, WireError> {
@@ -71,9 +70,18 @@ pub fn upload_size(request_line: &[u8]) -> Result<Option<u64>, WireError> {
 
 /// The body a request line declares it will send after a go-ahead, if it is an upload. A
 /// request that declares both `size` and `body` is `bad_request`; a `body` framing this crate
-/// does not know is `unsupported` (nobody could find the end of it).
+/// does not know is `unsupported` (nobody could find the end of it). A server holding a decoded
+/// request asks [`crate::Request::body`] instead, which does not parse the line again.
 pub fn upload_body(request_line: &[u8]) -> Result<Option<Upload>, WireError> {
-    let Declared { size, body, .. } = declared(request_line)?;
+    let env = envelope(check_line(request_line)?)?;
+    declared_upload(env.size, env.body)
+}
+
+/// The upload a request's `size` and `body` fields declare.
+pub(crate) fn declared_upload(
+    size: Option<Value>,
+    body: Option<Value>,
+) -> Result<Option<Upload>, WireError> {
     match (size, body) {
         (None, None) => Ok(None),
         (Some(size), None) => size_of(size).map(|n| Some(Upload::Sized(n))),

@@ -1,26 +1,36 @@
 //! Header lines: one JSON object per line, encoded and decoded as pure functions.
 
+use crate::body::{declared_upload, Upload};
 use crate::error::{ErrorCode, WireError};
 use crate::limits::MAX_HEADER_LEN;
 use crate::verbs::Verb;
 use crate::VERSION;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
 
 /// A decoded request header. The verb is upper-cased; the typed arguments are decoded on demand
 /// by the handler that owns the verb, from the same line (unknown fields are ignored, which is how
 /// later protocol versions add fields without breaking older peers).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Request<'a> {
-    verb: &'a str,
+    /// Borrowed from the line unless it was written with JSON escapes.
+    verb: Cow<'a, str>,
     version: u32,
     line: &'a [u8],
+    /// Whether the header has a `size` or a `body` field.
+    declares_body: bool,
+    /// What those fields declare will follow the header.
+    upload: Result<Option<Upload>, WireError>,
 }
 
 impl<'a> Request<'a> {
-    /// The verb as sent (ASCII, compared case-insensitively: see [`Request::verb_upper`]).
-    pub fn verb(&self) -> &'a str {
-        self.verb
+    /// The verb as sent, JSON escapes decoded (ASCII, compared case-insensitively: see
+    /// [`Request::verb_upper`]).
+    pub fn verb(&self) -> &str {
+        &self.verb
     }
 
     /// The verb in upper case, the form registries are keyed by.
@@ -38,6 +48,20 @@ impl<'a> Request<'a> {
         self.line
     }
 
+    /// Whether the header has a top-level `size` or `body` field, valid or not: by PROTOCOL.md
+    /// §3.1 such a request is an upload, and a verb that takes no body must refuse it before
+    /// the client sends any.
+    pub fn declares_body(&self) -> bool {
+        self.declares_body
+    }
+
+    /// The body the request declares it will send after a go-ahead (PROTOCOL.md §3.1):
+    /// `None` for no upload. Both `size` and `body`, or a `size` that is not an integer from 0
+    /// to 2^64-1, is `bad_request`; a `body` framing this crate does not know, `unsupported`.
+    pub fn body(&self) -> Result<Option<Upload>, WireError> {
+        self.upload.clone()
+    }
+
     /// Decodes the verb's typed arguments. A missing or mistyped field is `bad_request`.
     pub fn args<T: DeserializeOwned>(&self) -> Result<T, WireError> {
         serde_json::from_slice(self.line).map_err(|e| {
@@ -46,11 +70,89 @@ impl<'a> Request<'a> {
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    /// Borrowed: a verb with JSON escapes in it is refused (no real verb needs them).
-    verb: Option<&'a str>,
+/// The fields every request shares, picked from the top level of a header in one pass that
+/// also refuses a repeated key (which two readers could resolve differently).
+pub(crate) struct Envelope<'a> {
+    verb: Option<Cow<'a, str>>,
     v: Option<u32>,
+    /// Present (even as `null`) or not.
+    pub(crate) size: Option<Value>,
+    /// Present (even as `null`) or not.
+    pub(crate) body: Option<Value>,
+}
+
+/// Decodes the shared fields of a request line (already checked with [`check_line`]).
+pub(crate) fn envelope(line: &[u8]) -> Result<Envelope<'_>, WireError> {
+    serde_json::from_slice(line)
+        .map_err(|e| WireError::bad_request(format!("malformed header: {e}")))
+}
+
+/// A string borrowed from the input when it has no escapes, decoded into an owned one when it
+/// has (serde's own `Cow` impl always copies).
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut env = Envelope {
+                    verb: None,
+                    v: None,
+                    size: None,
+                    body: None,
+                };
+                // Headers have a handful of keys: a linear scan beats hashing them.
+                let mut seen: Vec<Cow<'de, str>> = Vec::new();
+                while let Some(CowStr(key)) = map.next_key()? {
+                    if seen.contains(&key) {
+                        return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                    match &*key {
+                        "verb" => {
+                            let verb: Option<CowStr<'de>> = map.next_value()?;
+                            env.verb = verb.map(|v| v.0);
+                        }
+                        "v" => env.v = map.next_value()?,
+                        "size" => env.size = Some(map.next_value()?),
+                        "body" => env.body = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    seen.push(key);
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Strips the `\n` (and an optional `\r` before it) that ends a header line.
@@ -87,8 +189,7 @@ pub(crate) fn check_line(line: &[u8]) -> Result<&[u8], WireError> {
 /// `unsupported` (a protocol version newer than this crate speaks).
 pub fn decode_request(line: &[u8]) -> Result<Request<'_>, WireError> {
     let line = check_line(line)?;
-    let env: Envelope<'_> = serde_json::from_slice(line)
-        .map_err(|e| WireError::bad_request(format!("header is not valid JSON: {e}")))?;
+    let env = envelope(line)?;
     let version = env.v.unwrap_or(1);
     if version == 0 || version > VERSION {
         return Err(WireError::new(
@@ -99,6 +200,8 @@ pub fn decode_request(line: &[u8]) -> Result<Request<'_>, WireError> {
     let verb = env
         .verb
         .ok_or_else(|| WireError::bad_request("header has no \"verb\" field"))?;
+    let declares_body = env.size.is_some() || env.body.is_some();
+    let upload = declared_upload(env.size, env.body);
     if verb.is_empty()
         || verb.len() > 64
         || !verb
@@ -113,6 +216,8 @@ pub fn decode_request(line: &[u8]) -> Result<Request<'_>, WireError> {
         verb,
         version,
         line,
+        declares_body,
+        upload,
     })
 }
 
@@ -292,7 +397,7 @@ mod tests {
             b"{\"verb\":7}\n",
             b"{\"verb\":\"\"}\n",
             b"{\"verb\":\"G T\"}\n",
-            b"{\"verb\":\"G\\u0045T\"}\n",
+            b"{\"verb\":\"G\\u0020T\"}\n",
             b"{\"verb\":\"GET\",\"path\":\"\xff\"}\n",
             b"\x00\x01\x02\xff\n",
         ];
@@ -306,6 +411,147 @@ mod tests {
             );
             assert!(!err.message.is_empty());
         }
+    }
+
+    #[test]
+    fn escapes_are_accepted_anywhere() {
+        let req =
+            decode_request(b"{\"verb\":\"G\\u0045T\",\"path\":\"a\\/\\u00fc.txt\"}\n").unwrap();
+        assert_eq!(req.verb(), "GET");
+        assert_eq!(req.args::<GetRequest>().unwrap().path, "a/\u{fc}.txt");
+        // An escaped key is the same key.
+        let req = decode_request(br#"{"v\u0065rb":"stat","\u0076":1,"s\u0069ze":3}"#).unwrap();
+        assert_eq!(req.verb_upper(), "STAT");
+        assert_eq!(req.body().unwrap(), Some(Upload::Sized(3)));
+        let req = decode_request(br#"{"verb":"SEND","body":"chunk\u0065d"}"#).unwrap();
+        assert_eq!(req.body().unwrap(), Some(Upload::Chunked));
+        // An escape that decodes to a character a verb may not have is still refused.
+        let err = decode_request(br#"{"verb":"G\u002fT"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn duplicate_keys_are_bad_requests() {
+        for case in [
+            &br#"{"verb":"GET","verb":"SEND"}"#[..],
+            br#"{"verb":"GET","path":"a","path":"b"}"#,
+            br#"{"verb":"GET","size":1,"size":2}"#,
+            br#"{"verb":"GET","x":1,"x":1}"#,
+            br#"{"verb":"GET","path":"a","p\u0061th":"b"}"#,
+        ] {
+            let err = decode_request(case).unwrap_err();
+            assert_eq!(
+                err.code,
+                ErrorCode::BadRequest,
+                "{}",
+                String::from_utf8_lossy(case)
+            );
+            assert!(err.message.contains("duplicate"), "{}", err.message);
+        }
+        // The same key in different nested objects is not a repeat.
+        assert!(decode_request(br#"{"verb":"X","a":{"k":1},"b":{"k":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn integers_are_written_as_integers() {
+        for case in [
+            &br#"{"verb":"GET","v":1e0}"#[..],
+            br#"{"verb":"GET","v":1.0}"#,
+        ] {
+            assert_eq!(
+                decode_request(case).unwrap_err().code,
+                ErrorCode::BadRequest
+            );
+        }
+        let req = decode_request(br#"{"verb":"SEND","path":"x","size":1e0}"#).unwrap();
+        assert_eq!(req.body().unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(
+            req.args::<SendRequest>().unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        let req = decode_request(br#"{"verb":"GET","path":"x","offset":1e0}"#).unwrap();
+        assert_eq!(
+            req.args::<GetRequest>().unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn requests_declare_their_bodies() {
+        type Declared = Result<Option<Upload>, ErrorCode>;
+        let cases: &[(&[u8], bool, Declared)] = &[
+            (br#"{"verb":"GET","path":"x"}"#, false, Ok(None)),
+            (
+                br#"{"verb":"SEND","size":0}"#,
+                true,
+                Ok(Some(Upload::Sized(0))),
+            ),
+            (
+                br#"{"verb":"SEND","body":"chunked"}"#,
+                true,
+                Ok(Some(Upload::Chunked)),
+            ),
+            (
+                br#"{"verb":"X","size":1,"body":"chunked"}"#,
+                true,
+                Err(ErrorCode::BadRequest),
+            ),
+            (
+                br#"{"verb":"X","size":-1}"#,
+                true,
+                Err(ErrorCode::BadRequest),
+            ),
+            (
+                br#"{"verb":"X","size":null}"#,
+                true,
+                Err(ErrorCode::BadRequest),
+            ),
+            (
+                br#"{"verb":"X","body":"gzip"}"#,
+                true,
+                Err(ErrorCode::Unsupported),
+            ),
+            // Nested fields declare nothing.
+            (br#"{"verb":"X","entry":{"size":1}}"#, false, Ok(None)),
+        ];
+        for (line, declares, want) in cases {
+            let req = decode_request(line).unwrap();
+            assert_eq!(
+                req.declares_body(),
+                *declares,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(
+                req.body().map_err(|e| e.code),
+                *want,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(
+                crate::body::upload_body(line).map_err(|e| e.code),
+                *want,
+                "the same rule as the line-based check"
+            );
+        }
+    }
+
+    #[test]
+    fn version_zero_is_unsupported() {
+        let err = decode_request(br#"{"verb":"GET","v":0}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Unsupported);
+    }
+
+    #[test]
+    fn carriage_returns_count_toward_the_line_limit() {
+        let mut line = br#"{"verb":"GET","path":""#.to_vec();
+        line.resize(MAX_HEADER_LEN - 3, b'a');
+        line.extend_from_slice(b"\"}\n");
+        assert_eq!(line.len(), MAX_HEADER_LEN);
+        assert!(decode_request(&line).is_ok());
+        line.truncate(line.len() - 1);
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(decode_request(&line).unwrap_err().code, ErrorCode::TooLarge);
     }
 
     #[test]

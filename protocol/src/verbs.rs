@@ -34,8 +34,9 @@ pub struct GetRequest {
     /// The file, relative to the served root.
     pub path: String,
     /// Skip this many bytes (resume a download): the body is the file from here to its end.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub offset: u64,
+    /// Given (even as 0), the reply echoes it with the whole file's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// Ask for the whole file's BLAKE3 hash, in the reply or in a trailer after the body.
     #[serde(default, skip_serializing_if = "is_false")]
     pub hash: bool,
@@ -50,9 +51,9 @@ impl Verb for GetRequest {
 pub struct GetReply {
     /// How many body bytes follow the reply line (the file's size minus `offset`).
     pub size: u64,
-    /// The offset the body starts at, echoed when the request gave one.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub offset: u64,
+    /// The offset the body starts at, echoed when the request gave one (0 included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// The whole file's size, when the request gave an offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_size: Option<u64>,

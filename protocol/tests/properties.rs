@@ -210,7 +210,7 @@ proptest! {
     }
 
     #[test]
-    fn get_requests_round_trip(path in any::<String>(), offset in any::<u64>(), hash in any::<bool>()) {
+    fn get_requests_round_trip(path in any::<String>(), offset in any::<Option<u64>>(), hash in any::<bool>()) {
         let mut args = GetRequest::default();
         args.path = path;
         args.offset = offset;
@@ -279,7 +279,7 @@ proptest! {
     #[test]
     fn ok_replies_round_trip(
         size in any::<u64>(),
-        offset in any::<u64>(),
+        offset in prop::option::of(any::<u64>()),
         file_size in prop::option::of(any::<u64>()),
         blake3 in prop::option::of("[0-9a-f]{64}"),
         trailer in any::<bool>(),
@@ -305,7 +305,7 @@ proptest! {
         prop_assert_eq!(decode_reply(&out).unwrap().fields::<SendReply>().unwrap(), send);
 
         let mut ready = SendReady::default();
-        ready.offset = offset;
+        ready.offset = offset.unwrap_or(0);
         out.clear();
         encode_ok(&ready, &mut out);
         prop_assert_eq!(decode_reply(&out).unwrap().fields::<SendReady>().unwrap(), ready);

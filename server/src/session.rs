@@ -1,8 +1,9 @@
 //! The session actor: one task per connection, owning its socket and state.
 //!
 //! Its loop waits for either the next header line or a message in its mailbox. A header is
-//! decoded, its verb looked up in the registry and the handler run with the connection's
-//! context; then the loop starts over. Malformed input gets an error reply; a handler that
+//! decoded, its verb looked up in the registry, checked against what the verb declares (the body
+//! it takes, whether it writes: [`sft_commands::admit`]) and the handler run with the
+//! connection's context; then the loop starts over. Malformed input gets an error reply; a handler that
 //! aborts, a peer that vanishes or a `Stop` in the mailbox ends this session only.
 
 use crate::logging::escape;
@@ -11,7 +12,7 @@ use async_std::io::timeout;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
 use futures::{AsyncBufReadExt, AsyncWriteExt, FutureExt};
-use sft_commands::{Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root};
+use sft_commands::{admit, Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
@@ -220,6 +221,15 @@ async fn serve(
             }
             continue;
         };
+        // The same rules for every verb, before its handler runs: no body it does not take
+        // (the client waits for a go-ahead, so none was sent), no write on a read-only server.
+        if let Err(err) = admit(&**handler, &request, shared.limits.read_only) {
+            log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
+            if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
+                return End::Failed(e);
+            }
+            continue;
+        }
 
         let mut ctx = Context::new(
             &shared.root,
