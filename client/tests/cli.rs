@@ -49,3 +49,28 @@ fn version_is_printed() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn each_subcommand_says_what_it_does() {
+    let says = [
+        ("get", "Download REMOTE"),
+        ("send", "Upload LOCAL"),
+        ("ls", "List the folder DIR"),
+        ("stat", "Show the kind, size"),
+        ("call", "Send any VERB"),
+    ];
+    let top = sft(&["--help"]);
+    let top = String::from_utf8_lossy(&top.stdout);
+    for (sub, what) in says {
+        assert!(top.contains(what), "sft --help lacks {what:?}: {top}");
+        let out = sft(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(what),
+            "sft {sub} --help lacks {what:?}: {text}"
+        );
+        assert!(!text.contains("Options every"), "sft {sub} --help: {text}");
+    }
+    assert!(!top.contains("Options every"), "{top}");
+}

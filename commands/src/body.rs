@@ -1,11 +1,17 @@
 //! Moving exactly a declared number of body bytes, in bounded chunks, within the pace rules.
 //!
 //! The mechanisms themselves (block pipelines, sendfile, deadlines) live in `sft-io`, shared
-//! with the client; this file adapts them to a request's reader and writer.
+//! with the client; this file adapts them to a request's reader and writer. The built-in verbs
+//! and third-party ones use the same helpers: [`Context::send_file`],
+//! [`Context::receive_file`] and [`Context::discard_body`].
 
+use crate::command::CommandError;
+use crate::context::Context;
+use crate::sandbox::io_error;
+use crate::staging::Staged;
 use async_std::task::spawn_blocking;
-use futures::{AsyncRead, AsyncWrite};
-use sft_io::{BlockSink, Pace, CHUNK, RECV};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use sft_io::{confirm, BlockSink, FileSource, Pace, Version, CHUNK, RECV};
 use std::fs::File;
 use std::io;
 
@@ -214,5 +220,237 @@ where
             stored,
         }),
         (Ok(()), None) => Ok(sink),
+    }
+}
+
+/// Bodies at least this large go out with `sendfile(2)`; smaller ones are copied into the
+/// socket buffer right behind the reply line, so that both leave in one write.
+fn use_sendfile(body: u64) -> bool {
+    sft_io::ZERO_COPY && body >= sft_io::SENDFILE_MIN
+}
+
+/// Sends bytes `offset..offset + body` of `file` as a body, with `sendfile(2)` where it
+/// applies and through the connection's writer otherwise, every wait within the writer's pace.
+/// With `hashing` (a hasher holding the hash of the bytes before `offset`, and the version the
+/// file was when opened), also computes the whole file's hash and confirms the file is still
+/// that version before returning it. Returns the file and that hash.
+pub(crate) async fn send_range(
+    ctx: &mut Context<'_>,
+    file: File,
+    offset: u64,
+    body: u64,
+    hashing: Option<(blake3::Hasher, Version)>,
+) -> Result<(File, Option<blake3::Hash>), CopyError> {
+    if use_sendfile(body) {
+        send_zero_copy(ctx, file, offset, body, hashing).await
+    } else {
+        send_copied(ctx, file, offset, body, hashing).await
+    }
+}
+
+/// Sends the body with `sendfile(2)`; when a hash is being computed, a blocking task reads and
+/// hashes the same bytes meanwhile (from the page cache), so hashing costs no extra time as
+/// long as it keeps up with the network. Then, before that hash can go out in a trailer,
+/// confirms the file is still the version it was.
+///
+/// Only a hash computed while sending needs the check: a hash given up front (cached) lets the
+/// client itself find a torn body, and without a hash nothing is vouched for. Checking those
+/// would only cut a connection whose client already has every byte.
+#[cfg(target_os = "linux")]
+async fn send_zero_copy(
+    ctx: &mut Context<'_>,
+    file: File,
+    offset: u64,
+    body: u64,
+    hashing: Option<(blake3::Hasher, Version)>,
+) -> Result<(File, Option<blake3::Hash>), CopyError> {
+    ctx.flush().await.map_err(CopyError::Write)?;
+    let (hashing, version) = match hashing {
+        Some((mut hasher, version)) => {
+            let reader = file.try_clone().map_err(CopyError::Read)?;
+            let task = Some(spawn_blocking(move || {
+                sft_io::blocks::hash_range(&reader, &mut hasher, offset, body)
+                    .map(|()| hasher.finalize())
+            }));
+            (task, Some(version))
+        }
+        None => (None, None),
+    };
+    let mut pos = offset;
+    let (socket, pace) = ctx.writer.get_mut().parts_mut();
+    let stats = &mut ctx.stats;
+    let sent = sft_io::sendfile(&file, &mut pos, offset + body, socket, pace, |n| {
+        stats.bytes_out += n
+    })
+    .await;
+    let hash = match hashing {
+        Some(task) => Some(task.await.map_err(CopyError::Read)?),
+        None => None,
+    };
+    sent.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => CopyError::Read(e),
+        _ => CopyError::Write(e),
+    })?;
+    let (Some(hash), Some(version)) = (hash, version) else {
+        return Ok((file, None));
+    };
+    spawn_blocking(move || confirm(&file, &version, Some(&hash)).map(|()| file))
+        .await
+        .map(|file| (file, Some(hash)))
+        .map_err(CopyError::Read)
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn send_zero_copy(
+    ctx: &mut Context<'_>,
+    file: File,
+    offset: u64,
+    body: u64,
+    hashing: Option<(blake3::Hasher, Version)>,
+) -> Result<(File, Option<blake3::Hash>), CopyError> {
+    send_copied(ctx, file, offset, body, hashing).await
+}
+
+/// Sends the body through the connection's writer, read one block ahead and hashed exactly as
+/// sent; when hashing, the version is confirmed after the last block is read, before it is
+/// written (see [`send_zero_copy`] for why only then).
+async fn send_copied(
+    ctx: &mut Context<'_>,
+    file: File,
+    offset: u64,
+    body: u64,
+    hashing: Option<(blake3::Hasher, Version)>,
+) -> Result<(File, Option<blake3::Hash>), CopyError> {
+    let check = file.try_clone().map_err(CopyError::Read)?;
+    let (hasher, version) = hashing.unzip();
+    let mut source = FileSource::new(file, offset, body, hasher, version);
+    while let Some(block) = source.next().await {
+        let block = block.map_err(CopyError::Read)?;
+        ctx.writer
+            .write_all(&block)
+            .await
+            .map_err(CopyError::Write)?;
+        ctx.stats.bytes_out += block.len() as u64;
+    }
+    Ok((check, source.hash()))
+}
+
+/// A request body received into a staging file by [`Context::receive_file`].
+#[derive(Debug)]
+pub struct ReceivedFile {
+    /// The staging file, holding exactly the body. Put it in place with
+    /// [`Staged::commit`] (on the blocking pool); dropped, it is removed.
+    pub staged: Staged,
+    /// The BLAKE3 hash of the body, when asked for.
+    pub hash: Option<blake3::Hash>,
+}
+
+impl Context<'_> {
+    /// What messages about the request's file call it: [`Stats::path`](crate::Stats::path) if
+    /// the handler set it.
+    fn shown(&self) -> String {
+        self.stats.path.clone().unwrap_or_else(|| "the file".into())
+    }
+
+    /// Sends bytes `offset..offset + len` of `file` as the body a reply already announced
+    /// (`{"ok":true,"size":len}` written with [`Context::reply_ok`]). Large bodies go out with
+    /// `sendfile(2)` where the platform has it, smaller ones in bounded copies behind the reply
+    /// line; every wait keeps the server's stall timeout and minimum rate, so a client that
+    /// stops reading is cut off. Counts the bytes in [`Stats::bytes_out`](crate::Stats) and
+    /// returns how many were sent (always `len`).
+    ///
+    /// Every failure is an [`CommandError::Abort`]: once a body is announced, a file that
+    /// shrinks or fails to read, or a connection that fails or stalls, leaves the connection
+    /// out of step, and the session closes it. Return the error with `?`.
+    pub async fn send_file(
+        &mut self,
+        file: File,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64, CommandError> {
+        match send_range(self, file, offset, len, None).await {
+            Ok(_) => Ok(len),
+            Err(e) => Err(self.sending_failed(e)),
+        }
+    }
+
+    /// The abort for a body that could not be sent whole.
+    pub(crate) fn sending_failed(&self, e: CopyError) -> CommandError {
+        CommandError::Abort(match e {
+            CopyError::Read(e) => io::Error::new(
+                e.kind(),
+                format!("reading {} failed mid-transfer: {e}", self.shown()),
+            ),
+            CopyError::Write(e) => e,
+        })
+    }
+
+    /// Receives exactly `len` request body bytes (after the go-ahead) into a new staging file
+    /// of the root ([`Root::stage`](crate::Root::stage)), hashing them if `hash`. Each block is
+    /// written by a short task on the blocking pool while the next one arrives, and every read
+    /// keeps the server's stall timeout and minimum rate. Counts the bytes in
+    /// [`Stats::bytes_in`](crate::Stats).
+    ///
+    /// - A client that stops sending, or stalls, is an [`CommandError::Abort`]: the session
+    ///   closes the connection; the staging file is removed.
+    /// - Storing that fails (disk full, quota…) removes the staging file, reads and drops the
+    ///   rest of the body so the connection stays in step, and is a [`CommandError::Reply`]
+    ///   with an error the client can act on: the verb's final reply.
+    pub async fn receive_file(
+        &mut self,
+        len: u64,
+        hash: bool,
+    ) -> Result<ReceivedFile, CommandError> {
+        let root = self.root.clone();
+        let (staged, file) = match spawn_blocking(move || root.stage()).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                self.discard_body(len).await?;
+                return Err(io_error(&self.shown(), &e).into());
+            }
+        };
+        let sink = Sink {
+            dest: Dest::Open(file),
+            hasher: hash.then(blake3::Hasher::new),
+        };
+        let mut got = 0;
+        let mut pace = self.limits.body_pace();
+        // `keep_from` past any length: a body cut off is never kept, so its last block is
+        // never written only to be removed.
+        let received = stream_to_file(&mut *self.reader, sink, 0, len, u64::MAX, &mut pace, |n| {
+            got += n
+        })
+        .await;
+        self.stats.bytes_in += got;
+        match received {
+            Ok(sink) => Ok(ReceivedFile {
+                staged,
+                hash: sink.hasher.map(|h| h.finalize()),
+            }),
+            Err(Stopped { error, .. }) => {
+                // Removing the staging file touches the file system: on the blocking pool.
+                spawn_blocking(move || drop(staged)).await;
+                match error {
+                    CopyError::Read(e) => Err(CommandError::Abort(e)),
+                    CopyError::Write(e) => {
+                        self.discard_body(len - got).await?;
+                        Err(io_error(&self.shown(), &e).into())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and drops exactly `len` request body bytes, within the server's stall timeout and
+    /// minimum rate: how a verb that refuses a body it was sent keeps the connection in step
+    /// before its error reply. Counts them in [`Stats::bytes_in`](crate::Stats). A client that
+    /// stops sending is an [`CommandError::Abort`].
+    pub async fn discard_body(&mut self, len: u64) -> Result<(), CommandError> {
+        let mut pace = self.limits.body_pace();
+        discard(&mut *self.reader, len, &mut pace)
+            .await
+            .map_err(CommandError::Abort)?;
+        self.stats.bytes_in += len;
+        Ok(())
     }
 }

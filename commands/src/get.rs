@@ -14,18 +14,17 @@
 //! confirmed after the last byte left. A file rewritten meanwhile cuts the connection before
 //! the trailer, so the client never sees a complete, verified transfer of a torn file.
 
-use crate::body::{hash_prefix, read_full_at};
+use crate::body::{hash_prefix, read_full_at, send_range};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::hashes::Lookup;
 use crate::sandbox::io_error;
 use async_std::task::spawn_blocking;
 use futures::AsyncWriteExt;
-use sft_io::{confirm, FileSource, Version};
+use sft_io::{confirm, Version};
 use sft_protocol::verbs::{GetReply, GetRequest, GetTrailer, Verb};
 use sft_protocol::{encode_trailer, ErrorCode, Request, WireError};
 use std::fs::File;
-use std::io;
 
 /// The `GET` handler: streams a regular file inside the root, in bounded chunks.
 #[derive(Debug, Clone, Copy, Default)]
@@ -91,20 +90,16 @@ impl Command for Get {
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)?;
             let body = size - offset;
-            let sent = if use_sendfile(body) {
-                send_zero_copy(ctx, file, offset, body, hasher, version).await
-            } else {
-                send_copied(ctx, file, offset, body, hasher, version).await
-            };
+            if hasher.is_none() {
+                // Nothing to vouch for: the public helper any verb sends a file with.
+                return ctx.send_file(file, offset, body).await.map(|_| ());
+            }
             // The reply promised `size` bytes of one version: a file that shrank, failed to
             // read or changed leaves the connection out of step, so it is closed.
-            let (file, hash) = sent.map_err(|e| match e {
-                Failed::Read(e) => CommandError::Abort(io::Error::new(
-                    e.kind(),
-                    format!("reading {shown} failed mid-transfer: {e}"),
-                )),
-                Failed::Write(e) => CommandError::Abort(e),
-            })?;
+            let hashing = hasher.map(|h| (h, version));
+            let (file, hash) = send_range(ctx, file, offset, body, hashing)
+                .await
+                .map_err(|e| ctx.sending_failed(e))?;
             if let (Some(hash), Some(lookup)) = (hash, lookup) {
                 let mut line = Vec::with_capacity(96);
                 encode_trailer(
@@ -123,14 +118,6 @@ impl Command for Get {
             Ok(())
         })
     }
-}
-
-/// Which side of sending a body failed.
-enum Failed {
-    /// The file: it failed to read, shrank or changed.
-    Read(io::Error),
-    /// The connection.
-    Write(io::Error),
 }
 
 /// Files up to this size are read whole in place, hashed if asked (the hash then comes in the
@@ -202,98 +189,4 @@ async fn send_small(
     ctx.reply_ok_with_body_buffer(&reply, offset as usize)
         .await
         .map_err(CommandError::Abort)
-}
-
-/// Bodies at least this large go out with `sendfile(2)`; smaller ones are copied into the
-/// socket buffer right behind the reply line, so that both leave in one write.
-const SENDFILE_MIN: u64 = 128 * 1024;
-
-fn use_sendfile(body: u64) -> bool {
-    cfg!(target_os = "linux") && body >= SENDFILE_MIN
-}
-
-/// Sends the body with `sendfile(2)`; when a hash is being computed, a blocking task reads and
-/// hashes the same bytes meanwhile (from the page cache), so hashing costs no extra time as
-/// long as it keeps up with the network. Then, before that hash can go out in the trailer,
-/// confirms the file is still the version it was.
-///
-/// Only a hash computed while sending needs the check: a hash given up front (cached) lets the
-/// client itself find a torn body, and without a hash nothing is vouched for. Checking those
-/// would only cut a connection whose client already has every byte.
-#[cfg(target_os = "linux")]
-async fn send_zero_copy(
-    ctx: &mut Context<'_>,
-    file: File,
-    offset: u64,
-    body: u64,
-    hasher: Option<blake3::Hasher>,
-    version: Version,
-) -> Result<(File, Option<blake3::Hash>), Failed> {
-    ctx.flush().await.map_err(Failed::Write)?;
-    let hashing = match hasher {
-        Some(mut hasher) => {
-            let reader = file.try_clone().map_err(Failed::Read)?;
-            Some(spawn_blocking(move || {
-                sft_io::blocks::hash_range(&reader, &mut hasher, offset, body)
-                    .map(|()| hasher.finalize())
-            }))
-        }
-        None => None,
-    };
-    let mut pos = offset;
-    let (socket, pace) = ctx.writer.get_mut().parts_mut();
-    let stats = &mut ctx.stats;
-    let sent = sft_io::sendfile(&file, &mut pos, offset + body, socket, pace, |n| {
-        stats.bytes_out += n
-    })
-    .await;
-    let hash = match hashing {
-        Some(task) => Some(task.await.map_err(Failed::Read)?),
-        None => None,
-    };
-    sent.map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => Failed::Read(e),
-        _ => Failed::Write(e),
-    })?;
-    let Some(hash) = hash else {
-        return Ok((file, None));
-    };
-    spawn_blocking(move || confirm(&file, &version, Some(&hash)).map(|()| file))
-        .await
-        .map(|file| (file, Some(hash)))
-        .map_err(Failed::Read)
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn send_zero_copy(
-    ctx: &mut Context<'_>,
-    file: File,
-    offset: u64,
-    body: u64,
-    hasher: Option<blake3::Hasher>,
-    version: Version,
-) -> Result<(File, Option<blake3::Hash>), Failed> {
-    send_copied(ctx, file, offset, body, hasher, version).await
-}
-
-/// Sends the body through the connection's writer, read one block ahead and hashed exactly as
-/// sent; when hashing, the version is confirmed after the last block is read, before it is
-/// written (see [`send_zero_copy`] for why only then).
-async fn send_copied(
-    ctx: &mut Context<'_>,
-    file: File,
-    offset: u64,
-    body: u64,
-    hasher: Option<blake3::Hasher>,
-    version: Version,
-) -> Result<(File, Option<blake3::Hash>), Failed> {
-    let check = file.try_clone().map_err(Failed::Read)?;
-    let version = hasher.is_some().then_some(version);
-    let mut source = FileSource::new(file, offset, body, hasher, version);
-    while let Some(block) = source.next().await {
-        let block = block.map_err(Failed::Read)?;
-        ctx.writer.write_all(&block).await.map_err(Failed::Write)?;
-        ctx.stats.bytes_out += block.len() as u64;
-    }
-    Ok((check, source.hash()))
 }

@@ -27,6 +27,7 @@ mod slots;
 pub mod staging;
 pub mod stat;
 
+pub use body::ReceivedFile;
 pub use command::{admit, Accepts, BoxFuture, Command, CommandError};
 pub use context::{Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, Writer};
 pub use registry::Registry;

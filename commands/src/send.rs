@@ -17,7 +17,6 @@
 //! it always goes to a plain staging file, is hashed as it arrives, and is committed only when the
 //! terminator's declared hash (if any) matches.
 
-use crate::body::discard;
 use crate::chunked::{self, Received};
 use crate::command::{Accepts, BoxFuture, Command, CommandError};
 use crate::context::Context;
@@ -212,12 +211,8 @@ impl Command for Send {
                     // Storing failed (disk full, quota…): free the file at once, then read the
                     // rest of the body so the connection stays in step, and report.
                     spawn_blocking(move || upload.discard()).await;
-                    let body = order.size - offset;
-                    let left = body - ctx.stats.bytes_in;
-                    discard(&mut *ctx.reader, left, &mut ctx.limits.body_pace())
-                        .await
-                        .map_err(CommandError::Abort)?;
-                    ctx.stats.bytes_in = body;
+                    let left = order.size - offset - ctx.stats.bytes_in;
+                    ctx.discard_body(left).await?;
                     Err(io_error(&order.shown, &e))
                 }
             };

@@ -31,5 +31,5 @@ pub mod shutdown;
 
 pub use config::{Config, LogFormat};
 pub use listener::{Handle, Server};
-pub use main_helper::run_main;
+pub use main_helper::{run_main, Binary};
 pub use sessions::SessionInfo;

@@ -1,5 +1,5 @@
 //! `sft-server`: serve a folder over the sft protocol until stopped.
 
 fn main() {
-    sft_server::run_main(sft_commands::builtins());
+    sft_server::run_main(sft_server::Binary::SFT_SERVER, sft_commands::builtins());
 }

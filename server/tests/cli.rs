@@ -24,7 +24,11 @@ fn help_lists_options_and_examples() {
 fn version_is_printed() {
     let out = server(&["--version"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("sft-server {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

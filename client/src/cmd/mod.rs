@@ -20,7 +20,8 @@ use std::io;
 use std::path::PathBuf;
 use structopt::StructOpt;
 
-/// Options every subcommand that talks to a server takes.
+// Options every subcommand that talks to a server takes. A plain comment, not a doc comment:
+// structopt would show a flattened struct's doc as the `about` of every subcommand holding it.
 #[derive(Debug, StructOpt)]
 pub(crate) struct Common {
     /// Port to use when SERVER names none.

@@ -7,15 +7,16 @@
 //! ```
 //!
 //! A body is announced by the reply's `size` and then exactly that many bytes follow, so the
-//! handler measures the lines first, then streams them.
+//! handler measures the lines first, then sends them with [`Context::send_file`], the helper
+//! the built-in `GET` uses too.
 
 use async_std::task::spawn_blocking;
-use futures::{AsyncReadExt, AsyncSeekExt};
+use futures::AsyncReadExt;
 use serde::{Deserialize, Serialize};
 use sft_commands::{BoxFuture, Command, CommandError, Context};
 use sft_protocol::verbs::Verb;
 use sft_protocol::{Request, WireError};
-use std::io::{self, SeekFrom};
+use std::io;
 
 /// Arguments of `HEAD`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,15 +75,16 @@ impl Command for Head {
             ctx.stats.path = Some(rp.to_string());
             let root = ctx.root.clone();
             let (file, _len) = spawn_blocking(move || root.open_file(&rp)).await?;
-            let mut file = async_std::fs::File::from(file);
             let failed = |e: io::Error| WireError::internal(format!("reading {}: {e}", args.path));
+            // Measured through a second handle: the first one is sent afterwards.
+            let mut reader = async_std::fs::File::from(file.try_clone().map_err(failed)?);
 
             // 1. Measure, in bounded chunks: where does line number `lines` end?
             let mut size = 0u64;
             let mut buf = vec![0u8; 64 * 1024];
             let mut left = args.lines;
             while left > 0 {
-                let n = file.read(&mut buf).await.map_err(failed)?;
+                let n = reader.read(&mut buf).await.map_err(failed)?;
                 if n == 0 {
                     break; // fewer lines than asked: the whole file
                 }
@@ -98,23 +100,14 @@ impl Command for Head {
                     }
                 }
             }
-            file.seek(SeekFrom::Start(0)).await.map_err(failed)?;
 
-            // 2. Announce the body, then send exactly `size` bytes. From here on a failure
-            // leaves the connection out of step, so it is an `Abort`: the session closes it.
+            // 2. Announce the body, then send exactly `size` bytes. `send_file` keeps the
+            // server's stall timeout (a client that stops reading is cut off) and turns a file
+            // that shrank meanwhile into an `Abort`: the session closes the connection.
             ctx.reply_ok(&HeadReply { size })
                 .await
                 .map_err(CommandError::Abort)?;
-            let sent = futures::io::copy(&mut file.take(size), &mut *ctx.writer)
-                .await
-                .map_err(CommandError::Abort)?;
-            ctx.stats.bytes_out = sent;
-            if sent != size {
-                return Err(CommandError::Abort(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while it was sent", args.path),
-                )));
-            }
+            ctx.send_file(file, 0, size).await?;
             Ok(())
         })
     }

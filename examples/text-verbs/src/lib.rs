@@ -10,6 +10,11 @@
 pub mod head;
 pub mod wc;
 
+// Every Rust snippet of the guide this crate follows compiles, as a doc test of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../../EXTENDING.md")]
+struct ExtendingGuide;
+
 /// The built-in verbs plus `WC` and `HEAD`.
 pub fn registry() -> sft_commands::Registry {
     let mut registry = sft_commands::builtins();

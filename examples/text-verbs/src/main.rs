@@ -1,5 +1,7 @@
 //! `sft-text-server`: `sft-server` with the `WC` and `HEAD` verbs; the same flags.
 
 fn main() {
-    sft_server::run_main(sft_text_verbs::registry());
+    let me = sft_server::Binary::new("sft-text-server", env!("CARGO_PKG_VERSION"))
+        .about("Serves a folder over the sft protocol, with the WC and HEAD text verbs too.");
+    sft_server::run_main(me, sft_text_verbs::registry());
 }

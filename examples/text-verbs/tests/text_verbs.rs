@@ -2,12 +2,12 @@
 //! - through the real binaries: this crate's `sft-text-server` and the `sft call` client;
 //! - in process: `sft_server::Server` with this crate's registry, and `sft_client::Client::call`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const POEM: &str =
     "The sea is calm tonight.\nThe tide is full, the moon lies fair\n\nUpon the straits;\n";
@@ -20,8 +20,14 @@ struct TextServer {
 
 impl TextServer {
     fn start(root: &Path) -> TextServer {
+        TextServer::start_with(root, &[])
+    }
+
+    /// Starts the server with `extra` flags.
+    fn start_with(root: &Path, extra: &[&str]) -> TextServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sft-text-server"))
             .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
+            .args(extra)
             .arg("--root")
             .arg(root)
             .stdin(Stdio::null())
@@ -199,4 +205,101 @@ fn in_process_with_the_client_library() {
     });
     handle.shutdown();
     task::block_on(running).unwrap();
+}
+
+#[test]
+fn the_server_binary_names_itself() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sft-text-server"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sft-text-server")
+    };
+    let out = run(&["--version"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("sft-text-server {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = run(&["--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "sft-text-server",
+        "WC and HEAD",
+        "--stall-timeout",
+        "EXAMPLES",
+        "sft-text-server --root /srv/files",
+    ] {
+        assert!(text.contains(part), "--help lacks {part:?}: {text}");
+    }
+    assert!(!text.contains("sft-server"), "{text}");
+
+    // The failure line names this binary too.
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("missing");
+    let out = run(&["--port", "0", "--root", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("sft-text-server: error: "), "{err}");
+}
+
+/// A client that asks `HEAD` for a body far larger than the socket buffers and never reads it
+/// is cut off by the server once nothing has moved for the stall timeout: the session does not
+/// wait on it forever.
+#[test]
+fn a_head_client_that_never_reads_is_cut_off_after_the_stall_timeout() {
+    const SIZE: usize = 64 << 20;
+    let root = tempfile::tempdir().unwrap();
+    let line = format!("{}\n", "x".repeat(63));
+    std::fs::write(root.path().join("big.txt"), line.repeat(SIZE / 64)).unwrap();
+    let stall = Duration::from_secs(1);
+    let server = TextServer::start_with(root.path(), &["--stall-timeout", "1", "--min-rate", "0"]);
+
+    let mut sock = std::net::TcpStream::connect(server.addr).unwrap();
+    sock.write_all(b"{\"verb\":\"HEAD\",\"path\":\"big.txt\",\"lines\":2000000}\n")
+        .unwrap();
+    // The reply's first bytes: the file is measured and the body is under way.
+    let mut first = [0u8; 16];
+    sock.read_exact(&mut first).unwrap();
+    assert_eq!(
+        &first[..11],
+        b"{\"ok\":true,",
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    let asked = Instant::now();
+    // Not reading on: the server fills the socket buffers, then its writes stall. Past the
+    // stall timeout (and a margin for a loaded machine) it must have closed the connection.
+    let margin = Duration::from_secs(3);
+    std::thread::sleep(stall + margin);
+
+    // What the buffers hold then ends in end-of-stream (or a reset), long before the 64 MiB
+    // announced. Were the connection still open, a read would wait and time out instead.
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let ended = loop {
+        match sock.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        assert!(total <= SIZE + 100, "more than the body arrived");
+    };
+    ended.unwrap_or_else(|e| {
+        panic!(
+            "the connection was still open {:?} after the request: {e}",
+            asked.elapsed()
+        )
+    });
+    assert!(
+        total < SIZE / 2,
+        "the server went on sending: {total} of {SIZE} bytes arrived"
+    );
 }
