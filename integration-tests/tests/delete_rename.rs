@@ -422,6 +422,7 @@ fn a_parent_swapped_for_a_symlink_mid_rename_changes_nothing_outside() {
     });
     done.store(true, Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
+    eprintln!("{moved} renames done, {refused} refused, {swaps} swaps");
     assert_eq!(
         snapshot(outside.path()),
         outside_before,
