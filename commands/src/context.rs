@@ -147,6 +147,7 @@ pub struct Context<'c> {
 
 impl<'c> Context<'c> {
     /// A context for one request on a connection.
+    #[allow(clippy::too_many_arguments)] // one per thing a handler sees; the session's only call
     pub fn new(
         root: &'c Root,
         limits: &'c Limits,
