@@ -1,7 +1,7 @@
 //! The sft client library: connect to a server, GET and SEND files (one by one, many pipelined,
-//! or streams of unknown length), STAT, LIST and MKDIR in the served folder, watch transfers with
-//! a [`Progress`], and call any verb generically (including ones this library was not built
-//! with).
+//! or streams of unknown length), STAT, LIST, MKDIR, DELETE and RENAME in the served folder, ask
+//! the server about itself (HELLO), watch transfers with a [`Progress`], and call any verb
+//! generically (including ones this library was not built with).
 //!
 //! ```no_run
 //! # async_std::task::block_on(async {
@@ -46,6 +46,7 @@ mod many;
 mod partial;
 mod progress;
 mod stream;
+mod tree;
 mod walk;
 
 pub use address::{parse_server, ServerAddr};
@@ -57,6 +58,6 @@ pub use inspect::Listing;
 pub use many::GetJob;
 pub use progress::Progress;
 pub use sft_protocol::body::Body;
-pub use sft_protocol::verbs::{Entry, Kind, ListEnd};
+pub use sft_protocol::verbs::{Entry, HelloLimits, HelloReply, Kind, ListEnd, VerbInfo};
 pub use sft_protocol::{ErrorCode, WireError};
 pub use walk::{walk, Upload, Walk};

@@ -24,6 +24,9 @@ const EXAMPLES: &str = "EXAMPLES:
     tar c src | sft send host - backup/src.tar        standard input, streamed and verified
     sft ls files.example.org reports -r               list a folder and all below it
     sft stat files.example.org reports/q3.pdf         kind, size, modification time
+    sft rm host inbox/old.txt inbox/older.txt         remove files (--folder: empty folders)
+    sft mv host inbox/q3.pdf archive/q3.pdf           move or rename, atomically
+    sft info files.example.org                        server version, verbs and limits
     sft call files.example.org STAT '{\"path\":\"a.txt\"}'         any verb: prints the reply
     sft call files.example.org GET '{\"path\":\"a.txt\"}' -o a.txt  …and writes its body to a.txt
 
@@ -80,6 +83,43 @@ enum Cli {
         /// Path on the server, relative to its served folder.
         path: String,
     },
+    /// Remove each PATH on SERVER: a file or symlink, or with --folder an empty folder.
+    #[structopt(after_help = EXAMPLES)]
+    Rm {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// Paths on the server, relative to its served folder.
+        #[structopt(required = true)]
+        paths: Vec<String>,
+        /// Remove empty folders (nothing is ever removed recursively).
+        #[structopt(long)]
+        folder: bool,
+    },
+    /// Move FROM to TO on SERVER, atomically (a file, folder or symlink).
+    #[structopt(after_help = EXAMPLES)]
+    Mv {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+        /// What to move, relative to the served folder.
+        from: String,
+        /// Its new path; the folder holding it must exist.
+        to: String,
+        /// Replace an existing file at TO (a folder is never replaced).
+        #[structopt(long)]
+        overwrite: bool,
+    },
+    /// Show who SERVER is: its name, version, verbs and limits.
+    #[structopt(after_help = EXAMPLES)]
+    Info {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        server: String,
+    },
     /// Send any VERB with JSON-ARGS; print the reply line, then any body (or write it to -o FILE).
     #[structopt(after_help = EXAMPLES)]
     Call {
@@ -116,9 +156,12 @@ impl Cli {
         match self {
             Cli::Get(args) => Some(&args.common),
             Cli::Send(args) => Some(&args.common),
-            Cli::Ls { common, .. } | Cli::Stat { common, .. } | Cli::Call { common, .. } => {
-                Some(common)
-            }
+            Cli::Ls { common, .. }
+            | Cli::Stat { common, .. }
+            | Cli::Rm { common, .. }
+            | Cli::Mv { common, .. }
+            | Cli::Info { common, .. }
+            | Cli::Call { common, .. } => Some(common),
             Cli::Completions { .. } => None,
         }
     }
@@ -222,6 +265,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let mut client = connect(&server, &common).await?;
             cmd::stat::run(&mut client, &path, common.json).await?;
+        }
+        Cli::Rm {
+            common,
+            server,
+            paths,
+            folder,
+        } => {
+            let mut client = connect(&server, &common).await?;
+            cmd::rm::run(&mut client, &paths, folder, common.verbose, common.json).await?;
+        }
+        Cli::Mv {
+            common,
+            server,
+            from,
+            to,
+            overwrite,
+        } => {
+            let mut client = connect(&server, &common).await?;
+            cmd::mv::run(
+                &mut client,
+                &from,
+                &to,
+                overwrite,
+                common.verbose,
+                common.json,
+            )
+            .await?;
+        }
+        Cli::Info { common, server } => {
+            let mut client = connect(&server, &common).await?;
+            cmd::info::run(&mut client, common.json).await?;
         }
         Cli::Call {
             common,

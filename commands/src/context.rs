@@ -1,3 +1,4 @@
+use crate::registry::Registry;
 use crate::sandbox::Root;
 use crate::slots::{Slot, UploadSlots};
 use crate::staging::PartialLimits;
@@ -27,6 +28,9 @@ pub struct Limits {
     /// Refuse every verb that writes: the session answers `read_only` to a request for a verb
     /// whose [`Command::writes`](crate::Command::writes) is true, before its handler runs.
     pub read_only: bool,
+    /// Most connections the server serves at once, when known (for `HELLO`; the listener
+    /// enforces it).
+    pub max_connections: Option<usize>,
     /// A body transfer during which no byte moves for this long is aborted.
     pub stall_timeout: Duration,
     /// Once older than the stall timeout, a transfer averaging fewer bytes a second than this
@@ -77,6 +81,7 @@ impl Default for Limits {
         Limits {
             max_upload_bytes: None,
             read_only: false,
+            max_connections: None,
             stall_timeout: Duration::from_secs(60),
             min_rate: Limits::DEFAULT_MIN_RATE,
             uploads: UploadSlots::default(),
@@ -126,6 +131,8 @@ pub struct Context<'c> {
     pub root: &'c Root,
     /// Server-wide limits.
     pub limits: &'c Limits,
+    /// Every verb the server answers (for verbs that describe the server, like `HELLO`).
+    pub registry: &'c Registry,
     /// The connection's reader, positioned just after the header line.
     pub reader: &'c mut Reader,
     /// The connection's writer.
@@ -141,9 +148,11 @@ pub struct Context<'c> {
 
 impl<'c> Context<'c> {
     /// A context for one request on a connection.
+    #[allow(clippy::too_many_arguments)] // one per thing a handler sees; the session's only call
     pub fn new(
         root: &'c Root,
         limits: &'c Limits,
+        registry: &'c Registry,
         reader: &'c mut Reader,
         writer: &'c mut Writer,
         session: u64,
@@ -153,6 +162,7 @@ impl<'c> Context<'c> {
         Context {
             root,
             limits,
+            registry,
             reader,
             writer,
             session,

@@ -27,6 +27,16 @@ pub(crate) fn describe(name: String, st: &Stat) -> Entry {
     }
 }
 
+/// The wire's name for what the sandbox found.
+pub(crate) fn wire_kind(kind: crate::sandbox::Kind) -> Kind {
+    match kind {
+        crate::sandbox::Kind::File => Kind::File,
+        crate::sandbox::Kind::Folder => Kind::Folder,
+        crate::sandbox::Kind::Symlink => Kind::Symlink,
+        crate::sandbox::Kind::Other => Kind::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@
 //! [`Root`], the [`Limits`], and the connection's reader and writer. Adding a verb means adding a
 //! handler and registering it; the server's session loop never changes.
 //!
-//! The built-ins live one per file: [`get`], [`send`], [`list`], [`stat`] and [`mkdir`]. `EXTENDING.md` at
+//! The built-ins live one per file: [`get`], [`send`], [`list`], [`stat`], [`mkdir`], [`delete`],
+//! [`rename`] and [`hello`]. `EXTENDING.md` at
 //! the repository root shows how to write a verb in a crate of its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
@@ -15,12 +16,15 @@ mod body;
 mod chunked;
 mod command;
 mod context;
+pub mod delete;
 mod entry;
 pub mod get;
 pub mod hashes;
+pub mod hello;
 pub mod list;
 pub mod mkdir;
 mod registry;
+pub mod rename;
 pub mod sandbox;
 pub mod send;
 mod slots;
@@ -35,7 +39,8 @@ pub use sandbox::Root;
 pub use slots::{Slot, UploadSlots};
 pub use staging::PartialLimits;
 
-/// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`).
+/// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`, `DELETE`,
+/// `RENAME`, `HELLO`).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
@@ -43,5 +48,8 @@ pub fn builtins() -> Registry {
     registry.register(list::List);
     registry.register(stat::Stat);
     registry.register(mkdir::Mkdir);
+    registry.register(delete::Delete);
+    registry.register(rename::Rename);
+    registry.register(hello::Hello);
     registry
 }

@@ -4,9 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Verb → handler. Verbs are matched case-insensitively (stored upper case).
+///
+/// It also names the server program that serves it (for `HELLO`): `sft-server` and this
+/// crate's version unless [`Registry::set_identity`] says otherwise.
 #[derive(Default, Clone)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn Command>>,
+    identity: Option<(String, String)>,
 }
 
 impl Registry {
@@ -20,6 +24,29 @@ impl Registry {
         let verb = command.verb().to_ascii_uppercase();
         self.handlers.insert(verb, Arc::new(command));
         self
+    }
+
+    /// Names the server program serving these verbs, and its version: a custom server says
+    /// who it is, and `HELLO` tells clients.
+    pub fn set_identity(
+        &mut self,
+        name: impl Into<String>,
+        version: impl Into<String>,
+    ) -> &mut Self {
+        self.identity = Some((name.into(), version.into()));
+        self
+    }
+
+    /// The server program's name (`sft-server` unless set).
+    pub fn server_name(&self) -> &str {
+        self.identity.as_ref().map_or("sft-server", |(n, _)| n)
+    }
+
+    /// The server program's version (this crate's unless set).
+    pub fn server_version(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map_or(env!("CARGO_PKG_VERSION"), |(_, v)| v)
     }
 
     /// The handler for `verb` (any case).

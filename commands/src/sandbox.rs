@@ -17,6 +17,7 @@
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
 
+mod change;
 mod handle;
 mod resolve;
 

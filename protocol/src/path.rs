@@ -64,6 +64,15 @@ impl RemotePath {
     pub fn file_name(&self) -> Option<&str> {
         self.parts.last().map(String::as_str)
     }
+
+    /// The folder holding this path (lexically: symlinks are the server's to resolve), or
+    /// `None` for the root itself. The parent of a top-level name is the root.
+    pub fn parent(&self) -> Option<RemotePath> {
+        let (_, parts) = self.parts.split_last()?;
+        Some(RemotePath {
+            parts: parts.to_vec(),
+        })
+    }
 }
 
 impl fmt::Display for RemotePath {
@@ -140,6 +149,17 @@ mod tests {
         assert!(normalize("").unwrap().is_root());
         assert!(normalize(".").unwrap().is_root());
         assert!(normalize("a/..").unwrap().is_root());
+    }
+
+    #[test]
+    fn parents() {
+        let parent = |p: &str| normalize(p).unwrap().parent().map(|p| p.to_string());
+        assert_eq!(parent("a/b/c.txt").as_deref(), Some("a/b"));
+        assert_eq!(parent("./a//b/").as_deref(), Some("a"));
+        assert_eq!(parent("a.txt").as_deref(), Some("."));
+        assert!(normalize("a.txt").unwrap().parent().unwrap().is_root());
+        assert_eq!(parent(""), None);
+        assert_eq!(parent("a/.."), None);
     }
 
     #[test]

@@ -346,3 +346,106 @@ pub struct StatReply {
     /// What the path is.
     pub entry: Entry,
 }
+
+/// `DELETE`: remove the file at `path`, or with `"folder":true` the empty folder there.
+///
+/// A symlink is removed itself, never what it points to. Nothing is removed recursively.
+/// Reply: [`DeleteReply`]; no body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    /// The file or folder, relative to the served root.
+    pub path: String,
+    /// Remove an empty folder (without it, a folder is refused with `bad_request`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub folder: bool,
+}
+
+impl Verb for DeleteRequest {
+    const NAME: &'static str = "DELETE";
+}
+
+/// Fields of a successful `DELETE` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteReply {
+    /// What was removed: a file, a folder, a symlink or other.
+    pub kind: Kind,
+}
+
+/// `RENAME`: move the file, folder or symlink at `from` to `to`, atomically, inside the root.
+///
+/// `to`'s parent folder must exist. Reply: [`RenameReply`]; no body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameRequest {
+    /// What to move, relative to the served root.
+    pub from: String,
+    /// Its new path, relative to the served root.
+    pub to: String,
+    /// Replace an existing file or symlink at `to` (otherwise refused with `exists`). A folder
+    /// is never replaced.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overwrite: bool,
+}
+
+impl Verb for RenameRequest {
+    const NAME: &'static str = "RENAME";
+}
+
+/// Fields of a successful `RENAME` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameReply {
+    /// What was moved: a file, a folder, a symlink or other.
+    pub kind: Kind,
+}
+
+/// `HELLO`: who the server is, which verbs it answers, and its limits. Takes no arguments; cheap
+/// enough to serve as a health check.
+///
+/// Reply: [`HelloReply`]; no body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloRequest {}
+
+impl Verb for HelloRequest {
+    const NAME: &'static str = "HELLO";
+}
+
+/// Fields of a successful `HELLO` reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The server program's name (`sft-server`, or a custom server's).
+    pub server: String,
+    /// The server program's version.
+    pub version: String,
+    /// The highest protocol version it speaks (a request's `v`).
+    pub protocol: u32,
+    /// Every verb it answers, sorted by name.
+    pub verbs: Vec<VerbInfo>,
+    /// Its limits.
+    pub limits: HelloLimits,
+}
+
+/// One verb in a [`HelloReply`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerbInfo {
+    /// The verb, upper case.
+    pub name: String,
+    /// What it does, in one line (may be empty).
+    #[serde(default)]
+    pub summary: String,
+    /// Whether it changes the served tree (refused with `read_only` on a read-only server).
+    #[serde(default)]
+    pub writes: bool,
+}
+
+/// The limits in a [`HelloReply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloLimits {
+    /// Every verb that writes is refused with `read_only`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// The largest upload accepted, in bytes; absent for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_upload_bytes: Option<u64>,
+    /// Most connections served at once; absent when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+}

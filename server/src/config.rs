@@ -128,6 +128,7 @@ impl Config {
         Limits {
             max_upload_bytes: self.max_upload_bytes,
             read_only: self.read_only,
+            max_connections: Some(self.max_connections.max(1)),
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
             min_rate: self.min_rate,
             uploads: UploadSlots::new(self.max_uploads),

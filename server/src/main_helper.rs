@@ -86,8 +86,10 @@ impl Binary {
 ///     .about("Serves a folder over sft, with the MY verb.");
 /// sft_server::run_main(me, registry);
 /// ```
-pub fn run_main(binary: Binary, registry: Registry) {
+pub fn run_main(binary: Binary, mut registry: Registry) {
     let mut config = binary.parse_args();
+    // HELLO answers with this program's own name and version.
+    registry.set_identity(binary.name, binary.version);
     logging::init(config.log_format, config.log_level);
     config.max_connections = crate::fdlimit::fit_max_connections(config.max_connections);
     if let Some(threads) = config.threads {

@@ -234,6 +234,7 @@ async fn serve(
         let mut ctx = Context::new(
             &shared.root,
             &shared.limits,
+            &shared.registry,
             &mut reader,
             &mut writer,
             info.id,

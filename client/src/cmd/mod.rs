@@ -4,9 +4,12 @@
 
 pub(crate) mod call;
 pub(crate) mod get;
+pub(crate) mod info;
 pub(crate) mod local;
 pub(crate) mod ls;
+pub(crate) mod mv;
 mod plan;
+pub(crate) mod rm;
 pub(crate) mod send;
 pub(crate) mod stat;
 pub(crate) mod terminal;

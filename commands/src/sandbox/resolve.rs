@@ -95,16 +95,16 @@ impl Target {
 /// A resolved path: its open parent folder and last name (`None`: the root), and what the last
 /// name was when it was looked at (only when the last component was followed).
 #[derive(Debug)]
-struct Resolved {
-    parent: Folder,
-    name: Option<String>,
+pub(super) struct Resolved {
+    pub(super) parent: Folder,
+    pub(super) name: Option<String>,
     stat: Option<rfs::Stat>,
-    handle: Arc<RootHandle>,
+    pub(super) handle: Arc<RootHandle>,
 }
 
 /// How [`Root::resolve`] treats the last component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Last {
+pub(super) enum Last {
     /// Follow a symlink there; it must exist.
     Follow,
     /// Do not look at it; create missing parent folders.
@@ -117,7 +117,7 @@ fn forbidden(shown: &impl std::fmt::Display, why: &str) -> WireError {
     WireError::new(ErrorCode::Forbidden, format!("{shown} {why}"))
 }
 
-fn reserved() -> WireError {
+pub(super) fn reserved() -> WireError {
     WireError::new(
         ErrorCode::Forbidden,
         format!("{RESERVED_DIR}/ is reserved for the server's own use"),
@@ -190,7 +190,7 @@ impl Root {
     /// Resolves `rp` to an open parent folder and the last name in it. A lookup that fails
     /// because something is missing checks whether the root itself vanished and, if it is
     /// back, tries once more.
-    fn resolve(&self, rp: &RemotePath, last_mode: Last) -> Result<Resolved, WireError> {
+    pub(super) fn resolve(&self, rp: &RemotePath, last_mode: Last) -> Result<Resolved, WireError> {
         let handle = self.handle();
         match Self::resolve_in(&self.inner.dir, Arc::clone(&handle), rp, last_mode) {
             Err(e) if e.code == ErrorCode::NotFound => match self.recheck_after_miss(&handle) {

@@ -1,4 +1,4 @@
-//! `sft-text-server`: `sft-server` with the `WC` and `HEAD` verbs; the same flags.
+//! `sft-text-server`: `sft-server` with the `WC`, `HEAD` and `TOUCH` verbs; the same flags.
 
 fn main() {
     let me = sft_server::Binary::new("sft-text-server", env!("CARGO_PKG_VERSION"))
