@@ -648,14 +648,14 @@ from one run to the next.
   fast as curl into tmpfs on this machine, so "≤ 0.9× rsync" means beating curl by 10% into the
   same tmpfs, and the write path leaves no room for that. sft also hashes every byte (BLAKE3,
   about 0.35 s of CPU per GiB). It keeps up anyway: while the connection's task receives the
-  next 256 KiB block, two short tasks on the blocking pool hash and write the previous one (no
-  pool thread ever waits on the network), and it receives in 64 KiB reads (256 KiB reads cost
+  next 256 KiB block, short tasks on the blocking pool hash and write the earlier ones, in order
+  (no pool thread ever waits on the network), and it receives in 64 KiB reads (256 KiB reads cost
   twice the kernel time per byte).
 - **SEND against an nc pipe.** Both ends hash, which is about 0.7 s of CPU per GiB that nc never
   spends, on the same two cores that run both ends and the served disk's writeback. The client
   sends with \`sendfile(2)\` while a task hashes the file, then checks that the file is still the
-  version it opened (an \`fstat\`) before it sends the hash; the server receives a block while up
-  to three earlier ones are hashed and written by short tasks. Run to run, the verified ratio
+  version it opened (an \`fstat\`) before it sends the hash; the server receives blocks while
+  earlier ones (up to four behind) are hashed and written, in order, by short tasks. Run to run, the verified ratio
   moves between about 0.9× and 1.35× nc on this machine; the \`--no-verify\` row shows the
   transport alone.
 - **4 KiB GETs, 1 connection, default threads.** With one connection thread per CPU,

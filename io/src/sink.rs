@@ -5,40 +5,145 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
 
 /// Blocks that may wait for the disk or the hash before the network side has to wait: enough
 /// to ride out a slow write or a busy core without stalling the socket, few enough that memory
-/// stays at about a MiB per transfer.
-const DEPTH: usize = 3;
+/// stays at 2.5 MiB per transfer (as much as the queues of dedicated threads it replaces).
+const DEPTH: usize = 4;
 
 /// A file (and/or a hash) fed with blocks as they arrive from the network.
 ///
-/// Each block is written by a short task on the blocking pool (`pwrite` at its offset, so
-/// writes of consecutive blocks may overlap), and the blocks are hashed, in order, by short
-/// tasks that each take every block received so far. The caller goes on receiving meanwhile and
-/// waits only when more than a few blocks are behind. A task only ever works on blocks that
-/// have arrived and returns: no pool thread waits for the network, so any number of slow peers
-/// cost threads only while their bytes are actually being written or hashed. Memory: at most
-/// `DEPTH + 2` blocks.
+/// Two stages run beside the caller, who goes on receiving: one writes the blocks to the file in
+/// order, one hashes them in order. A stage is a queue and, while the queue is not empty, one
+/// short task on the blocking pool that works through it and returns as soon as it is empty
+/// (the next block queued starts a new one). So no pool thread ever waits for the network —
+/// any number of slow peers cost threads only while their bytes are actually written or hashed
+/// — each file has one writer at a time, in order, and a block never waits in memory for a
+/// later one to arrive. The caller waits only when more than `DEPTH` blocks are queued for a
+/// stage. Memory: at most `2 × DEPTH + 2` blocks.
 #[derive(Debug)]
 pub struct BlockSink {
-    file: Option<Arc<File>>,
-    pos: u64,
-    /// The hasher, when no hashing task holds it.
-    hasher: Option<blake3::Hasher>,
-    /// Whether this sink hashes at all.
-    hashes: bool,
-    hashing: Option<JoinHandle<blake3::Hasher>>,
-    /// Blocks received but not yet given to a hashing task, in order.
-    unhashed: Vec<Arc<Vec<u8>>>,
-    writes: VecDeque<JoinHandle<io::Result<()>>>,
+    write: Option<Stage<File>>,
+    hash: Option<Stage<blake3::Hasher>>,
     /// Every block some task may still hold, oldest first, to be recycled once free.
     held: VecDeque<Arc<Vec<u8>>>,
     spare: Vec<Vec<u8>>,
-    /// The first write error, kept to be reported by every later call.
+}
+
+/// What a stage's task shares with the caller.
+#[derive(Debug)]
+struct Shared<T> {
+    /// The file or the hasher, while no task holds it.
+    state: Option<T>,
+    queue: VecDeque<Arc<Vec<u8>>>,
+    /// File position of the first queued block.
+    at: u64,
+    /// The first error; once set, queued blocks are dropped.
     failed: Option<(io::ErrorKind, String)>,
+}
+
+/// One stage: its shared state and its latest task.
+#[derive(Debug)]
+struct Stage<T> {
+    shared: Arc<Mutex<Shared<T>>>,
+    task: Option<JoinHandle<()>>,
+    work: fn(&mut T, &[u8], u64) -> io::Result<()>,
+}
+
+impl<T: Send + 'static> Stage<T> {
+    fn new(state: T, at: u64, work: fn(&mut T, &[u8], u64) -> io::Result<()>) -> Stage<T> {
+        let shared = Shared {
+            state: Some(state),
+            queue: VecDeque::new(),
+            at,
+            failed: None,
+        };
+        Stage {
+            shared: Arc::new(Mutex::new(shared)),
+            task: None,
+            work,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared<T>> {
+        // Only short, panic-free steps run under the lock.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `block`, starting a task if none works on the queue.
+    fn push(&mut self, block: Arc<Vec<u8>>) {
+        let mut shared = self.lock();
+        if shared.failed.is_some() {
+            return;
+        }
+        shared.queue.push_back(block);
+        let Some(mut state) = shared.state.take() else {
+            return; // a task is working through the queue and will take this block too
+        };
+        drop(shared);
+        let (inner, work) = (Arc::clone(&self.shared), self.work);
+        self.task = Some(spawn_blocking(move || loop {
+            let (block, at) = {
+                let mut shared = inner.lock().unwrap_or_else(|e| e.into_inner());
+                match shared.queue.pop_front() {
+                    Some(block) => {
+                        let at = shared.at;
+                        shared.at += block.len() as u64;
+                        (block, at)
+                    }
+                    None => {
+                        shared.state = Some(state);
+                        return;
+                    }
+                }
+            };
+            if let Err(e) = work(&mut state, &block, at) {
+                let mut shared = inner.lock().unwrap_or_else(|e| e.into_inner());
+                shared.failed.get_or_insert((e.kind(), e.to_string()));
+                shared.queue.clear();
+                shared.state = Some(state);
+                return;
+            }
+        }));
+    }
+
+    fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    fn failed(&self) -> Option<io::Error> {
+        self.lock()
+            .failed
+            .as_ref()
+            .map(|(kind, message)| io::Error::new(*kind, message.clone()))
+    }
+
+    /// Waits until the queue is worked through.
+    async fn drain(&mut self) {
+        while let Some(task) = self.task.take() {
+            task.await;
+            // A block queued after that task looked at the queue started a newer one.
+            if self.lock().state.is_none() {
+                continue;
+            }
+        }
+    }
+
+    /// The file or the hasher, once drained.
+    fn into_state(self) -> (Option<T>, Option<io::Error>) {
+        let failed = self.failed();
+        (self.lock().state.take(), failed)
+    }
+}
+
+fn write_block(file: &mut File, block: &[u8], at: u64) -> io::Result<()> {
+    file.write_all_at(block, at)
+}
+
+fn hash_block(hasher: &mut blake3::Hasher, block: &[u8], _: u64) -> io::Result<()> {
+    hasher.update(block);
+    Ok(())
 }
 
 impl BlockSink {
@@ -46,16 +151,10 @@ impl BlockSink {
     /// holds whatever the file already contains.
     pub fn new(file: Option<File>, pos: u64, hasher: Option<blake3::Hasher>) -> BlockSink {
         BlockSink {
-            file: file.map(Arc::new),
-            pos,
-            hashes: hasher.is_some(),
-            hasher,
-            hashing: None,
-            unhashed: Vec::new(),
-            writes: VecDeque::new(),
+            write: file.map(|f| Stage::new(f, pos, write_block)),
+            hash: hasher.map(|h| Stage::new(h, 0, hash_block)),
             held: VecDeque::new(),
             spare: Vec::new(),
-            failed: None,
         }
     }
 
@@ -67,68 +166,30 @@ impl BlockSink {
         buf
     }
 
-    /// Starts writing and hashing `block`; waits only while more than a few blocks are behind.
-    /// Fails once a write failed (the same error every time).
+    /// Queues `block` for writing and hashing; waits only while more than a few blocks are
+    /// queued. Fails once a write failed (the same error every time).
     pub async fn write(&mut self, block: Vec<u8>) -> io::Result<()> {
         self.check()?;
-        let len = block.len() as u64;
         let block = Arc::new(block);
-        if let Some(file) = &self.file {
-            let (file, b, pos) = (Arc::clone(file), Arc::clone(&block), self.pos);
-            self.writes
-                .push_back(spawn_blocking(move || file.write_all_at(&b, pos)));
+        if let Some(stage) = self.write.as_mut() {
+            stage.push(Arc::clone(&block));
+            if stage.queued() > DEPTH {
+                stage.drain().await;
+            }
         }
-        self.pos += len;
-        if self.hashes {
-            self.unhashed.push(Arc::clone(&block));
+        if let Some(stage) = self.hash.as_mut() {
+            stage.push(Arc::clone(&block));
+            if stage.queued() > DEPTH {
+                stage.drain().await;
+            }
         }
         self.held.push_back(block);
-        self.hash_more().await;
-        while self.writes.len() > DEPTH {
-            let done = self.writes.pop_front().expect("a write in flight").await;
-            self.note(done);
-        }
-        while self.unhashed.len() > DEPTH {
-            // The hashing task is behind: wait for it, then hand it what piled up.
-            if let Some(task) = self.hashing.take() {
-                self.hasher = Some(task.await);
-            }
-            self.hash_more().await;
-        }
         self.check()
     }
 
-    /// Collects a finished hashing task, if any, and gives every waiting block to a new one.
-    async fn hash_more(&mut self) {
-        if let Some(task) = self.hashing.as_mut() {
-            if let Poll::Ready(hasher) = futures::poll!(task) {
-                self.hashing = None;
-                self.hasher = Some(hasher);
-            }
-        }
-        if self.hashing.is_some() || self.unhashed.is_empty() {
-            return;
-        }
-        if let Some(mut hasher) = self.hasher.take() {
-            let blocks = std::mem::take(&mut self.unhashed);
-            self.hashing = Some(spawn_blocking(move || {
-                for b in &blocks {
-                    hasher.update(b);
-                }
-                hasher
-            }));
-        }
-    }
-
-    fn note(&mut self, written: io::Result<()>) {
-        if let Err(e) = written {
-            self.failed.get_or_insert((e.kind(), e.to_string()));
-        }
-    }
-
     fn check(&self) -> io::Result<()> {
-        match &self.failed {
-            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+        match self.write.as_ref().and_then(Stage::failed) {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -146,26 +207,23 @@ impl BlockSink {
     /// Waits for every block to be written and hashed; gives back the file and the hasher, and
     /// whether every write succeeded.
     pub async fn finish(mut self) -> Finished {
-        while let Some(task) = self.writes.pop_front() {
-            let done = task.await;
-            self.note(done);
+        let (mut file, mut hasher, mut written) = (None, None, Ok(()));
+        if let Some(mut stage) = self.write.take() {
+            stage.drain().await;
+            let (state, failed) = stage.into_state();
+            file = state;
+            if let Some(e) = failed {
+                written = Err(e);
+            }
         }
-        if let Some(task) = self.hashing.take() {
-            self.hasher = Some(task.await);
+        if let Some(mut stage) = self.hash.take() {
+            stage.drain().await;
+            hasher = stage.into_state().0;
         }
-        self.hash_more().await;
-        if let Some(task) = self.hashing.take() {
-            self.hasher = Some(task.await);
-        }
-        self.held.clear();
-        let file = self
-            .file
-            .take()
-            .map(|f| Arc::try_unwrap(f).expect("every write task has ended"));
         Finished {
             file,
-            written: self.check(),
-            hasher: self.hasher,
+            written,
+            hasher,
         }
     }
 }
