@@ -64,7 +64,7 @@ impl Command for Get {
             let version = Version::from_stat(&st);
             let lookup = want_hash.then(|| ctx.root.hashes().lookup_version(version));
             if size <= SMALL_FILE {
-                return send_small(ctx, file, size, given, lookup, &shown).await;
+                return send_small(ctx, file, version, given, lookup, &shown).await;
             }
             let hasher = match lookup {
                 Some(l) if l.hash.is_none() => {
@@ -124,22 +124,19 @@ impl Command for Get {
 /// reply line), and sent with the reply in one write.
 const SMALL_FILE: u64 = 64 * 1024;
 
-/// The small-file path: one read, one write, no hop to the blocking pool, no allocation. The
-/// file is read whole before anything is sent, so a file that changes while it is read is
-/// simply read again (a few times at most).
+/// The small-file path: one read, one write, no hop to the blocking pool, no allocation. When a
+/// hash was asked, the file is read whole before anything is sent and its version confirmed,
+/// so a file that changes while it is read is simply read again (a few times at most).
 async fn send_small(
     ctx: &mut Context<'_>,
     file: File,
-    size: u64,
+    opened: Version,
     given: Option<u64>,
     lookup: Option<Lookup>,
     shown: &str,
 ) -> Result<(), CommandError> {
     let offset = given.unwrap_or(0);
-    let mut before = match lookup {
-        Some(l) => l.version,
-        None => Version::of(&file).map_err(|e| io_error(shown, &e))?,
-    };
+    let mut before = opened;
     let mut cached = lookup.and_then(|l| l.hash);
     let mut tries = 0;
     let hash = loop {
@@ -147,23 +144,27 @@ async fn send_small(
         buf.resize(before.size as usize, 0);
         let n = read_full_at(&file, buf, 0).map_err(|e| io_error(shown, &e))?;
         buf.truncate(n);
-        // A racy version is confirmed by hashing it again, so it needs the hash of what was read.
-        let hash = (lookup.is_some() || before.is_racy())
-            .then(|| cached.unwrap_or_else(|| blake3::hash(buf)));
-        let whole = hash.filter(|_| before.is_racy());
+        if lookup.is_none() {
+            // No hash vouches for these bytes: they are sent as read (as the large-file path
+            // does), without a second `fstat` on this hot path.
+            before.size = n as u64;
+            break None;
+        }
+        let hash = cached.unwrap_or_else(|| blake3::hash(buf));
+        let whole = Some(hash).filter(|_| before.is_racy());
         if n as u64 == before.size && confirm(&file, &before, whole.as_ref()).is_ok() {
-            if let (Some(hash), None, Some(_)) = (hash, cached, lookup) {
+            if cached.is_none() {
                 let read = Lookup {
                     version: before,
                     hash: None,
                 };
                 ctx.root.hashes().insert(&read, &file, hash);
             }
-            break hash.filter(|_| lookup.is_some());
+            break Some(hash);
         }
         tries += 1;
         before = Version::of(&file).map_err(|e| io_error(shown, &e))?;
-        if tries == 3 || before.size > size.max(SMALL_FILE) {
+        if tries == 3 || before.size > opened.size.max(SMALL_FILE) {
             return Err(WireError::new(
                 ErrorCode::Internal,
                 format!("{shown} is being changed as it is read; try again later"),
