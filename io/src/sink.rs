@@ -119,14 +119,11 @@ impl<T: Send + 'static> Stage<T> {
             .map(|(kind, message)| io::Error::new(*kind, message.clone()))
     }
 
-    /// Waits until the queue is worked through.
+    /// Waits until the queue is worked through: the latest task works through every block
+    /// queued before it looked, and no block is queued while the caller waits here.
     async fn drain(&mut self) {
-        while let Some(task) = self.task.take() {
+        if let Some(task) = self.task.take() {
             task.await;
-            // A block queued after that task looked at the queue started a newer one.
-            if self.lock().state.is_none() {
-                continue;
-            }
         }
     }
 
