@@ -23,6 +23,7 @@ impl Client {
         self.request(&ListRequest {
             path: remote.to_owned(),
             recursive,
+            ..Default::default()
         })
         .await?;
         let reply: ListReply = self.reply(&format!("LIST {remote}")).await?;

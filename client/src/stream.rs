@@ -43,6 +43,8 @@ impl Client {
             path: remote.to_owned(),
             body: BodyFraming::Chunked,
             overwrite,
+            mtime: None,
+            mode: None,
         })
         .await?;
         let ready: SendReady = match self.reply(&during).await {

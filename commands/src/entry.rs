@@ -23,6 +23,7 @@ pub(crate) fn describe(name: String, st: &Stat) -> Entry {
         // Whole seconds since the Unix epoch, rounded down (the nanoseconds are never negative).
         mtime: st.st_mtime as i64,
         blake3: None,
+        mode: None,
         error: None,
     }
 }

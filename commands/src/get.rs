@@ -87,6 +87,8 @@ impl Command for Get {
                 file_size: given.map(|_| size),
                 blake3: lookup.and_then(|l| l.hash).map(|h| h.to_hex().to_string()),
                 trailer: hasher.is_some(),
+                mtime: None,
+                mode: None,
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)?;
             let body = size - offset;
@@ -186,6 +188,8 @@ async fn send_small(
         file_size: given.map(|_| size),
         blake3: hash.map(|h| h.to_hex().to_string()),
         trailer: false,
+        mtime: None,
+        mode: None,
     };
     ctx.reply_ok_with_body_buffer(&reply, offset as usize)
         .await

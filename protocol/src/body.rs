@@ -347,6 +347,7 @@ mod tests {
             size: 7,
             mtime: -3,
             blake3: None,
+            mode: None,
             error: None,
         };
         let mut out = Vec::new();
@@ -395,6 +396,7 @@ mod tests {
             size: 0,
             mtime: 0,
             blake3: None,
+            mode: None,
             error: None,
         };
         let err = encode_line(&entry, &mut out).unwrap_err();

@@ -63,6 +63,13 @@ pub struct GetReply {
     /// When asked for a hash the server did not know yet: a [`GetTrailer`] line follows the body.
     #[serde(default, skip_serializing_if = "is_false")]
     pub trailer: bool,
+    /// The file's last modification, whole seconds since the epoch (what a client sets on its
+    /// copy to keep times). Absent from servers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+    /// The file's permission bits (`0o777` at most; no set-id or sticky bits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// The line after a `GET` body whose reply said `"trailer":true`.
@@ -103,6 +110,19 @@ pub struct SendRequest {
     /// `upload_id`): the go-ahead says from which offset to send.
     #[serde(default, skip_serializing_if = "is_false")]
     pub resume: bool,
+    /// The body follows the header at once, without waiting for a go-ahead (PROTOCOL.md §3.1):
+    /// uploads of small files can then be pipelined. The server answers only the final reply,
+    /// or an error after reading and discarding the body. Excludes `resume` and `trailer`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub eager: bool,
+    /// Give the stored file this modification time (whole seconds since the epoch); otherwise
+    /// it is the time it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+    /// Give the stored file these permission bits (masked with `0o777`). Otherwise a new file
+    /// gets `0o666` less the server's umask, and a replaced file keeps the old one's bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// The line after a `SEND` body whose request said `"trailer":true`.
@@ -165,6 +185,12 @@ pub struct SendStreamRequest {
     /// Replace an existing file at `path` (otherwise the upload is refused with `exists`).
     #[serde(default)]
     pub overwrite: bool,
+    /// As in [`SendRequest::mtime`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
+    /// As in [`SendRequest::mode`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 impl Verb for SendStreamRequest {
@@ -252,10 +278,13 @@ pub struct Entry {
     pub size: u64,
     /// Last modification, in whole seconds since 1970-01-01T00:00:00Z (negative before).
     pub mtime: i64,
-    /// The file's BLAKE3 hash, lower-case hex, when the server computes one (`STAT` of a
-    /// regular file on a server with the integrity feature). Absent otherwise.
+    /// The file's BLAKE3 hash, lower-case hex: in a `STAT` of a regular file unless it asked
+    /// for none; in a `LIST` that asked for hashes ([`ListHash`]). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
+    /// Permission bits (`0o7777` at most). Absent from servers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
     /// On a folder of a recursive `LIST` whose contents are *not* included: why (permission
     /// denied, deeper than [`crate::limits::MAX_LIST_DEPTH`] levels). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,6 +303,30 @@ pub struct ListRequest {
     /// Also list the contents of sub-folders, depth first, without following symlinks.
     #[serde(default)]
     pub recursive: bool,
+    /// Which regular files' entries carry their `blake3` (none by default).
+    #[serde(default, skip_serializing_if = "ListHash::is_none")]
+    pub hash: ListHash,
+}
+
+/// Which files of a `LIST` carry a BLAKE3 hash: what a folder sync compares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListHash {
+    /// None (the default).
+    #[default]
+    None,
+    /// Those whose hash the server has cached for the file's current version: costs the server
+    /// no reading.
+    Cached,
+    /// Every regular file: the server hashes those it has not hashed yet (like `rsync -c`;
+    /// as slow as reading them all once).
+    All,
+}
+
+impl ListHash {
+    fn is_none(&self) -> bool {
+        *self == ListHash::None
+    }
 }
 
 impl Verb for ListRequest {
