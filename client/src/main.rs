@@ -35,16 +35,18 @@ const EXAMPLES: &str = "EXAMPLES:
     sft send --json host data.bin                     one JSON line with the outcome
     sft completions bash > /etc/bash_completion.d/sft shell completions (bash, zsh, fish…)
 
-On a terminal, transfers show progress (bytes, percent, rate, time left); -q hides it, and so
-does a standard error that is not a terminal. -v adds a line per file.
+On a terminal, transfers show progress (bytes, percent, rate, time left) and end with a
+summary; -q hides both, and a standard error that is not a terminal gets neither (errors are
+always shown). -v adds the summary anywhere, and a line per file.
 
 Every transfer is verified with BLAKE3 unless --no-verify is given: a file is stored under its
 final name only if what arrived hashes to what the sender vouched for.
 
 EXIT CODES:
     0 success              1 local file error      2 usage error
-    3 cannot connect       4 refused by server     5 transfer cut off
-    6 protocol error       7 checksum mismatch";
+    3 cannot connect       4 refused by server     5 cut off or busy (transient)
+    6 protocol error       7 checksum mismatch     130 interrupted (Ctrl-C)
+    141 standard output closed (as a tool killed by SIGPIPE)";
 
 #[derive(Debug, StructOpt)]
 #[structopt(

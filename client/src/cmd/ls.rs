@@ -176,12 +176,12 @@ fn one(entry: &Entry, path: &str, recursive: bool, look: Look) -> Result<(), Fai
         .map_err(stdout_failed)
 }
 
-/// The width of the size column: bytes up to a petabyte, or `1023 KiB`.
+/// The width of the size column: bytes up to a terabyte, or `1023 KiB`.
 fn size_width(look: Look) -> usize {
     if look.human {
         9
     } else {
-        15
+        12
     }
 }
 

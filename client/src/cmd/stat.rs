@@ -20,7 +20,10 @@ pub(crate) async fn run(client: &mut Client, path: &str, json: bool) -> Result<(
             entry.kind.as_str()
         );
         if entry.kind == Kind::File {
-            t += &format!("\nsize    {} ({})", entry.size, human(entry.size));
+            t += &format!("\nsize    {} bytes", entry.size);
+            if entry.size >= 1024 {
+                t += &format!(" ({})", human(entry.size));
+            }
         }
         t += &format!("\nmtime   {} UTC ({})", utc(entry.mtime), entry.mtime);
         if let Some(hash) = &entry.blake3 {
