@@ -276,3 +276,34 @@ fn ctrl_c_keeps_the_partial_and_says_how_to_continue() {
     );
     assert!(!cwd.path().join("big.bin").exists());
 }
+
+#[test]
+fn ls_on_a_terminal_has_a_header_and_sizes_for_people() {
+    let server = TestServer::start();
+    fs::write(server.path("b.bin"), vec![1u8; 3 << 20]).unwrap();
+    fs::write(server.path("a.txt"), b"small").unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let addr = server.server_arg();
+    let Some((code, text)) = sft_on_terminal(&["ls", &addr], cwd.path()) else {
+        return;
+    };
+    assert_eq!(code, Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("KIND") && lines[0].ends_with("NAME"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" 5 B ") && lines[1].ends_with("a.txt"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains(" 3.0 MiB ") && lines[2].ends_with("b.bin"),
+        "{text}"
+    );
+    // --bytes: raw sizes even here.
+    let (code, text) = sft_on_terminal(&["ls", "--bytes", &addr], cwd.path()).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(" 3145728 "), "{text}");
+}
