@@ -236,8 +236,10 @@ fn main() {
     if matches!(&cli, Cli::Get(args) if args.writes_stdout()) {
         cmd::stdout_is_data();
     }
-    if matches!(&cli, Cli::Get(_) | Cli::Send(_)) {
-        cmd::ui::on_interrupt();
+    match &cli {
+        Cli::Get(args) if !args.writes_stdout() => cmd::ui::on_interrupt("get"),
+        Cli::Send(_) => cmd::ui::on_interrupt("send"),
+        _ => {}
     }
     let mut transient = false;
     let (code, name, message) = match task::block_on(run(cli)) {

@@ -9,7 +9,6 @@ use super::size::{human, rate};
 use crate::escape;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use sft_client::{partial_path, Error, Progress};
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,20 +185,21 @@ pub(crate) fn kept_line() -> Option<String> {
     })
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM during a transfer: the partial file stays; say where, and end
-/// with the status of a program killed by that signal.
-pub(crate) fn on_interrupt() {
+/// Ctrl-C (SIGINT) or SIGTERM during `sft get` or `sft send` (`verb`): partial files stay;
+/// say where, and end with the status of a program killed by that signal.
+pub(crate) fn on_interrupt(verb: &'static str) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         return;
     };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            let mut text = String::from("\ninterrupted");
-            if let Some(line) = kept_line() {
-                let _ = write!(text, "; {line}");
-            }
-            eprintln!("{text}");
+            let again = "run the same command again (or add -c) to continue";
+            let line = kept_line().unwrap_or_else(|| match verb {
+                "get" => format!("a file cut short is kept as .NAME.sft-part beside it; {again}"),
+                _ => format!("the server keeps what arrived for a while; {again}"),
+            });
+            eprintln!("\ninterrupted; {line}");
             std::process::exit(128 + signal);
         }
     });
