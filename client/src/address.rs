@@ -1,6 +1,10 @@
 //! Server addresses as people type them: `host`, `host:port`, `1.2.3.4`, `[::1]:7005`, `::1`.
 
 use std::fmt;
+use std::net::Ipv6Addr;
+
+/// How a server and a path are given, for messages about a mixed-up address.
+const USAGE: &str = "sft get HOST[:PORT] REMOTE [LOCAL], e.g. sft get files.example:7005 dir/file";
 
 /// A server to connect to: a host (IP address or DNS name) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,16 +59,34 @@ pub fn parse_server(server: &str, default_port: u16) -> Result<ServerAddr, Strin
             if host.is_empty() {
                 return Err(bad("the host is empty"));
             }
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(&format!(
+                    "{p:?} is not a port number; the path on the server is an argument of its \
+                     own: {USAGE}"
+                )));
+            }
             Ok(ServerAddr {
                 host: host.to_owned(),
                 port: port(p)?,
             })
         }
-        // A bare IPv6 address; a port needs the bracket form.
-        _ => Ok(ServerAddr {
+        // A bare IPv6 address means that address on the default port; a port needs brackets.
+        _ if server.parse::<Ipv6Addr>().is_ok() => Ok(ServerAddr {
             host: server.to_owned(),
             port: default_port,
         }),
+        _ => {
+            let (front, last) = server.rsplit_once(':').expect("two colons");
+            if front.parse::<Ipv6Addr>().is_ok() && last.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(&format!(
+                    "an IPv6 address with a port needs brackets: [{front}]:{last}"
+                )));
+            }
+            Err(bad(&format!(
+                "not HOST, HOST:PORT, an IPv6 address or [IPv6]:PORT; the path on the server is \
+                 an argument of its own: {USAGE}"
+            )))
+        }
     }
 }
 
@@ -89,11 +111,40 @@ mod tests {
         assert_eq!(p("[::1]:8000").unwrap(), ("::1".into(), 8000));
         assert_eq!(p("::1").unwrap(), ("::1".into(), 7005));
         assert_eq!(p("fe80::1:2").unwrap(), ("fe80::1:2".into(), 7005));
+        assert_eq!(p("fe80::1").unwrap(), ("fe80::1".into(), 7005));
+    }
+
+    #[test]
+    fn a_port_after_a_bare_ipv6_address_asks_for_brackets() {
+        let e = p("::1:43187").unwrap_err();
+        assert!(e.contains("[::1]:43187"), "{e}");
+    }
+
+    #[test]
+    fn a_path_in_the_address_explains_the_form() {
+        for s in [
+            "host:7005:dir/file",
+            "host:dir/file",
+            "files.example:notes.txt",
+        ] {
+            let e = p(s).unwrap_err();
+            assert!(e.contains("HOST[:PORT] REMOTE"), "{s}: {e}");
+        }
     }
 
     #[test]
     fn bad_forms() {
-        for s in ["", "host:", "host:x", "host:70000", "[::1", "[::1]x", ":80"] {
+        for s in [
+            "",
+            "host:",
+            "host:x",
+            "host:70000",
+            "[::1",
+            "[::1]x",
+            ":80",
+            "a:1:b",
+            "::1:x",
+        ] {
             assert!(p(s).is_err(), "{s}");
         }
     }

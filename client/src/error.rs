@@ -20,7 +20,8 @@ pub enum ExitCode {
     Connect = 3,
     /// The server refused the request (not found, exists, forbidden, …).
     Refused = 4,
-    /// The connection broke or was cut off during a transfer.
+    /// The connection broke or was cut off during a transfer, or the server was busy: a
+    /// transient failure, worth trying again (`--retries`).
     CutOff = 5,
     /// The server answered something that is not the sft protocol.
     Protocol = 6,
@@ -85,12 +86,24 @@ impl Error {
         match self {
             Error::Resolve { .. } | Error::Connect { .. } => ExitCode::Connect,
             Error::Remote(e) if e.code == ErrorCode::ChecksumMismatch => ExitCode::Integrity,
+            // "Try again later": as transient as a connection cut off.
+            Error::Remote(e) if e.code == ErrorCode::Busy => ExitCode::CutOff,
             Error::Remote(_) => ExitCode::Refused,
             Error::CutOff { .. } => ExitCode::CutOff,
             Error::Protocol(_) => ExitCode::Protocol,
             Error::Integrity { .. } => ExitCode::Integrity,
             Error::Local { .. } => ExitCode::Local,
             Error::Request(_) => ExitCode::Usage,
+        }
+    }
+
+    /// Whether trying again later may succeed: the connection was cut off, or the server said
+    /// it is busy. `--retries` retries these, and they share an exit code.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::CutOff { .. } => true,
+            Error::Remote(e) => e.code == ErrorCode::Busy,
+            _ => false,
         }
     }
 
@@ -140,7 +153,13 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Resolve { server, source } => {
-                write!(f, "cannot resolve {}: {source}", server.host)
+                write!(
+                    f,
+                    "could not resolve {} (port {}): {}",
+                    server.host,
+                    server.port,
+                    innermost(source)
+                )
             }
             Error::Connect { server, source }
                 if source.kind() == io::ErrorKind::ConnectionRefused =>
@@ -193,8 +212,66 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The error at the bottom of `e`'s chain: the resolver's own words, without the wrapping that
+/// repeats the address as a Rust value.
+fn innermost(e: &io::Error) -> String {
+    let mut at: &dyn std::error::Error = e;
+    while let Some(next) = at.source() {
+        at = next;
+    }
+    at.to_string()
+}
+
 impl From<WireError> for Error {
     fn from(e: WireError) -> Self {
         Error::Remote(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resolve_error_names_host_and_port_in_plain_text() {
+        // How async-std wraps a resolver error: the address as a Rust tuple.
+        let inner = io::Error::other("failed to lookup address information");
+        let wrapped = io::Error::other(Wrapped(
+            inner,
+            "could not resolve address `(\"files.example\", 7005)`".into(),
+        ));
+        let e = Error::Resolve {
+            server: ServerAddr {
+                host: "files.example".into(),
+                port: 7005,
+            },
+            source: wrapped,
+        };
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "could not resolve files.example (port 7005): failed to lookup address information"
+        );
+    }
+
+    #[test]
+    fn busy_is_transient() {
+        let e = Error::Remote(WireError::new(ErrorCode::Busy, "try later"));
+        assert_eq!(e.exit_code(), ExitCode::CutOff);
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(io::Error, String);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.1)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 }

@@ -8,7 +8,7 @@ pub(crate) use cmd::terminal::escape;
 use cmd::{get::GetArgs, send::SendArgs, Common};
 use sft_client::{parse_server, Client, Error, ExitCode};
 use std::path::PathBuf;
-use structopt::clap::{ErrorKind, Shell};
+use structopt::clap::{AppSettings, ErrorKind, Shell};
 use structopt::StructOpt;
 
 const EXAMPLES: &str = "EXAMPLES:
@@ -35,30 +35,45 @@ const EXAMPLES: &str = "EXAMPLES:
     sft send --json host data.bin                     one JSON line with the outcome
     sft completions bash > /etc/bash_completion.d/sft shell completions (bash, zsh, fish…)
 
-On a terminal, transfers show progress (bytes, percent, rate, time left); -q hides it, and so
-does a standard error that is not a terminal. -v adds a line per file.
+On a terminal, transfers show progress (bytes, percent, rate, time left) and end with a
+summary; -q hides both, and a standard error that is not a terminal gets neither (errors are
+always shown). -v adds the summary anywhere, and a line per file.
 
 Every transfer is verified with BLAKE3 unless --no-verify is given: a file is stored under its
 final name only if what arrived hashes to what the sender vouched for.
 
 EXIT CODES:
     0 success              1 local file error      2 usage error
-    3 cannot connect       4 refused by server     5 transfer cut off
-    6 protocol error       7 checksum mismatch";
+    3 cannot connect       4 refused by server     5 cut off or busy (transient)
+    6 protocol error       7 checksum mismatch     130 interrupted (Ctrl-C)
+    141 standard output closed (as a tool killed by SIGPIPE)";
 
 #[derive(Debug, StructOpt)]
 #[structopt(
     name = "sft",
     about = "Moves files to and from an sft server over TCP (port 7005 unless told otherwise).",
-    after_help = EXAMPLES
+    after_help = EXAMPLES,
+    // One [OPTIONS] list (flags and options together): nothing in a usage line looks required
+    // but what is; colour only on a terminal.
+    global_settings = &[AppSettings::UnifiedHelpMessage, AppSettings::ColorAuto]
 )]
 enum Cli {
     /// Download REMOTE to LOCAL; with -o DIR many files, with -r whole folders.
-    #[structopt(after_help = EXAMPLES)]
+    #[structopt(
+        after_help = EXAMPLES,
+        usage = "sft get [OPTIONS] SERVER REMOTE [LOCAL]\n    \
+                 sft get [OPTIONS] -o DIR SERVER REMOTE...\n    \
+                 sft get [OPTIONS] -r SERVER DIR [LOCAL_DIR]"
+    )]
     Get(GetArgs),
     /// Upload LOCAL (`-` for standard input) as REMOTE; with -o REMOTE_DIR many files, with -r
     /// whole folders.
-    #[structopt(after_help = EXAMPLES)]
+    #[structopt(
+        after_help = EXAMPLES,
+        usage = "sft send [OPTIONS] SERVER LOCAL [REMOTE]\n    \
+                 sft send [OPTIONS] -o REMOTE_DIR SERVER LOCAL...\n    \
+                 sft send [OPTIONS] -r SERVER LOCAL_DIR [REMOTE_DIR]"
+    )]
     Send(SendArgs),
     /// List the folder DIR on SERVER (default: the served folder itself).
     #[structopt(after_help = EXAMPLES)]
@@ -66,12 +81,19 @@ enum Cli {
         #[structopt(flatten)]
         common: Common,
         /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        #[structopt(value_name = "SERVER")]
         server: String,
         /// Folder on the server, relative to its served folder.
         dir: Option<String>,
         /// Also list every folder below DIR (symlinks are shown, not followed).
         #[structopt(short, long)]
         recursive: bool,
+        /// Sizes as 1.5 KiB, 20 MiB (the default when standard output is a terminal).
+        #[structopt(short = "h", long = "human-readable")]
+        human_readable: bool,
+        /// Sizes in bytes, even on a terminal.
+        #[structopt(long, conflicts_with = "human-readable")]
+        bytes: bool,
     },
     /// Show the kind, size and modification time of PATH on SERVER.
     #[structopt(after_help = EXAMPLES)]
@@ -79,6 +101,7 @@ enum Cli {
         #[structopt(flatten)]
         common: Common,
         /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        #[structopt(value_name = "SERVER")]
         server: String,
         /// Path on the server, relative to its served folder.
         path: String,
@@ -89,6 +112,7 @@ enum Cli {
         #[structopt(flatten)]
         common: Common,
         /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        #[structopt(value_name = "SERVER")]
         server: String,
         /// Paths on the server, relative to its served folder.
         #[structopt(required = true)]
@@ -103,6 +127,7 @@ enum Cli {
         #[structopt(flatten)]
         common: Common,
         /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        #[structopt(value_name = "SERVER")]
         server: String,
         /// What to move, relative to the served folder.
         from: String,
@@ -118,6 +143,7 @@ enum Cli {
         #[structopt(flatten)]
         common: Common,
         /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        #[structopt(value_name = "SERVER")]
         server: String,
     },
     /// Send any VERB with JSON-ARGS; print the reply line, then any body (or write it to -o FILE).
@@ -126,6 +152,7 @@ enum Cli {
         #[structopt(flatten)]
         common: Common,
         /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        #[structopt(value_name = "SERVER")]
         server: String,
         /// The verb, e.g. STAT, or one this client does not know.
         verb: String,
@@ -168,6 +195,7 @@ impl Cli {
 }
 
 fn main() {
+    quiet_on_closed_stdout();
     // Asked for JSON, a person gets JSON even when the command line itself is wrong.
     let wants_json = std::env::args_os().skip(1).any(|a| a == "--json");
     let cli = match Cli::from_iter_safe(std::env::args_os()) {
@@ -183,6 +211,11 @@ fn main() {
         }
         Err(e) => {
             eprintln!("{}", e.message);
+            if e.kind == ErrorKind::MissingRequiredArgument {
+                if let Some(hint) = address_with_path_hint() {
+                    eprintln!("\n{hint}");
+                }
+            }
             if wants_json {
                 // The explanation, without the usage text that follows it.
                 let message: Vec<&str> = e
@@ -200,10 +233,25 @@ fn main() {
         }
     };
     let json = cli.common().is_some_and(|c| c.json);
+    if matches!(&cli, Cli::Get(args) if args.writes_stdout()) {
+        cmd::stdout_is_data();
+    }
+    match &cli {
+        Cli::Get(args) if !args.writes_stdout() => cmd::ui::on_interrupt("get"),
+        Cli::Send(_) => cmd::ui::on_interrupt("send"),
+        _ => {}
+    }
+    let mut transient = false;
     let (code, name, message) = match task::block_on(run(cli)) {
         Ok(()) => std::process::exit(0),
+        Err(Failure::Client(Error::Local { source, .. })) if cmd::is_closed_pipe(&source) => {
+            cmd::exit_closed_pipe()
+        }
         Err(Failure::Usage(m)) => (ExitCode::Usage, "usage", m),
-        Err(Failure::Client(e)) => (e.exit_code(), e.code_name(), e.to_string()),
+        Err(Failure::Client(e)) => {
+            transient = e.is_transient();
+            (e.exit_code(), e.code_name(), e.to_string())
+        }
         Err(Failure::Batch {
             code,
             name,
@@ -212,6 +260,9 @@ fn main() {
     };
     let message = escape(&message);
     eprintln!("error: {message}");
+    if let Some(kept) = transient.then(cmd::ui::kept_line).flatten() {
+        eprintln!("{kept}");
+    }
     if json {
         print_json_error(name, &message, code);
     }
@@ -221,7 +272,35 @@ fn main() {
 fn print_json_error(name: &str, message: &str, code: ExitCode) {
     let line =
         serde_json::json!({"error": {"code": name, "message": message}, "exit_code": code as i32});
-    println!("{}", cmd::terminal::json(&line.to_string()));
+    cmd::machine_line(&line.to_string());
+}
+
+/// A write to a closed standard output (`sft ls host | head -1`) ends the program quietly with
+/// the status of a tool killed by SIGPIPE, even where a `println!` meets it (it panics then).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            cmd::exit_closed_pipe();
+        }
+        default(info);
+    }));
+}
+
+/// When a required argument is missing and one of the arguments looks like a server and a
+/// path run together (`host:dir/file`, `host:7005:file`) or an IPv6 address with a port but
+/// no brackets, why it is not a server address and how to write it.
+fn address_with_path_hint() -> Option<String> {
+    std::env::args()
+        .skip(2)
+        .filter(|a| !a.starts_with('-') && a.contains(':'))
+        .find_map(|a| parse_server(&a, 7005).err())
 }
 
 /// Why `sft` failed.
@@ -253,10 +332,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             server,
             dir,
             recursive,
+            human_readable,
+            bytes,
         } => {
+            let look = cmd::ls::Look::new(common.json, human_readable, bytes);
             let mut client = connect(&server, &common).await?;
             let dir = dir.as_deref().unwrap_or("");
-            cmd::ls::run(&mut client, dir, recursive, common.json).await?;
+            cmd::ls::run(&mut client, dir, recursive, look).await?;
         }
         Cli::Stat {
             common,

@@ -74,3 +74,38 @@ fn each_subcommand_says_what_it_does() {
     }
     assert!(!top.contains("Options every"), "{top}");
 }
+
+#[test]
+fn addresses_that_mix_in_a_port_or_a_path_are_explained() {
+    for (args, says) in [
+        (&["get", "::1:43187", "x"][..], "[::1]:43187"),
+        (&["get", "::1:43187"], "[::1]:43187"),
+        (&["get", "host:7005:dir/file"], "HOST[:PORT] REMOTE"),
+        (&["get", "host:dir/file", "."], "HOST[:PORT] REMOTE"),
+        (&["ls", "host:7005:dir"], "HOST[:PORT] REMOTE"),
+    ] {
+        let out = sft(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("(\""), "{args:?}: no Rust values: {err}");
+    }
+}
+
+#[test]
+fn usage_lines_show_options_as_options() {
+    let out = sft(&["get", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sft get [OPTIONS] SERVER REMOTE [LOCAL]"),
+        "{text}"
+    );
+    assert!(!text.contains("[FLAGS]"), "{text}");
+    // An option with a default is listed under OPTIONS only, never in a usage line.
+    let usage: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("USAGE"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(!usage.contains("--port"), "{usage}");
+}

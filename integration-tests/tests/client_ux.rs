@@ -156,12 +156,21 @@ fn progress_is_drawn_on_a_terminal_and_never_into_a_pipe() {
     assert_eq!(code, Some(0), "{screen}");
     assert_eq!(screen.trim(), "", "-q printed something");
 
-    // Piped: the one-line summary, no bar, no terminal control.
+    // Piped: nothing on success (a log or a cron mail); with -v the one-line summary, no
+    // bar, no terminal control.
     let out = sft(&["get", &addr, "big.bin", "piped.bin"], cwd.path());
     expect_code(&out, 0);
+    assert_eq!(stderr(&out), "", "a success is silent in a pipe");
+    let out = sft(&["get", "-v", &addr, "big.bin", "piped.bin"], cwd.path());
+    expect_code(&out, 0);
     let err = stderr(&out);
+    let err = err
+        .lines()
+        .filter(|l| !l.starts_with("connected to ") && !l.starts_with("blake3 "))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
-        err.starts_with("get big.bin → piped.bin: 8388608 bytes"),
+        err.starts_with("get big.bin → piped.bin: 8.0 MiB in "),
         "{err:?}"
     );
     for part in ["%", "ETA", "\r", "\u{1b}["] {
@@ -208,7 +217,7 @@ fn many_files_each_way_in_one_call_over_one_connection() {
 
     // And back, pipelined: into a folder that does not exist yet.
     let remotes: Vec<String> = names.iter().map(|n| format!("inbox/new/{n}")).collect();
-    let mut args = vec!["get", &addr, "-o", "back"];
+    let mut args = vec!["get", "-v", &addr, "-o", "back"];
     args.extend(remotes.iter().map(String::as_str));
     let out = sft(&args, cwd.path());
     expect_code(&out, 0);

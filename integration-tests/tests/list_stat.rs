@@ -348,7 +348,7 @@ fn sft_stat_and_refusals_exit_4() {
     assert_eq!(
         text,
         format!(
-            "path    hello.txt\nkind    file\nsize    6 bytes\nmtime   2023-11-14 22:13:20 UTC (1700000000)\nblake3  {}\n",
+            "name    hello.txt\nkind    file\nsize    6 bytes\nmtime   2023-11-14 22:13:20 UTC (1700000000)\nblake3  {}\n",
             blake3::hash(b"hello\n").to_hex()
         )
     );
@@ -360,7 +360,6 @@ fn sft_stat_and_refusals_exit_4() {
         (&["stat", &arg, "missing"][..], "not found"),
         (&["stat", &arg, "../x"], "forbidden"),
         (&["ls", &arg, ".."], "forbidden"),
-        (&["ls", &arg, "hello.txt"], "not a folder"),
     ] {
         let out = sft(args, cwd.path());
         assert_eq!(out.status.code(), Some(4), "{args:?}");
@@ -368,4 +367,10 @@ fn sft_stat_and_refusals_exit_4() {
         assert!(err.starts_with("error: ") && err.contains(phrase), "{err}");
         assert!(out.stdout.is_empty());
     }
+    // `ls` of a file shows that file, as `ls` does.
+    let line = stdout(&sft(&["ls", &arg, "hello.txt"], cwd.path()));
+    assert_eq!(
+        line,
+        "file               6  2023-11-14 22:13:20  hello.txt\n"
+    );
 }

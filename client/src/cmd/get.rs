@@ -19,6 +19,7 @@ pub(crate) struct GetArgs {
     #[structopt(flatten)]
     pub(crate) common: Common,
     /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+    #[structopt(value_name = "SERVER")]
     server: String,
     /// REMOTE [LOCAL]: the file on the server (relative to its served folder) and where to write
     /// it — a file, an existing folder, or `-` for standard output (default: REMOTE's name here).
@@ -47,6 +48,13 @@ pub(crate) struct GetArgs {
     /// doubling); not for downloads to standard output.
     #[structopt(long, value_name = "N", default_value = "0")]
     retries: u32,
+}
+
+impl GetArgs {
+    /// Whether the download goes to standard output (`REMOTE -`).
+    pub(crate) fn writes_stdout(&self) -> bool {
+        self.output_dir.is_none() && self.paths.get(1).is_some_and(|p| p.as_os_str() == "-")
+    }
 }
 
 /// Runs `sft get`.
@@ -134,6 +142,9 @@ async fn single(
     };
     let verify = !args.no_verify;
     let mut retry = Retry::new(args.retries);
+    if let Some(path) = &target {
+        ui.working_on("get", remote, Some(path));
+    }
     let transfer = match &target {
         None => {
             // Written in place, in large blocks: this task owns the thread.
@@ -237,7 +248,7 @@ async fn many(
                     expand(&mut client, remote, &local, ui, &mut plan).await?;
                     continue;
                 }
-                Ok(_) => {}
+                Ok(entry) => ui.expect(entry.size),
                 Err(e @ Error::Remote(_)) => {
                     tally.failed(ui, remote, &local.display().to_string(), &e);
                     continue;
@@ -286,7 +297,10 @@ async fn expand(
         let remote_path = remote_join(remote, &entry.name);
         match entry.kind {
             Kind::Folder => plan.push(PlanKind::Folder, local, &rel, &remote_path),
-            Kind::File => plan.push(PlanKind::File, local, &rel, &remote_path),
+            Kind::File => {
+                ui.expect(entry.size);
+                plan.push(PlanKind::File, local, &rel, &remote_path)
+            }
             Kind::Symlink => {
                 ui.warn(&format!(
                     "skipped {}: a symlink (not followed)",
@@ -346,7 +360,7 @@ async fn carry_out(
             }
         }
     }
-    ui.batch(plan.files, None);
+    ui.batch(plan.files, ui.expected_bytes(plan.files));
     let mut retry = Retry::new(args.retries);
     let mut later = plan.files;
     let mut jobs = Vec::with_capacity(BATCH.min(later));
@@ -431,7 +445,7 @@ async fn fetch(
                 let local = job.local.display().to_string();
                 match result {
                     Ok(t) => tally.ok(ui, &job.remote, &local, &t, attempts[todo[k]]),
-                    Err(e @ Error::CutOff { .. }) => cut = Some((todo[k], e)),
+                    Err(e) if e.is_transient() => cut = Some((todo[k], e)),
                     Err(e) => {
                         local_failure = matches!(e, Error::Local { .. });
                         tally.failed(ui, &job.remote, &local, &e)

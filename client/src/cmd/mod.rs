@@ -11,6 +11,7 @@ pub(crate) mod mv;
 mod plan;
 pub(crate) mod rm;
 pub(crate) mod send;
+pub(crate) mod size;
 pub(crate) mod stat;
 pub(crate) mod terminal;
 mod time;
@@ -19,8 +20,9 @@ pub(crate) mod ui;
 
 use crate::Failure;
 use sft_client::Error;
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use structopt::StructOpt;
 
 // Options every subcommand that talks to a server takes. A plain comment, not a doc comment:
@@ -36,7 +38,8 @@ pub(crate) struct Common {
     /// Say more: a line per file, connections, retries.
     #[structopt(short, long)]
     pub(crate) verbose: bool,
-    /// Print JSON on standard output: the result (for `ls`, one JSON document), or the error.
+    /// Print JSON on standard output: the result (for `ls`, one JSON document), or the error
+    /// (on standard error when a download goes to standard output).
     #[structopt(long)]
     pub(crate) json: bool,
     /// Give up on connecting (all of the server's addresses together), or on a transfer that
@@ -63,6 +66,47 @@ pub(crate) fn local_error(
         path,
         action,
         source,
+    }
+}
+
+/// Set when standard output carries a download's bytes (`sft get SERVER REMOTE -`): machine
+/// output (`--json` results and errors) then goes to standard error, never into the data.
+static STDOUT_IS_DATA: AtomicBool = AtomicBool::new(false);
+
+/// Standard output carries data from now on.
+pub(crate) fn stdout_is_data() {
+    STDOUT_IS_DATA.store(true, Ordering::Relaxed);
+}
+
+/// The exit status of a command whose standard output was closed under it: what a shell
+/// reports for a tool killed by SIGPIPE (128 + 13), so `sft get … - | head` ends quietly.
+pub(crate) const CLOSED_PIPE: i32 = 141;
+
+/// Whether `e` is a write to a reader that went away (a closed pipe).
+pub(crate) fn is_closed_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+/// Ends the program quietly because standard output was closed.
+pub(crate) fn exit_closed_pipe() -> ! {
+    std::process::exit(CLOSED_PIPE)
+}
+
+/// Writes one line of machine output (`--json`), escaped for a terminal: on standard output,
+/// or on standard error when standard output carries data. A closed standard output ends the
+/// program quietly.
+pub(crate) fn machine_line(line: &str) {
+    let line = terminal::json(line);
+    if STDOUT_IS_DATA.load(Ordering::Relaxed) {
+        eprintln!("{line}");
+        return;
+    }
+    let mut out = io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if is_closed_pipe(&e) {
+            exit_closed_pipe();
+        }
+        eprintln!("error: cannot write to standard output: {e}");
     }
 }
 

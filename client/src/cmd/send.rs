@@ -19,6 +19,7 @@ pub(crate) struct SendArgs {
     #[structopt(flatten)]
     pub(crate) common: Common,
     /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+    #[structopt(value_name = "SERVER")]
     server: String,
     /// LOCAL [REMOTE]: the file to upload (`-` for standard input) and where it goes on the
     /// server (default: LOCAL's name; a REMOTE ending in `/` is a folder). With -r, LOCAL may be a
@@ -136,6 +137,7 @@ async fn single(
     let remote = remote_target(local, remote)?;
     let mut client = connect(server, ui).await?;
     let mut retry = Retry::new(args.retries);
+    ui.working_on("send", &remote, None);
     let transfer = loop {
         match client
             .send_file(local, &remote, args.options(retry.retrying()))

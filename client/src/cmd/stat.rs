@@ -1,5 +1,6 @@
 //! `sft stat SERVER PATH [--json]`: one path's kind, size and modification time.
 
+use super::size::human;
 use super::stdout_failed;
 use super::terminal;
 use super::time::utc;
@@ -14,12 +15,15 @@ pub(crate) async fn run(client: &mut Client, path: &str, json: bool) -> Result<(
         terminal::json(&serde_json::to_string(&entry).expect("entries serialize"))
     } else {
         let mut t = format!(
-            "path    {}\nkind    {}",
+            "name    {}\nkind    {}",
             escape(&entry.name),
             entry.kind.as_str()
         );
         if entry.kind == Kind::File {
             t += &format!("\nsize    {} bytes", entry.size);
+            if entry.size >= 1024 {
+                t += &format!(" ({})", human(entry.size));
+            }
         }
         t += &format!("\nmtime   {} UTC ({})", utc(entry.mtime), entry.mtime);
         if let Some(hash) = &entry.blake3 {

@@ -1,11 +1,13 @@
 //! What `get` and `send` share: connecting, retrying after a dropped connection, and reporting
 //! each transfer and the whole batch.
 
+use super::size::{human, rate};
 use super::ui::Ui;
 use super::Common;
 use crate::{escape, Failure};
 use async_std::task;
 use sft_client::{parse_server, Client, Error, ExitCode, ServerAddr, Transfer};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The first wait before reconnecting; it doubles with each retry, up to [`MAX_BACKOFF`].
@@ -54,11 +56,12 @@ impl Retry {
     }
 
     /// Whether to try again after `e`, and if so waits the backoff first (logging the retry
-    /// unless `-q`). Only a connection that was cut off is retried — and, once retrying, a
-    /// reconnection that fails — never a refusal or a protocol error.
+    /// unless `-q`). Only a transient failure is retried — a connection cut off, a server too
+    /// busy to take one more — and, once retrying, a reconnection that fails; never a refusal
+    /// or a protocol error.
     pub(crate) async fn again(&mut self, e: &Error, ui: &Ui) -> bool {
         let retryable = match e {
-            Error::CutOff { .. } => true,
+            e if e.is_transient() => true,
             Error::Connect { .. } | Error::Resolve { .. } => self.retrying(),
             _ => false,
         };
@@ -161,32 +164,38 @@ pub(crate) fn report_single(
     ui.finish();
     let secs = started.elapsed().as_secs_f64();
     if ui.json {
-        let json = line.json_ok(t, secs, attempts).to_string();
-        println!("{}", super::terminal::json(&json));
-    } else if !ui.quiet {
-        let rate = t.bytes_transferred as f64 / secs.max(1e-9);
-        let resumed = if t.resumed_from > 0 {
-            format!(", resumed at byte {}", t.resumed_from)
-        } else {
-            String::new()
-        };
-        let verified = if t.blake3.is_some() { ", verified" } else { "" };
-        let retried = if attempts > 1 {
-            format!(", {attempts} attempts")
-        } else {
-            String::new()
-        };
+        super::machine_line(&line.json_ok(t, secs, attempts).to_string());
+    } else if ui.summary {
         eprintln!(
-            "{} {}: {} bytes in {secs:.2} s ({:.1} MB/s{resumed}{verified}{retried})",
+            "{} {}: {}",
             line.verb,
             line.arrow(),
-            t.size,
-            rate / 1e6
+            summary(t, secs, attempts)
         );
         if let Some(hash) = t.blake3.as_deref().filter(|_| ui.verbose) {
             eprintln!("blake3 {}", escape(hash));
         }
     }
+}
+
+/// `1.2 GiB in 3.20 s (380 MiB/s, verified)`; for a resumed transfer the rate is that of the
+/// bytes moved now: `1.2 GiB, 120 MiB moved in 0.31 s (387 MiB/s, resumed at 1.1 GiB, …)`.
+fn summary(t: &Transfer, secs: f64, attempts: u32) -> String {
+    let mut text = human(t.size);
+    if t.resumed_from > 0 {
+        text += &format!(", {} moved", human(t.bytes_transferred));
+    }
+    text += &format!(" in {secs:.2} s ({}", rate(t.bytes_transferred, secs));
+    if t.resumed_from > 0 {
+        text += &format!(", resumed at {}", human(t.resumed_from));
+    }
+    if t.blake3.is_some() {
+        text += ", verified";
+    }
+    if attempts > 1 {
+        text += &format!(", {attempts} attempts");
+    }
+    text + ")"
 }
 
 /// Counts a batch's transfers as they finish, reports each (`--json`, `-v`, errors), and sums
@@ -233,17 +242,11 @@ impl Tally {
         if ui.json {
             ui.line_out(&line.json_ok(t, secs, attempts).to_string());
         } else {
-            let resumed = if t.resumed_from > 0 {
-                format!(", resumed at byte {}", t.resumed_from)
-            } else {
-                String::new()
-            };
-            let verified = if t.blake3.is_some() { ", verified" } else { "" };
             ui.note(&format!(
-                "{} {}: {} bytes{resumed}{verified}",
+                "{} {}: {}",
                 self.verb,
                 line.arrow(),
-                t.size
+                summary(t, secs, attempts)
             ));
         }
     }
@@ -272,6 +275,14 @@ impl Tally {
             line.arrow(),
             escape(&e.to_string())
         ));
+        if e.is_transient() {
+            ui.working_on(
+                self.verb,
+                remote,
+                (self.verb == "get").then(|| Path::new(local)),
+            );
+            ui.cut_off(e);
+        }
     }
 
     /// `n` transfers were never tried: the connection broke with `e` before them.
@@ -290,7 +301,7 @@ impl Tally {
     pub(crate) fn finish(self, ui: &Ui) -> Result<(), Failure> {
         ui.finish();
         let secs = self.started.elapsed().as_secs_f64();
-        if !ui.quiet && !ui.json {
+        if ui.summary && !ui.json {
             let folders = if self.folders > 0 {
                 format!(", {} folder(s)", self.folders)
             } else {
@@ -302,11 +313,11 @@ impl Tally {
                 String::new()
             };
             eprintln!(
-                "{}: {} file(s), {} bytes in {secs:.2} s ({:.1} MB/s){folders}{failed}",
+                "{}: {} file(s), {} in {secs:.2} s ({}){folders}{failed}",
                 self.verb,
                 self.files,
-                self.bytes,
-                self.bytes as f64 / secs.max(1e-9) / 1e6
+                human(self.bytes),
+                rate(self.bytes, secs)
             );
         }
         match self.first {

@@ -5,10 +5,12 @@
 //! Bars appear only when standard error is a terminal and `-q` was not given, so pipes and logs
 //! never receive them.
 
+use super::size::{human, rate};
 use crate::escape;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sft_client::Progress;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use sft_client::{partial_path, Error, Progress};
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +26,12 @@ pub(crate) struct Ui {
     pub(crate) json: bool,
     /// `--timeout`: how long a connection may move nothing.
     pub(crate) stall: Option<std::time::Duration>,
+    /// Whether a success ends with a summary: on a terminal, or with `-v` (a log or a mail
+    /// from cron gets nothing on success).
+    pub(crate) summary: bool,
     bars: Option<Arc<Bars>>,
+    /// Sizes of the batch's files known so far (from listings and stats): their count and sum.
+    expected: Mutex<(usize, u64)>,
 }
 
 impl Ui {
@@ -35,13 +42,16 @@ impl Ui {
         json: bool,
         stall: Option<std::time::Duration>,
     ) -> Ui {
-        let draw = !quiet && std::io::stderr().is_terminal();
+        let terminal = std::io::stderr().is_terminal();
+        let draw = !quiet && terminal;
         Ui {
             quiet,
             verbose: verbose && !quiet,
             json,
             stall,
+            summary: !quiet && (verbose || terminal),
             bars: draw.then(|| Arc::new(Bars::new())),
+            expected: Mutex::new((0, 0)),
         }
     }
 
@@ -58,6 +68,20 @@ impl Ui {
                 bars.overall(files as u64, bytes);
             }
         }
+    }
+
+    /// A file of `size` bytes will be in the batch (its size is known from a listing or a
+    /// stat): the overall bar goes by bytes when every file's size is known.
+    pub(crate) fn expect(&self, size: u64) {
+        let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        expected.0 += 1;
+        expected.1 = expected.1.saturating_add(size);
+    }
+
+    /// The bytes of a batch of `files` files, when [`Ui::expect`] was told every one.
+    pub(crate) fn expected_bytes(&self, files: usize) -> Option<u64> {
+        let (known, bytes) = *self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        (known == files).then_some(bytes)
     }
 
     /// The current file is done (or failed): its bar goes, the overall bar moves on.
@@ -82,12 +106,11 @@ impl Ui {
         }
     }
 
-    /// Prints a line on standard output (a `--json` result), above any bars.
+    /// Prints a line of machine output (a `--json` result), above any bars.
     pub(crate) fn line_out(&self, line: &str) {
-        let line = super::terminal::json(line);
         match &self.bars {
-            Some(bars) => bars.multi.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(bars) => bars.multi.suspend(|| super::machine_line(line)),
+            None => super::machine_line(line),
         }
     }
 
@@ -98,12 +121,88 @@ impl Ui {
         }
     }
 
+    /// The transfer about to start, for the line that says where its partial is kept if it is
+    /// cut off or interrupted (Ctrl-C): `partial` is the local partial file of a download.
+    pub(crate) fn working_on(&self, verb: &'static str, remote: &str, local: Option<&Path>) {
+        *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Current {
+            verb,
+            remote: remote.to_owned(),
+            partial: local.map(partial_path),
+        });
+    }
+
+    /// After a transfer of [`Ui::working_on`] failed with `e`: if it was cut off, where what
+    /// arrived is kept and how to continue.
+    pub(crate) fn cut_off(&self, e: &Error) {
+        if e.is_transient() {
+            if let Some(line) = kept_line() {
+                self.line(&line);
+            }
+        }
+    }
+
     /// A warning: shown unless `-q`.
     pub(crate) fn warn(&self, what: &str) {
         if !self.quiet {
             self.line(&format!("warning: {what}"));
         }
     }
+}
+
+/// The transfer in progress, for [`kept_line`].
+#[derive(Debug)]
+struct Current {
+    verb: &'static str,
+    remote: String,
+    partial: Option<PathBuf>,
+}
+
+static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
+
+/// Where the transfer in progress keeps what already moved, and how to continue it: said
+/// when it is cut off or interrupted. `None` when no transfer is under way.
+pub(crate) fn kept_line() -> Option<String> {
+    let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    let current = current.as_ref()?;
+    let again = "run the same command again (or add -c) to continue";
+    Some(match (current.verb, &current.partial) {
+        ("get", Some(partial)) => match std::fs::metadata(partial) {
+            Ok(meta) => format!(
+                "kept {} in {}; {again}",
+                human(meta.len()),
+                escape(&partial.display().to_string())
+            ),
+            Err(_) => return None,
+        },
+        ("get", None) => format!(
+            "what arrived of {} is kept as .NAME.sft-part beside it; {again}",
+            escape(&current.remote)
+        ),
+        _ => format!(
+            "the server keeps what arrived of {} for a while; {again}",
+            escape(&current.remote)
+        ),
+    })
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM during `sft get` or `sft send` (`verb`): partial files stay;
+/// say where, and end with the status of a program killed by that signal.
+pub(crate) fn on_interrupt(verb: &'static str) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let again = "run the same command again (or add -c) to continue";
+            let line = kept_line().unwrap_or_else(|| match verb {
+                "get" => format!("a file cut short is kept as .NAME.sft-part beside it; {again}"),
+                _ => format!("the server keeps what arrived for a while; {again}"),
+            });
+            eprintln!("\ninterrupted; {line}");
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 /// The bars: an optional overall one, and one for the file in progress.
@@ -123,25 +222,74 @@ struct Overall {
     finished: AtomicU64,
     files: u64,
     files_done: AtomicU64,
+    /// Bytes moved in this run (what was already on disk when a file resumed is not counted).
+    moved: Arc<AtomicU64>,
 }
 
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .expect("valid progress template")
         .progress_chars("=> ")
+        .with_key("size", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&human(s.pos()));
+        })
+        .with_key("total", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&human(s.len().unwrap_or(0)));
+        })
 }
 
-/// A file of known size: bytes, percent, rate, time left.
-fn file_style() -> ProgressStyle {
-    style(
-        "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {percent:>3}% {binary_bytes_per_sec} \
-         ETA {eta}",
+/// Rate and time left from the bytes moved in this run, not from the position: a resumed
+/// file starts at the bytes already on disk, which took no time now.
+fn with_rate(
+    style: ProgressStyle,
+    moved: impl Fn(&ProgressState) -> u64 + Clone + Send + Sync + 'static,
+) -> ProgressStyle {
+    let per_sec =
+        move |s: &ProgressState, moved: u64| moved as f64 / s.elapsed().as_secs_f64().max(1e-3);
+    let m = moved.clone();
+    style
+        .with_key(
+            "rate",
+            move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate(m(s), s.elapsed().as_secs_f64()));
+            },
+        )
+        .with_key(
+            "left",
+            move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let speed = per_sec(s, moved(s));
+                let left = s.len().unwrap_or(0).saturating_sub(s.pos());
+                let _ = match speed >= 1.0 {
+                    true => w.write_str(&clock(left as f64 / speed)),
+                    false => w.write_str("-"),
+                };
+            },
+        )
+}
+
+/// `secs` as `1h02m`, `3m05s` or `12s`.
+fn clock(secs: f64) -> String {
+    let secs = secs.round() as u64;
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// A file of known size: bytes, percent, rate, time left; `base` bytes were there before.
+fn file_style(base: u64) -> ProgressStyle {
+    with_rate(
+        style("{msg:24!} [{bar:30}] {size}/{total} {percent:>3}% {rate} ETA {left}"),
+        move |s| s.pos().saturating_sub(base),
     )
 }
 
 /// A stream of unknown size: bytes and rate so far.
 fn stream_style() -> ProgressStyle {
-    style("{msg:24!} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}")
+    with_rate(style("{msg:24!} {spinner} {size} {rate} {elapsed}"), |s| {
+        s.pos()
+    })
 }
 
 impl Bars {
@@ -156,17 +304,29 @@ impl Bars {
     fn overall(&self, files: u64, bytes: Option<u64>) {
         // Into the display first: a bar changed before it is added draws on its own.
         let bar = self.multi.add(ProgressBar::hidden());
+        let moved = Arc::new(AtomicU64::new(0));
+        let m = Arc::clone(&moved);
+        let moved_now = move |_: &ProgressState| m.load(Ordering::Relaxed);
         match bytes {
             Some(total) => {
-                bar.set_style(style(
-                    "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {percent:>3}% \
-                     {binary_bytes_per_sec} ETA {eta} ({prefix} files)",
+                bar.set_style(with_rate(
+                    style("{msg:24!} [{bar:30}] {size}/{total} {percent:>3}% {rate} ETA {left} ({prefix} files)"),
+                    moved_now,
                 ));
                 bar.set_length(total);
             }
             None => {
-                bar.set_style(style(
-                    "{msg:24!} [{bar:30}] {pos}/{len} files, {elapsed} elapsed",
+                // The batch's size is not known: files for the bar, and the bytes moved so far.
+                let m = Arc::clone(&moved);
+                bar.set_style(with_rate(
+                    style("{msg:24!} [{bar:30}] {pos}/{len} files, {moved} at {rate}, {elapsed}")
+                        .with_key(
+                            "moved",
+                            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = w.write_str(&human(m.load(Ordering::Relaxed)));
+                            },
+                        ),
+                    moved_now,
                 ));
                 bar.set_length(files);
             }
@@ -180,6 +340,7 @@ impl Bars {
             finished: AtomicU64::new(0),
             files,
             files_done: AtomicU64::new(0),
+            moved,
         });
     }
 
@@ -220,7 +381,7 @@ impl Progress for Bars {
         let bar = ProgressBar::hidden();
         match total {
             Some(total) => {
-                bar.set_style(file_style());
+                bar.set_style(file_style(done));
                 bar.set_length(total);
             }
             None => bar.set_style(stream_style()),
@@ -249,6 +410,7 @@ impl Progress for Bars {
             bar.inc(n);
         }
         if let Some(o) = self.overall.lock().expect("bars lock").as_ref() {
+            o.moved.fetch_add(n, Ordering::Relaxed);
             if o.by_bytes {
                 o.bar.inc(n);
             }
