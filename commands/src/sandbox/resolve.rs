@@ -277,8 +277,13 @@ impl Root {
                             "{rp}: too many levels of symbolic links"
                         )));
                     }
-                    let target = rfs::readlinkat(&cur.fd, part.as_str(), Vec::new())
-                        .map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
+                    let target = rfs::readlinkat(&cur.fd, part.as_str(), Vec::new()).map_err(
+                        |e| match e {
+                            // No longer a symlink (EINVAL) or gone since the look above.
+                            rustix::io::Errno::INVAL | rustix::io::Errno::NOENT => changed(rp),
+                            e => io_error(&rp.to_string(), &errno(e)),
+                        },
+                    )?;
                     let target = target.into_string().map_err(|_| {
                         WireError::bad_request(format!(
                             "{rp}: a symbolic link on the way is not UTF-8"
