@@ -4,6 +4,7 @@
 
 pub(crate) mod call;
 pub(crate) mod get;
+mod glob;
 pub(crate) mod info;
 pub(crate) mod local;
 pub(crate) mod ls;
@@ -12,6 +13,7 @@ mod plan;
 pub(crate) mod rm;
 pub(crate) mod send;
 pub(crate) mod stat;
+mod sync;
 pub(crate) mod terminal;
 mod time;
 pub(crate) mod transfer;
