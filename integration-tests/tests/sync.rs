@@ -300,3 +300,24 @@ fn an_upload_cut_off_is_continued_by_a_plain_rerun() {
     assert!(report["resumed_from"].as_u64().unwrap() > 0, "{report}");
     assert!(fs::read(server.path("up.bin")).unwrap() == data);
 }
+
+#[test]
+fn many_file_forms_skip_what_is_there_too() {
+    let server = TestServer::start();
+    let cwd = tempfile::tempdir().unwrap();
+    for name in ["a.txt", "b.txt"] {
+        fs::write(server.path(name), format!("server {name}")).unwrap();
+        fs::write(cwd.path().join(name), format!("client {name}!")).unwrap();
+    }
+    let addr = server.server_arg();
+    let get = ["get", "--json", &addr, "-o", "down", "a.txt", "b.txt"];
+    let send = ["send", "--json", &addr, "a.txt", "b.txt", "-o", "up"];
+    for args in [get, send] {
+        let out = sft(&args, cwd.path());
+        expect_code(&out, 0);
+        assert_eq!(counts(&out).0, 2, "{args:?}");
+        let out = sft(&args, cwd.path());
+        expect_code(&out, 0);
+        assert_eq!(counts(&out), (0, 2, 0, 0), "{args:?}");
+    }
+}
