@@ -119,10 +119,29 @@ impl Drop for HashedListing<'_> {
 }
 
 /// The BLAKE3 of the local file at `path` (lower-case hex), read in steps of a few MiB, each a
-/// short blocking task.
-pub async fn hash_file(path: &Path) -> io::Result<String> {
+/// short blocking task. Without `follow`, a symlink at `path` is refused (`O_NOFOLLOW`), as is
+/// anything but a regular file.
+pub async fn hash_file(path: &Path, follow: bool) -> io::Result<String> {
     let at = path.to_owned();
-    let file = spawn_blocking(move || File::open(at)).await?;
+    let file = spawn_blocking(move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = rustix::fs::OFlags::NONBLOCK;
+        if !follow {
+            flags |= rustix::fs::OFlags::NOFOLLOW;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits() as i32)
+            .open(at)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok::<File, io::Error>(file)
+    })
+    .await?;
     let mut state = Some((file, blake3::Hasher::new()));
     loop {
         let (file, mut hasher) = state.take().expect("put back after each step");

@@ -97,7 +97,7 @@ impl Policy {
             Quick::Differ => return Ok(self.differ()),
             Quick::Hash => {}
         }
-        if self.same_hash(client, remote, entry, local).await? {
+        if self.same_hash(client, remote, entry, local, false).await? {
             set_mtime(local, entry.mtime).await;
             Ok(Action::Skip)
         } else {
@@ -137,7 +137,10 @@ impl Policy {
         match quick((size, mtime), (entry.size, entry.mtime), self.checksum) {
             Quick::Same => Ok(Action::Skip),
             Quick::Differ => Ok(self.differ()),
-            Quick::Hash if self.same_hash(client, remote, entry, local).await? => Ok(Action::Skip),
+            // The file to send may be a symlink the user named or the walk allowed.
+            Quick::Hash if self.same_hash(client, remote, entry, local, true).await? => {
+                Ok(Action::Skip)
+            }
             Quick::Hash => Ok(self.differ()),
         }
     }
@@ -149,6 +152,7 @@ impl Policy {
         remote: &str,
         entry: &Entry,
         local: &Path,
+        follow: bool,
     ) -> Result<bool, Error> {
         let theirs = match &entry.blake3 {
             Some(h) => Some(h.clone()),
@@ -158,11 +162,13 @@ impl Policy {
         let Some(theirs) = theirs else {
             return Ok(false);
         };
-        let ours = hash_file(local).await.map_err(|source| Error::Local {
-            path: local.to_owned(),
-            action: "read",
-            source,
-        })?;
+        let ours = hash_file(local, follow)
+            .await
+            .map_err(|source| Error::Local {
+                path: local.to_owned(),
+                action: "read",
+                source,
+            })?;
         Ok(ours == theirs)
     }
 }
