@@ -46,6 +46,7 @@ mod many;
 mod partial;
 mod progress;
 mod stream;
+mod sync;
 mod tree;
 mod walk;
 
@@ -58,6 +59,7 @@ pub use inspect::Listing;
 pub use many::GetJob;
 pub use progress::Progress;
 pub use sft_protocol::body::Body;
-pub use sft_protocol::verbs::{Entry, HelloLimits, HelloReply, Kind, ListEnd, VerbInfo};
+pub use sft_protocol::verbs::{Entry, HelloLimits, HelloReply, Kind, ListEnd, ListHash, VerbInfo};
 pub use sft_protocol::{ErrorCode, WireError};
+pub use sync::{hash_file, HashedListing};
 pub use walk::{walk, Upload, Walk};

@@ -28,6 +28,9 @@ pub struct Upload {
     pub remote: String,
     /// Its length when found.
     pub size: u64,
+    /// Its last modification when found, whole seconds since the epoch (rounded down, as the
+    /// server reports times): what a sync's quick check compares.
+    pub mtime: i64,
     /// Device and inode of the file found: only this file is ever sent.
     identity: (u64, u64),
     /// Whether `local` is read through a symlink (one found inside the walked folder, leading
@@ -47,6 +50,7 @@ impl Upload {
             local: local.to_owned(),
             remote,
             size: meta.len(),
+            mtime: meta.mtime(),
             identity: (meta.dev(), meta.ino()),
             follow: true,
         })
@@ -180,6 +184,7 @@ pub fn walk(base: &Path, remote: &str) -> io::Result<Walk> {
                         local: path,
                         remote: remote_path,
                         size: st.st_size as u64,
+                        mtime: st.st_mtime,
                         identity,
                         follow: false,
                     });
@@ -229,6 +234,7 @@ fn resolve_links(out: &mut Walk, links: Vec<Link>, inside: &HashSet<(u64, u64)>)
                         local: link.path,
                         remote: link.remote,
                         size: m.len(),
+                        mtime: m.mtime(),
                         identity: (m.dev(), m.ino()),
                         follow: true,
                     },

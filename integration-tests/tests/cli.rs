@@ -108,6 +108,12 @@ fn names_in(dir: &Path) -> Vec<PathBuf> {
 /// A one-connection fake server on 127.0.0.1: reads the request line, answers with `reply`
 /// and closes. The thread returns the request line it read.
 fn fake_server(reply: Vec<u8>) -> (SocketAddr, JoinHandle<String>) {
+    fake_server_series(vec![reply])
+}
+
+/// Like [`fake_server`], answering one request after another with each reply in turn; returns
+/// the last request line.
+fn fake_server_series(replies: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake server");
     let addr = listener.local_addr().unwrap();
     let thread = thread::spawn(move || {
@@ -115,11 +121,14 @@ fn fake_server(reply: Vec<u8>) -> (SocketAddr, JoinHandle<String>) {
         stream.set_read_timeout(Some(LIMIT)).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut line = String::new();
-        reader.read_line(&mut line).expect("request line");
         let mut stream = stream;
-        // The client may already have given up (protocol error): a failed write is fine.
-        let _ = stream.write_all(&reply);
-        let _ = stream.flush();
+        for reply in replies {
+            line.clear();
+            reader.read_line(&mut line).expect("request line");
+            // The client may already have given up (protocol error): a failed write is fine.
+            let _ = stream.write_all(&reply);
+            let _ = stream.flush();
+        }
         // The whole request was read, so closing sends a clean end of stream, not a reset.
         drop(stream);
         line
@@ -272,7 +281,7 @@ fn send_refuses_existing_without_overwrite() {
 
     fs::write(&local, &second).unwrap();
     let out = sft(&["send", &fx.arg(), "f.bin"], cwd.path());
-    expect_error(&out, 4, "exists");
+    expect_error(&out, 4, "changed: f.bin (use --overwrite to replace)");
     assert!(
         fs::read(fx.path("f.bin")).unwrap() == first,
         "refused upload changed the file"
@@ -445,15 +454,22 @@ fn cut_off_download_leaves_nothing() {
 // 7
 #[test]
 fn cut_off_download_keeps_existing_file() {
+    // The client first asks what the file is (it differs from the local one: --overwrite).
+    let stat = br#"{"ok":true,"entry":{"name":"keep.txt","kind":"file","size":100000,"mtime":0}}"#;
+    let mut stat = stat.to_vec();
+    stat.push(b'\n');
     let mut reply = br#"{"ok":true,"size":100000}"#.to_vec();
     reply.push(b'\n');
     reply.extend(random_bytes(1000, 13));
-    let (addr, fake) = fake_server(reply);
+    let (addr, fake) = fake_server_series(vec![stat, reply]);
 
     let cwd = tempfile::tempdir().unwrap();
     let local = cwd.path().join("keep.txt");
     fs::write(&local, b"the original contents").unwrap();
-    let out = sft(&["get", &addr.to_string(), "keep.txt"], cwd.path());
+    let out = sft(
+        &["get", "--overwrite", &addr.to_string(), "keep.txt"],
+        cwd.path(),
+    );
     expect_error(&out, 5, "cut off");
     fake.join().unwrap();
     assert_eq!(fs::read(&local).unwrap(), b"the original contents");

@@ -1,13 +1,18 @@
 //! `sft get`: one file (`REMOTE [LOCAL]`), many files into a folder (`-o DIR REMOTE…`), or
 //! whole folders (`-r`), over one connection, pipelined, resumable, with `--retries`.
 
+use super::glob;
 use super::local::{ensure_dir, remote_join, remote_name, safe_relative};
 use super::plan::{Kind as PlanKind, Plan};
+use super::sync::{self, Action, Policy};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
 use super::ui::Ui;
 use super::{local_error, Common};
 use crate::{escape, Failure};
-use sft_client::{BlockingWriter, Client, Error, ErrorCode, GetJob, GetOptions, Kind, ServerAddr};
+use sft_client::{
+    partial_path, BlockingWriter, Client, Error, ErrorCode, GetJob, GetOptions, Kind, ListHash,
+    ServerAddr,
+};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,9 +27,13 @@ pub(crate) struct GetArgs {
     #[structopt(value_name = "SERVER")]
     server: String,
     /// REMOTE [LOCAL]: the file on the server (relative to its served folder) and where to write
-    /// it — a file, an existing folder, or `-` for standard output (default: REMOTE's name here).
-    /// With -r, REMOTE may be a folder and LOCAL is the folder its contents go into. With -o DIR,
-    /// every PATH is a REMOTE to download into DIR.
+    /// it — a file, a folder (an existing one, or one ending in `/`, created if missing), or `-`
+    /// for standard output (default: REMOTE's name here). With -r, REMOTE may be a folder and
+    /// LOCAL is the folder its contents go into. With -o DIR, every PATH is a REMOTE to download
+    /// into DIR. A REMOTE with `*`, `?` or `[…]` is a pattern, matched by sft against the
+    /// server's folder (per path component; a leading `.` is matched only by a `.`): quote it
+    /// ('logs/*.txt') so the local shell leaves it alone; the matches go into LOCAL (a folder,
+    /// default `.`) or DIR.
     #[structopt(required = true, parse(from_os_str), value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Download every REMOTE into this local folder (created if missing), over one connection.
@@ -38,9 +47,23 @@ pub(crate) struct GetArgs {
     /// Download folders with everything in them (empty folders too; symlinks are skipped).
     #[structopt(short, long)]
     recursive: bool,
-    /// Continue interrupted downloads from their partial files (`.NAME.sft-part`).
+    /// Continue interrupted downloads from their partial files (`.NAME.sft-part`). This is the
+    /// default (a continued file that then fails its BLAKE3 check is fetched again from the
+    /// start); the option is kept for scripts. With --no-verify, only with -c.
     #[structopt(short = "c", long = "continue")]
     resume: bool,
+    /// Replace local files that differ from the server's (without it they are reported as
+    /// changed and left alone). Files already identical are skipped either way.
+    #[structopt(long)]
+    overwrite: bool,
+    /// Compare every same-size file by BLAKE3, instead of skipping those with the same size and
+    /// modification time without reading them (like rsync -c; the server reads them all).
+    #[structopt(long)]
+    checksum: bool,
+    /// Keep the files' permission bits too (modification times are always kept). (`-p` is
+    /// --port here.)
+    #[structopt(long = "preserve")]
+    preserve: bool,
     /// Skip the BLAKE3 check (faster; a file is still renamed into place only when complete).
     #[structopt(long)]
     no_verify: bool,
@@ -69,7 +92,12 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
                 .iter()
                 .map(|p| utf8(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            many(&args, &ui, &server, dir, &remotes).await
+            if remotes.iter().any(|r| glob::has_glob(r)) {
+                let mut client = connect(&server, &ui).await?;
+                let remotes = matches(&mut client, &remotes).await?;
+                return many(&args, &ui, &server, Some(client), dir, &remotes).await;
+            }
+            many(&args, &ui, &server, None, dir, &remotes).await
         }
         None => {
             if args.paths.len() > 2 {
@@ -81,9 +109,20 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
             }
             let remote = utf8(&args.paths[0])?;
             let local = args.paths.get(1).cloned();
+            if glob::has_glob(&remote) {
+                let dir = local.unwrap_or_else(|| PathBuf::from("."));
+                if dir.as_os_str() == "-" {
+                    return Err(Failure::Usage(
+                        "a pattern can match several files: give a LOCAL folder, not `-`".into(),
+                    ));
+                }
+                let mut client = connect(&server, &ui).await?;
+                let remotes = matches(&mut client, std::slice::from_ref(&remote)).await?;
+                return many(&args, &ui, &server, Some(client), &dir, &remotes).await;
+            }
             if args.recursive && local.as_deref() != Some(Path::new("-")) {
                 let mut client = connect(&server, &ui).await?;
-                if client.stat(&remote).await?.kind == Kind::Folder {
+                if client.stat_quick(&remote).await?.kind == Kind::Folder {
                     let local = match local {
                         Some(local) => local,
                         None => PathBuf::from(remote_name(&remote).ok_or_else(|| {
@@ -101,13 +140,73 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
     }
 }
 
+/// Every REMOTE, with each pattern among them replaced by what it matches on the server (in
+/// order); a pattern that matches nothing is an error, as scp's "No match".
+async fn matches(client: &mut Client, remotes: &[String]) -> Result<Vec<String>, Failure> {
+    let mut all = Vec::new();
+    for remote in remotes {
+        if !glob::has_glob(remote) {
+            all.push(remote.clone());
+            continue;
+        }
+        let mut found = glob::expand(client, remote).await?;
+        if found.is_empty() && client.stat_quick(remote).await.is_ok() {
+            // A name that only looks like a pattern (`report[1].txt`): it is what was meant.
+            found.push(remote.clone());
+        }
+        if found.is_empty() {
+            return Err(Failure::Client(Error::Remote(sft_client::WireError {
+                code: ErrorCode::NotFound,
+                message: format!("no match for {}", escape(remote)),
+            })));
+        }
+        all.extend(found);
+    }
+    Ok(all)
+}
+
+impl GetArgs {
+    fn policy(&self) -> Policy {
+        Policy {
+            checksum: self.checksum,
+            overwrite: self.overwrite,
+        }
+    }
+
+    /// Whether a kept partial download is continued: by default, since the BLAKE3 check at
+    /// the end catches a partial of another version (which is then fetched again whole).
+    fn resume(&self) -> bool {
+        self.resume || !self.no_verify
+    }
+
+    /// What LIST asks the server to hash: what it has cached (free), or with --checksum all.
+    fn list_hash(&self) -> ListHash {
+        if self.checksum {
+            ListHash::All
+        } else {
+            ListHash::Cached
+        }
+    }
+
+    fn options(&self, resume: bool) -> GetOptions {
+        // MERGE: with the library's new fields, `times: true` (the default) and
+        // `mode: self.preserve`.
+        let _ = self.preserve;
+        GetOptions {
+            verify: !self.no_verify,
+            resume,
+        }
+    }
+}
+
 fn utf8(p: &Path) -> Result<String, Failure> {
     p.to_str()
         .map(str::to_owned)
         .ok_or_else(|| Failure::Usage(format!("{} is not UTF-8", p.display())))
 }
 
-/// Where a single download goes: `None` for stdout.
+/// Where a single download goes: `None` for stdout. A LOCAL ending in `/` is a folder,
+/// created if missing (with its parents), like an existing folder.
 fn local_target(remote: &str, local: Option<PathBuf>) -> Result<Option<PathBuf>, Failure> {
     let name = || {
         remote
@@ -120,9 +219,23 @@ fn local_target(remote: &str, local: Option<PathBuf>) -> Result<Option<PathBuf>,
     match local {
         Some(p) if p.as_os_str() == "-" => Ok(None),
         Some(p) if p.is_dir() => Ok(Some(p.join(name()?))),
+        Some(p) if p.as_os_str().as_encoded_bytes().ends_with(b"/") => {
+            let file = p.join(name()?);
+            std::fs::create_dir_all(&p).map_err(local_error(&p, "create the folder"))?;
+            Ok(Some(file))
+        }
         Some(p) => Ok(Some(p)),
         None => name().map(Some),
     }
+}
+
+/// Whether a partial download of `local` is there to be continued.
+async fn has_partial(local: &Path) -> bool {
+    let partial = partial_path(local);
+    async_std::task::spawn_blocking(move || {
+        std::fs::symlink_metadata(partial).is_ok_and(|m| m.len() > 0)
+    })
+    .await
 }
 
 /// `get SERVER REMOTE [LOCAL]`.
@@ -140,11 +253,29 @@ async fn single(
         Some(client) => client,
         None => connect(server, ui).await?,
     };
+    if let Some(path) = &target {
+        let shown = path.display().to_string();
+        match args.policy().get(&mut client, remote, None, path).await {
+            Ok(Action::Transfer) => {}
+            Ok(Action::Skip) => {
+                sync::report_skipped(ui, "get", remote, &shown);
+                return Ok(());
+            }
+            Ok(Action::Changed) => return Err(sync::changed_failure(&shown)),
+            Err(e) => return Err(explain(&mut client, remote, e, args.recursive).await),
+        }
+    }
     let verify = !args.no_verify;
     let mut retry = Retry::new(args.retries);
     if let Some(path) = &target {
         ui.working_on("get", remote, Some(path));
     }
+    // A partial this download continues: if the whole then fails its check, the partial was
+    // of another version of the file, and the download starts over once.
+    let mut held = match &target {
+        Some(path) if args.resume() => has_partial(path).await,
+        _ => false,
+    };
     let transfer = match &target {
         None => {
             // Written in place, in large blocks: this task owns the thread.
@@ -152,13 +283,19 @@ async fn single(
             client.get_with(remote, &mut stdout, verify).await
         }
         Some(path) => loop {
-            let opts = GetOptions {
-                verify,
-                resume: args.resume || retry.retrying(),
-            };
-            match client.get_file(remote, path, opts).await {
+            // Only a partial that is there is continued: none is created before the reply.
+            let resume = held || retry.retrying();
+            match client.get_file(remote, path, args.options(resume)).await {
                 Err(e) if retry.again(&e, ui).await => {
                     client = retry.reconnect(server, ui).await?;
+                }
+                // A continued partial of another version of the file: once more, whole.
+                Err(Error::Integrity { .. }) if held => {
+                    ui.note(&format!(
+                        "{}: the partial download was of another version; fetching it whole",
+                        escape(remote)
+                    ));
+                    held = false;
                 }
                 other => break other,
             }
@@ -209,7 +346,7 @@ async fn folder(
 ) -> Result<(), Failure> {
     let mut tally = Tally::new("get");
     let mut plan = Plan::new().map_err(local_error(std::env::temp_dir(), "write in"))?;
-    expand(&mut client, remote, local, ui, &mut plan).await?;
+    expand(args, &mut client, remote, local, ui, &mut plan).await?;
     carry_out(args, ui, server, client, plan, &mut tally).await?;
     tally.finish(ui)
 }
@@ -219,6 +356,7 @@ async fn many(
     args: &GetArgs,
     ui: &Ui,
     server: &ServerAddr,
+    client: Option<Client>,
     dir: &Path,
     remotes: &[String],
 ) -> Result<(), Failure> {
@@ -235,7 +373,10 @@ async fn many(
         }
     }
     std::fs::create_dir_all(dir).map_err(local_error(dir, "create the folder"))?;
-    let mut client = connect(server, ui).await?;
+    let mut client = match client {
+        Some(client) => client,
+        None => connect(server, ui).await?,
+    };
     let mut tally = Tally::new("get");
     let mut plan = Plan::new().map_err(local_error(std::env::temp_dir(), "write in"))?;
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
@@ -243,9 +384,9 @@ async fn many(
         let name = remote_name(remote).expect("checked above");
         let local = dir.join(name);
         if args.recursive {
-            match client.stat(remote).await {
+            match client.stat_quick(remote).await {
                 Ok(entry) if entry.kind == Kind::Folder => {
-                    expand(&mut client, remote, &local, ui, &mut plan).await?;
+                    expand(args, &mut client, remote, &local, ui, &mut plan).await?;
                     continue;
                 }
                 Ok(entry) => ui.expect(entry.size),
@@ -256,7 +397,7 @@ async fn many(
                 Err(e) => return Err(e.into()),
             }
         }
-        plan.push(PlanKind::File, dir, Path::new(name), remote)
+        plan.push(PlanKind::File, dir, Path::new(name), remote, None)
             .map_err(spill)?;
     }
     carry_out(args, ui, server, client, plan, &mut tally).await?;
@@ -267,6 +408,7 @@ async fn many(
 /// time (never the whole listing in memory): every name is checked before anything is written
 /// (a server naming `../x` or `/etc/x` is refused whole). Symlinks are skipped, with a warning.
 async fn expand(
+    args: &GetArgs,
     client: &mut Client,
     remote: &str,
     local: &Path,
@@ -274,7 +416,7 @@ async fn expand(
     plan: &mut Plan,
 ) -> Result<(), Failure> {
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
-    let mut listing = client.list(remote, true).await?;
+    let mut listing = client.list_hashed(remote, true, args.list_hash()).await?;
     while let Some(entry) = listing.next().await? {
         let Some(rel) = safe_relative(&entry.name) else {
             drop(listing);
@@ -296,10 +438,10 @@ async fn expand(
         }
         let remote_path = remote_join(remote, &entry.name);
         match entry.kind {
-            Kind::Folder => plan.push(PlanKind::Folder, local, &rel, &remote_path),
+            Kind::Folder => plan.push(PlanKind::Folder, local, &rel, &remote_path, None),
             Kind::File => {
                 ui.expect(entry.size);
-                plan.push(PlanKind::File, local, &rel, &remote_path)
+                plan.push(PlanKind::File, local, &rel, &remote_path, Some(&entry))
             }
             Kind::Symlink => {
                 ui.warn(&format!(
@@ -361,9 +503,11 @@ async fn carry_out(
         }
     }
     ui.batch(plan.files, ui.expected_bytes(plan.files));
+    let policy = args.policy();
     let mut retry = Retry::new(args.retries);
     let mut later = plan.files;
     let mut jobs = Vec::with_capacity(BATCH.min(later));
+    let mut held = Vec::with_capacity(BATCH.min(later));
     for record in plan.read().map_err(spill)? {
         let record = record.map_err(spill)?;
         if record.kind != PlanKind::File {
@@ -372,24 +516,62 @@ async fn carry_out(
         later -= 1;
         let parent = record.rel.parent().unwrap_or(Path::new(""));
         let local_path = record.base.join(&record.rel);
+        let shown = local_path.display().to_string();
         if let Err(e) = ensure_dir(&record.base, parent) {
             let e = local_error(record.base.join(parent), "create the folder")(e);
-            tally.failed(ui, &record.remote, &local_path.display().to_string(), &e);
+            tally.failed(ui, &record.remote, &shown, &e);
             continue;
         }
-        jobs.push(GetJob {
-            remote: record.remote,
-            local: local_path,
-            resume: args.resume,
-        });
-        if jobs.len() == BATCH || later == 0 {
+        if client.is_broken() {
+            match connect(server, ui).await {
+                Ok(c) => client = c,
+                Err(e) => {
+                    tally.abandoned(ui, jobs.len() + later + 1, &e);
+                    return Ok(());
+                }
+            }
+        }
+        let compared = policy
+            .get(
+                &mut client,
+                &record.remote,
+                record.listed.as_ref(),
+                &local_path,
+            )
+            .await;
+        match compared {
+            Ok(Action::Transfer) => {
+                // Only a partial that is there is continued: none is created before the reply.
+                let resume = args.resume() && has_partial(&local_path).await;
+                held.push(resume);
+                jobs.push(GetJob {
+                    remote: record.remote,
+                    local: local_path,
+                    resume,
+                });
+            }
+            Ok(Action::Skip) => {
+                ui.file_skipped(record.listed.as_ref().map_or(0, |e| e.size));
+                tally.skipped(ui, &record.remote, &shown);
+            }
+            Ok(Action::Changed) => {
+                ui.file_skipped(record.listed.as_ref().map_or(0, |e| e.size));
+                tally.changed(ui, &record.remote, &shown);
+            }
+            Err(e) => {
+                ui.file_done();
+                tally.failed(ui, &record.remote, &shown, &e);
+            }
+        }
+        if !jobs.is_empty() && (jobs.len() == BATCH || later == 0) {
             let batch = std::mem::take(&mut jobs);
+            let partials = std::mem::take(&mut held);
             let go_on = fetch(
                 args,
                 ui,
                 server,
                 &mut client,
-                batch,
+                (batch, partials),
                 tally,
                 &mut retry,
                 later,
@@ -401,13 +583,15 @@ async fn carry_out(
         }
     }
     if !jobs.is_empty() {
-        fetch(args, ui, server, &mut client, jobs, tally, &mut retry, 0).await?;
+        let batch = (jobs, held);
+        fetch(args, ui, server, &mut client, batch, tally, &mut retry, 0).await?;
     }
     Ok(())
 }
 
 /// Downloads `jobs`, pipelined; after a cut-off (with `--retries`) reconnects and goes on,
-/// resuming the file that was cut off from its partial. Returns whether the connection can go
+/// resuming the file that was cut off from its partial. A job that continued a partial it
+/// found (`held`) and then failed its BLAKE3 check is asked for once more, whole. Returns whether the connection can go
 /// on; when it cannot, the jobs left — and the `later` ones not given yet — are counted as
 /// abandoned.
 #[allow(clippy::too_many_arguments)]
@@ -416,7 +600,7 @@ async fn fetch(
     ui: &Ui,
     server: &ServerAddr,
     client: &mut Client,
-    mut jobs: Vec<GetJob>,
+    (mut jobs, mut held): (Vec<GetJob>, Vec<bool>),
     tally: &mut Tally,
     retry: &mut Retry,
     later: usize,
@@ -438,6 +622,7 @@ async fn fetch(
         let batch: Vec<GetJob> = todo.iter().map(|&i| jobs[i].clone()).collect();
         let mut cut: Option<(usize, Error)> = None;
         let mut local_failure = false;
+        let mut again = Vec::new();
         let leftovers = client
             .get_files(&batch, verify, |k, result| {
                 let job = &batch[k];
@@ -446,6 +631,7 @@ async fn fetch(
                 match result {
                     Ok(t) => tally.ok(ui, &job.remote, &local, &t, attempts[todo[k]]),
                     Err(e) if e.is_transient() => cut = Some((todo[k], e)),
+                    Err(Error::Integrity { .. }) if held[todo[k]] => again.push(todo[k]),
                     Err(e) => {
                         local_failure = matches!(e, Error::Local { .. });
                         tally.failed(ui, &job.remote, &local, &e)
@@ -453,10 +639,23 @@ async fn fetch(
                 }
             })
             .await;
-        let leftovers: Vec<usize> = leftovers.into_iter().map(|k| todo[k]).collect();
+        let mut leftovers: Vec<usize> = leftovers.into_iter().map(|k| todo[k]).collect();
+        for &i in &again {
+            ui.note(&format!(
+                "{}: the partial download was of another version; fetching it whole",
+                escape(&jobs[i].remote)
+            ));
+            held[i] = false;
+            jobs[i].resume = false;
+        }
+        leftovers.splice(0..0, again);
         let Some((i, e)) = cut else {
             if leftovers.is_empty() {
                 return Ok(true);
+            }
+            if !client.is_broken() {
+                todo = leftovers;
+                continue;
             }
             // A local failure (a file that could not be written) broke the connection: the
             // other files can still come over a new one.

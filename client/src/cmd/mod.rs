@@ -4,6 +4,7 @@
 
 pub(crate) mod call;
 pub(crate) mod get;
+mod glob;
 pub(crate) mod info;
 pub(crate) mod local;
 pub(crate) mod ls;
@@ -13,6 +14,7 @@ pub(crate) mod rm;
 pub(crate) mod send;
 pub(crate) mod size;
 pub(crate) mod stat;
+mod sync;
 pub(crate) mod terminal;
 mod time;
 pub(crate) mod transfer;

@@ -1,7 +1,8 @@
-//! The downloads of `get -r`, kept in an unlinked temporary file instead of in memory: a
+//! The downloads of `get -r` (with what the listing said of each file), kept in an unlinked temporary file instead of in memory: a
 //! listing of any length (a hostile server can send millions of names) costs the same few
 //! hundred KiB, read back a batch at a time.
 
+use sft_client::{Entry, Kind as EntryKind};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -26,6 +27,9 @@ pub(crate) struct Record {
     pub(crate) rel: PathBuf,
     /// The remote path (files).
     pub(crate) remote: String,
+    /// What the listing said of the remote file (size, time, hash when it had one): what a
+    /// sync compares with the local copy. `None` when the file was named, not listed.
+    pub(crate) listed: Option<Entry>,
 }
 
 /// Records written one by one, then read back from the start (as often as needed).
@@ -50,6 +54,7 @@ impl Plan {
         base: &Path,
         rel: &Path,
         remote: &str,
+        listed: Option<&Entry>,
     ) -> io::Result<()> {
         self.out.write_all(&[match kind {
             Kind::Folder => b'D',
@@ -62,6 +67,17 @@ impl Plan {
         ] {
             self.out.write_all(&(part.len() as u64).to_le_bytes())?;
             self.out.write_all(part)?;
+        }
+        match listed {
+            None => self.out.write_all(&[0])?,
+            Some(entry) => {
+                let hash = entry.blake3.as_deref().unwrap_or("");
+                self.out.write_all(&[1])?;
+                self.out.write_all(&entry.size.to_le_bytes())?;
+                self.out.write_all(&entry.mtime.to_le_bytes())?;
+                self.out.write_all(&(hash.len() as u64).to_le_bytes())?;
+                self.out.write_all(hash.as_bytes())?;
+            }
         }
         if kind == Kind::File {
             self.files += 1;
@@ -84,11 +100,36 @@ pub(crate) struct Records(BufReader<File>);
 
 impl Records {
     fn part(&mut self) -> io::Result<Vec<u8>> {
-        let mut len = [0u8; 8];
-        self.0.read_exact(&mut len)?;
-        let mut part = vec![0u8; u64::from_le_bytes(len) as usize];
+        let mut part = vec![0u8; self.u64()? as usize];
         self.0.read_exact(&mut part)?;
         Ok(part)
+    }
+
+    fn u64(&mut self) -> io::Result<u64> {
+        let mut n = [0u8; 8];
+        self.0.read_exact(&mut n)?;
+        Ok(u64::from_le_bytes(n))
+    }
+
+    fn listed(&mut self, remote: &str) -> io::Result<Option<Entry>> {
+        let mut flag = [0u8];
+        self.0.read_exact(&mut flag)?;
+        if flag[0] == 0 {
+            return Ok(None);
+        }
+        let size = self.u64()?;
+        let mtime = self.u64()? as i64;
+        let hash = String::from_utf8(self.part()?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Some(Entry {
+            name: remote.to_owned(),
+            kind: EntryKind::File,
+            size,
+            mtime,
+            blake3: (!hash.is_empty()).then_some(hash),
+            mode: None,
+            error: None,
+        }))
     }
 }
 
@@ -112,11 +153,13 @@ impl Iterator for Records {
             let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&self.part()?));
             let remote = String::from_utf8(self.part()?)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let listed = self.listed(&remote)?;
             Ok(Record {
                 kind,
                 base,
                 rel,
                 remote,
+                listed,
             })
         })();
         Some(read)

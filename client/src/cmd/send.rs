@@ -3,12 +3,15 @@
 //! resumable, with `--retries`.
 
 use super::local::{local_name, remote_join};
+use super::sync::{self, Action, Policy};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
 use super::ui::Ui;
 use super::{local_error, Common};
 use crate::{escape, Failure};
-use sft_client::{walk, Client, Error, SendOptions, ServerAddr, Upload, Walk};
-use std::collections::HashSet;
+use sft_client::{
+    walk, Client, Entry, Error, ErrorCode, Kind, ListHash, SendOptions, ServerAddr, Upload, Walk,
+};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use structopt::StructOpt;
@@ -22,7 +25,8 @@ pub(crate) struct SendArgs {
     #[structopt(value_name = "SERVER")]
     server: String,
     /// LOCAL [REMOTE]: the file to upload (`-` for standard input) and where it goes on the
-    /// server (default: LOCAL's name; a REMOTE ending in `/` is a folder). With -r, LOCAL may be a
+    /// server (default: LOCAL's name; a REMOTE that is a folder on the server, or ends in `/`,
+    /// or is `.`, is the folder it goes into, created if missing). With -r, LOCAL may be a
     /// folder and REMOTE is the folder its contents go into. With -o REMOTE_DIR, every PATH is a
     /// LOCAL to upload into REMOTE_DIR.
     #[structopt(required = true, parse(from_os_str), value_name = "PATH")]
@@ -34,12 +38,23 @@ pub(crate) struct SendArgs {
     /// files inside the folder).
     #[structopt(short, long)]
     recursive: bool,
-    /// Replace remote files that exist.
+    /// Replace remote files that differ from the local ones (without it they are reported as
+    /// changed and left alone). Files already identical are skipped either way.
     #[structopt(long)]
     overwrite: bool,
-    /// Continue interrupted uploads that the server kept.
+    /// Continue interrupted uploads that the server kept. This is the default (an upload is
+    /// named by the local file's identity and version, so only a partial of this very file is
+    /// continued); the option is kept for scripts.
     #[structopt(short = "c", long = "continue")]
     resume: bool,
+    /// Compare every same-size file by BLAKE3, instead of skipping those with the same size and
+    /// modification time without reading them (like rsync -c; the server reads them all).
+    #[structopt(long)]
+    checksum: bool,
+    /// Keep the files' permission bits too (modification times are always kept). (`-p` is
+    /// --port here.)
+    #[structopt(long = "preserve")]
+    preserve: bool,
     /// Do not declare the files' BLAKE3 hashes (the server then cannot verify, nor keep an
     /// interrupted upload for --continue or --retries).
     #[structopt(long)]
@@ -52,10 +67,30 @@ pub(crate) struct SendArgs {
 
 impl SendArgs {
     fn options(&self, retrying: bool) -> SendOptions {
+        // MERGE: with the library's new fields, `times: true` (the default) and
+        // `mode: self.preserve`.
+        let _ = self.preserve;
         SendOptions {
             overwrite: self.overwrite,
             verify: !self.no_verify,
-            resume: self.resume || retrying,
+            // Resuming is safe by default: an upload id names this file's version only.
+            resume: self.resume || retrying || !self.no_verify,
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            checksum: self.checksum,
+            overwrite: self.overwrite,
+        }
+    }
+
+    /// What LIST asks the server to hash: what it has cached (free), or with --checksum all.
+    fn list_hash(&self) -> ListHash {
+        if self.checksum {
+            ListHash::All
+        } else {
+            ListHash::Cached
         }
     }
 }
@@ -99,9 +134,10 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
             None => named(local)?,
         };
         let walked = walk_reporting(local, &remote, &ui)?;
-        let client = connect(&server, &ui).await?;
+        let mut client = connect(&server, &ui).await?;
+        let there = listed(&args, &mut client, &remote, true, &walked).await?;
         let mut tally = Tally::new("send");
-        upload(&args, &ui, &server, client, walked, &mut tally).await?;
+        upload(&args, &ui, &server, client, walked, there, &mut tally).await?;
         return tally.finish(&ui);
     }
     single(&args, &ui, &server, local, remote).await
@@ -116,13 +152,33 @@ fn named(local: &Path) -> Result<String, Failure> {
     })
 }
 
-/// Where a single upload goes on the server.
-fn remote_target(local: &Path, remote: Option<String>) -> Result<String, Failure> {
-    match remote {
-        None => named(local),
-        Some(r) if r.ends_with('/') => Ok(format!("{r}{}", named(local)?)),
-        Some(r) => Ok(r),
+/// Where a single upload goes on the server, and what is there now (`None`: nothing). A
+/// REMOTE ending in `/`, `.` or naming a folder on the server is the folder it goes into;
+/// asking the server (a `STAT` that reads no file) is needed anyway to compare, so it costs
+/// nothing extra.
+async fn remote_target(
+    client: &mut Client,
+    local: &Path,
+    remote: Option<String>,
+) -> Result<(String, Option<Entry>), Failure> {
+    let mut target = match remote {
+        None => named(local)?,
+        Some(r) if r.ends_with('/') => format!("{r}{}", named(local)?),
+        Some(r) if r.is_empty() || r == "." => named(local)?,
+        Some(r) => r,
+    };
+    for _ in 0..2 {
+        match client.stat_quick(&target).await {
+            Ok(entry) if entry.kind == Kind::Folder => {
+                target = remote_join(&target, &named(local)?)
+            }
+            Ok(entry) => return Ok((target, Some(entry))),
+            Err(Error::Remote(e)) if e.code == ErrorCode::NotFound => return Ok((target, None)),
+            Err(e) => return Err(e.into()),
+        }
     }
+    // A folder named like the file inside the folder named: the upload says what is wrong.
+    Ok((target, None))
 }
 
 /// `send SERVER LOCAL [REMOTE]`.
@@ -134,13 +190,33 @@ async fn single(
     remote: Option<String>,
 ) -> Result<(), Failure> {
     let started = Instant::now();
-    let remote = remote_target(local, remote)?;
     let mut client = connect(server, ui).await?;
+    let (remote, there) = remote_target(&mut client, local, remote).await?;
+    let file = Upload::named(local, remote.clone()).map_err(local_error(local, "read"))?;
+    let from = local.display().to_string();
+    let compared = args
+        .policy()
+        .send(
+            &mut client,
+            local,
+            (file.size, file.mtime),
+            &remote,
+            Some(there.as_ref()),
+        )
+        .await?;
+    match compared {
+        Action::Transfer => {}
+        Action::Skip => {
+            sync::report_skipped(ui, "send", &remote, &from);
+            return Ok(());
+        }
+        Action::Changed => return Err(sync::changed_failure(&remote)),
+    }
     let mut retry = Retry::new(args.retries);
     ui.working_on("send", &remote, None);
     let transfer = loop {
         match client
-            .send_file(local, &remote, args.options(retry.retrying()))
+            .send_upload(&file, args.options(retry.retrying()))
             .await
         {
             Err(e) if retry.again(&e, ui).await => {
@@ -151,7 +227,6 @@ async fn single(
     };
     ui.finish();
     let transfer = transfer?;
-    let from = local.display().to_string();
     let line = Line {
         verb: "send",
         remote: &remote,
@@ -159,6 +234,45 @@ async fn single(
     };
     report_single(ui, &line, &transfer, started, retry.attempts());
     Ok(())
+}
+
+/// What the server holds at the destinations of `walked`'s files, from one `LIST` of `root`
+/// (with the hashes it has cached, or all with --checksum): for each file, its entry, or
+/// `None` when nothing is there. Only the walked files' entries are kept, whatever the listing
+/// holds. `None` when the listing failed: each file is then asked about on its own.
+async fn listed(
+    args: &SendArgs,
+    client: &mut Client,
+    root: &str,
+    recursive: bool,
+    walked: &Walk,
+) -> Result<Option<HashMap<String, Entry>>, Failure> {
+    let wanted: HashSet<&str> = walked.files.iter().map(|u| u.remote.as_str()).collect();
+    let mut found = HashMap::new();
+    let mut listing = match client.list_hashed(root, recursive, args.list_hash()).await {
+        Ok(listing) => listing,
+        Err(Error::Remote(e)) if e.code == ErrorCode::NotFound => return Ok(Some(found)),
+        Err(Error::Remote(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    loop {
+        match listing.next().await {
+            Ok(Some(entry)) => {
+                let path = remote_join(root, &entry.name);
+                if wanted.contains(path.as_str()) {
+                    found.insert(path, entry);
+                }
+            }
+            Ok(None) => break,
+            Err(Error::Remote(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Entries left out of the listing (names that cannot be sent) are asked about one by one.
+    if listing.end().is_some_and(|end| end.skipped > 0) {
+        return Ok(None);
+    }
+    Ok(Some(found))
 }
 
 /// `send SERVER - REMOTE`: standard input, of unknown length, as a chunked body.
@@ -242,9 +356,10 @@ async fn many(args: &SendArgs, ui: &Ui, server: &ServerAddr, dir: &str) -> Resul
             all.files.push(file);
         }
     }
-    let client = connect(server, ui).await?;
+    let mut client = connect(server, ui).await?;
+    let there = listed(args, &mut client, dir, args.recursive, &all).await?;
     let mut tally = Tally::new("send");
-    upload(args, ui, server, client, all, &mut tally).await?;
+    upload(args, ui, server, client, all, there, &mut tally).await?;
     tally.finish(ui)
 }
 
@@ -256,8 +371,10 @@ async fn upload(
     server: &ServerAddr,
     mut client: Client,
     walked: Walk,
+    there: Option<HashMap<String, Entry>>,
     tally: &mut Tally,
 ) -> Result<(), Failure> {
+    let policy = args.policy();
     let bytes = walked.files.iter().map(|u| u.size).sum();
     ui.batch(walked.files.len(), Some(bytes));
     let mut retry = Retry::new(args.retries);
@@ -292,6 +409,44 @@ async fn upload(
     }
     for file in &walked.files {
         step += 1;
+        let local = file.local.display().to_string();
+        let known = there.as_ref().map(|t| t.get(&file.remote));
+        let compared = policy
+            .send(
+                &mut client,
+                &file.local,
+                (file.size, file.mtime),
+                &file.remote,
+                known,
+            )
+            .await;
+        match compared {
+            Ok(Action::Transfer) => {}
+            Ok(Action::Skip) => {
+                ui.file_skipped(file.size);
+                tally.skipped(ui, &file.remote, &local);
+                continue;
+            }
+            Ok(Action::Changed) => {
+                ui.file_skipped(file.size);
+                tally.changed(ui, &file.remote, &local);
+                continue;
+            }
+            Err(e) => {
+                ui.file_done();
+                tally.failed(ui, &file.remote, &local, &e);
+                if client.is_broken() {
+                    match go_on(&e, server, ui).await {
+                        Some(c) => client = c,
+                        None => {
+                            tally.abandoned(ui, total - step, &e);
+                            return Ok(());
+                        }
+                    }
+                }
+                continue;
+            }
+        }
         let mut resumed = false;
         let mut attempts = 1;
         let sent = loop {
@@ -308,7 +463,6 @@ async fn upload(
             }
         };
         ui.file_done();
-        let local = file.local.display().to_string();
         match sent {
             Ok(t) => tally.ok(ui, &file.remote, &local, &t, attempts),
             Err(e) => {

@@ -209,6 +209,8 @@ pub(crate) struct Tally {
     folders: u64,
     bytes: u64,
     failed: u64,
+    /// Files already at the destination, identical: not transferred.
+    skipped: u64,
     /// The first failure's exit code and name.
     first: Option<(ExitCode, &'static str)>,
 }
@@ -224,6 +226,7 @@ impl Tally {
             folders: 0,
             bytes: 0,
             failed: 0,
+            skipped: 0,
             first: None,
         }
     }
@@ -255,6 +258,50 @@ impl Tally {
     pub(crate) fn folder(&mut self, ui: &Ui, what: &str) {
         self.folders += 1;
         ui.note(&format!("{} folder {}", self.verb, escape(what)));
+    }
+
+    /// A file was already at its destination, identical: not transferred (a `-v` note, and a
+    /// `--json` line).
+    pub(crate) fn skipped(&mut self, ui: &Ui, remote: &str, local: &str) {
+        self.last = Instant::now();
+        self.skipped += 1;
+        let line = Line {
+            verb: self.verb,
+            remote,
+            local,
+        };
+        if ui.json {
+            let json = serde_json::json!({
+                "verb": self.verb, "remote": remote, "local": local, "skipped": true,
+            });
+            ui.line_out(&json.to_string());
+        } else {
+            ui.note(&format!(
+                "{} {}: skipped (identical)",
+                self.verb,
+                line.arrow()
+            ));
+        }
+    }
+
+    /// A file was left alone because the destination holds another version (no
+    /// `--overwrite`): counted as failed, with the `exists` code.
+    pub(crate) fn changed(&mut self, ui: &Ui, remote: &str, local: &str) {
+        self.last = Instant::now();
+        self.failed += 1;
+        self.first
+            .get_or_insert((ExitCode::Refused, sft_client::ErrorCode::Exists.as_str()));
+        let dest = if self.verb == "get" { local } else { remote };
+        let message = super::sync::changed_line(dest);
+        if ui.json {
+            let json = serde_json::json!({
+                "verb": self.verb, "remote": remote, "local": local,
+                "error": {"code": "exists", "message": message},
+                "exit_code": ExitCode::Refused as i32,
+            });
+            ui.line_out(&json.to_string());
+        }
+        ui.line(&message);
     }
 
     /// A transfer failed; the batch goes on.
@@ -301,9 +348,27 @@ impl Tally {
     pub(crate) fn finish(self, ui: &Ui) -> Result<(), Failure> {
         ui.finish();
         let secs = self.started.elapsed().as_secs_f64();
+        if ui.json {
+            let json = serde_json::json!({
+                "verb": self.verb,
+                "summary": true,
+                "transferred": self.files,
+                "skipped": self.skipped,
+                "failed": self.failed,
+                "folders": self.folders,
+                "bytes_transferred": self.bytes,
+                "elapsed_ms": (secs * 1e3 * 1e3).round() / 1e3,
+            });
+            ui.line_out(&json.to_string());
+        }
         if ui.summary && !ui.json {
             let folders = if self.folders > 0 {
                 format!(", {} folder(s)", self.folders)
+            } else {
+                String::new()
+            };
+            let skipped = if self.skipped > 0 {
+                format!(", {} skipped", self.skipped)
             } else {
                 String::new()
             };
@@ -313,7 +378,7 @@ impl Tally {
                 String::new()
             };
             eprintln!(
-                "{}: {} file(s), {} in {secs:.2} s ({}){folders}{failed}",
+                "{}: {} file(s), {} in {secs:.2} s ({}){folders}{skipped}{failed}",
                 self.verb,
                 self.files,
                 human(self.bytes),
@@ -328,7 +393,7 @@ impl Tally {
                 message: format!(
                     "{} of {} transfers failed",
                     self.failed,
-                    self.failed + self.files + self.folders
+                    self.failed + self.files + self.folders + self.skipped
                 ),
             }),
         }

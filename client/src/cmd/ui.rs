@@ -91,6 +91,14 @@ impl Ui {
         }
     }
 
+    /// A file of the batch needs no transfer (skipped, or left alone): the overall bar counts
+    /// it as done, with its `size` bytes.
+    pub(crate) fn file_skipped(&self, size: u64) {
+        if let Some(bars) = &self.bars {
+            bars.file_skipped(size);
+        }
+    }
+
     /// Removes every bar (before the final summary).
     pub(crate) fn finish(&self) {
         if let Some(bars) = &self.bars {
@@ -357,6 +365,19 @@ impl Bars {
             o.bar.set_prefix(format!("{n}/{}", o.files));
             if o.by_bytes {
                 let finished = o.finished.fetch_add(len, Ordering::Relaxed) + len;
+                o.bar.set_position(finished);
+            } else {
+                o.bar.set_position(n);
+            }
+        }
+    }
+
+    fn file_skipped(&self, size: u64) {
+        if let Some(o) = self.overall.lock().expect("bars lock").as_ref() {
+            let n = o.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+            o.bar.set_prefix(format!("{n}/{}", o.files));
+            if o.by_bytes {
+                let finished = o.finished.fetch_add(size, Ordering::Relaxed) + size;
                 o.bar.set_position(finished);
             } else {
                 o.bar.set_position(n);
