@@ -97,19 +97,27 @@ fn a_success_says_nothing_on_a_redirected_standard_error_unless_verbose() {
     fs::write(server.path("a.txt"), b"alpha").unwrap();
     let cwd = tempfile::tempdir().unwrap();
     let addr = server.server_arg();
-    for args in [
-        vec!["get", &addr, "a.txt"],
-        vec!["send", &addr, "a.txt", "b.txt"],
-        vec!["get", &addr, "-o", "dir", "a.txt", "b.txt"],
+    // Each verbose run goes to a new destination, so it transfers (an identical file already
+    // there would be skipped).
+    for (args, verbose) in [
+        (
+            vec!["get", &addr, "a.txt"],
+            vec!["get", &addr, "a.txt", "a2.txt"],
+        ),
+        (
+            vec!["send", &addr, "a.txt", "b.txt"],
+            vec!["send", &addr, "a.txt", "b2.txt"],
+        ),
+        (
+            vec!["get", &addr, "-o", "dir", "a.txt", "b.txt"],
+            vec!["get", &addr, "-o", "dir2", "a.txt", "b.txt"],
+        ),
     ] {
         let out = sft(&args, cwd.path());
         expect_code(&out, 0);
         assert_eq!(stderr(&out), "", "{args:?}");
-        let mut verbose = args.clone();
+        let mut verbose = verbose.clone();
         verbose.push("-v");
-        if args[0] == "send" {
-            verbose.push("--overwrite");
-        }
         let out = sft(&verbose, cwd.path());
         expect_code(&out, 0);
         assert!(stderr(&out).contains(" in "), "{args:?}: {}", stderr(&out));

@@ -162,7 +162,7 @@ fn progress_is_drawn_on_a_terminal_and_never_into_a_pipe() {
     let out = sft(&["get", &addr, "big.bin", "piped.bin"], cwd.path());
     expect_code(&out, 0);
     assert_eq!(stderr(&out), "", "a success is silent in a pipe");
-    let out = sft(&["get", "-v", &addr, "big.bin", "piped.bin"], cwd.path());
+    let out = sft(&["get", "-v", &addr, "big.bin", "piped2.bin"], cwd.path());
     expect_code(&out, 0);
     let err = stderr(&out);
     let err = err
@@ -171,7 +171,7 @@ fn progress_is_drawn_on_a_terminal_and_never_into_a_pipe() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(
-        err.starts_with("get big.bin → piped.bin: 8.0 MiB in "),
+        err.starts_with("get big.bin → piped2.bin: 8.0 MiB in "),
         "{err:?}"
     );
     for part in ["%", "ETA", "\r", "\u{1b}["] {
@@ -300,7 +300,7 @@ fn a_nested_folder_round_trips_with_empty_folders_and_awkward_names() {
 
     // Again into the same place: every file is there already, identical, and skipped.
     let out = sft(
-        &["send", "-r", &addr, "./-my folder", "backup/2024"],
+        &["send", "-r", "-v", &addr, "./-my folder", "backup/2024"],
         cwd.path(),
     );
     expect_code(&out, 0);
