@@ -266,19 +266,28 @@ impl Command for Send {
 
 /// Prepares the target (creating missing parent folders) and begins storing the upload: in a
 /// fresh staging file, or in its partial, continued from where it stopped.
+///
+/// A fresh upload touches only metadata here (resolving, creating missing folders; its file is
+/// created with the first block), fast on a local file system: done in place, as `GET` opens
+/// its file, rather than through the blocking pool — a hop there and back costs a small file
+/// more than the work. Resuming may read the partial to restore its hash state: on the pool.
 async fn begin(ctx: &Context<'_>, order: &Order) -> Result<(Target, Upload), WireError> {
     let root = ctx.root.clone();
     let (rp, overwrite, size, resume) =
         (order.rp.clone(), order.overwrite, order.size, order.resume);
     let (key, hashed) = (order.integrity.key.clone(), order.integrity.hashed);
-    spawn_blocking(move || {
+    let work = move || {
         let target = root.prepare_target(&rp, overwrite)?;
         let upload = root
             .begin_upload(&rp, size, key.as_deref(), hashed, resume)
             .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
         Ok((target, upload))
-    })
-    .await
+    };
+    if resume {
+        spawn_blocking(work).await
+    } else {
+        work()
+    }
 }
 
 /// The go-ahead: from here on the client sends the body from `offset` on.
@@ -346,9 +355,10 @@ fn verify(
     }
 }
 
-/// Renames the complete upload into place.
+/// Renames the complete upload into place, with its attributes. Metadata only (a few calls:
+/// permission bits, time, link or rename): done in place, like [`begin`].
 async fn commit(upload: Upload, target: Target, overwrite: bool) -> Result<(), WireError> {
-    spawn_blocking(move || upload.commit(&target, overwrite)).await
+    upload.commit(&target, overwrite)
 }
 
 /// A `SEND` with `"body":"chunked"`: checked like a sized one, then received chunk by chunk into

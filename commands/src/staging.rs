@@ -775,26 +775,20 @@ impl Staged {
         let result = if overwrite {
             rfs::renameat(dir, name.as_str(), parent, target.name.as_str())
         } else {
-            // A hard link fails if the target exists, atomically; a rename would replace it.
-            match rfs::linkat(
+            // A rename that refuses to replace (`renameat2` with `RENAME_NOREPLACE`): one call,
+            // atomic. Where the file system does not offer it, a hard link, which fails if the
+            // target exists, atomically too, then the staging name is removed.
+            match rfs::renameat_with(
                 dir,
                 name.as_str(),
                 parent,
                 target.name.as_str(),
-                AtFlags::empty(),
+                rfs::RenameFlags::NOREPLACE,
             ) {
-                Ok(()) => {
-                    let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
-                    Ok(())
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    no_replace_by_link(dir, name.as_str(), parent, target.name.as_str())
                 }
-                Err(rustix::io::Errno::EXIST) => Err(rustix::io::Errno::EXIST),
-                // File systems without hard links: check, then rename (a narrow race remains).
-                Err(_) => {
-                    match rfs::statat(parent, target.name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(_) => Err(rustix::io::Errno::EXIST),
-                        Err(_) => rfs::renameat(dir, name.as_str(), parent, target.name.as_str()),
-                    }
-                }
+                other => other,
             }
         };
         result.map_err(|e| {
@@ -808,6 +802,29 @@ impl Staged {
                 e => io_error(&target.shown, &errno(e)),
             }
         })
+    }
+}
+
+/// Moves `name` in `dir` to `to` in `parent` unless something is there, where `renameat2` with
+/// `RENAME_NOREPLACE` is not available: a hard link fails if the target exists, atomically; a
+/// rename would replace it.
+fn no_replace_by_link(
+    dir: &OwnedFd,
+    name: &str,
+    parent: &OwnedFd,
+    to: &str,
+) -> Result<(), rustix::io::Errno> {
+    match rfs::linkat(dir, name, parent, to, AtFlags::empty()) {
+        Ok(()) => {
+            let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+            Ok(())
+        }
+        Err(rustix::io::Errno::EXIST) => Err(rustix::io::Errno::EXIST),
+        // File systems without hard links: check, then rename (a narrow race remains).
+        Err(_) => match rfs::statat(parent, to, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Err(rustix::io::Errno::EXIST),
+            Err(_) => rfs::renameat(dir, name, parent, to),
+        },
     }
 }
 
