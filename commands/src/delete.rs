@@ -44,6 +44,7 @@ impl Command for Delete {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: DeleteRequest = request.args()?;
+            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
             let rp = ctx.root.check(&args.path)?;
             ctx.stats.path = Some(rp.to_string());
             let root = ctx.root.clone();

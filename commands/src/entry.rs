@@ -23,7 +23,7 @@ pub(crate) fn describe(name: String, st: &Stat) -> Entry {
         // Whole seconds since the Unix epoch, rounded down (the nanoseconds are never negative).
         mtime: st.st_mtime as i64,
         blake3: None,
-        mode: None,
+        mode: Some(st.st_mode as u32 & 0o7777),
         error: None,
     }
 }

@@ -19,6 +19,7 @@ use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::hashes::Lookup;
 use crate::sandbox::io_error;
+use crate::started::log_start;
 use async_std::task::spawn_blocking;
 use futures::AsyncWriteExt;
 use sft_io::{confirm, Version};
@@ -46,6 +47,7 @@ impl Command for Get {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: GetRequest = request.args()?;
+            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
             let rp = ctx.root.check(&args.path)?;
             let shown = rp.to_string();
             ctx.stats.path = Some(shown.clone());
@@ -64,7 +66,8 @@ impl Command for Get {
             let version = Version::from_stat(&st);
             let lookup = want_hash.then(|| ctx.root.hashes().lookup_version(version));
             if size <= SMALL_FILE {
-                return send_small(ctx, file, version, given, lookup, &shown).await;
+                let mode = permissions(&st);
+                return send_small(ctx, file, version, mode, given, lookup, &shown).await;
             }
             let hasher = match lookup {
                 Some(l) if l.hash.is_none() => {
@@ -87,11 +90,12 @@ impl Command for Get {
                 file_size: given.map(|_| size),
                 blake3: lookup.and_then(|l| l.hash).map(|h| h.to_hex().to_string()),
                 trailer: hasher.is_some(),
-                mtime: None,
-                mode: None,
+                mtime: Some(version.mtime.0),
+                mode: Some(permissions(&st)),
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)?;
             let body = size - offset;
+            log_start(ctx, GetRequest::NAME, Some(body));
             if hasher.is_none() {
                 // Nothing to vouch for: the public helper any verb sends a file with.
                 return ctx.send_file(file, offset, body).await.map(|_| ());
@@ -122,6 +126,12 @@ impl Command for Get {
     }
 }
 
+/// The permission bits a `GET` reply reports: no set-id or sticky bits.
+#[allow(clippy::unnecessary_cast)] // the field types differ between targets
+fn permissions(st: &rustix::fs::Stat) -> u32 {
+    st.st_mode as u32 & 0o777
+}
+
 /// Files up to this size are read whole in place, hashed if asked (the hash then comes in the
 /// reply line), and sent with the reply in one write.
 const SMALL_FILE: u64 = 64 * 1024;
@@ -133,6 +143,7 @@ async fn send_small(
     ctx: &mut Context<'_>,
     file: File,
     opened: Version,
+    mode: u32,
     given: Option<u64>,
     lookup: Option<Lookup>,
     shown: &str,
@@ -188,8 +199,9 @@ async fn send_small(
         file_size: given.map(|_| size),
         blake3: hash.map(|h| h.to_hex().to_string()),
         trailer: false,
-        mtime: None,
-        mode: None,
+        // The version whose bytes are sent (re-read if the file changed meanwhile).
+        mtime: Some(before.mtime.0),
+        mode: Some(mode),
     };
     ctx.reply_ok_with_body_buffer(&reply, offset as usize)
         .await

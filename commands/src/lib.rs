@@ -12,6 +12,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+pub mod attributes;
 mod body;
 mod chunked;
 mod command;
@@ -29,6 +30,7 @@ pub mod sandbox;
 pub mod send;
 mod slots;
 pub mod staging;
+pub mod started;
 pub mod stat;
 
 pub use body::ReceivedFile;

@@ -23,14 +23,19 @@
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::describe;
+use crate::hashes::Lookup;
 use crate::sandbox::{io_error, is_partial_download, FileId, Root};
 use async_std::task::spawn_blocking;
 use futures::AsyncWriteExt;
 use rustix::fs::{self as rfs, AtFlags, Dir, Mode, OFlags};
+use sft_io::confirm;
 use sft_protocol::body::encode_line;
 use sft_protocol::limits::{MAX_HEADER_LEN, MAX_LIST_DEPTH};
-use sft_protocol::verbs::{Kind, ListEnd, ListReply, ListRequest, StreamFormat, Verb};
+use sft_protocol::verbs::{
+    Entry, Kind, ListEnd, ListHash, ListReply, ListRequest, StreamFormat, Verb,
+};
 use sft_protocol::{ErrorCode, Request, WireError};
+use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -38,6 +43,8 @@ use std::sync::Arc;
 const BATCH_ENTRIES: usize = 256;
 /// Bytes of entry lines gathered per trip (plus at most one line over).
 const BATCH_BYTES: usize = 64 * 1024;
+/// Bytes of files hashed per trip (`"hash":"all"`); a larger file is hashed over several.
+const BATCH_HASH_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The `LIST` handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,12 +66,18 @@ impl Command for List {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: ListRequest = request.args()?;
+            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
             let rp = ctx.root.check(&args.path)?;
             let shown = rp.to_string();
             ctx.stats.path = Some(shown.clone());
             let root = ctx.root.clone();
-            let recursive = args.recursive;
-            let mut walk = spawn_blocking(move || Walk::open(root, &rp, recursive)).await?;
+            let (recursive, hash) = (args.recursive, args.hash);
+            let mut walk = spawn_blocking(move || {
+                let mut walk = Walk::open(root, &rp, recursive)?;
+                walk.hash = hash;
+                Ok::<_, WireError>(walk)
+            })
+            .await?;
             ctx.reply_ok(&ListReply {
                 stream: StreamFormat::Lines,
                 path: shown,
@@ -119,9 +132,26 @@ struct Level {
     depth: usize,
 }
 
+/// A file being hashed for its entry, over as many batches as its size needs.
+#[derive(Debug)]
+struct Hashing {
+    file: File,
+    lookup: Lookup,
+    hasher: blake3::Hasher,
+    done: u64,
+    /// Its entry, sent once the hash is known.
+    entry: Entry,
+}
+
 /// A walk in progress. It moves to the blocking pool for each batch and back.
 #[derive(Debug)]
 struct Walk {
+    /// The root, whose hash cache entries' hashes come from.
+    root: Root,
+    /// Which files' entries carry their hash.
+    hash: ListHash,
+    /// The file being hashed, when a batch ended in the middle of it.
+    hashing: Option<Box<Hashing>>,
     /// The server's reserved folder, left out wherever it shows up.
     reserved: Option<FileId>,
     /// The listed folder as the client named it (normalized), for messages.
@@ -145,6 +175,9 @@ impl Walk {
         }
         .map_err(|e| io_error(&shown, &e.into()))?;
         Ok(Walk {
+            root,
+            hash: ListHash::None,
+            hashing: None,
             reserved,
             shown,
             recursive,
@@ -171,6 +204,16 @@ impl Walk {
     /// error if a folder could not be read any further (the stream then ends incomplete).
     fn fill(&mut self, out: &mut Vec<u8>) -> Result<bool, WireError> {
         let mut examined = 0;
+        let mut budget = BATCH_HASH_BYTES;
+        if let Some(hashing) = self.hashing.take() {
+            match hash_some(&self.root, *hashing, &mut budget) {
+                Ok(entry) => self.emit(&entry, None, out),
+                Err(hashing) => {
+                    self.hashing = Some(hashing);
+                    return Ok(false);
+                }
+            }
+        }
         while examined < BATCH_ENTRIES && out.len() < BATCH_BYTES {
             let Some(level) = self.stack.last_mut() else {
                 return Ok(true);
@@ -242,18 +285,82 @@ impl Walk {
                     entry.error = outcome;
                 }
             }
-            match encode_line(&entry, out) {
-                Ok(()) => {
-                    self.count += 1;
-                    // Depth first: this folder's entries come next.
-                    self.stack.extend(descend);
+            if entry.kind == Kind::File && self.hash != ListHash::None {
+                let lookup = self.root.hashes().lookup_stat(&st);
+                entry.blake3 = lookup.hash.map(|h| h.to_hex().to_string());
+                if entry.blake3.is_none() && self.hash == ListHash::All {
+                    if let Some(file) = open_to_hash(folder, raw, &st) {
+                        let hashing = Hashing {
+                            file,
+                            lookup,
+                            hasher: blake3::Hasher::new(),
+                            done: 0,
+                            entry,
+                        };
+                        match hash_some(&self.root, hashing, &mut budget) {
+                            Ok(hashed) => entry = hashed,
+                            Err(hashing) => {
+                                self.hashing = Some(hashing);
+                                return Ok(false);
+                            }
+                        }
+                    }
                 }
-                // Its contents' lines would be longer still: leave them out with it.
-                Err(_) => self.skipped += 1,
             }
+            self.emit(&entry, descend, out);
         }
-        Ok(self.stack.is_empty())
+        Ok(self.stack.is_empty() && self.hashing.is_none())
     }
+
+    /// Writes `entry`'s line; then, depth first, the walk goes into `descend` (its folder).
+    fn emit(&mut self, entry: &Entry, descend: Option<Level>, out: &mut Vec<u8>) {
+        match encode_line(entry, out) {
+            Ok(()) => {
+                self.count += 1;
+                self.stack.extend(descend);
+            }
+            // Its contents' lines would be longer still: leave them out with it.
+            Err(_) => self.skipped += 1,
+        }
+    }
+}
+
+/// Hashes more of a file, at most `budget` bytes (less what it uses). Returns its entry,
+/// with the hash when the file was read whole and is still the version it was when listed
+/// (otherwise without: a file being written has no hash to compare with yet), or the work
+/// left when the budget ran out.
+fn hash_some(root: &Root, mut h: Hashing, budget: &mut u64) -> Result<Entry, Box<Hashing>> {
+    let size = h.lookup.version.size;
+    let len = (size - h.done).min(*budget);
+    let read = sft_io::blocks::hash_range(&h.file, &mut h.hasher, h.done, len);
+    *budget -= len;
+    h.done += len;
+    if read.is_ok() && h.done < size {
+        return Err(Box::new(h));
+    }
+    let hash = h.hasher.finalize();
+    let whole = read.is_ok() && confirm(&h.file, &h.lookup.version, Some(&hash)).is_ok();
+    if whole {
+        root.hashes().insert(&h.lookup, &h.file, hash);
+        h.entry.blake3 = Some(hash.to_hex().to_string());
+    }
+    Ok(h.entry)
+}
+
+/// Opens the regular file `name` of `folder`, described as `st`, to hash it: never through a
+/// symlink, never blocking on a FIFO swapped in, and only if it is still that file.
+fn open_to_hash(
+    folder: impl std::os::fd::AsFd,
+    name: &std::ffi::CStr,
+    st: &rfs::Stat,
+) -> Option<File> {
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = rfs::openat(folder, name, flags, Mode::empty()).ok()?;
+    let now = rfs::fstat(&fd).ok()?;
+    let same = FileId::of(&now) == FileId::of(st)
+        && rfs::FileType::from_raw_mode(now.st_mode) == rfs::FileType::RegularFile;
+    same.then(|| File::from(fd))
 }
 
 /// Why a sub-folder could not be descended into.
@@ -288,7 +395,6 @@ fn open_subfolder(
 mod tests {
     use super::*;
     use sft_protocol::body::{decode_stream_line, StreamLine};
-    use sft_protocol::verbs::Entry;
     use std::collections::BTreeMap;
     use std::fs;
     use std::os::unix::fs::symlink;
@@ -363,6 +469,63 @@ mod tests {
         );
     }
 
+    fn walk_hashing(root: &Root, hash: ListHash) -> BTreeMap<String, Entry> {
+        let rp = root.check("").unwrap();
+        let mut walk = Walk::open(root.clone(), &rp, true).unwrap();
+        walk.hash = hash;
+        let mut out = Vec::new();
+        let mut batches = 0;
+        while !walk.fill(&mut out).unwrap() {
+            batches += 1;
+            assert!(batches < 100, "the walk ends");
+        }
+        let mut entries = BTreeMap::new();
+        for line in out.split_inclusive(|&b| b == b'\n') {
+            let StreamLine::Item(item) = decode_stream_line(line).unwrap() else {
+                panic!("not an item")
+            };
+            let e: Entry = serde_json::from_slice(item).unwrap();
+            entries.insert(e.name.clone(), e);
+        }
+        entries
+    }
+
+    #[test]
+    fn hashes_come_from_the_cache_or_are_computed_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![5u8; BATCH_HASH_BYTES as usize * 2 + 3];
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/big"), &big).unwrap();
+        fs::write(dir.path().join("small"), b"small").unwrap();
+        fs::write(dir.path().join("empty"), b"").unwrap();
+        // Versions younger than the racy window are never cached: let them age.
+        std::thread::sleep(sft_io::RACY * 2);
+        let root = Root::open(dir.path()).unwrap();
+        let hex = |b: &[u8]| Some(blake3::hash(b).to_hex().to_string());
+
+        let none = walk_hashing(&root, ListHash::None);
+        assert!(none.values().all(|e| e.blake3.is_none()));
+        assert_eq!(none["small"].mode.map(|m| m & 0o170000), Some(0));
+        let cached = walk_hashing(&root, ListHash::Cached);
+        assert!(
+            cached.values().all(|e| e.blake3.is_none()),
+            "nothing cached yet"
+        );
+
+        let all = walk_hashing(&root, ListHash::All);
+        assert_eq!(all["d/big"].blake3, hex(&big));
+        assert_eq!(all["small"].blake3, hex(b"small"));
+        assert_eq!(all["empty"].blake3, hex(b""));
+        assert_eq!(all["d"].blake3, None, "folders have none");
+        assert_eq!(root.hashes().len(), 3);
+
+        // Now cached: listed with their hashes without reading; a changed file is not.
+        fs::write(dir.path().join("small"), b"SMALL").unwrap();
+        let cached = walk_hashing(&root, ListHash::Cached);
+        assert_eq!(cached["d/big"].blake3, hex(&big));
+        assert_eq!(cached["small"].blake3, None);
+    }
+
     #[test]
     fn many_entries_come_in_bounded_batches() {
         let dir = tempfile::tempdir().unwrap();
@@ -374,7 +537,12 @@ mod tests {
         let mut out = Vec::new();
         assert!(!walk.fill(&mut out).unwrap());
         assert_eq!(walk.count, BATCH_ENTRIES as u64);
-        while !walk.fill(&mut out).unwrap() {}
+        for _ in 0..1000 {
+            out.clear();
+            if walk.fill(&mut out).unwrap() {
+                break;
+            }
+        }
         assert_eq!(walk.count, 1000);
     }
 

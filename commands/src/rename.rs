@@ -42,6 +42,11 @@ impl Command for Rename {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: RenameRequest = request.args()?;
+            ctx.stats.path = Some(format!(
+                "{} -> {}",
+                crate::sandbox::requested(&args.from),
+                crate::sandbox::requested(&args.to)
+            ));
             let from = ctx.root.check(&args.from)?;
             let to = ctx.root.check(&args.to)?;
             ctx.stats.path = Some(format!("{from} -> {to}"));

@@ -78,6 +78,19 @@ pub fn io_error(what: &str, e: &io::Error) -> WireError {
     }
 }
 
+/// Characters of a requested path kept for the request log line (a longer one is cut, with `…`).
+pub const LOGGED_PATH_CHARS: usize = 256;
+
+/// A path as a request named it, for the request log line when it is refused before it could
+/// be normalized (`../etc/passwd`, `.sft/x`): bounded to [`LOGGED_PATH_CHARS`] characters.
+/// The logger escapes control characters.
+pub fn requested(path: &str) -> String {
+    match path.char_indices().nth(LOGGED_PATH_CHARS) {
+        Some((cut, _)) => format!("{}…", &path[..cut]),
+        None => path.to_owned(),
+    }
+}
+
 fn errno(e: rustix::io::Errno) -> io::Error {
     io::Error::from(e)
 }
@@ -134,6 +147,15 @@ pub(crate) fn clean_dir(dir: &OwnedFd) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requested_paths_are_bounded() {
+        assert_eq!(requested("../etc/passwd"), "../etc/passwd");
+        let long = "é".repeat(LOGGED_PATH_CHARS + 5);
+        let logged = requested(&long);
+        assert_eq!(logged.chars().count(), LOGGED_PATH_CHARS + 1);
+        assert!(logged.ends_with('…'));
+    }
     use std::os::unix::fs::symlink;
 
     /// A root with files, folders and symlinks inside and out (shared with `resolve`'s tests).

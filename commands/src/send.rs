@@ -17,11 +17,13 @@
 //! it always goes to a plain staging file, is hashed as it arrives, and is committed only when the
 //! terminator's declared hash (if any) matches.
 
+use crate::attributes::Attributes;
 use crate::chunked::{self, Received};
 use crate::command::{Accepts, BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::sandbox::{io_error, Target};
 use crate::staging::{Interrupted, Upload};
+use crate::started::log_start;
 use async_std::task::spawn_blocking;
 use futures::AsyncBufReadExt;
 use sft_protocol::body::Upload as Body;
@@ -135,12 +137,15 @@ struct Order {
     /// The hash comes in a trailer line after the body.
     trailer: bool,
     integrity: Integrity,
+    /// The stored file's permission bits and modification time, when the request gave them.
+    attrs: Attributes,
 }
 
 impl Order {
     /// The header checks, before anything is touched: path, size limit, hashes. (The session
     /// refused the request already if the server is read-only.)
     fn check(args: SendRequest, ctx: &mut Context<'_>) -> Result<Order, WireError> {
+        ctx.stats.path = Some(crate::sandbox::requested(&args.path));
         let rp = ctx.root.check(&args.path)?;
         let shown = rp.to_string();
         ctx.stats.path = Some(shown.clone());
@@ -164,6 +169,10 @@ impl Order {
             resume: args.resume,
             trailer: args.trailer,
             integrity,
+            attrs: Attributes {
+                mtime: args.mtime,
+                mode: args.mode,
+            },
         })
     }
 }
@@ -198,8 +207,10 @@ impl Command for Send {
             // Held until the upload ends: past the bound, `busy` before any go-ahead.
             let _slot = ctx.limits.upload_slot()?;
             let (target, mut upload) = begin(ctx, &order).await?;
+            upload.set_attributes(order.attrs);
             let offset = upload.offset();
             go_ahead(ctx, offset).await?;
+            log_start(ctx, SendRequest::NAME, Some(order.size - offset));
             let received = match receive(ctx, &mut upload, order.size).await {
                 Ok(()) => Ok(upload),
                 Err(Interrupted::Peer(e)) => {
@@ -255,19 +266,28 @@ impl Command for Send {
 
 /// Prepares the target (creating missing parent folders) and begins storing the upload: in a
 /// fresh staging file, or in its partial, continued from where it stopped.
+///
+/// A fresh upload touches only metadata here (resolving, creating missing folders; its file is
+/// created with the first block), fast on a local file system: done in place, as `GET` opens
+/// its file, rather than through the blocking pool — a hop there and back costs a small file
+/// more than the work. Resuming may read the partial to restore its hash state: on the pool.
 async fn begin(ctx: &Context<'_>, order: &Order) -> Result<(Target, Upload), WireError> {
     let root = ctx.root.clone();
     let (rp, overwrite, size, resume) =
         (order.rp.clone(), order.overwrite, order.size, order.resume);
     let (key, hashed) = (order.integrity.key.clone(), order.integrity.hashed);
-    spawn_blocking(move || {
+    let work = move || {
         let target = root.prepare_target(&rp, overwrite)?;
         let upload = root
             .begin_upload(&rp, size, key.as_deref(), hashed, resume)
             .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
         Ok((target, upload))
-    })
-    .await
+    };
+    if resume {
+        spawn_blocking(work).await
+    } else {
+        work()
+    }
 }
 
 /// The go-ahead: from here on the client sends the body from `offset` on.
@@ -335,22 +355,28 @@ fn verify(
     }
 }
 
-/// Renames the complete upload into place.
+/// Renames the complete upload into place, with its attributes. Metadata only (a few calls:
+/// permission bits, time, link or rename): done in place, like [`begin`].
 async fn commit(upload: Upload, target: Target, overwrite: bool) -> Result<(), WireError> {
-    spawn_blocking(move || upload.commit(&target, overwrite)).await
+    upload.commit(&target, overwrite)
 }
 
 /// A `SEND` with `"body":"chunked"`: checked like a sized one, then received chunk by chunk into
 /// a plain staging file (not resumable), hashed on the way.
 async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<(), CommandError> {
     let args: SendStreamRequest = request.args()?;
+    ctx.stats.path = Some(crate::sandbox::requested(&args.path));
     let rp = ctx.root.check(&args.path)?;
     let shown = rp.to_string();
     ctx.stats.path = Some(shown.clone());
     let _slot = ctx.limits.upload_slot()?;
     let root = ctx.root.clone();
     let overwrite = args.overwrite;
-    let (target, upload) = spawn_blocking(move || {
+    let attrs = Attributes {
+        mtime: args.mtime,
+        mode: args.mode,
+    };
+    let (target, mut upload) = spawn_blocking(move || {
         let target = root.prepare_target(&rp, overwrite)?;
         let upload = root
             .begin_upload(&rp, 0, None, true, false)
@@ -358,7 +384,9 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
         Ok::<_, WireError>((target, upload))
     })
     .await?;
+    upload.set_attributes(attrs);
     go_ahead(ctx, 0).await?;
+    log_start(ctx, SendRequest::NAME, None);
 
     // Dropping `upload` on any early return removes the staging file.
     let (upload, size, declared) = match chunked::receive(ctx, upload, &shown).await? {

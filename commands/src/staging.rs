@@ -14,6 +14,7 @@
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
 
+use crate::attributes::{settle, Attributes};
 use crate::body::{stream_to_file, CopyError, Dest, Sink, Stopped};
 use crate::sandbox::{clean_dir, io_error, Root, Target, PARTIAL_DIR, STAGING_DIR};
 use dashmap::DashMap;
@@ -287,6 +288,7 @@ impl Root {
                 hasher: Some(blake3::Hasher::new()),
                 keep_from: MIN_KEPT_PARTIAL,
                 claim: Some(claim),
+                attrs: Attributes::default(),
             });
         };
         // Resumed: the partial is this upload's now, with the hash state of what it holds.
@@ -310,6 +312,7 @@ impl Root {
             hasher: Some(hasher),
             keep_from: MIN_KEPT_PARTIAL,
             claim: Some(claim),
+            attrs: Attributes::default(),
         })
     }
 
@@ -478,6 +481,14 @@ impl LazyFile {
         Ok(File::from(fd))
     }
 
+    /// Opens the created file again (blocking), to set its attributes.
+    fn reopen(&self) -> io::Result<File> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd =
+            rfs::openat(&*self.dir, self.name.as_str(), flags, Mode::empty()).map_err(errno)?;
+        Ok(File::from(fd))
+    }
+
     /// Hands the file over (committed or kept): the upload no longer removes it. Returns
     /// whether it exists.
     fn release(&self) -> bool {
@@ -520,6 +531,8 @@ pub struct Upload {
     keep_from: u64,
     /// The claim on a resumable partial (none for a plain staging file).
     claim: Option<PartialGuard>,
+    /// What the stored file's permission bits and modification time are set to at commit.
+    attrs: Attributes,
 }
 
 /// Why receiving a body stopped early.
@@ -553,7 +566,14 @@ impl Upload {
             hasher,
             keep_from: u64::MAX,
             claim: None,
+            attrs: Attributes::default(),
         }
+    }
+
+    /// Sets the permission bits and modification time the file is stored with (see
+    /// [`crate::attributes`]); without it, those of a new file (or of the file it replaces).
+    pub fn set_attributes(&mut self, attrs: Attributes) {
+        self.attrs = attrs;
     }
 
     /// Bytes already held when the upload began (from an interrupted one): the body starts here.
@@ -653,13 +673,19 @@ impl Upload {
 
     /// Moves the file under its name at `target` (blocking); see [`Staged::commit`]. An
     /// upload that wrote nothing (an empty file) creates its file now.
+    /// Before that, the file gets its final permission bits and modification time (see
+    /// [`crate::attributes`]), so that the rename publishes it complete.
     pub fn commit(mut self, target: &Target, overwrite: bool) -> Result<(), WireError> {
-        drop(self.open.take());
-        if !self.file.created() {
-            if let Err(e) = self.file.create() {
-                return Err(io_error(&target.shown, &e));
-            }
+        let file = match self.open.take() {
+            Some(file) => Ok(file),
+            None if !self.file.created() => self.file.create(),
+            None => self.file.reopen(),
         }
+        .map_err(|e| io_error(&target.shown, &e))?;
+        let (parent, name) = (target.parent.fd(), target.name.as_str());
+        settle(&file, parent, name, overwrite, self.attrs)
+            .map_err(|e| io_error(&target.shown, &e))?;
+        drop(file);
         self.file.release();
         if let Some(claim) = &mut self.claim {
             // Whatever partial was kept under this name is replaced by this upload's file.
@@ -749,26 +775,20 @@ impl Staged {
         let result = if overwrite {
             rfs::renameat(dir, name.as_str(), parent, target.name.as_str())
         } else {
-            // A hard link fails if the target exists, atomically; a rename would replace it.
-            match rfs::linkat(
+            // A rename that refuses to replace (`renameat2` with `RENAME_NOREPLACE`): one call,
+            // atomic. Where the file system does not offer it, a hard link, which fails if the
+            // target exists, atomically too, then the staging name is removed.
+            match rfs::renameat_with(
                 dir,
                 name.as_str(),
                 parent,
                 target.name.as_str(),
-                AtFlags::empty(),
+                rfs::RenameFlags::NOREPLACE,
             ) {
-                Ok(()) => {
-                    let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
-                    Ok(())
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    no_replace_by_link(dir, name.as_str(), parent, target.name.as_str())
                 }
-                Err(rustix::io::Errno::EXIST) => Err(rustix::io::Errno::EXIST),
-                // File systems without hard links: check, then rename (a narrow race remains).
-                Err(_) => {
-                    match rfs::statat(parent, target.name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(_) => Err(rustix::io::Errno::EXIST),
-                        Err(_) => rfs::renameat(dir, name.as_str(), parent, target.name.as_str()),
-                    }
-                }
+                other => other,
             }
         };
         result.map_err(|e| {
@@ -782,6 +802,29 @@ impl Staged {
                 e => io_error(&target.shown, &errno(e)),
             }
         })
+    }
+}
+
+/// Moves `name` in `dir` to `to` in `parent` unless something is there, where `renameat2` with
+/// `RENAME_NOREPLACE` is not available: a hard link fails if the target exists, atomically; a
+/// rename would replace it.
+fn no_replace_by_link(
+    dir: &OwnedFd,
+    name: &str,
+    parent: &OwnedFd,
+    to: &str,
+) -> Result<(), rustix::io::Errno> {
+    match rfs::linkat(dir, name, parent, to, AtFlags::empty()) {
+        Ok(()) => {
+            let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+            Ok(())
+        }
+        Err(rustix::io::Errno::EXIST) => Err(rustix::io::Errno::EXIST),
+        // File systems without hard links: check, then rename (a narrow race remains).
+        Err(_) => match rfs::statat(parent, to, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Err(rustix::io::Errno::EXIST),
+            Err(_) => rfs::renameat(dir, name, parent, to),
+        },
     }
 }
 

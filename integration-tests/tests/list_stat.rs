@@ -6,11 +6,12 @@ use serde_json::{json, Value};
 use sft_client::{Client, Error, Kind};
 use sft_integration_tests::{sft, Raw, TestServer};
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::process::Output;
 use std::time::{Duration, UNIX_EPOCH};
 
 const MTIME: u64 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+const MODE: u32 = 0o644;
 
 /// A server whose root holds:
 /// ```text
@@ -35,6 +36,10 @@ fn server() -> (TestServer, tempfile::TempDir) {
         .unwrap();
     file.set_modified(UNIX_EPOCH + Duration::from_secs(MTIME))
         .unwrap();
+    // Entries carry their permission bits: fixed here, whatever the umask.
+    for f in ["hello.txt", "sub/deeper/b.txt"] {
+        fs::set_permissions(server.path(f), fs::Permissions::from_mode(MODE)).unwrap();
+    }
     (server, outside)
 }
 
@@ -77,7 +82,7 @@ fn list_of_the_root_is_a_line_stream_without_hidden_files() {
         );
         assert_eq!(
             entries[0],
-            json!({"name": "hello.txt", "kind": "file", "size": 6, "mtime": MTIME})
+            json!({"name": "hello.txt", "kind": "file", "size": 6, "mtime": MTIME, "mode": MODE})
         );
         assert_eq!(entries[1]["kind"], "symlink");
         assert_eq!(entries[2]["kind"], "symlink");
@@ -189,7 +194,7 @@ fn stat_of_a_file_a_folder_a_symlink_and_the_root() {
         assert_eq!(
             raw.reply().await,
             json!({"ok": true, "entry":
-                {"name": "hello.txt", "kind": "file", "size": 6, "mtime": MTIME,
+                {"name": "hello.txt", "kind": "file", "size": 6, "mtime": MTIME, "mode": MODE,
                  "blake3": blake3::hash(b"hello\n").to_hex().as_str()}}),
             "the entry is nested: a top-level size would announce a body"
         );
@@ -328,7 +333,8 @@ fn sft_ls_prints_a_table_or_one_json_document() {
     entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     assert_eq!(
         entries[6],
-        json!({"name": "sub/deeper/b.txt", "kind": "file", "size": 2, "mtime": entries[6]["mtime"]})
+        json!({"name": "sub/deeper/b.txt", "kind": "file", "size": 2, "mtime": entries[6]["mtime"],
+               "mode": MODE})
     );
 
     let root = stdout(&sft(

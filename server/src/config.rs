@@ -28,7 +28,7 @@ impl FromStr for LogFormat {
 
 /// The end of `sft-server`'s `--help`. A server binary of another name shows it with its own
 /// name (see [`run_main`](crate::run_main)).
-pub(crate) const AFTER_HELP: &str = "EXAMPLES:\n    sft-server                          serve the current folder on 0.0.0.0:7005\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    sft-server --max-partials 100 --partial-ttl 3600\n                                        keep at most 100 interrupted uploads, for an hour\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once";
+pub(crate) const AFTER_HELP: &str = "EXAMPLES:\n    sft-server                          serve the current folder on port 7005, IPv6 and IPv4\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    sft-server --max-partials 100 --partial-ttl 3600\n                                        keep at most 100 interrupted uploads, for an hour\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once";
 
 /// `sft-server`'s options.
 #[derive(Debug, Clone, StructOpt)]
@@ -38,9 +38,10 @@ pub(crate) const AFTER_HELP: &str = "EXAMPLES:\n    sft-server                  
     after_help = AFTER_HELP
 )]
 pub struct Config {
-    /// Address or host name to listen on (`::` for every IPv6 and IPv4 address).
-    #[structopt(long, default_value = "0.0.0.0")]
-    pub host: String,
+    /// Address or host name to listen on (default: every IPv6 and IPv4 address, or every IPv4
+    /// one where IPv6 is unavailable).
+    #[structopt(long)]
+    pub host: Option<String>,
 
     /// TCP port to listen on; 0 picks a free one and logs it.
     #[structopt(short, long, default_value = "7005")]

@@ -67,12 +67,14 @@ impl Server {
     /// its reserved folder, if one exists (staging debris, expired partial uploads), while a
     /// `--read-only` one never writes at all.
     pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
-        let listener = TcpListener::bind((config.host.as_str(), config.port))
-            .await
-            .map_err(context(format!(
-                "cannot listen on {}:{}",
-                config.host, config.port
-            )))?;
+        let listener = match &config.host {
+            Some(host) => TcpListener::bind((host.as_str(), config.port))
+                .await
+                .map_err(context(format!("cannot listen on {host}:{}", config.port)))?,
+            None => bind_every_address(config.port)
+                .await
+                .map_err(context(format!("cannot listen on port {}", config.port)))?,
+        };
         let dir = config.root.clone();
         let limits = config.limits();
         let (partials, read_only) = (limits.partials(), limits.read_only);
@@ -87,6 +89,8 @@ impl Server {
         .await
         .map_err(context(format!("cannot serve {}", config.root.display())))?;
         let addr = listener.local_addr()?;
+        // Before "listening": whoever waits for that line finds the settings logged already.
+        log_settings(&config);
         log::info!(
             addr:% = addr, root:% = root.dir().display(), verbs = registry.verbs().join(",");
             "listening"
@@ -197,6 +201,28 @@ impl Server {
     }
 }
 
+/// Logs the settings in effect, in one line: what an operator checks first when a transfer is
+/// refused or cut.
+fn log_settings(config: &Config) {
+    let limits = config.limits();
+    let max_upload = config
+        .max_upload_bytes
+        .map_or_else(|| "none".to_owned(), |n| n.to_string());
+    let threads = config
+        .threads
+        .map_or_else(|| "per-cpu".to_owned(), |n| n.max(1).to_string());
+    log::info!(
+        read_only = limits.read_only, max_connections = config.max_connections.max(1),
+        max_uploads = config.max_uploads, max_upload_bytes = max_upload,
+        idle_timeout_s = config.idle_timeout.max(1), header_timeout_s = config.header_timeout.max(1),
+        stall_timeout_s = limits.stall_timeout.as_secs(), min_rate = limits.min_rate,
+        partial_ttl_s = config.partial_ttl, max_partials = config.max_partials,
+        shutdown_grace_s = config.shutdown_grace, threads = threads,
+        umask = format!("{:03o}", sft_commands::attributes::umask());
+        "settings"
+    );
+}
+
 /// Removes expired partial uploads now and then (the caps are also kept whenever one is kept).
 async fn expire_partials_periodically(shared: Arc<Shared>) {
     let every =
@@ -234,6 +260,49 @@ fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize, refusing: &A
         drop(stream);
         refusing.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// Listens on every IPv6 and IPv4 address: `[::]` with `IPV6_V6ONLY` off (set explicitly, not
+/// left to the system's default), so IPv4 clients arrive as mapped addresses. Where IPv6 is
+/// unavailable (no kernel support, disabled), falls back to `0.0.0.0`, and says so.
+async fn bind_every_address(port: u16) -> io::Result<TcpListener> {
+    match dual_stack(port) {
+        Ok(listener) => Ok(TcpListener::from(listener)),
+        // The port is taken, or not ours to use: IPv4 alone would fail the same way.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Err(e)
+        }
+        Err(e) => {
+            log::info!(error:% = e; "IPv6 is unavailable; listening on IPv4 only");
+            TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await
+        }
+    }
+}
+
+/// A listening socket on `[::]:port` that also accepts IPv4.
+fn dual_stack(port: u16) -> io::Result<std::net::TcpListener> {
+    use rustix::net::{self as rnet, sockopt, AddressFamily, SocketFlags, SocketType};
+    let fd = rnet::socket_with(
+        AddressFamily::INET6,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_ipv6_v6only(&fd, false)?;
+    // As `std` does for every listener: a restarted server can bind while old connections
+    // linger in TIME_WAIT.
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rnet::bind(
+        &fd,
+        &SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+    )?;
+    rnet::listen(&fd, 1024)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 fn is_transient(e: &io::Error) -> bool {

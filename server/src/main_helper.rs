@@ -88,6 +88,10 @@ impl Binary {
 /// ```
 pub fn run_main(binary: Binary, mut registry: Registry) {
     let mut config = binary.parse_args();
+    // Read before any thread exists: reading the umask means setting it and setting it back.
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    rustix::process::umask(umask);
+    sft_commands::attributes::set_umask(umask.bits());
     // HELLO answers with this program's own name and version.
     registry.set_identity(binary.name, binary.version);
     logging::init(config.log_format, config.log_level);

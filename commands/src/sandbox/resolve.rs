@@ -253,6 +253,34 @@ impl Root {
             if last && last_mode != Last::Follow {
                 return done(cur, Some(part), None);
             }
+            if !last {
+                // A folder on the way, the common case, is opened at once: one call rather than
+                // a look and then an open. O_NOFOLLOW | O_DIRECTORY refuse anything else (a
+                // symlink, a file, nothing there), which is then looked at below.
+                match rfs::openat(&cur.fd, part.as_str(), DIR_FLAGS, Mode::empty()) {
+                    Ok(fd) => {
+                        if cur.is_root() {
+                            // By identity too: another spelling of `.sft` on a case-insensitive
+                            // file system.
+                            let st = rfs::fstat(&fd)
+                                .map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
+                            if handle.is_reserved(&st) {
+                                return Err(reserved());
+                            }
+                        }
+                        cur.names.push(part);
+                        cur = Folder {
+                            fd: fd.into(),
+                            names: std::mem::take(&mut cur.names),
+                        };
+                        continue;
+                    }
+                    Err(rustix::io::Errno::LOOP)
+                    | Err(rustix::io::Errno::NOTDIR)
+                    | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(io_error(&rp.to_string(), &errno(e))),
+                }
+            }
             let st = match rfs::statat(&cur.fd, part.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(rustix::io::Errno::NOENT) if last_mode == Last::Create => {

@@ -1,0 +1,130 @@
+//! What the server logs: refused paths as requested, the bytes an aborted download did send,
+//! the start of a long transfer, and the settings in effect at start-up.
+
+use async_std::task;
+use serde_json::Value;
+use sft_integration_tests::{wait_until, Raw, ServerProcess};
+use std::time::Duration;
+
+/// The "request" log lines so far whose verb is `verb`.
+fn requests(server: &ServerProcess, verb: &str) -> Vec<Value> {
+    server
+        .logs_with("request")
+        .into_iter()
+        .filter(|l| l["verb"] == verb)
+        .collect()
+}
+
+#[test]
+fn refused_paths_are_logged_as_requested_and_bounded() {
+    let root = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(root.path(), &[]);
+    let long = format!("{}/x", "d".repeat(1000));
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        for path in ["../etc/passwd", ".sft/x", "a\u{1b}[31mb/../../c", &long] {
+            let request = serde_json::json!({"verb": "GET", "path": path});
+            raw.write(format!("{request}\n").as_bytes()).await;
+            assert_eq!(raw.reply().await["ok"], false);
+        }
+    });
+    wait_until(Duration::from_secs(20), || {
+        requests(&server, "GET").len() == 4
+    });
+    let logged = requests(&server, "GET");
+    let paths: Vec<&str> = logged.iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(paths[0], "../etc/passwd");
+    assert_eq!(paths[1], ".sft/x");
+    assert_eq!(paths[2], "a\\u{1b}[31mb/../../c", "escaped");
+    assert_eq!(paths[3].chars().count(), 257, "bounded: {}", paths[3]);
+    assert!(paths[3].ends_with('…'));
+    assert_eq!(logged[0]["outcome"], "forbidden");
+}
+
+#[test]
+fn a_large_download_is_logged_when_it_starts_and_an_aborted_one_with_the_bytes_sent() {
+    let root = tempfile::tempdir().unwrap();
+    let big = root.path().join("big.bin");
+    let size: u64 = 64 * 1024 * 1024;
+    std::fs::File::create(&big).unwrap().set_len(size).unwrap();
+    let server = ServerProcess::start(root.path(), &[]);
+    let read = task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"big.bin\"}\n")
+            .await;
+        assert_eq!(raw.reply().await["size"], size);
+        // The body cannot all be in flight: the server is still sending, yet it said so.
+        wait_until(Duration::from_secs(20), || {
+            !server.logs_with("transfer started").is_empty()
+        });
+        assert!(requests(&server, "GET").is_empty(), "not ended yet");
+        let started = &server.logs_with("transfer started")[0];
+        assert_eq!(
+            (&started["verb"], &started["path"]),
+            (&"GET".into(), &"big.bin".into())
+        );
+        assert_eq!(started["bytes"], size);
+        let read = raw.body(4 * 1024 * 1024).await.len() as u64;
+        drop(raw);
+        read
+    });
+    wait_until(Duration::from_secs(30), || {
+        !requests(&server, "GET").is_empty()
+    });
+    let done = &requests(&server, "GET")[0];
+    assert_eq!(done["outcome"], "aborted");
+    let sent = done["bytes_out"].as_u64().unwrap();
+    assert!(
+        sent >= read && sent < size,
+        "bytes_out {sent}, client read {read}"
+    );
+}
+
+#[test]
+fn small_transfers_log_no_start_line() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("f"), b"small").unwrap();
+    let server = ServerProcess::start(root.path(), &[]);
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"f\"}\n").await;
+        assert_eq!(raw.reply().await["size"], 5);
+        raw.body(5).await;
+    });
+    wait_until(Duration::from_secs(20), || {
+        !requests(&server, "GET").is_empty()
+    });
+    assert!(server.logs_with("transfer started").is_empty());
+}
+
+#[test]
+fn start_up_logs_the_settings_in_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    let args = [
+        "--read-only",
+        "--max-upload-bytes",
+        "1000",
+        "--max-connections",
+        "50",
+        "--stall-timeout",
+        "7",
+        "--min-rate",
+        "9",
+        "--max-partials",
+        "3",
+        "--partial-ttl",
+        "60",
+    ];
+    let server = ServerProcess::start(root.path(), &args);
+    let settings = server.logs_with("settings");
+    assert_eq!(settings.len(), 1, "{settings:?}");
+    let s = &settings[0];
+    assert_eq!(s["read_only"], true);
+    assert_eq!(s["max_upload_bytes"], "1000");
+    assert_eq!(s["max_connections"], 50);
+    assert_eq!(s["stall_timeout_s"], 7);
+    assert_eq!(s["min_rate"], 9);
+    assert_eq!(s["max_partials"], 3);
+    assert_eq!(s["partial_ttl_s"], 60);
+    assert!(s["max_uploads"].is_u64() && s["umask"].is_string(), "{s}");
+}
