@@ -174,9 +174,10 @@ impl fmt::Display for Error {
                         return write!(f, "exists: {} (use --overwrite to replace it)", e.message)
                     }
                     ErrorCode::Forbidden => "forbidden",
-                    ErrorCode::ReadOnly => "the server is read-only",
+                    // The server's own sentence says it all ("this server is read-only",
+                    // "the server is at its limit of …"): a label before it would stutter.
+                    ErrorCode::ReadOnly | ErrorCode::Busy => return f.write_str(&e.message),
                     ErrorCode::TooLarge => "too large",
-                    ErrorCode::Busy => "the server is busy",
                     ErrorCode::BadRequest => "bad request",
                     ErrorCode::UnknownVerb => "unknown verb",
                     ErrorCode::Unsupported => "unsupported",
@@ -258,6 +259,17 @@ mod tests {
     fn busy_is_transient() {
         let e = Error::Remote(WireError::new(ErrorCode::Busy, "try later"));
         assert_eq!(e.exit_code(), ExitCode::CutOff);
+    }
+
+    #[test]
+    fn a_servers_whole_sentence_is_not_labelled_again() {
+        let e = Error::Remote(WireError::new(
+            ErrorCode::ReadOnly,
+            "this server is read-only",
+        ));
+        assert_eq!(e.to_string(), "this server is read-only");
+        let e = Error::Remote(WireError::new(ErrorCode::NotFound, "no such file: a.txt"));
+        assert_eq!(e.to_string(), "not found: no such file: a.txt");
     }
 
     #[derive(Debug)]

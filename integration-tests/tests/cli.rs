@@ -487,11 +487,22 @@ fn protocol_violation_exits_6() {
     assert!(names_in(cwd.path()).is_empty());
 }
 
+/// Gives `path` the time and permission bits (0o644, 420) the by-hand examples show.
+fn stamp(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_732_440_000))
+        .unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o644))
+        .unwrap();
+}
+
 // 9
 #[test]
 fn nc_example_byte_exact() {
     let fx = Fixture::start();
     fx.put("hello.txt", b"hello\n");
+    stamp(&fx.path("hello.txt"));
     let mut stream = TcpStream::connect(fx.server.addr).unwrap();
     stream.set_read_timeout(Some(LIMIT)).unwrap();
     stream
@@ -502,7 +513,7 @@ fn nc_example_byte_exact() {
     stream.read_to_end(&mut got).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&got),
-        "{\"ok\":true,\"size\":6}\nhello\n",
+        "{\"ok\":true,\"size\":6,\"mtime\":1732440000,\"mode\":420}\nhello\n",
         "raw reply differs"
     );
 }

@@ -132,6 +132,17 @@ fn stage() -> Stage {
     ] {
         put(&root, rel, data);
     }
+    // The time and bits README's by-hand example shows (420 is 0o644).
+    let hello = fs::File::options()
+        .write(true)
+        .open(root.join("hello.txt"))
+        .unwrap();
+    hello
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_732_440_000))
+        .unwrap();
+    hello
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .unwrap();
     fs::create_dir_all(root.join("inbox/empty")).unwrap();
     fs::create_dir_all(root.join("archive")).unwrap();
     for (rel, data) in [
