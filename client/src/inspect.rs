@@ -1,18 +1,21 @@
 //! Looking at the served folder: `STAT` one path, `LIST` a folder entry by entry.
 
-use crate::client::{Client, StreamItem};
+use crate::client::Client;
+use crate::conn::{Exchange, StreamItem};
 use crate::error::Error;
 use sft_protocol::verbs::{Entry, ListEnd, ListReply, ListRequest, StatReply, StatRequest};
 
 impl Client {
     /// Describes `remote` (a file, folder or symlink; `""` for the served folder itself).
     pub async fn stat(&mut self, remote: &str) -> Result<Entry, Error> {
-        self.request(&StatRequest {
+        let mut x = self.conn.begin()?;
+        x.request(&StatRequest {
             path: remote.to_owned(),
             hash: true,
         })
         .await?;
-        let reply: StatReply = self.reply(&format!("STAT {remote}")).await?;
+        let reply: StatReply = x.reply(&format!("STAT {remote}")).await?;
+        x.done();
         Ok(reply.entry)
     }
 
@@ -20,15 +23,16 @@ impl Client {
     /// Entries then arrive one at a time from [`Listing::next`], so a huge tree is never held
     /// in memory.
     pub async fn list(&mut self, remote: &str, recursive: bool) -> Result<Listing<'_>, Error> {
-        self.request(&ListRequest {
+        let mut x = self.conn.begin()?;
+        x.request(&ListRequest {
             path: remote.to_owned(),
             recursive,
             ..Default::default()
         })
         .await?;
-        let reply: ListReply = self.reply(&format!("LIST {remote}")).await?;
+        let reply: ListReply = x.reply(&format!("LIST {remote}")).await?;
         Ok(Listing {
-            client: self,
+            x,
             path: reply.path,
             end: None,
             finished: false,
@@ -40,7 +44,8 @@ impl Client {
 /// on the wire, so the connection is then unusable.
 #[derive(Debug)]
 pub struct Listing<'c> {
-    client: &'c mut Client,
+    /// The exchange, done once the stream ended in step.
+    x: Exchange<'c>,
     path: String,
     end: Option<ListEnd>,
     finished: bool,
@@ -60,10 +65,10 @@ impl Listing<'_> {
             return Ok(None);
         }
         let during = format!("the listing of {}", self.path);
-        let item = self.client.stream_line(&during).await.inspect_err(|_| {
+        let item = self.x.stream_line(&during).await.inspect_err(|_| {
             self.finished = true;
         })?;
-        let line = &self.client.line;
+        let line = &self.x.line;
         let malformed = |e: serde_json::Error| Error::Protocol(format!("{during}: {e}"));
         let parsed = match item {
             StreamItem::Item => serde_json::from_slice::<Entry>(line).map(Some),
@@ -73,17 +78,20 @@ impl Listing<'_> {
             }),
             StreamItem::Error(e) => {
                 self.finished = true;
+                self.x.done();
                 return Err(Error::Remote(e));
             }
         };
         match parsed {
             Ok(entry) => {
-                self.finished = entry.is_none();
+                if entry.is_none() {
+                    self.finished = true;
+                    self.x.done();
+                }
                 Ok(entry)
             }
             Err(e) => {
                 self.finished = true;
-                self.client.broken = true;
                 Err(malformed(e))
             }
         }
@@ -93,13 +101,5 @@ impl Listing<'_> {
     /// `None`.
     pub fn end(&self) -> Option<&ListEnd> {
         self.end.as_ref()
-    }
-}
-
-impl Drop for Listing<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.client.broken = true;
-        }
     }
 }

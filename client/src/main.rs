@@ -200,6 +200,7 @@ fn main() {
         }
     };
     let json = cli.common().is_some_and(|c| c.json);
+    cmd::set_limit_rate(cli.common().and_then(|c| c.limit_rate));
     let (code, name, message) = match task::block_on(run(cli)) {
         Ok(()) => std::process::exit(0),
         Err(Failure::Usage(m)) => (ExitCode::Usage, "usage", m),

@@ -144,6 +144,7 @@ async fn single(
             let opts = GetOptions {
                 verify,
                 resume: args.resume || retry.retrying(),
+                ..GetOptions::default()
             };
             match client.get_file(remote, path, opts).await {
                 Err(e) if retry.again(&e, ui).await => {

@@ -55,6 +55,7 @@ impl SendArgs {
             overwrite: self.overwrite,
             verify: !self.no_verify,
             resume: self.resume || retrying,
+            ..SendOptions::default()
         }
     }
 }
