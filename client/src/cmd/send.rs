@@ -289,6 +289,41 @@ async fn upload(
             }
         }
     }
+    if args.retries == 0 {
+        // No retries: the library pipelines small files (eager uploads) on one connection, and
+        // a connection that breaks on a local failure is replaced for the rest.
+        let mut pending: Vec<Upload> = walked.files;
+        while !pending.is_empty() {
+            let mut broke = None;
+            let left = client
+                .send_files(&pending, args.options(false), |i, sent| {
+                    ui.file_done();
+                    let file = &pending[i];
+                    let local = file.local.display().to_string();
+                    match sent {
+                        Ok(t) => tally.ok(ui, &file.remote, &local, &t, 1),
+                        Err(e) => {
+                            tally.failed(ui, &file.remote, &local, &e);
+                            broke = Some(e);
+                        }
+                    }
+                })
+                .await;
+            if left.is_empty() {
+                break;
+            }
+            let e = broke.unwrap_or_else(|| Error::Protocol("the connection broke".into()));
+            match go_on(&e, server, ui).await {
+                Some(c) => client = c,
+                None => {
+                    tally.abandoned(ui, left.len(), &e);
+                    return Ok(());
+                }
+            }
+            pending = left.into_iter().map(|i| pending[i].clone()).collect();
+        }
+        return Ok(());
+    }
     for file in &walked.files {
         step += 1;
         let mut resumed = false;
