@@ -11,9 +11,10 @@ use crate::error::Error;
 use crate::progress::Progress;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
-use futures::{AsyncBufRead, AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use serde::de::DeserializeOwned;
 use sft_io::RateLimit;
+use sft_io::RECV;
 use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::Verb;
@@ -117,9 +118,10 @@ impl Exchange<'_> {
     pub(crate) async fn queue_scratch(&mut self, during: &str) -> Result<(), Error> {
         self.in_step = false;
         let conn = &mut *self.conn;
-        with_stall(conn.stall, conn.writer.write_all(&conn.scratch))
-            .await
-            .map_err(Error::cut_off(during))
+        let line = std::mem::take(&mut conn.scratch);
+        let written = conn.write_buffered(&line, during).await;
+        conn.scratch = line;
+        written
     }
 
     /// Reads a reply header: its fields on success, `Error::Remote` for an error reply — which
@@ -214,7 +216,12 @@ impl Conn {
     /// Reads one line (a reply or a trailer) into `self.line`.
     pub(crate) async fn read_line(&mut self, during: &str) -> Result<(), Error> {
         self.line.clear();
-        let read = with_stall(self.stall, read_line(&mut self.reader, &mut self.line)).await;
+        // A line already buffered whole needs no deadline (and no timer).
+        let read = if self.reader.buffer().contains(&b'\n') {
+            read_line(&mut self.reader, &mut self.line).await
+        } else {
+            with_stall(self.stall, read_line(&mut self.reader, &mut self.line)).await
+        };
         match read {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::CutOff {
@@ -262,6 +269,27 @@ impl Conn {
             rate.take(filled as u64).await;
         }
         while filled < buf.len() {
+            if buf.len() - filled < RECV {
+                // The rest of a small body: through the reader's buffer, so that the bodies and
+                // replies that follow it arrive with the same read.
+                let got = match with_stall(self.stall, self.reader.fill_buf()).await {
+                    Ok([]) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection early",
+                    )),
+                    Ok(got) => Ok(got),
+                    Err(e) => Err(e),
+                };
+                let got = got.map_err(|e| (filled, Error::cut_off(during)(e)))?;
+                let n = got.len().min(buf.len() - filled);
+                buf[filled..filled + n].copy_from_slice(&got[..n]);
+                std::pin::Pin::new(&mut self.reader).consume(n);
+                if let Some(rate) = &mut self.rate {
+                    rate.take(n as u64).await;
+                }
+                filled += n;
+                continue;
+            }
             let end = match &self.rate {
                 Some(rate) => buf.len().min(filled + rate.step()),
                 None => buf.len(),
@@ -283,6 +311,17 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes `data` through the buffer: without a deadline (or a timer) when it fits in the
+    /// buffer, since that cannot wait.
+    pub(crate) async fn write_buffered(&mut self, data: &[u8], during: &str) -> Result<(), Error> {
+        let fits = self.writer.buffer().len() + data.len() <= IO_BUFFER;
+        let written = match fits {
+            true => self.writer.write_all(data).await,
+            false => with_stall(self.stall, self.writer.write_all(data)).await,
+        };
+        written.map_err(Error::cut_off(during))
+    }
+
     /// Reads some body bytes into `buf` (within the stall timeout and the rate limit): how
     /// many, 0 at the end of the stream.
     pub(crate) async fn fill_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -300,9 +339,7 @@ impl Conn {
     /// Writes body bytes (buffered; within the rate limit, if any).
     pub(crate) async fn send_chunk(&mut self, chunk: &[u8], during: &str) -> Result<(), Error> {
         let Some(step) = self.rate.as_ref().map(RateLimit::step) else {
-            return with_stall(self.stall, self.writer.write_all(chunk))
-                .await
-                .map_err(Error::cut_off(during));
+            return self.write_buffered(chunk, during).await;
         };
         for piece in chunk.chunks(step.max(1)) {
             if let Some(rate) = &mut self.rate {

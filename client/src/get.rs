@@ -363,6 +363,56 @@ async fn get_small(
     reply: GetReply,
     opts: GetOptions,
 ) -> Result<Transfer, Error> {
+    let small = receive_small(x, remote, local, reply, opts).await?;
+    let local = local.to_owned();
+    spawn_blocking(move || small.store(&local)).await
+}
+
+/// A small download received whole and checked, still to be stored.
+#[derive(Debug)]
+pub(crate) struct SmallBody {
+    body: Vec<u8>,
+    stamp: Stamp,
+    transfer: Transfer,
+}
+
+impl SmallBody {
+    /// Writes it to `local`'s partial and renames that into place (blocking).
+    pub(crate) fn store(self, local: &Path) -> Result<Transfer, Error> {
+        let SmallBody {
+            body,
+            stamp,
+            transfer,
+        } = self;
+        let partial = Partial::open(local, false).map_err(Error::local(
+            partial_path(local),
+            "open the partial download",
+        ))?;
+        let written = (|| {
+            let mut file = partial.file()?;
+            io::Write::write_all(&mut file, &body)?;
+            stamp.apply(&file)
+        })();
+        if let Err(e) = written {
+            partial.discard();
+            return Err(Error::local(partial_path(local), "write")(e));
+        }
+        partial
+            .commit(local)
+            .map_err(Error::local(local, "rename into"))?;
+        Ok(transfer)
+    }
+}
+
+/// Receives a small body from its start (announced by `reply`) and its hash, and checks it:
+/// the exchange is then done. A cut-off keeps what arrived in `local`'s partial.
+pub(crate) async fn receive_small(
+    x: &mut Exchange<'_>,
+    remote: &str,
+    local: &Path,
+    reply: GetReply,
+    opts: GetOptions,
+) -> Result<SmallBody, Error> {
     let during = format!("the download of {remote}");
     let mut body = vec![0u8; reply.size as usize];
     x.progress_start(remote, Some(reply.size), 0);
@@ -384,35 +434,15 @@ async fn get_small(
     x.done();
     let actual = opts.verify.then(|| blake3::hash(&body));
     let blake3 = check_hash(remote, expected, actual)?;
-    let stamp = opts.stamp(&reply);
-    let target = local.to_owned();
-    let stored = spawn_blocking(move || {
-        let partial =
-            Partial::open(&target, false).map_err(|e| (e, "open the partial download"))?;
-        let written = (|| {
-            let mut file = partial.file()?;
-            io::Write::write_all(&mut file, &body)?;
-            stamp.apply(&file)
-        })();
-        if let Err(e) = written {
-            partial.discard();
-            return Err((e, "write"));
-        }
-        partial.commit(&target).map_err(|e| (e, "rename into"))
-    })
-    .await;
-    if let Err((e, action)) = stored {
-        let path = match action {
-            "rename into" => local.to_owned(),
-            _ => partial_path(local),
-        };
-        return Err(Error::local(path, action)(e));
-    }
-    Ok(Transfer {
-        size: reply.size,
-        bytes_transferred: reply.size,
-        resumed_from: 0,
-        blake3,
+    Ok(SmallBody {
+        body,
+        stamp: opts.stamp(&reply),
+        transfer: Transfer {
+            size: reply.size,
+            bytes_transferred: reply.size,
+            resumed_from: 0,
+            blake3,
+        },
     })
 }
 

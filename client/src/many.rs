@@ -4,7 +4,7 @@
 
 use crate::client::{open_partial, Client, Transfer};
 use crate::error::Error;
-use crate::get::{get_file_body, get_reply, GetOptions, SMALL};
+use crate::get::{get_file_body, get_reply, receive_small, GetOptions, SmallBody, SMALL};
 use crate::partial::Partial;
 use crate::send::{check_reply, read_small, send_opened, SendOptions, Small};
 use crate::walk::Upload;
@@ -31,6 +31,29 @@ const SEND_WINDOW_BYTES: u64 = 8 << 20;
 /// `eager` and, refusing such an upload, read its body as the next request: eager uploads go
 /// only to a server whose `HELLO` says it speaks this version.
 const EAGER_PROTOCOL: u32 = 2;
+
+/// Small downloads stored by one blocking task, at most (or 1 MiB of them).
+const STORE_BATCH: usize = 32;
+
+/// Stores the small downloads of `batch` (one blocking task) and reports each.
+async fn store_batch(
+    batch: &mut Vec<(usize, PathBuf, SmallBody)>,
+    done: &mut impl FnMut(usize, Result<Transfer, Error>),
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let work = std::mem::take(batch);
+    let stored = spawn_blocking(move || {
+        work.into_iter()
+            .map(|(i, local, small)| (i, small.store(&local)))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    for (i, result) in stored {
+        done(i, result);
+    }
+}
 
 /// One download of [`Client::get_files`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +107,10 @@ impl Client {
         // and the partial a resume continues (open and locked from the request on).
         let mut inflight: VecDeque<(usize, u64, usize, Option<Partial>)> = VecDeque::new();
         let mut inflight_bytes = 0;
+        // Small downloads received and checked, stored together by one blocking task; every
+        // other outcome waits for them, so that outcomes come in order.
+        let mut batch: Vec<(usize, PathBuf, SmallBody)> = Vec::new();
+        let mut batch_bytes = 0u64;
         let leftovers = |inflight: &VecDeque<(usize, u64, usize, Option<Partial>)>,
                          queue: &VecDeque<_>| {
             inflight
@@ -96,6 +123,7 @@ impl Client {
             // Write what the window takes, under one guard: a failed write breaks the
             // connection.
             let Ok(mut x) = self.conn.begin() else {
+                store_batch(&mut batch, &mut done).await;
                 return leftovers(&inflight, &queue);
             };
             let mut wrote = None;
@@ -137,6 +165,7 @@ impl Client {
                 if let Err(e) = x.queue_scratch(&during).await {
                     done(i, Err(e));
                     drop(x);
+                    store_batch(&mut batch, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
                 inflight.push_back((i, offset, len, partial));
@@ -149,12 +178,14 @@ impl Client {
                     drop(x);
                     let (first, ..) = inflight.pop_front().expect("a request was written");
                     done(first, Err(e));
+                    store_batch(&mut batch, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
             }
             x.done();
             drop(x);
             let Some((i, offset, len, partial)) = inflight.pop_front() else {
+                store_batch(&mut batch, &mut done).await;
                 return Vec::new();
             };
             inflight_bytes -= len;
@@ -162,6 +193,7 @@ impl Client {
             // One exchange: this job's reply, body and trailer.
             let Ok(mut x) = self.conn.begin() else {
                 inflight.push_front((i, offset, len, partial));
+                store_batch(&mut batch, &mut done).await;
                 return leftovers(&inflight, &queue);
             };
             let result = match get_reply(&mut x, &job.remote, offset).await {
@@ -171,13 +203,32 @@ impl Client {
                     continue;
                 }
                 Err(e) => Err(e),
+                Ok(reply) if partial.is_none() && offset == 0 && reply.size <= SMALL => {
+                    let size = reply.size;
+                    match receive_small(&mut x, &job.remote, &job.local, reply, opts).await {
+                        Ok(small) => {
+                            drop(x);
+                            batch.push((i, job.local.clone(), small));
+                            batch_bytes += size;
+                            if batch.len() >= STORE_BATCH || batch_bytes >= SMALL {
+                                store_batch(&mut batch, &mut done).await;
+                                batch_bytes = 0;
+                            }
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Ok(reply) => {
                     get_file_body(&mut x, &job.remote, &job.local, reply, opts, partial).await
                 }
             };
             drop(x);
+            store_batch(&mut batch, &mut done).await;
+            batch_bytes = 0;
             done(i, result);
             if self.conn.is_broken() {
+                store_batch(&mut batch, &mut done).await;
                 return leftovers(&inflight, &queue);
             }
         }
