@@ -21,7 +21,6 @@ REPO=$PWD
 ONLY=${1:-}
 [[ -z $ONLY || $ONLY == many ]] || { echo "usage: $0 [many]" >&2; exit 2; }
 QUICK=${BENCH_QUICK:-0}
-[[ $ONLY == many ]] && RUNS=${BENCH_RUNS:-3}
 if [[ $QUICK == 1 ]]; then
     RUNS=${BENCH_RUNS:-3}
     BIG_MIB=256
@@ -33,6 +32,7 @@ else
     LOAD_S=10
     MODE="full"
 fi
+[[ $ONLY == many ]] && RUNS=${BENCH_RUNS:-3}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive integer" >&2; exit 2; }
 BIG_BYTES=$((BIG_MIB * 1024 * 1024))
 SMALL_BYTES=4096
