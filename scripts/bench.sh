@@ -4,6 +4,8 @@
 #   scripts/bench.sh                  full run: 1 GiB file, 5 runs per tool, 10 s load tests
 #   BENCH_QUICK=1 scripts/bench.sh    quick run: 256 MiB file, 3 runs, 3 s load tests
 #   BENCH_RUNS=9 scripts/bench.sh     more runs per tool
+#   scripts/bench.sh many             only the many-small-files row (10,000 x 4 KiB on tmpfs
+#                                     against an rsync daemon), printed; 3 runs unless BENCH_RUNS
 #
 # Every tool runs on the same machine, against the same files, and only on 127.0.0.1. Tools take
 # turns (sft, competitor, sft, competitor, …) so drift affects both alike; medians are reported
@@ -16,6 +18,8 @@ export LC_ALL=C
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
+ONLY=${1:-}
+[[ -z $ONLY || $ONLY == many ]] || { echo "usage: $0 [many]" >&2; exit 2; }
 QUICK=${BENCH_QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     RUNS=${BENCH_RUNS:-3}
@@ -28,6 +32,7 @@ else
     LOAD_S=10
     MODE="full"
 fi
+[[ $ONLY == many ]] && RUNS=${BENCH_RUNS:-3}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive integer" >&2; exit 2; }
 BIG_BYTES=$((BIG_MIB * 1024 * 1024))
 SMALL_BYTES=4096
@@ -88,6 +93,12 @@ stop_pid() {
 # (a) Tools.
 install_tools() {
     local missing=()
+    if [[ $ONLY == many ]]; then
+        command -v rsync >/dev/null || missing+=(rsync)
+        command -v python3 >/dev/null || missing+=(python3)
+        ((${#missing[@]} == 0)) || die "missing ${missing[*]}: install them"
+        return 0
+    fi
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     command -v rsync >/dev/null || missing+=(rsync)
     command -v wrk >/dev/null || missing+=(wrk)
@@ -225,11 +236,130 @@ SFT=$SFT_BIN_DIR/sft
 SFT_SERVER=$SFT_BIN_DIR/sft-server
 SFT_BENCH=$SFT_BIN_DIR/sft-bench
 for b in "$SFT" "$SFT_SERVER" "$SFT_BENCH"; do
-    [[ -x $b ]] || die "$b was not built"
+    [[ -x $b || ($ONLY == many && $b == "$SFT_BENCH") ]] || die "$b was not built"
 done
 
 # Enough descriptors for 1000 clients plus the servers' side of them.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---------------------------------------------------------------------------------------------
+# (f) Many small files: 10,000 files of 4 KiB in 100 folders, everything on tmpfs (the served
+# folder, the sources and the destinations), against an rsync daemon: pull (`sft get -r`) and
+# push (`sft send -r`), each fresh and again with nothing changed. rsync runs with -t, since sft
+# keeps modification times too. It starts servers of its own, so that it can run alone
+# (`scripts/bench.sh many`).
+MANY_DIRS=100
+MANY_PER_DIR=100
+MANY_FILE_BYTES=4096
+MANY_N=$((MANY_DIRS * MANY_PER_DIR))
+
+many_setup() { # -> MANY (its folder), MANY_ADDR (sft-server), MANY_RSYNC (rsync daemon URL)
+    local port rport
+    MANY=$SHM/many
+    mkdir -p "$MANY/srv/up" "$MANY/rsync-up"
+    log "writing $MANY_N files of $MANY_FILE_BYTES bytes in $MANY_DIRS folders to $MANY"
+    python3 - "$MANY/srv/tree" "$MANY_DIRS" "$MANY_PER_DIR" "$MANY_FILE_BYTES" <<'PY'
+import os, sys
+root, dirs, per, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for d in range(dirs):
+    folder = os.path.join(root, f"d{d:03}")
+    os.makedirs(folder)
+    for f in range(per):
+        with open(os.path.join(folder, f"f{f:03}.bin"), "wb") as out:
+            out.write(os.urandom(size))
+PY
+    read -r port rport <<<"$(free_ports 2)"
+    "$SFT_SERVER" --host 127.0.0.1 --port "$port" --root "$MANY/srv" --log-level warn \
+        2>>"$WORK/sft-many.log" &
+    PIDS+=($!)
+    wait_listen "$port" || die "sft-server did not start (see $WORK/sft-many.log)"
+    MANY_ADDR=127.0.0.1:$port
+    cat >"$WORK/rsyncd-many.conf" <<CONF
+pid file = $WORK/rsyncd-many.pid
+log file = $WORK/rsyncd-many.log
+use chroot = no
+[tree]
+    path = $MANY/srv/tree
+    read only = yes
+    uid = $(id -u)
+    gid = $(id -g)
+[up]
+    path = $MANY/rsync-up
+    read only = no
+    uid = $(id -u)
+    gid = $(id -g)
+CONF
+    rsync --daemon --no-detach --config="$WORK/rsyncd-many.conf" --address=127.0.0.1 \
+        --port="$rport" &
+    PIDS+=($!)
+    wait_listen "$rport" || die "rsync daemon did not start"
+    MANY_RSYNC=rsync://127.0.0.1:$rport
+}
+
+many_count() { find "$1" -type f -not -name '.*' 2>/dev/null | wc -l; }
+many_whole() { [[ $(many_count "$1") == "$MANY_N" ]]; }
+
+pre_many_sft_get() { rm -rf "$MANY/get-sft"; }
+run_many_sft_get() { timeout "$T" "$SFT" get -q -r "$MANY_ADDR" tree "$MANY/get-sft"; }
+post_many_sft_get() { many_whole "$MANY/get-sft"; }
+run_many_sft_get_again() { run_many_sft_get; }
+post_many_sft_get_again() { post_many_sft_get; }
+pre_many_rsync_get() { rm -rf "$MANY/get-rsync"; }
+run_many_rsync_get() { timeout "$T" rsync -rt "$MANY_RSYNC/tree/" "$MANY/get-rsync/"; }
+post_many_rsync_get() { many_whole "$MANY/get-rsync"; }
+run_many_rsync_get_again() { run_many_rsync_get; }
+post_many_rsync_get_again() { post_many_rsync_get; }
+
+pre_many_sft_send() { rm -rf "$MANY/srv/up/tree"; }
+run_many_sft_send() {
+    timeout "$T" "$SFT" send -q -r --overwrite "$MANY_ADDR" "$MANY/srv/tree" up/tree
+}
+post_many_sft_send() { many_whole "$MANY/srv/up/tree"; }
+run_many_sft_send_again() { run_many_sft_send; }
+post_many_sft_send_again() { post_many_sft_send; }
+pre_many_rsync_send() { rm -rf "$MANY/rsync-up/tree"; }
+run_many_rsync_send() { timeout "$T" rsync -rt "$MANY/srv/tree/" "$MANY_RSYNC/up/tree/"; }
+post_many_rsync_send() { many_whole "$MANY/rsync-up/tree"; }
+run_many_rsync_send_again() { run_many_rsync_send; }
+post_many_rsync_send_again() { post_many_rsync_send; }
+
+# Runs the row: each sft run is followed by its rerun, then rsync's pair, RUNS rounds.
+many_run() {
+    many_setup
+    log "$MANY_N small files: pull"
+    alternate many_sft_get many_sft_get_again many_rsync_get many_rsync_get_again
+    log "$MANY_N small files: push"
+    alternate many_sft_send many_sft_send_again many_rsync_send many_rsync_send_again
+    rm -rf "$MANY"
+}
+
+many_samples() { local v=${SAMPLES[$1]:-n/a}; echo "${v// /, }"; }
+
+many_row() { # LABEL SFT_KEY RSYNC_KEY
+    local s r q
+    s=$(median "$2")
+    r=$(median "$3")
+    q=$(ratio "$s" "$r")
+    echo "| $1 | $s | $r | $(times "$q") | $(verdict "$q" 1.0 le) | $(many_samples "$2") | $(many_samples "$3") |"
+}
+
+# The row's table (markdown).
+many_table() {
+    echo "| $MANY_N × 4 KiB in $MANY_DIRS folders, tmpfs | sft (s) | rsync daemon (s) | sft ÷ rsync | goal ≤ 1.0× | sft samples | rsync samples |"
+    echo "| --- | --- | --- | --- | --- | --- | --- |"
+    many_row "pull: \`sft get -r\` / \`rsync -rt\`" many_sft_get many_rsync_get
+    many_row "pull again, nothing changed" many_sft_get_again many_rsync_get_again
+    many_row "push: \`sft send -r --overwrite\` / \`rsync -rt\`" many_sft_send many_rsync_send
+    many_row "push again, nothing changed" many_sft_send_again many_rsync_send_again
+}
+
+if [[ $ONLY == many ]]; then
+    WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/sft-bench.XXXXXX")
+    SHM=$(mktemp -d /dev/shm/sft-bench.XXXXXX)
+    many_run
+    many_table
+    exit 0
+fi
 
 # (c) Files: the served folder on disk, destinations on tmpfs.
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/sft-bench.XXXXXX")
@@ -457,6 +587,8 @@ for c in 1 100 1000; do
     log "4 KiB GETs, $c connection(s), ${LOAD_S}s each"
     run_load "$c"
 done
+
+many_run
 
 # Memory: a fresh server, its peak RSS around one big GET, then its RSS with idle connections.
 log "server memory"

@@ -1,8 +1,10 @@
 //! The generic call: any verb, with JSON arguments, including verbs this client was not built
 //! with. What follows each reply is found by the protocol's one body rule (PROTOCOL.md §3.1).
 
-use crate::client::{open_partial, Client, StreamItem};
+use crate::client::{open_partial, Client};
+use crate::conn::{Exchange, StreamItem};
 use crate::error::Error;
+use crate::stream::send_chunked;
 use async_std::fs::File;
 use async_std::io::BufWriter;
 use async_std::task::spawn_blocking;
@@ -53,7 +55,6 @@ impl Client {
         args: &Map<String, Value>,
         source: Option<&mut (dyn AsyncRead + Unpin + '_)>,
     ) -> Result<Response<'_>, Error> {
-        self.check_usable()?;
         let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
         if verb.is_empty() || verb.len() > 64 || !verb.bytes().all(valid) {
             return Err(Error::Request(format!(
@@ -65,30 +66,18 @@ impl Client {
                 "the arguments must not contain \"verb\"; it is given on its own".into(),
             ));
         }
-        self.scratch.clear();
-        encode_call(verb, args, &mut self.scratch);
-        if self.scratch.len() > MAX_HEADER_LEN {
+        let mut line = Vec::with_capacity(256);
+        encode_call(verb, args, &mut line);
+        if line.len() > MAX_HEADER_LEN {
             return Err(Error::Request(format!(
                 "the request line is {} bytes, over the protocol's {MAX_HEADER_LEN}",
-                self.scratch.len()
+                line.len()
             )));
         }
-        let upload = upload_body(&self.scratch).map_err(|e| Error::Request(e.message))?;
+        let upload = upload_body(&line).map_err(|e| Error::Request(e.message))?;
         let during = format!("the {verb} call");
-        match (upload, source) {
-            (None, None) => {
-                self.write_scratch(verb).await?;
-            }
-            (Some(Upload::Sized(size)), Some(source)) => {
-                self.write_scratch(verb).await?;
-                let _go_ahead: Map<String, Value> = self.reply(&during).await?;
-                self.upload(source, size, &during).await?;
-            }
-            (Some(Upload::Chunked), Some(source)) => {
-                self.write_scratch(verb).await?;
-                let _go_ahead: Map<String, Value> = self.reply(&during).await?;
-                self.send_chunked(source, &during).await?;
-            }
+        match (upload, &source) {
+            (None, None) | (Some(Upload::Sized(_) | Upload::Chunked), Some(_)) => {}
             (Some(Upload::Chunked), None) => {
                 return Err(Error::Request(
                     "the arguments declare a chunked upload (\"body\":\"chunked\") but no body \
@@ -110,58 +99,64 @@ impl Client {
                 ))
             }
         }
-        let fields: Map<String, Value> = self.reply(&during).await?;
-        let header = String::from_utf8_lossy(&self.line)
+        let mut x = self.conn.begin()?;
+        x.scratch = line;
+        x.write_scratch(verb).await?;
+        match (upload, source) {
+            (Some(Upload::Sized(size)), Some(source)) => {
+                let _go_ahead: Map<String, Value> = x.reply(&during).await?;
+                upload_sized(&mut x, source, size, &during).await?;
+            }
+            (Some(Upload::Chunked), Some(source)) => {
+                let _go_ahead: Map<String, Value> = x.reply(&during).await?;
+                send_chunked(&mut x, source, &during).await?;
+            }
+            _ => {}
+        }
+        let fields: Map<String, Value> = x.reply(&during).await?;
+        let header = String::from_utf8_lossy(&x.line)
             .trim_end_matches(['\r', '\n'])
             .to_owned();
-        let body = reply_body(&self.line, upload.is_some()).map_err(|e| {
-            self.broken = true;
-            Error::Protocol(format!("{during}: {}", e.message))
-        })?;
+        let body = reply_body(&x.line, upload.is_some())
+            .map_err(|e| Error::Protocol(format!("{during}: {}", e.message)))?;
+        if body == Body::None {
+            x.done();
+        }
         Ok(Response {
-            client: self,
+            x,
             verb: verb.to_owned(),
             header,
             fields,
             body,
-            done: body == Body::None,
         })
     }
+}
 
-    /// Sends exactly `size` bytes from `source` after a go-ahead.
-    async fn upload(
-        &mut self,
-        source: &mut (dyn AsyncRead + Unpin + '_),
-        size: u64,
-        during: &str,
-    ) -> Result<(), Error> {
-        let mut buf = vec![0u8; size.min(CHUNK as u64) as usize];
-        let mut left = size;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = match source.read(&mut buf[..want]).await {
-                Ok(0) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("it ended after {} of {size} bytes", size - left),
-                )),
-                other => other,
-            };
-            // The server waits for bytes we cannot give: closing makes it drop the upload.
-            let n = n.map_err(|e| {
-                self.broken = true;
-                Error::local("-", "read")(e)
-            })?;
-            self.writer.write_all(&buf[..n]).await.map_err(|e| {
-                self.broken = true;
-                Error::cut_off(during)(e)
-            })?;
-            left -= n as u64;
-        }
-        self.writer.flush().await.map_err(|e| {
-            self.broken = true;
-            Error::cut_off(during)(e)
-        })
+/// Sends exactly `size` bytes from `source` after a go-ahead. A source that fails leaves the
+/// server waiting for bytes this client cannot give: the guard then breaks the connection,
+/// and closing it makes the server drop the upload.
+async fn upload_sized(
+    x: &mut Exchange<'_>,
+    source: &mut (dyn AsyncRead + Unpin + '_),
+    size: u64,
+    during: &str,
+) -> Result<(), Error> {
+    let mut buf = vec![0u8; size.min(CHUNK as u64) as usize];
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match source.read(&mut buf[..want]).await {
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("it ended after {} of {size} bytes", size - left),
+            )),
+            other => other,
+        };
+        let n = n.map_err(Error::local("-", "read"))?;
+        x.send_chunk(&buf[..n], during).await?;
+        left -= n as u64;
     }
+    x.flush(during).await
 }
 
 /// A reply to a generic call: its header, and its body still on the wire. Read the body with
@@ -169,12 +164,12 @@ impl Client {
 /// was not read leaves the connection unusable.
 #[derive(Debug)]
 pub struct Response<'c> {
-    client: &'c mut Client,
+    /// The exchange, done once the body was read.
+    x: Exchange<'c>,
     verb: String,
     header: String,
     fields: Map<String, Value>,
     body: Body,
-    done: bool,
 }
 
 impl Response<'_> {
@@ -247,7 +242,7 @@ impl Response<'_> {
             Body::Sized(size) => self.copy_sized(size, sink, local, &during).await?,
             Body::Lines => self.copy_lines(sink, local, &during).await?,
         };
-        self.done = true;
+        self.x.done();
         sink.flush().await.map_err(Error::local(local, "write"))?;
         Ok(written)
     }
@@ -262,12 +257,12 @@ impl Response<'_> {
     where
         W: AsyncWrite + Unpin + ?Sized,
     {
-        let client = &mut *self.client;
+        let client = &mut *self.x;
         let mut buf = vec![0u8; size.min(CHUNK as u64) as usize];
         let mut left = size;
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
-            let n = match client.reader.read(&mut buf[..want]).await {
+            let n = match client.fill_some(&mut buf[..want]).await {
                 Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("received {} of {size} bytes", size - left),
@@ -295,28 +290,20 @@ impl Response<'_> {
     {
         let mut written = 0;
         loop {
-            let item = self.client.stream_line(during).await?;
-            sink.write_all(&self.client.line)
+            let item = self.x.stream_line(during).await?;
+            sink.write_all(&self.x.line)
                 .await
                 .map_err(Error::local(local, "write"))?;
-            written += self.client.line.len() as u64;
+            written += self.x.line.len() as u64;
             match item {
                 StreamItem::Item => {}
                 StreamItem::End => return Ok(written),
                 StreamItem::Error(e) => {
-                    self.done = true;
+                    self.x.done();
                     sink.flush().await.map_err(Error::local(local, "write"))?;
                     return Err(Error::Remote(e));
                 }
             }
-        }
-    }
-}
-
-impl Drop for Response<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.client.broken = true;
         }
     }
 }

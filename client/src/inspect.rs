@@ -1,18 +1,37 @@
 //! Looking at the served folder: `STAT` one path, `LIST` a folder entry by entry.
 
-use crate::client::{Client, StreamItem};
+use crate::client::Client;
+use crate::conn::{Exchange, StreamItem};
 use crate::error::Error;
-use sft_protocol::verbs::{Entry, ListEnd, ListReply, ListRequest, StatReply, StatRequest};
+use sft_protocol::verbs::{
+    Entry, ListEnd, ListHash, ListReply, ListRequest, StatReply, StatRequest,
+};
 
 impl Client {
     /// Describes `remote` (a file, folder or symlink; `""` for the served folder itself).
     pub async fn stat(&mut self, remote: &str) -> Result<Entry, Error> {
-        self.request(&StatRequest {
+        let mut x = self.conn.begin()?;
+        x.request(&StatRequest {
             path: remote.to_owned(),
             hash: true,
         })
         .await?;
-        let reply: StatReply = self.reply(&format!("STAT {remote}")).await?;
+        let reply: StatReply = x.reply(&format!("STAT {remote}")).await?;
+        x.done();
+        Ok(reply.entry)
+    }
+
+    /// Describes `remote` from its metadata alone: unlike [`Client::stat`], the server reads
+    /// no file to hash it (the entry's `blake3` is then absent).
+    pub async fn stat_quick(&mut self, remote: &str) -> Result<Entry, Error> {
+        let mut x = self.conn.begin()?;
+        x.request(&StatRequest {
+            path: remote.to_owned(),
+            hash: false,
+        })
+        .await?;
+        let reply: StatReply = x.reply(&format!("STAT {remote}")).await?;
+        x.done();
         Ok(reply.entry)
     }
 
@@ -20,15 +39,27 @@ impl Client {
     /// Entries then arrive one at a time from [`Listing::next`], so a huge tree is never held
     /// in memory.
     pub async fn list(&mut self, remote: &str, recursive: bool) -> Result<Listing<'_>, Error> {
-        self.request(&ListRequest {
+        self.list_with(remote, recursive, ListHash::None).await
+    }
+
+    /// Like [`Client::list`], with `hash` saying which regular files' entries carry their
+    /// BLAKE3 (what a folder sync compares; servers that predate it send none).
+    pub async fn list_with(
+        &mut self,
+        remote: &str,
+        recursive: bool,
+        hash: ListHash,
+    ) -> Result<Listing<'_>, Error> {
+        let mut x = self.conn.begin()?;
+        x.request(&ListRequest {
             path: remote.to_owned(),
             recursive,
-            ..Default::default()
+            hash,
         })
         .await?;
-        let reply: ListReply = self.reply(&format!("LIST {remote}")).await?;
+        let reply: ListReply = x.reply(&format!("LIST {remote}")).await?;
         Ok(Listing {
-            client: self,
+            x,
             path: reply.path,
             end: None,
             finished: false,
@@ -40,7 +71,8 @@ impl Client {
 /// on the wire, so the connection is then unusable.
 #[derive(Debug)]
 pub struct Listing<'c> {
-    client: &'c mut Client,
+    /// The exchange, done once the stream ended in step.
+    x: Exchange<'c>,
     path: String,
     end: Option<ListEnd>,
     finished: bool,
@@ -60,10 +92,10 @@ impl Listing<'_> {
             return Ok(None);
         }
         let during = format!("the listing of {}", self.path);
-        let item = self.client.stream_line(&during).await.inspect_err(|_| {
+        let item = self.x.stream_line(&during).await.inspect_err(|_| {
             self.finished = true;
         })?;
-        let line = &self.client.line;
+        let line = &self.x.line;
         let malformed = |e: serde_json::Error| Error::Protocol(format!("{during}: {e}"));
         let parsed = match item {
             StreamItem::Item => serde_json::from_slice::<Entry>(line).map(Some),
@@ -73,17 +105,20 @@ impl Listing<'_> {
             }),
             StreamItem::Error(e) => {
                 self.finished = true;
+                self.x.done();
                 return Err(Error::Remote(e));
             }
         };
         match parsed {
             Ok(entry) => {
-                self.finished = entry.is_none();
+                if entry.is_none() {
+                    self.finished = true;
+                    self.x.done();
+                }
                 Ok(entry)
             }
             Err(e) => {
                 self.finished = true;
-                self.client.broken = true;
                 Err(malformed(e))
             }
         }
@@ -93,13 +128,5 @@ impl Listing<'_> {
     /// `None`.
     pub fn end(&self) -> Option<&ListEnd> {
         self.end.as_ref()
-    }
-}
-
-impl Drop for Listing<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.client.broken = true;
-        }
     }
 }

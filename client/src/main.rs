@@ -233,6 +233,7 @@ fn main() {
         }
     };
     let json = cli.common().is_some_and(|c| c.json);
+    cmd::set_limit_rate(cli.common().and_then(|c| c.limit_rate));
     if matches!(&cli, Cli::Get(args) if args.writes_stdout()) {
         cmd::stdout_is_data();
     }

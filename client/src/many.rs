@@ -1,12 +1,15 @@
-//! Many downloads over one connection, pipelined: several GET requests are on the wire before
+//! Many transfers over one connection, pipelined: several requests are on the wire before
 //! their replies are read (PROTOCOL.md §1), so a folder of small files does not wait a round
 //! trip per file. The server answers strictly in order.
 
 use crate::client::{open_partial, Client, Transfer};
 use crate::error::Error;
+use crate::get::{get_file_body, get_reply, receive_small, GetOptions, SmallBody, SMALL};
 use crate::partial::Partial;
-use futures::AsyncWriteExt;
-use sft_protocol::verbs::GetRequest;
+use crate::send::{check_reply, read_small, send_opened, SendOptions, Small};
+use crate::walk::Upload;
+use async_std::task::spawn_blocking;
+use sft_protocol::verbs::{GetRequest, HelloReply, HelloRequest, SendReply, SendRequest};
 use sft_protocol::{encode_request, ErrorCode};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -16,6 +19,41 @@ const WINDOW: usize = 32;
 /// …and their bytes, at most (beyond one request): little enough that the server's receive
 /// buffers always hold them, so writing requests can never wait for replies nobody reads yet.
 const WINDOW_BYTES: usize = 16 * 1024;
+
+/// Eager uploads on the wire at once, at most: their replies (about a hundred bytes each)
+/// always fit the socket buffers, so the server never waits to write one while this client
+/// writes bodies — and it reads every body whole, so writing never waits on a reply either.
+const SEND_WINDOW: usize = 64;
+/// …and their body bytes, at most (beyond one upload): a bound on memory.
+const SEND_WINDOW_BYTES: u64 = 8 << 20;
+
+/// The protocol version from which a server takes eager uploads. An older one would ignore
+/// `eager` and, refusing such an upload, read its body as the next request: eager uploads go
+/// only to a server whose `HELLO` says it speaks this version.
+const EAGER_PROTOCOL: u32 = 2;
+
+/// Small downloads stored by one blocking task, at most (or 1 MiB of them).
+const STORE_BATCH: usize = 32;
+
+/// Stores the small downloads of `batch` (one blocking task) and reports each.
+async fn store_batch(
+    batch: &mut Vec<(usize, PathBuf, SmallBody)>,
+    done: &mut impl FnMut(usize, Result<Transfer, Error>),
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let work = std::mem::take(batch);
+    let stored = spawn_blocking(move || {
+        work.into_iter()
+            .map(|(i, local, small)| (i, small.store(&local)))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    for (i, result) in stored {
+        done(i, result);
+    }
+}
 
 /// One download of [`Client::get_files`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +81,21 @@ impl Client {
         &mut self,
         jobs: &[GetJob],
         verify: bool,
+        done: impl FnMut(usize, Result<Transfer, Error>),
+    ) -> Vec<usize> {
+        let opts = GetOptions {
+            verify,
+            ..GetOptions::default()
+        };
+        self.get_files_with(jobs, opts, done).await
+    }
+
+    /// [`Client::get_files`] with every option of [`Client::get_file`] (its `resume` is each
+    /// job's own).
+    pub async fn get_files_with(
+        &mut self,
+        jobs: &[GetJob],
+        opts: GetOptions,
         mut done: impl FnMut(usize, Result<Transfer, Error>),
     ) -> Vec<usize> {
         let mut queue: VecDeque<(usize, bool)> = jobs
@@ -54,6 +107,10 @@ impl Client {
         // and the partial a resume continues (open and locked from the request on).
         let mut inflight: VecDeque<(usize, u64, usize, Option<Partial>)> = VecDeque::new();
         let mut inflight_bytes = 0;
+        // Small downloads received and checked, stored together by one blocking task; every
+        // other outcome waits for them, so that outcomes come in order.
+        let mut batch: Vec<(usize, PathBuf, SmallBody)> = Vec::new();
+        let mut batch_bytes = 0u64;
         let leftovers = |inflight: &VecDeque<(usize, u64, usize, Option<Partial>)>,
                          queue: &VecDeque<_>| {
             inflight
@@ -62,10 +119,13 @@ impl Client {
                 .chain(queue.iter().map(|&(i, _)| i))
                 .collect::<Vec<usize>>()
         };
-        if self.broken {
-            return leftovers(&inflight, &queue);
-        }
         loop {
+            // Write what the window takes, under one guard: a failed write breaks the
+            // connection.
+            let Ok(mut x) = self.conn.begin() else {
+                store_batch(&mut batch, &mut done).await;
+                return leftovers(&inflight, &queue);
+            };
             let mut wrote = None;
             while inflight.len() < WINDOW && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES)
             {
@@ -91,21 +151,21 @@ impl Client {
                         continue;
                     }
                 };
-                self.scratch.clear();
+                x.scratch.clear();
                 encode_request(
                     &GetRequest {
                         path: job.remote.clone(),
                         offset: (offset > 0).then_some(offset),
-                        hash: verify,
+                        hash: opts.verify,
                     },
-                    &mut self.scratch,
+                    &mut x.scratch,
                 );
-                let len = self.scratch.len();
+                let len = x.scratch.len();
                 let during = format!("the GET {} request", job.remote);
-                let written = self.writer.write_all(&self.scratch).await;
-                if let Err(e) = written {
-                    self.broken = true;
-                    done(i, Err(Error::cut_off(during)(e)));
+                if let Err(e) = x.queue_scratch(&during).await {
+                    done(i, Err(e));
+                    drop(x);
+                    store_batch(&mut batch, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
                 inflight.push_back((i, offset, len, partial));
@@ -113,35 +173,285 @@ impl Client {
                 wrote = Some(i);
             }
             if let Some(i) = wrote {
-                if let Err(e) = self.writer.flush().await {
-                    self.broken = true;
-                    let during = format!("the GET {} request", jobs[i].remote);
+                let during = format!("the GET {} request", jobs[i].remote);
+                if let Err(e) = x.flush(&during).await {
+                    drop(x);
                     let (first, ..) = inflight.pop_front().expect("a request was written");
-                    done(first, Err(Error::cut_off(during)(e)));
+                    done(first, Err(e));
+                    store_batch(&mut batch, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
             }
+            x.done();
+            drop(x);
             let Some((i, offset, len, partial)) = inflight.pop_front() else {
+                store_batch(&mut batch, &mut done).await;
                 return Vec::new();
             };
             inflight_bytes -= len;
             let job = &jobs[i];
-            let result = match self.get_reply(&job.remote, offset).await {
+            // One exchange: this job's reply, body and trailer.
+            let Ok(mut x) = self.conn.begin() else {
+                inflight.push_front((i, offset, len, partial));
+                store_batch(&mut batch, &mut done).await;
+                return leftovers(&inflight, &queue);
+            };
+            let result = match get_reply(&mut x, &job.remote, offset).await {
                 // The partial is longer than the file now is: ask again, from the start.
                 Err(Error::Remote(e)) if offset > 0 && e.code == ErrorCode::BadRequest => {
                     queue.push_front((i, false));
                     continue;
                 }
                 Err(e) => Err(e),
+                Ok(reply) if partial.is_none() && offset == 0 && reply.size <= SMALL => {
+                    let size = reply.size;
+                    match receive_small(&mut x, &job.remote, &job.local, reply, opts).await {
+                        Ok(small) => {
+                            drop(x);
+                            batch.push((i, job.local.clone(), small));
+                            batch_bytes += size;
+                            if batch.len() >= STORE_BATCH || batch_bytes >= SMALL {
+                                store_batch(&mut batch, &mut done).await;
+                                batch_bytes = 0;
+                            }
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Ok(reply) => {
-                    self.get_file_body(&job.remote, &job.local, reply, verify, partial)
-                        .await
+                    get_file_body(&mut x, &job.remote, &job.local, reply, opts, partial).await
                 }
             };
+            drop(x);
+            store_batch(&mut batch, &mut done).await;
+            batch_bytes = 0;
             done(i, result);
-            if self.broken {
+            if self.conn.is_broken() {
+                store_batch(&mut batch, &mut done).await;
                 return leftovers(&inflight, &queue);
             }
         }
+    }
+
+    /// Uploads every job as [`Client::send_upload`] would, pipelined: small files (up to
+    /// 1 MiB) are read whole, hashed, and sent eagerly — each body right behind its request,
+    /// with up to 64 of them in flight — to a server that takes eager uploads (protocol
+    /// version 2, asked once with `HELLO`); larger files, and every file to an older server,
+    /// go one at a time after a go-ahead, resumable. Each outcome goes to `done(index,
+    /// result)` as soon as it is known. A refusal (`exists`…) or a local file that cannot be
+    /// read (or changed while it was read) does not stop the others.
+    ///
+    /// When the connection breaks, the job it broke on gets that error and this returns the
+    /// indices of the jobs that got no outcome (so that a caller can carry on over a new
+    /// connection); otherwise an empty list.
+    pub async fn send_files(
+        &mut self,
+        jobs: &[Upload],
+        options: SendOptions,
+        mut done: impl FnMut(usize, Result<Transfer, Error>),
+    ) -> Vec<usize> {
+        let mut eager = !options.resume && self.takes_eager().await;
+        // Eager uploads sent whose replies are still to come, and their body bytes.
+        let mut inflight: VecDeque<(usize, SendRequest)> = VecDeque::new();
+        let mut inflight_bytes = 0u64;
+        // Jobs to send after a go-ahead, in order, once the window is drained.
+        let mut later: VecDeque<usize> = VecDeque::new();
+        let mut next = 0;
+        loop {
+            if self.conn.is_broken() {
+                return inflight
+                    .iter()
+                    .map(|(i, _)| *i)
+                    .chain(later)
+                    .chain(next..jobs.len())
+                    .collect();
+            }
+            // A batch of small files, read by one blocking task.
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
+            while eager && later.is_empty() && next < jobs.len() {
+                let room = SEND_WINDOW - inflight.len() - batch.len();
+                let size = jobs[next].size;
+                if size > SMALL {
+                    break;
+                }
+                if room == 0
+                    || (!(inflight.is_empty() && batch.is_empty())
+                        && inflight_bytes + batch_bytes + size > SEND_WINDOW_BYTES)
+                {
+                    break;
+                }
+                batch.push(next);
+                batch_bytes += size;
+                next += 1;
+            }
+            if !batch.is_empty() {
+                let uploads: Vec<(usize, Upload)> =
+                    batch.iter().map(|&i| (i, jobs[i].clone())).collect();
+                let read = spawn_blocking(move || {
+                    uploads
+                        .into_iter()
+                        .map(|(i, u)| (i, read_small(&u, options)))
+                        .collect::<Vec<_>>()
+                })
+                .await;
+                let mut read = read.into_iter();
+                let Ok(mut x) = self.conn.begin() else {
+                    continue;
+                };
+                for (i, small) in read.by_ref() {
+                    let small = match small {
+                        Ok(Some(small)) => small,
+                        Ok(None) => {
+                            later.push_back(i);
+                            continue;
+                        }
+                        Err(e) => {
+                            done(i, Err(Error::local(&jobs[i].local, "read")(e)));
+                            continue;
+                        }
+                    };
+                    let Small { args, body } = small;
+                    let during = format!("the upload of {}", args.path);
+                    x.scratch.clear();
+                    encode_request(&args, &mut x.scratch);
+                    x.progress_start(&args.path, Some(args.size), 0);
+                    let sent = match x.queue_scratch(&during).await {
+                        Ok(()) => x.send_chunk(&body, &during).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = sent {
+                        done(i, Err(e));
+                        break;
+                    }
+                    x.progress_advance(args.size);
+                    inflight_bytes += args.size;
+                    inflight.push_back((i, args));
+                }
+                let flushed = match read.len() {
+                    0 => x.flush("the uploads").await,
+                    _ => Ok(()), // a write failed: the guard breaks the connection
+                };
+                match flushed {
+                    Ok(()) if read.len() == 0 => x.done(),
+                    _ => {
+                        drop(x);
+                        // The ones not written yet get no outcome here.
+                        let rest: Vec<usize> = read.map(|(i, _)| i).collect();
+                        return inflight
+                            .iter()
+                            .map(|(i, _)| *i)
+                            .chain(rest)
+                            .chain(later)
+                            .chain(next..jobs.len())
+                            .collect();
+                    }
+                }
+                drop(x);
+            }
+            // Read replies: down to half a window while there are more small files to send,
+            // all of them before a large file (or at the end).
+            let keep =
+                match eager && later.is_empty() && next < jobs.len() && jobs[next].size <= SMALL {
+                    true => SEND_WINDOW / 2,
+                    false => 0,
+                };
+            while inflight.len() > keep {
+                let (i, args) = inflight.pop_front().expect("one is in flight");
+                inflight_bytes -= args.size;
+                let Ok(mut x) = self.conn.begin() else {
+                    inflight.push_front((i, args));
+                    break;
+                };
+                let during = format!("the upload of {}", args.path);
+                let reply = x.reply::<SendReply>(&during).await;
+                let result = match reply {
+                    // A server that does not take eager uploads after all: the normal way.
+                    Err(Error::Remote(e))
+                        if e.code == ErrorCode::BadRequest && e.message.contains("eager") =>
+                    {
+                        eager = false;
+                        later.push_back(i);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                    Ok(reply) => match check_reply(&reply, &args, args.blake3.as_deref()) {
+                        Ok(()) => Ok(Transfer {
+                            size: args.size,
+                            bytes_transferred: args.size,
+                            resumed_from: 0,
+                            blake3: reply.blake3.or(args.blake3),
+                        }),
+                        Err(e) => Err(e),
+                    },
+                };
+                if matches!(result, Ok(_) | Err(Error::Integrity { .. })) {
+                    x.done();
+                }
+                drop(x);
+                done(i, result);
+                if self.conn.is_broken() {
+                    break;
+                }
+            }
+            if self.conn.is_broken() || !inflight.is_empty() {
+                continue;
+            }
+            // The window is empty: files that go after a go-ahead, one at a time.
+            if let Some(i) = later.pop_front().or_else(|| {
+                (next < jobs.len() && (!eager || jobs[next].size > SMALL)).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            }) {
+                let upload = &jobs[i];
+                let found = upload.clone();
+                let opened = spawn_blocking(move || found.open()).await;
+                let result = match opened {
+                    Ok((file, meta)) => {
+                        send_opened(
+                            &mut self.conn,
+                            file,
+                            &meta,
+                            &upload.local,
+                            &upload.remote,
+                            options,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(Error::local(&upload.local, "read")(e)),
+                };
+                done(i, result);
+                continue;
+            }
+            if next >= jobs.len() && later.is_empty() {
+                return Vec::new();
+            }
+        }
+    }
+
+    /// Whether the server takes eager uploads (asked once per connection).
+    async fn takes_eager(&mut self) -> bool {
+        if let Some(known) = self.conn.eager {
+            return known;
+        }
+        let Ok(mut x) = self.conn.begin() else {
+            return false;
+        };
+        if x.request(&HelloRequest {}).await.is_err() {
+            return false;
+        }
+        let known = match x.reply::<HelloReply>("HELLO").await {
+            Ok(hello) => {
+                x.done();
+                hello.protocol >= EAGER_PROTOCOL
+            }
+            // A server without HELLO is an older one.
+            Err(_) => false,
+        };
+        drop(x);
+        self.conn.eager = Some(known);
+        known
     }
 }

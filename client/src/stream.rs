@@ -1,6 +1,7 @@
 //! Uploads of unknown length — chunked bodies, PROTOCOL.md §3.3 — and creating folders.
 
 use crate::client::{Client, Transfer};
+use crate::conn::Exchange;
 use crate::error::Error;
 use crate::files::CHUNK;
 use futures::{AsyncBufReadExt, AsyncRead, AsyncReadExt, FutureExt};
@@ -39,7 +40,8 @@ impl Client {
         R: AsyncRead + Unpin,
     {
         let during = format!("the upload of {remote}");
-        self.request(&SendStreamRequest {
+        let mut x = self.conn.begin()?;
+        x.request(&SendStreamRequest {
             path: remote.to_owned(),
             body: BodyFraming::Chunked,
             overwrite,
@@ -47,7 +49,7 @@ impl Client {
             mode: None,
         })
         .await?;
-        let ready: SendReady = match self.reply(&during).await {
+        let ready: SendReady = match x.reply(&during).await {
             // A server older than chunked bodies misses the `size` it insists on.
             Err(Error::Remote(mut e))
                 if e.code == ErrorCode::BadRequest && e.message.contains("`size`") =>
@@ -62,26 +64,27 @@ impl Client {
             other => other?,
         };
         if ready.offset != 0 {
-            return self.track(Err(Error::Protocol(format!(
+            return Err(Error::Protocol(format!(
                 "{during}: a go-ahead from offset {} for a stream",
                 ready.offset
-            ))));
+            )));
         }
-        self.progress_start(remote, None, 0);
-        let sent = self.send_chunked(source, &during).await?;
-        let reply: SendReply = self.reply(&during).await?;
+        x.progress_start(remote, None, 0);
+        let sent = send_chunked(&mut x, source, &during).await?;
+        let reply: SendReply = x.reply(&during).await?;
         let Some(ours) = sent.blake3 else {
             // The server answered early, so that reply must have been an error.
-            return self.track(Err(Error::Protocol(format!(
+            return Err(Error::Protocol(format!(
                 "{during}: the server accepted an upload it had interrupted"
-            ))));
+            )));
         };
         if reply.size != sent.size {
-            return self.track(Err(Error::Protocol(format!(
+            return Err(Error::Protocol(format!(
                 "server stored {} of {} bytes",
                 reply.size, sent.size
-            ))));
+            )));
         }
+        x.done();
         if let Some(theirs) = reply.blake3.filter(|theirs| *theirs != ours) {
             return Err(Error::Integrity {
                 what: remote.to_owned(),
@@ -97,81 +100,73 @@ impl Client {
         })
     }
 
-    /// Sends `source` as a chunked body (after a go-ahead), ending it with a terminator that
-    /// declares the body's BLAKE3 hash. If the server replies before the end (it refused the
-    /// upload), stops at once with a bare terminator and leaves that reply to be read.
-    ///
-    /// A failure to read `source` breaks the connection: closing it is the only way to tell the
-    /// server to drop what it received.
-    pub(crate) async fn send_chunked(
-        &mut self,
-        source: &mut (dyn AsyncRead + Unpin + '_),
-        during: &str,
-    ) -> Result<Sent, Error> {
-        let mut buf = vec![0u8; CHUNK];
-        let mut header = Vec::with_capacity(64);
-        let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
-        loop {
-            if self.replied_early() {
-                header.clear();
-                encode_chunk_header(0, None, &mut header);
-                self.send_chunk(&header, during).await?;
-                self.flush(during).await?;
-                return Ok(Sent { size, blake3: None });
-            }
-            let n = match source.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => {
-                    self.broken = true;
-                    return Err(Error::local("-", "read")(e));
-                }
-            };
-            header.clear();
-            if n == 0 {
-                let hash = hasher.finalize().to_hex().to_string();
-                encode_chunk_header(0, Some(&hash), &mut header);
-                self.send_chunk(&header, during).await?;
-                self.flush(during).await?;
-                return Ok(Sent {
-                    size,
-                    blake3: Some(hash),
-                });
-            }
-            hasher.update(&buf[..n]);
-            encode_chunk_header(n as u64, None, &mut header);
-            self.send_chunk(&header, during).await?;
-            self.send_chunk(&buf[..n], during).await?;
-            // A pipe yields bytes slowly: send each chunk as it is read.
-            self.flush(during).await?;
-            size += n as u64;
-            self.progress_advance(n as u64);
-        }
-    }
-
-    /// Whether a reply is already waiting (checked without waiting for one).
-    fn replied_early(&mut self) -> bool {
-        matches!(
-            self.reader.fill_buf().now_or_never(),
-            Some(Ok(waiting)) if !waiting.is_empty()
-        )
-    }
-
-    async fn flush(&mut self, during: &str) -> Result<(), Error> {
-        let flushed = futures::AsyncWriteExt::flush(&mut self.writer)
-            .await
-            .map_err(Error::cut_off(during));
-        self.track(flushed)
-    }
-
     /// Creates the folder `remote` (and missing parents) on the server. Returns whether it was
     /// created: `false` when it existed already.
     pub async fn mkdir(&mut self, remote: &str) -> Result<bool, Error> {
-        self.request(&MkdirRequest {
+        let mut x = self.conn.begin()?;
+        x.request(&MkdirRequest {
             path: remote.to_owned(),
         })
         .await?;
-        let reply: MkdirReply = self.reply(&format!("MKDIR {remote}")).await?;
+        let reply: MkdirReply = x.reply(&format!("MKDIR {remote}")).await?;
+        x.done();
         Ok(reply.created)
     }
+}
+
+/// Sends `source` as a chunked body (after a go-ahead), ending it with a terminator that
+/// declares the body's BLAKE3 hash. If the server replies before the end (it refused the
+/// upload), stops at once with a bare terminator and leaves that reply to be read.
+///
+/// A failure to read `source` breaks the connection: closing it is the only way to tell the
+/// server to drop what it received.
+pub(crate) async fn send_chunked(
+    x: &mut Exchange<'_>,
+    source: &mut (dyn AsyncRead + Unpin + '_),
+    during: &str,
+) -> Result<Sent, Error> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut header = Vec::with_capacity(64);
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    loop {
+        if replied_early(x) {
+            header.clear();
+            encode_chunk_header(0, None, &mut header);
+            x.send_chunk(&header, during).await?;
+            x.flush(during).await?;
+            return Ok(Sent { size, blake3: None });
+        }
+        let n = source
+            .read(&mut buf)
+            .await
+            .map_err(Error::local("-", "read"))?;
+        header.clear();
+        if n == 0 {
+            let hash = hasher.finalize().to_hex().to_string();
+            encode_chunk_header(0, Some(&hash), &mut header);
+            x.send_chunk(&header, during).await?;
+            x.flush(during).await?;
+            return Ok(Sent {
+                size,
+                blake3: Some(hash),
+            });
+        }
+        hasher.update(&buf[..n]);
+        encode_chunk_header(n as u64, None, &mut header);
+        x.send_chunk(&header, during).await?;
+        x.send_chunk(&buf[..n], during).await?;
+        // A pipe yields bytes slowly: send each chunk as it is read.
+        x.flush(during).await?;
+        size += n as u64;
+        x.progress_advance(n as u64);
+    }
+}
+
+/// Whether a reply is already waiting (checked without waiting for one).
+fn replied_early(x: &mut Exchange<'_>) -> bool {
+    matches!(
+        x.reader.fill_buf().now_or_never(),
+        Some(Ok(waiting)) if !waiting.is_empty()
+    )
 }

@@ -10,12 +10,14 @@ impl Client {
     /// Removes the file (or symlink: the link itself) at `remote`; with `folder`, the empty
     /// folder there instead. Returns what was removed. Nothing is removed recursively.
     pub async fn delete(&mut self, remote: &str, folder: bool) -> Result<Kind, Error> {
-        self.request(&DeleteRequest {
+        let mut x = self.conn.begin()?;
+        x.request(&DeleteRequest {
             path: remote.to_owned(),
             folder,
         })
         .await?;
-        let reply: DeleteReply = self.reply(&format!("DELETE {remote}")).await?;
+        let reply: DeleteReply = x.reply(&format!("DELETE {remote}")).await?;
+        x.done();
         Ok(reply.kind)
     }
 
@@ -23,19 +25,24 @@ impl Client {
     /// `to` is refused (`exists`) unless `overwrite`; a folder is never replaced. Returns what
     /// was moved.
     pub async fn rename(&mut self, from: &str, to: &str, overwrite: bool) -> Result<Kind, Error> {
-        self.request(&RenameRequest {
+        let mut x = self.conn.begin()?;
+        x.request(&RenameRequest {
             from: from.to_owned(),
             to: to.to_owned(),
             overwrite,
         })
         .await?;
-        let reply: RenameReply = self.reply(&format!("RENAME {from} {to}")).await?;
+        let reply: RenameReply = x.reply(&format!("RENAME {from} {to}")).await?;
+        x.done();
         Ok(reply.kind)
     }
 
     /// Asks the server who it is: its name, version, protocol version, verbs and limits.
     pub async fn hello(&mut self) -> Result<HelloReply, Error> {
-        self.request(&HelloRequest {}).await?;
-        self.reply("HELLO").await
+        let mut x = self.conn.begin()?;
+        x.request(&HelloRequest {}).await?;
+        let reply = x.reply("HELLO").await?;
+        x.done();
+        Ok(reply)
     }
 }

@@ -401,6 +401,8 @@ impl Context<'_> {
         len: u64,
         hash: bool,
     ) -> Result<ReceivedFile, CommandError> {
+        // Reading it claims an eager body.
+        self.eager_claimed();
         let root = self.root.clone();
         let (staged, file) = match spawn_blocking(move || root.stage()).await {
             Ok(staged) => staged,
@@ -446,6 +448,8 @@ impl Context<'_> {
     /// before its error reply. Counts them in [`Stats::bytes_in`](crate::Stats). A client that
     /// stops sending is an [`CommandError::Abort`].
     pub async fn discard_body(&mut self, len: u64) -> Result<(), CommandError> {
+        // Reading it claims an eager body.
+        self.eager_claimed();
         let mut pace = self.limits.body_pace();
         discard(&mut *self.reader, len, &mut pace)
             .await

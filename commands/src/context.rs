@@ -144,6 +144,9 @@ pub struct Context<'c> {
     /// Filled in by the handler for the request log line.
     pub stats: Stats,
     buffers: &'c mut Buffers,
+    /// The length of an eager body (PROTOCOL.md §3.1) that nothing has claimed yet: it follows
+    /// the header without a go-ahead.
+    eager: Option<u64>,
 }
 
 impl<'c> Context<'c> {
@@ -169,20 +172,70 @@ impl<'c> Context<'c> {
             peer,
             stats: Stats::default(),
             buffers,
+            eager: None,
         }
+    }
+
+    /// Marks the request as an eager upload of `len` body bytes: they follow the header
+    /// without waiting for a go-ahead (the session sets this; see [`Context::go_ahead`]).
+    pub fn with_eager_body(mut self, len: Option<u64>) -> Self {
+        self.eager = len;
+        self
+    }
+
+    /// The handler reads the eager body itself (it needs no go-ahead).
+    pub(crate) fn eager_claimed(&mut self) {
+        self.eager = None;
+    }
+
+    /// Whether the request's body came eagerly and is still unclaimed: no go-ahead was given
+    /// and none of it read.
+    pub fn eager_body_pending(&self) -> bool {
+        self.eager.is_some()
+    }
+
+    /// The go-ahead of an upload: a success reply with `fields` (usually none, `{"ok":true}`),
+    /// flushed, after which the client sends the body. For an eager upload the body is already
+    /// on its way and nothing is written: the request's only reply is its final one.
+    pub async fn go_ahead(&mut self, fields: &impl Serialize) -> std::io::Result<()> {
+        if self.eager.take().is_some() {
+            return Ok(());
+        }
+        self.reply_ok(fields).await?;
+        self.flush().await
+    }
+
+    /// Reads and drops an eager body nothing claimed (a request refused before its go-ahead),
+    /// within the server's stall timeout and minimum rate: the session does this after the
+    /// handler, before the refusal is sent, so the connection stays in step.
+    pub async fn settle_body(&mut self) -> std::io::Result<()> {
+        if let Some(len) = self.eager.take() {
+            discard_eager(self.reader, len, self.limits).await?;
+            self.stats.bytes_in += len;
+        }
+        Ok(())
     }
 
     /// Writes a success reply line with `fields` (buffered: it goes out with the next flush or
     /// with the body that follows it).
+    ///
+    /// To an upload whose body came eagerly and is unclaimed, the first success reply can only
+    /// be the go-ahead, which an eager upload does without: it is not written (see
+    /// [`Context::go_ahead`]), and the body is the handler's to read.
     pub async fn reply_ok(&mut self, fields: &impl Serialize) -> std::io::Result<()> {
+        if self.eager.take().is_some() {
+            return Ok(());
+        }
         let scratch = &mut self.buffers.scratch;
         scratch.clear();
         encode_ok(fields, scratch);
         self.writer.write_all(scratch).await
     }
 
-    /// Writes an error reply line (buffered).
+    /// Writes an error reply line (buffered). An eager body nothing claimed is read and dropped
+    /// first: the refusal comes after it.
     pub async fn reply_error(&mut self, err: &WireError) -> std::io::Result<()> {
+        self.settle_body().await?;
         self.stats.error = Some(err.code);
         let scratch = &mut self.buffers.scratch;
         scratch.clear();
@@ -214,4 +267,12 @@ impl<'c> Context<'c> {
     pub async fn flush(&mut self) -> std::io::Result<()> {
         self.writer.flush().await
     }
+}
+
+/// Reads and drops an eager body of `len` bytes that follows a refused request, within the
+/// server's stall timeout and minimum rate (for refusals the session makes before any handler
+/// runs: unknown verbs, [`admit`](crate::admit)).
+pub async fn discard_eager(reader: &mut Reader, len: u64, limits: &Limits) -> std::io::Result<()> {
+    let mut pace = limits.body_pace();
+    crate::body::discard(reader, len, &mut pace).await
 }

@@ -35,7 +35,9 @@ pub mod stat;
 
 pub use body::ReceivedFile;
 pub use command::{admit, Accepts, BoxFuture, Command, CommandError};
-pub use context::{Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, Writer};
+pub use context::{
+    discard_eager, Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, Writer,
+};
 pub use registry::Registry;
 pub use sandbox::Root;
 pub use slots::{Slot, UploadSlots};

@@ -160,6 +160,12 @@ impl Order {
                 ));
             }
         }
+        if args.eager && (args.resume || args.trailer) {
+            return Err(WireError::bad_request(
+                "\"eager\" goes with neither \"resume\" nor \"trailer\": an eager upload \
+                 declares its \"blake3\" up front, if any, and is sent whole",
+            ));
+        }
         let integrity = integrity(&args)?;
         Ok(Order {
             rp,
@@ -290,12 +296,12 @@ async fn begin(ctx: &Context<'_>, order: &Order) -> Result<(Target, Upload), Wir
     }
 }
 
-/// The go-ahead: from here on the client sends the body from `offset` on.
+/// The go-ahead: from here on the client sends the body from `offset` on (an eager upload's
+/// body is on its way already: then nothing is sent).
 async fn go_ahead(ctx: &mut Context<'_>, offset: u64) -> Result<(), CommandError> {
-    ctx.reply_ok(&SendReady { offset })
+    ctx.go_ahead(&SendReady { offset })
         .await
-        .map_err(CommandError::Abort)?;
-    ctx.flush().await.map_err(CommandError::Abort)
+        .map_err(CommandError::Abort)
 }
 
 /// Receives the body: the upload's `size` bytes from its offset on.

@@ -324,7 +324,7 @@ fn info_names_the_server_its_verbs_and_limits() {
     assert_eq!(code(&out), Some(0), "{out:?}");
     let hello = &json_lines(&out)[0];
     assert_eq!(hello["server"], "sft-server");
-    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["protocol"], 2);
     assert!(!hello["version"].as_str().unwrap().is_empty());
     assert_eq!(
         hello["limits"],

@@ -39,7 +39,7 @@ fn each_refusal_has_its_stated_code_and_leaves_the_connection_usable() {
             "unsupported",
         ),
         (
-            r#"{"verb":"GET","path":"hello.txt","v":2}"#.into(),
+            r#"{"verb":"GET","path":"hello.txt","v":99}"#.into(),
             "unsupported",
         ),
         // §1: numbers are integers written as integers; keys are not repeated.

@@ -9,7 +9,8 @@
 //! - [`Pace`] and [`PacedWrite`]: a deadline on every wait for a peer — no progress for the
 //!   stall timeout, or an average below the minimum rate, fails the transfer;
 //! - [`Version`]: which version of a file was sent, so that a file rewritten during a
-//!   transfer is never reported as verified.
+//!   transfer is never reported as verified;
+//! - [`RateLimit`]: a bandwidth limit (token bucket) for a connection's reads and writes.
 //!
 //! A pool thread never waits on a socket or a channel here: each blocking task does one bounded
 //! piece of file work and returns.
@@ -19,6 +20,7 @@
 
 pub mod blocks;
 mod pace;
+mod rate;
 #[cfg(target_os = "linux")]
 mod sendfile;
 mod sink;
@@ -27,6 +29,7 @@ mod version;
 
 pub use blocks::{CHUNK, RECV};
 pub use pace::{Pace, PaceRule, PacedWrite, PROGRESS};
+pub use rate::RateLimit;
 #[cfg(target_os = "linux")]
 pub use sendfile::sendfile;
 pub use sink::{BlockSink, Finished};

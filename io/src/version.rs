@@ -54,6 +54,17 @@ impl Version {
         }
     }
 
+    /// The version described by `meta` (from an open file's `metadata()`: no second `fstat`).
+    pub fn from_meta(meta: &std::fs::Metadata) -> Version {
+        use std::os::unix::fs::MetadataExt;
+        Version {
+            id: (meta.dev(), meta.ino()),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
     /// Whether a write in the same clock tick as this version could go unseen in its times.
     pub fn is_racy(&self) -> bool {
         let latest = self.mtime.max(self.ctime);

@@ -33,7 +33,9 @@ pub use line::{read_line, scan_line, LineScan};
 pub use path::{normalize, PathError, RemotePath};
 
 /// The protocol version this crate speaks. Requests without a `"v"` field are version 1.
-pub const VERSION: u32 = 1;
+/// Version 2 adds eager uploads (PROTOCOL.md §3.1): a client sends one only to a server whose
+/// `HELLO` reports at least 2.
+pub const VERSION: u32 = 2;
 
 /// The TCP port a server listens on, and a client connects to, unless told otherwise.
 pub const DEFAULT_PORT: u16 = 7005;

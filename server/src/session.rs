@@ -205,6 +205,16 @@ async fn serve(
                 continue;
             }
         };
+        // An eager upload's body follows its header at once (PROTOCOL.md §3.1): whatever the
+        // answer, it is read first.
+        let eager = match eager_body(&request) {
+            Ok(eager) => eager,
+            Err(err) => {
+                log::info!(session = info.id, outcome = err.code.as_str(), error = escape(&err.message); "malformed request");
+                let _ = send_error(&mut writer, &mut scratch, &err).await;
+                return End::Protocol("an eager request whose body cannot be framed");
+            }
+        };
         let Some(handler) = shared.registry.get(request.verb()) else {
             let verb = request.verb_upper();
             let err = WireError::new(
@@ -216,16 +226,21 @@ async fn serve(
                 ),
             );
             log::info!(session = info.id, verb = escape(&verb), outcome = err.code.as_str(); "request");
-            if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
+            if let Err(e) =
+                refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
+            {
                 return End::Failed(e);
             }
             continue;
         };
         // The same rules for every verb, before its handler runs: no body it does not take
-        // (the client waits for a go-ahead, so none was sent), no write on a read-only server.
+        // (the client waits for a go-ahead, so none was sent — or, eager, it is dropped), no
+        // write on a read-only server.
         if let Err(err) = admit(&**handler, &request, shared.limits.read_only) {
             log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
-            if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
+            if let Err(e) =
+                refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
+            {
                 return End::Failed(e);
             }
             continue;
@@ -240,8 +255,15 @@ async fn serve(
             info.id,
             info.peer,
             &mut buffers,
-        );
-        let result = handler.run(request, &mut ctx).await;
+        )
+        .with_eager_body(eager);
+        let mut result = handler.run(request, &mut ctx).await;
+        // A body the handler refused before its go-ahead is read before the refusal is sent.
+        if !matches!(result, Err(CommandError::Abort(_))) {
+            if let Err(e) = ctx.settle_body().await {
+                result = Err(CommandError::Abort(e));
+            }
+        }
         let stats = std::mem::take(&mut ctx.stats);
         drop(ctx);
         let (outcome, abort) = match result {
@@ -275,6 +297,53 @@ async fn serve(
             return End::Failed(e);
         }
     }
+}
+
+/// The length of the body an eager upload request carries right behind its header, if it is
+/// one. `"eager":true` goes only with a sized body: with a chunked one, or one that cannot be
+/// framed, the body's end cannot be found, and the connection is closed after the error.
+fn eager_body(request: &sft_protocol::Request<'_>) -> Result<Option<u64>, WireError> {
+    // Most requests do not say it: no second parse for them.
+    if !contains(request.line(), b"\"eager\"") {
+        return Ok(None);
+    }
+    let args = request.args::<serde_json::Map<String, serde_json::Value>>()?;
+    let eager = match args.get("eager") {
+        None => return Ok(None),
+        Some(serde_json::Value::Bool(eager)) => *eager,
+        Some(_) => return Err(WireError::bad_request("\"eager\" must be true or false")),
+    };
+    if !eager {
+        return Ok(None);
+    }
+    match request.body() {
+        Ok(Some(sft_protocol::body::Upload::Sized(len))) => Ok(Some(len)),
+        Ok(None) => Ok(None),
+        Ok(Some(sft_protocol::body::Upload::Chunked)) => Err(WireError::bad_request(
+            "\"eager\" goes only with a body of declared \"size\", not a chunked one",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Answers `err` to a request refused before its handler ran — after reading and dropping its
+/// eager body, if it has one.
+async fn refuse(
+    reader: &mut sft_commands::Reader,
+    writer: &mut sft_commands::Writer,
+    scratch: &mut Vec<u8>,
+    err: &WireError,
+    eager: Option<u64>,
+    shared: &Shared,
+) -> io::Result<()> {
+    if let Some(len) = eager {
+        sft_commands::discard_eager(reader, len, &shared.limits).await?;
+    }
+    send_error(writer, scratch, err).await
 }
 
 async fn send_error(

@@ -189,12 +189,11 @@ impl GetArgs {
     }
 
     fn options(&self, resume: bool) -> GetOptions {
-        // MERGE: with the library's new fields, `times: true` (the default) and
-        // `mode: self.preserve`.
-        let _ = self.preserve;
         GetOptions {
             verify: !self.no_verify,
             resume,
+            times: true,
+            mode: self.preserve,
         }
     }
 }
@@ -416,7 +415,7 @@ async fn expand(
     plan: &mut Plan,
 ) -> Result<(), Failure> {
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
-    let mut listing = client.list_hashed(remote, true, args.list_hash()).await?;
+    let mut listing = client.list_with(remote, true, args.list_hash()).await?;
     while let Some(entry) = listing.next().await? {
         let Some(rel) = safe_relative(&entry.name) else {
             drop(listing);
@@ -615,7 +614,8 @@ async fn fetch(
             }
         }
     }
-    let verify = !args.no_verify;
+    // Each job says whether it resumes; the options say the rest.
+    let opts = args.options(false);
     let mut todo: Vec<usize> = (0..jobs.len()).collect();
     let mut attempts = vec![1; jobs.len()];
     while !todo.is_empty() {
@@ -624,7 +624,7 @@ async fn fetch(
         let mut local_failure = false;
         let mut again = Vec::new();
         let leftovers = client
-            .get_files(&batch, verify, |k, result| {
+            .get_files_with(&batch, opts, |k, result| {
                 let job = &batch[k];
                 ui.file_done();
                 let local = job.local.display().to_string();

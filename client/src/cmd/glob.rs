@@ -159,7 +159,7 @@ pub(crate) async fn expand(client: &mut Client, pattern: &str) -> Result<Vec<Str
         }
         let mut next = Vec::new();
         for dir in &found {
-            let mut listing = match client.list_hashed(dir, false, ListHash::None).await {
+            let mut listing = match client.list_with(dir, false, ListHash::None).await {
                 Ok(listing) => listing,
                 // A literal part that names no folder matches nothing.
                 Err(Error::Remote(_)) if i > 0 => continue,

@@ -49,6 +49,49 @@ pub(crate) struct Common {
     /// transfer counts as cut off: see --retries, -c.
     #[structopt(long, default_value = "60", value_name = "SECS")]
     pub(crate) timeout: u64,
+    /// Move at most RATE bytes a second, downloads and uploads alike; K, M and G suffixes are
+    /// 1024-based (like curl: 500K, 2M).
+    #[structopt(long, value_name = "RATE", parse(try_from_str = parse_rate))]
+    pub(crate) limit_rate: Option<u64>,
+}
+
+/// Parses a `--limit-rate` value: bytes a second, with an optional K, M or G (1024-based).
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        _ => return Err(format!("{s:?}: the suffix must be K, M or G")),
+    };
+    let n: f64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate: a number of bytes a second, e.g. 500K"))?;
+    let rate = (n * scale as f64) as u64;
+    if !n.is_finite() || rate == 0 {
+        return Err(format!(
+            "{s:?}: the rate must be at least one byte a second"
+        ));
+    }
+    Ok(rate)
+}
+
+/// The `--limit-rate` of this run, once the command line is parsed.
+static LIMIT_RATE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// Records the `--limit-rate` of this run (from main, once).
+pub(crate) fn set_limit_rate(rate: Option<u64>) {
+    let _ = LIMIT_RATE.set(rate);
+}
+
+/// The `--limit-rate` of this run, for every connection it makes.
+pub(crate) fn limit_rate() -> Option<u64> {
+    LIMIT_RATE.get().copied().flatten()
 }
 
 impl Common {

@@ -67,14 +67,13 @@ pub(crate) struct SendArgs {
 
 impl SendArgs {
     fn options(&self, retrying: bool) -> SendOptions {
-        // MERGE: with the library's new fields, `times: true` (the default) and
-        // `mode: self.preserve`.
-        let _ = self.preserve;
         SendOptions {
             overwrite: self.overwrite,
             verify: !self.no_verify,
             // Resuming is safe by default: an upload id names this file's version only.
             resume: self.resume || retrying || !self.no_verify,
+            times: true,
+            mode: self.preserve,
         }
     }
 
@@ -249,7 +248,7 @@ async fn listed(
 ) -> Result<Option<HashMap<String, Entry>>, Failure> {
     let wanted: HashSet<&str> = walked.files.iter().map(|u| u.remote.as_str()).collect();
     let mut found = HashMap::new();
-    let mut listing = match client.list_hashed(root, recursive, args.list_hash()).await {
+    let mut listing = match client.list_with(root, recursive, args.list_hash()).await {
         Ok(listing) => listing,
         Err(Error::Remote(e)) if e.code == ErrorCode::NotFound => return Ok(Some(found)),
         Err(Error::Remote(_)) => return Ok(None),
@@ -407,6 +406,8 @@ async fn upload(
             }
         }
     }
+    // Without retries, what needs sending goes through the library's pipeline afterwards.
+    let mut to_send: Vec<Upload> = Vec::new();
     for file in &walked.files {
         step += 1;
         let local = file.local.display().to_string();
@@ -421,6 +422,10 @@ async fn upload(
             )
             .await;
         match compared {
+            Ok(Action::Transfer) if args.retries == 0 => {
+                to_send.push(file.clone());
+                continue;
+            }
             Ok(Action::Transfer) => {}
             Ok(Action::Skip) => {
                 ui.file_skipped(file.size);
@@ -477,6 +482,40 @@ async fn upload(
                     }
                 }
             }
+        }
+    }
+    if !to_send.is_empty() {
+        // No retries: the library pipelines small files (eager uploads) on one connection, and
+        // a connection that breaks on a local failure is replaced for the rest.
+        let mut pending: Vec<Upload> = to_send;
+        while !pending.is_empty() {
+            let mut broke = None;
+            let left = client
+                .send_files(&pending, args.options(false), |i, sent| {
+                    ui.file_done();
+                    let file = &pending[i];
+                    let local = file.local.display().to_string();
+                    match sent {
+                        Ok(t) => tally.ok(ui, &file.remote, &local, &t, 1),
+                        Err(e) => {
+                            tally.failed(ui, &file.remote, &local, &e);
+                            broke = Some(e);
+                        }
+                    }
+                })
+                .await;
+            if left.is_empty() {
+                break;
+            }
+            let e = broke.unwrap_or_else(|| Error::Protocol("the connection broke".into()));
+            match go_on(&e, server, ui).await {
+                Some(c) => client = c,
+                None => {
+                    tally.abandoned(ui, left.len(), &e);
+                    return Ok(());
+                }
+            }
+            pending = left.into_iter().map(|i| pending[i].clone()).collect();
         }
     }
     Ok(())

@@ -24,6 +24,7 @@ pub(crate) fn server_addr(server: &str, common: &Common) -> Result<ServerAddr, F
 pub(crate) async fn connect(server: &ServerAddr, ui: &Ui) -> Result<Client, Error> {
     let mut client = Client::connect_within(server.clone(), ui.stall).await?;
     client.set_progress(ui.progress());
+    client.set_rate_limit(super::limit_rate());
     ui.note(&format!("connected to {server}"));
     Ok(client)
 }

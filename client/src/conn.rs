@@ -1,0 +1,367 @@
+//! The connection under a [`Client`](crate::Client): its buffered socket halves, the reading
+//! and writing of header lines and bodies, and the one place that knows whether the connection
+//! is still in step.
+//!
+//! Every exchange (a request and everything that answers it) runs under an [`Exchange`] guard
+//! taken from [`Conn::begin`]. Unless the exchange is ended with [`Exchange::done`] — it ended
+//! in step, or was refused before any body — dropping the guard marks the connection broken,
+//! whatever way the code left: an error returned with `?`, a panic, a future dropped midway.
+
+use crate::error::Error;
+use crate::progress::Progress;
+use async_std::io::{BufReader, BufWriter};
+use async_std::net::TcpStream;
+use futures::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use serde::de::DeserializeOwned;
+use sft_io::RateLimit;
+use sft_io::RECV;
+use sft_protocol::body::{decode_stream_line, StreamLine};
+use sft_protocol::limits::MAX_HEADER_LEN;
+use sft_protocol::verbs::Verb;
+use sft_protocol::{decode_reply, encode_request, read_line, Reply, WireError};
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Socket buffer sizes.
+const IO_BUFFER: usize = 256 * 1024;
+
+/// Runs `op`, failing with `TimedOut` if it takes longer than `stall`.
+pub(crate) async fn with_stall<T>(
+    stall: Option<Duration>,
+    op: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match stall {
+        None => op.await,
+        Some(limit) => async_std::io::timeout(limit, op)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::TimedOut => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("nothing moved for {} s (see --timeout)", limit.as_secs()),
+                ),
+                _ => e,
+            }),
+    }
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) reader: BufReader<TcpStream>,
+    pub(crate) writer: BufWriter<TcpStream>,
+    /// The last header or stream line read, terminator included.
+    pub(crate) line: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
+    /// Set once an exchange ended out of step; every later one fails.
+    broken: bool,
+    /// Told about every transfer's bytes as they move.
+    pub(crate) progress: Option<Arc<dyn Progress>>,
+    /// A read or write that moves nothing for this long fails (`None`: wait forever).
+    pub(crate) stall: Option<Duration>,
+    /// The bandwidth limit of body bytes, both ways.
+    pub(crate) rate: Option<RateLimit>,
+    /// Whether the server takes eager uploads, once asked.
+    pub(crate) eager: Option<bool>,
+}
+
+/// An exchange in progress on a [`Conn`]; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Exchange<'c> {
+    conn: &'c mut Conn,
+    in_step: bool,
+}
+
+impl Deref for Exchange<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn
+    }
+}
+
+impl DerefMut for Exchange<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn
+    }
+}
+
+impl Exchange<'_> {
+    /// The exchange ended in step: the connection carries the next one (unless another
+    /// request is written under this guard, which starts a new exchange).
+    pub(crate) fn done(&mut self) {
+        self.in_step = true;
+    }
+
+    /// Ends the exchange in step and passes `result` on.
+    pub(crate) fn finish<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
+        self.done();
+        result
+    }
+
+    /// Writes a request header and flushes it: a new exchange starts.
+    pub(crate) async fn request<V: Verb>(&mut self, args: &V) -> Result<(), Error> {
+        self.in_step = false;
+        self.conn.scratch.clear();
+        encode_request(args, &mut self.conn.scratch);
+        self.conn.write_scratch(V::NAME).await
+    }
+
+    /// Writes the request line in `scratch` and flushes it: a new exchange starts.
+    pub(crate) async fn write_scratch(&mut self, verb: &str) -> Result<(), Error> {
+        self.in_step = false;
+        self.conn.write_scratch(verb).await
+    }
+
+    /// Writes the request line in `scratch` without flushing it (pipelined requests): a new
+    /// exchange starts.
+    pub(crate) async fn queue_scratch(&mut self, during: &str) -> Result<(), Error> {
+        self.in_step = false;
+        let conn = &mut *self.conn;
+        let line = std::mem::take(&mut conn.scratch);
+        let written = conn.write_buffered(&line, during).await;
+        conn.scratch = line;
+        written
+    }
+
+    /// Reads a reply header: its fields on success, `Error::Remote` for an error reply — which
+    /// ends the exchange in step (nothing follows an error reply, and this client sends
+    /// nothing more for a refused request), so the guard is then done.
+    pub(crate) async fn reply<T: DeserializeOwned>(&mut self, during: &str) -> Result<T, Error> {
+        self.read_line(during).await?;
+        match decode_reply(&self.line) {
+            Ok(Reply::Err(e)) => {
+                self.in_step = true;
+                Err(Error::Remote(e))
+            }
+            Ok(ok) => ok
+                .fields::<T>()
+                .map_err(|e| Error::Protocol(format!("{during}: {}", e.message))),
+            Err(e) => Err(Error::Protocol(format!("{during}: {}", e.message))),
+        }
+    }
+}
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        if !self.in_step {
+            self.conn.broken = true;
+        }
+    }
+}
+
+impl Conn {
+    /// A connection over `stream`.
+    pub(crate) fn new(stream: TcpStream, stall: Option<Duration>) -> Conn {
+        let _ = stream.set_nodelay(true);
+        Conn {
+            reader: BufReader::with_capacity(IO_BUFFER, stream.clone()),
+            writer: BufWriter::with_capacity(IO_BUFFER, stream),
+            line: Vec::with_capacity(256),
+            scratch: Vec::with_capacity(256),
+            broken: false,
+            progress: None,
+            stall,
+            rate: None,
+            eager: None,
+        }
+    }
+
+    /// Whether an earlier exchange left the connection out of step.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Starts an exchange: fails at once on a broken connection.
+    pub(crate) fn begin(&mut self) -> Result<Exchange<'_>, Error> {
+        if self.broken {
+            return Err(Error::Protocol(
+                "the connection was broken by an earlier failure".into(),
+            ));
+        }
+        Ok(Exchange {
+            conn: self,
+            in_step: false,
+        })
+    }
+
+    pub(crate) fn progress_start(&self, remote: &str, total: Option<u64>, done: u64) {
+        if let Some(p) = &self.progress {
+            p.start(remote, total, done);
+        }
+    }
+
+    pub(crate) fn progress_advance(&self, n: u64) {
+        if let Some(p) = &self.progress {
+            p.advance(n);
+        }
+    }
+
+    /// Writes the request line in `scratch` and flushes it.
+    async fn write_scratch(&mut self, verb: &str) -> Result<(), Error> {
+        let during = format!("the {verb} request");
+        with_stall(self.stall, self.writer.write_all(&self.scratch))
+            .await
+            .map_err(Error::cut_off(during.clone()))?;
+        self.flush(&during).await
+    }
+
+    /// Sends everything buffered.
+    pub(crate) async fn flush(&mut self, during: &str) -> Result<(), Error> {
+        with_stall(self.stall, self.writer.flush())
+            .await
+            .map_err(Error::cut_off(during))
+    }
+
+    /// Reads one line (a reply or a trailer) into `self.line`.
+    pub(crate) async fn read_line(&mut self, during: &str) -> Result<(), Error> {
+        self.line.clear();
+        // A line already buffered whole needs no deadline (and no timer).
+        let read = if self.reader.buffer().contains(&b'\n') {
+            read_line(&mut self.reader, &mut self.line).await
+        } else {
+            with_stall(self.stall, read_line(&mut self.reader, &mut self.line)).await
+        };
+        match read {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::CutOff {
+                during: during.to_owned(),
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the server"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Error::Protocol(format!(
+                "{during}: reply line longer than {MAX_HEADER_LEN} bytes"
+            ))),
+            Err(e) => Err(Error::cut_off(during)(e)),
+        }
+    }
+
+    /// Reads one line of a line stream into `line` (PROTOCOL.md §3.2). An error line ends the
+    /// stream in step.
+    pub(crate) async fn stream_line(&mut self, during: &str) -> Result<StreamItem, Error> {
+        self.read_line(during).await.map_err(|e| match e {
+            Error::Protocol(_) => Error::Protocol(format!(
+                "{during}: stream line longer than {MAX_HEADER_LEN} bytes"
+            )),
+            other => other,
+        })?;
+        match decode_stream_line(&self.line) {
+            Ok(StreamLine::Item(_)) => Ok(StreamItem::Item),
+            Ok(StreamLine::End(_)) => Ok(StreamItem::End),
+            Ok(StreamLine::Error(e)) => Ok(StreamItem::Error(e)),
+            Err(e) => Err(Error::Protocol(format!("{during}: {}", e.message))),
+        }
+    }
+
+    /// Fills `buf` with the next body bytes (within the rate limit, if any). On failure, says
+    /// how many did arrive.
+    pub(crate) async fn fill(
+        &mut self,
+        buf: &mut [u8],
+        during: &str,
+    ) -> Result<(), (usize, Error)> {
+        // Bytes the reader already buffered first; then straight from the socket, so that a
+        // large body is copied once, not through the reader's buffer.
+        let buffered = self.reader.buffer();
+        let mut filled = buffered.len().min(buf.len());
+        buf[..filled].copy_from_slice(&buffered[..filled]);
+        std::pin::Pin::new(&mut self.reader).consume(filled);
+        if let Some(rate) = &mut self.rate {
+            rate.take(filled as u64).await;
+        }
+        while filled < buf.len() {
+            if buf.len() - filled < RECV {
+                // The rest of a small body: through the reader's buffer, so that the bodies and
+                // replies that follow it arrive with the same read.
+                let got = match with_stall(self.stall, self.reader.fill_buf()).await {
+                    Ok([]) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection early",
+                    )),
+                    Ok(got) => Ok(got),
+                    Err(e) => Err(e),
+                };
+                let got = got.map_err(|e| (filled, Error::cut_off(during)(e)))?;
+                let n = got.len().min(buf.len() - filled);
+                buf[filled..filled + n].copy_from_slice(&got[..n]);
+                std::pin::Pin::new(&mut self.reader).consume(n);
+                if let Some(rate) = &mut self.rate {
+                    rate.take(n as u64).await;
+                }
+                filled += n;
+                continue;
+            }
+            let end = match &self.rate {
+                Some(rate) => buf.len().min(filled + rate.step()),
+                None => buf.len(),
+            };
+            let read = self.reader.get_mut().read(&mut buf[filled..end]);
+            let n = match with_stall(self.stall, read).await {
+                Ok(0) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection early",
+                )),
+                other => other,
+            };
+            let n = n.map_err(|e| (filled, Error::cut_off(during)(e)))?;
+            if let Some(rate) = &mut self.rate {
+                rate.take(n as u64).await;
+            }
+            filled += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` through the buffer: without a deadline (or a timer) when it fits in the
+    /// buffer, since that cannot wait.
+    pub(crate) async fn write_buffered(&mut self, data: &[u8], during: &str) -> Result<(), Error> {
+        let fits = self.writer.buffer().len() + data.len() <= IO_BUFFER;
+        let written = match fits {
+            true => self.writer.write_all(data).await,
+            false => with_stall(self.stall, self.writer.write_all(data)).await,
+        };
+        written.map_err(Error::cut_off(during))
+    }
+
+    /// Reads some body bytes into `buf` (within the stall timeout and the rate limit): how
+    /// many, 0 at the end of the stream.
+    pub(crate) async fn fill_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = match &self.rate {
+            Some(rate) => buf.len().min(rate.step()),
+            None => buf.len(),
+        };
+        let n = with_stall(self.stall, self.reader.read(&mut buf[..want])).await?;
+        if let Some(rate) = &mut self.rate {
+            rate.take(n as u64).await;
+        }
+        Ok(n)
+    }
+
+    /// Writes body bytes (buffered; within the rate limit, if any).
+    pub(crate) async fn send_chunk(&mut self, chunk: &[u8], during: &str) -> Result<(), Error> {
+        let Some(step) = self.rate.as_ref().map(RateLimit::step) else {
+            return self.write_buffered(chunk, during).await;
+        };
+        for piece in chunk.chunks(step.max(1)) {
+            if let Some(rate) = &mut self.rate {
+                rate.take(piece.len() as u64).await;
+            }
+            with_stall(self.stall, self.writer.write_all(piece))
+                .await
+                .map_err(Error::cut_off(during))?;
+            // Paced bytes leave as they are paced, not when the buffer fills.
+            self.flush(during).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Conn::stream_line`] read; the line itself is in `Conn::line`.
+#[derive(Debug)]
+pub(crate) enum StreamItem {
+    /// An item line.
+    Item,
+    /// The end line.
+    End,
+    /// An error line: the stream ended incomplete.
+    Error(WireError),
+}
