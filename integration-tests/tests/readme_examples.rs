@@ -147,6 +147,7 @@ fn stage() -> Stage {
     fs::create_dir_all(root.join("archive")).unwrap();
     for (rel, data) in [
         ("photo.jpg", &b"jpeg"[..]),
+        ("deploy.sh", b"#!/bin/sh\necho deployed\n"),
         ("img.jpg", b"jpeg img"),
         ("data.csv", b"a,b\n1,2\n"),
         ("beach.jpg", b"jpeg beach"),
@@ -159,6 +160,19 @@ fn stage() -> Stage {
     ] {
         put(&work, rel, data);
     }
+    for f in [root.join("reports/q3.pdf"), work.join("site/index.html")] {
+        fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000))
+            .unwrap();
+    }
+    fs::set_permissions(
+        work.join("deploy.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     for d in [
         ".local/share/bash-completion/completions",
         ".zfunc",
@@ -326,6 +340,28 @@ fn every_readme_example_runs_as_written() {
         ran += 1;
     }
     assert!(ran > 30, "only {ran} examples ran");
+
+    // What some examples promise beyond their exit status.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&stage.root.join("bin/deploy.sh")),
+        0o755,
+        "--preserve kept the bits"
+    );
+    let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+    let secs =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(
+        secs(mtime(&stage.work.join("q3.pdf"))),
+        secs(mtime(&stage.root.join("reports/q3.pdf"))),
+        "a download keeps the file's time"
+    );
+    assert_eq!(
+        secs(mtime(&stage.root.join("www/index.html"))),
+        secs(mtime(&stage.work.join("site/index.html"))),
+        "an upload keeps the file's time"
+    );
 }
 
 #[test]
