@@ -28,6 +28,9 @@ pub struct Limits {
     /// Refuse every verb that writes: the session answers `read_only` to a request for a verb
     /// whose [`Command::writes`](crate::Command::writes) is true, before its handler runs.
     pub read_only: bool,
+    /// Every verb but `HELLO` and `AUTH` needs a token first (the session enforces it; `HELLO`
+    /// tells clients).
+    pub auth: bool,
     /// Most connections the server serves at once, when known (for `HELLO`; the listener
     /// enforces it).
     pub max_connections: Option<usize>,
@@ -81,6 +84,7 @@ impl Default for Limits {
         Limits {
             max_upload_bytes: None,
             read_only: false,
+            auth: false,
             max_connections: None,
             stall_timeout: Duration::from_secs(60),
             min_rate: Limits::DEFAULT_MIN_RATE,
@@ -114,6 +118,8 @@ pub struct Stats {
     pub bytes_out: u64,
     /// The error code of an error reply the handler wrote itself (after a body).
     pub error: Option<sft_protocol::ErrorCode>,
+    /// What an `AUTH` granted: the session acts under it from the next request on.
+    pub grant: Option<crate::auth::Grant>,
 }
 
 /// Buffers a connection keeps from one request to the next, so that the small-request path

@@ -53,6 +53,7 @@ impl Command for Hello {
                     read_only: ctx.limits.read_only,
                     max_upload_bytes: ctx.limits.max_upload_bytes,
                     max_connections: ctx.limits.max_connections.map(|n| n as u64),
+                    auth: ctx.limits.auth,
                 },
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)

@@ -12,6 +12,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+pub mod auth;
 mod body;
 mod chunked;
 mod command;
@@ -40,7 +41,8 @@ pub use slots::{Slot, UploadSlots};
 pub use staging::PartialLimits;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`, `DELETE`,
-/// `RENAME`, `HELLO`).
+/// `RENAME`, `HELLO`, and an `AUTH` that
+/// grants every connection write access: a server with tokens replaces it).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
@@ -51,5 +53,6 @@ pub fn builtins() -> Registry {
     registry.register(delete::Delete);
     registry.register(rename::Rename);
     registry.register(hello::Hello);
+    registry.register(auth::Auth::default());
     registry
 }

@@ -1,5 +1,6 @@
 //! The listener: accepts connections, starts a session actor for each, and stops on request.
 
+use crate::access::{AllowList, Gate};
 use crate::config::Config;
 use crate::fdlimit::REFUSALS_IN_FLIGHT;
 use crate::session::{self, Mail, Shared};
@@ -27,6 +28,8 @@ pub struct Server {
     stop_rx: Receiver<()>,
     max_connections: usize,
     grace: Duration,
+    /// Peers outside it are closed at accept (`--allow`).
+    allow: AllowList,
 }
 
 /// Controls a running server from elsewhere (another task, a signal handler, a test).
@@ -34,6 +37,7 @@ pub struct Server {
 pub struct Handle {
     stop: Sender<()>,
     sessions: Arc<Sessions>,
+    gate: Gate,
 }
 
 impl Handle {
@@ -53,6 +57,12 @@ impl Handle {
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions.list()
     }
+
+    /// Reads the tokens file (`--tokens`) again, as SIGHUP does; blocking. A file that cannot
+    /// be read or parsed keeps the tokens in force (and says why). Without `--tokens`, nothing.
+    pub fn reload_tokens(&self) -> io::Result<()> {
+        self.gate.reload()
+    }
 }
 
 fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
@@ -66,7 +76,7 @@ impl Server {
     /// root only reads; a writable server then removes what a crash or an earlier run left in
     /// its reserved folder, if one exists (staging debris, expired partial uploads), while a
     /// `--read-only` one never writes at all.
-    pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
+    pub async fn bind(config: Config, mut registry: Registry) -> io::Result<Server> {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .map_err(context(format!(
@@ -86,6 +96,15 @@ impl Server {
         })
         .await
         .map_err(context(format!("cannot serve {}", config.root.display())))?;
+        let tokens = config.tokens.clone();
+        let (gate, registry) = task::spawn_blocking(move || {
+            Gate::open(tokens.as_deref(), &mut registry).map(|gate| (gate, registry))
+        })
+        .await?;
+        let allow = AllowList::new(config.allow.clone());
+        if allow.is_active() {
+            log::info!(allow = allow.describe(); "connections accepted only from the allowed networks");
+        }
         let addr = listener.local_addr()?;
         log::info!(
             addr:% = addr, root:% = root.dir().display(), verbs = registry.verbs().join(",");
@@ -101,7 +120,9 @@ impl Server {
                 limits,
                 idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
                 header_timeout: Duration::from_secs(config.header_timeout.max(1)),
+                gate,
             }),
+            allow,
             max_connections: config.max_connections.max(1),
             grace: Duration::from_secs(config.shutdown_grace),
             sessions: Arc::new(Sessions::default()),
@@ -120,6 +141,7 @@ impl Server {
         Handle {
             stop: self.stop_tx.clone(),
             sessions: Arc::clone(&self.sessions),
+            gate: self.shared.gate.clone(),
         }
     }
 
@@ -142,7 +164,11 @@ impl Server {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
-                    if self.sessions.len() >= self.max_connections {
+                    if !self.allow.admits(peer.ip()) {
+                        // Closed before a byte is read or written.
+                        self.allow.refused(peer);
+                        drop(stream);
+                    } else if self.sessions.len() >= self.max_connections {
                         refuse_busy(stream, peer, self.max_connections, &refusing);
                     } else {
                         self.spawn_session(stream, peer, done_tx.clone());
