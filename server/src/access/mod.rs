@@ -156,6 +156,7 @@ pub(crate) fn reload_on_sighup(handle: Handle) -> io::Result<()> {
     std::thread::Builder::new()
         .name("sft-reload".into())
         .spawn(move || {
+            log::debug!("SIGHUP reloads the tokens file");
             for _ in signals.forever() {
                 log::info!(signal = "SIGHUP"; "signal received: reloading the tokens file");
                 let _ = handle.reload_tokens();
