@@ -19,7 +19,6 @@ use sft_protocol::auth::{Access, AuthReply, AuthRequest};
 use sft_protocol::verbs::Verb;
 use sft_protocol::{ErrorCode, Request, WireError};
 use std::fmt;
-use std::sync::Arc;
 
 /// Who a connection acts as once `AUTH` accepted its token.
 #[derive(Clone, PartialEq, Eq)]
@@ -60,21 +59,11 @@ pub trait Tokens: Send + Sync + fmt::Debug + 'static {
     fn check(&self, token: &str) -> Option<Grant>;
 }
 
-/// The `AUTH` handler: checks tokens with a [`Tokens`], or grants `anonymous` write access on
-/// a server without tokens ([`Auth::default`], the one [`builtins`](crate::builtins) holds).
-#[derive(Debug, Clone, Default)]
-pub struct Auth {
-    tokens: Option<Arc<dyn Tokens>>,
-}
-
-impl Auth {
-    /// An `AUTH` that accepts only the tokens `tokens` knows.
-    pub fn with_tokens(tokens: Arc<dyn Tokens>) -> Auth {
-        Auth {
-            tokens: Some(tokens),
-        }
-    }
-}
+/// The `AUTH` handler: checks a token with the server's [`Tokens`]
+/// ([`Limits::tokens`](crate::Limits::tokens)), or grants `anonymous` write access on a server
+/// without tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auth;
 
 /// The answer to a request on a connection that has not (validly) authenticated.
 pub fn unauthorized(why: &str) -> WireError {
@@ -93,6 +82,10 @@ impl Command for Auth {
         "present a token: who it is and whether it may write"
     }
 
+    fn public(&self) -> bool {
+        true
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,
@@ -100,7 +93,7 @@ impl Command for Auth {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: AuthRequest = request.args()?;
-            let grant = match &self.tokens {
+            let grant = match &ctx.limits.tokens {
                 None => Grant::anonymous(),
                 Some(tokens) => tokens
                     .check(&args.token)

@@ -41,8 +41,7 @@ pub use slots::{Slot, UploadSlots};
 pub use staging::PartialLimits;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`, `DELETE`,
-/// `RENAME`, `HELLO`, and an `AUTH` that
-/// grants every connection write access: a server with tokens replaces it).
+/// `RENAME`, `HELLO`, `AUTH`).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
@@ -53,6 +52,6 @@ pub fn builtins() -> Registry {
     registry.register(delete::Delete);
     registry.register(rename::Rename);
     registry.register(hello::Hello);
-    registry.register(auth::Auth::default());
+    registry.register(auth::Auth);
     registry
 }

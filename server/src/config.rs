@@ -140,7 +140,8 @@ impl Config {
         Limits {
             max_upload_bytes: self.max_upload_bytes,
             read_only: self.read_only,
-            auth: self.tokens.is_some(),
+            // Loaded from `--tokens` when the server binds.
+            tokens: None,
             max_connections: Some(self.max_connections.max(1)),
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
             min_rate: self.min_rate,

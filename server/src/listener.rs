@@ -76,15 +76,19 @@ impl Server {
     /// root only reads; a writable server then removes what a crash or an earlier run left in
     /// its reserved folder, if one exists (staging debris, expired partial uploads), while a
     /// `--read-only` one never writes at all.
-    pub async fn bind(config: Config, mut registry: Registry) -> io::Result<Server> {
+    pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .map_err(context(format!(
                 "cannot listen on {}:{}",
                 config.host, config.port
             )))?;
+        // Tokens before the root: a server with a bad tokens file touches nothing either.
+        let tokens = config.tokens.clone();
+        let gate = task::spawn_blocking(move || Gate::open(tokens.as_deref())).await?;
         let dir = config.root.clone();
-        let limits = config.limits();
+        let mut limits = config.limits();
+        limits.tokens = gate.tokens();
         let (partials, read_only) = (limits.partials(), limits.read_only);
         let root = task::spawn_blocking(move || {
             let root = Root::open(&dir)?;
@@ -96,11 +100,6 @@ impl Server {
         })
         .await
         .map_err(context(format!("cannot serve {}", config.root.display())))?;
-        let tokens = config.tokens.clone();
-        let (gate, registry) = task::spawn_blocking(move || {
-            Gate::open(tokens.as_deref(), &mut registry).map(|gate| (gate, registry))
-        })
-        .await?;
         let allow = AllowList::new(config.allow.clone());
         if allow.is_active() {
             log::info!(allow = allow.describe(); "connections accepted only from the allowed networks");

@@ -2,7 +2,8 @@
 //! the address allow-list (`--allow`).
 //!
 //! The checks are driven by what each verb declares, never by the verb itself: until a
-//! connection has authenticated, every verb but `HELLO` and `AUTH` answers `unauthorized`;
+//! connection has authenticated, every verb but the [public](Command::public) ones (`HELLO`,
+//! `AUTH`) answers `unauthorized`;
 //! under a `read` token, a verb whose [`Command::writes`] is true answers `forbidden`. A
 //! third-party verb gets both without a line of its own. Without `--tokens` nothing is checked.
 
@@ -13,8 +14,8 @@ pub(crate) use allow::AllowList;
 pub use allow::Cidr;
 
 use crate::listener::Handle;
-use sft_commands::auth::{unauthorized, Auth, Grant};
-use sft_commands::{Command, Registry};
+use sft_commands::auth::{unauthorized, Grant, Tokens};
+use sft_commands::Command;
 use sft_protocol::auth::Access;
 use sft_protocol::{ErrorCode, WireError};
 use std::io;
@@ -28,15 +29,9 @@ pub(crate) struct Gate {
     tokens: Option<Arc<TokenStore>>,
 }
 
-/// The verbs a connection may use before it authenticated: who the server is, and `AUTH`.
-fn open_verb(verb: &str) -> bool {
-    verb.eq_ignore_ascii_case("HELLO") || verb.eq_ignore_ascii_case("AUTH")
-}
-
 impl Gate {
-    /// Loads the tokens file, if one is given (blocking: run it off the async threads), and
-    /// has `registry`'s `AUTH` check tokens against it.
-    pub(crate) fn open(tokens: Option<&Path>, registry: &mut Registry) -> io::Result<Gate> {
+    /// Loads the tokens file, if one is given (blocking: run it off the async threads).
+    pub(crate) fn open(tokens: Option<&Path>) -> io::Result<Gate> {
         let Some(path) = tokens else {
             return Ok(Gate::default());
         };
@@ -46,7 +41,6 @@ impl Gate {
         if n == 0 {
             log::warn!(file:% = path.display(); "the tokens file holds no token: only HELLO and AUTH will be answered");
         }
-        registry.register(Auth::with_tokens(store.clone()));
         Ok(Gate {
             tokens: Some(store),
         })
@@ -72,7 +66,8 @@ impl Gate {
         let Some(store) = &self.tokens else {
             return Ok(());
         };
-        if open_verb(command.verb()) {
+        // Those that declare themselves public: who the server is, and the token itself.
+        if command.public() {
             return Ok(());
         }
         // After a SIGHUP the token may be gone, or have another access.
@@ -119,6 +114,11 @@ impl Gate {
                 Err(e)
             }
         }
+    }
+
+    /// The tokens, for `AUTH` to check ([`sft_commands::Limits::tokens`]).
+    pub(crate) fn tokens(&self) -> Option<Arc<dyn Tokens>> {
+        self.tokens.clone().map(|t| t as Arc<dyn Tokens>)
     }
 
     /// Whether a tokens file is in use.
