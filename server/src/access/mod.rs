@@ -164,3 +164,99 @@ pub(crate) fn reload_on_sighup(handle: Handle) -> io::Result<()> {
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sft_commands::{BoxFuture, CommandError, Context};
+    use sft_protocol::Request;
+
+    /// A third-party verb that declares what it is told to and never runs here.
+    struct ThirdParty {
+        writes: bool,
+        public: bool,
+    }
+
+    impl Command for ThirdParty {
+        fn verb(&self) -> &'static str {
+            "TOUCH"
+        }
+        fn writes(&self) -> bool {
+            self.writes
+        }
+        fn public(&self) -> bool {
+            self.public
+        }
+        fn run<'a>(
+            &'a self,
+            _: Request<'a>,
+            _: &'a mut Context<'_>,
+        ) -> BoxFuture<'a, Result<(), CommandError>> {
+            unreachable!("access is checked without running the verb")
+        }
+    }
+
+    const READS: ThirdParty = ThirdParty {
+        writes: false,
+        public: false,
+    };
+    const WRITES: ThirdParty = ThirdParty {
+        writes: true,
+        public: false,
+    };
+    const PUBLIC: ThirdParty = ThirdParty {
+        writes: false,
+        public: true,
+    };
+
+    fn code(r: Result<(), WireError>) -> Option<ErrorCode> {
+        r.err().map(|e| e.code)
+    }
+
+    #[test]
+    fn third_party_verbs_are_checked_from_what_they_declare() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let hex = |t: &str| -> String {
+            tokens::digest(t)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        std::fs::write(
+            &path,
+            format!("alice read {}\nbob write {}\n", hex("r"), hex("w")),
+        )
+        .unwrap();
+        let gate = Gate::open(Some(&path)).unwrap();
+        let tokens = gate.tokens().unwrap();
+
+        let mut anon = gate.session();
+        assert_eq!(code(gate.admit(&mut anon, &PUBLIC)), None);
+        assert_eq!(
+            code(gate.admit(&mut anon, &READS)),
+            Some(ErrorCode::Unauthorized)
+        );
+        assert_eq!(
+            code(gate.admit(&mut anon, &WRITES)),
+            Some(ErrorCode::Unauthorized)
+        );
+
+        let mut reader = gate.session();
+        reader.granted(&gate, tokens.check("r").unwrap(), 1);
+        assert_eq!(code(gate.admit(&mut reader, &READS)), None);
+        let refused = gate.admit(&mut reader, &WRITES).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Forbidden);
+        assert!(refused.message.contains("may only read"), "{refused}");
+
+        let mut writer = gate.session();
+        writer.granted(&gate, tokens.check("w").unwrap(), 2);
+        assert_eq!(code(gate.admit(&mut writer, &WRITES)), None);
+        assert!(tokens.check("x").is_none());
+
+        // Without tokens nothing is checked.
+        let open = Gate::default();
+        let mut any = open.session();
+        assert_eq!(code(open.admit(&mut any, &WRITES)), None);
+    }
+}
