@@ -174,6 +174,13 @@ impl fmt::Display for Error {
                         return write!(f, "exists: {} (use --overwrite to replace it)", e.message)
                     }
                     ErrorCode::Forbidden => "forbidden",
+                    ErrorCode::Unauthorized => {
+                        return write!(
+                            f,
+                            "unauthorized: {} (pass --token TOKEN or set SFT_TOKEN)",
+                            e.message
+                        )
+                    }
                     // The server's own sentence says it all ("this server is read-only",
                     // "the server is at its limit of …"): a label before it would stutter.
                     ErrorCode::ReadOnly | ErrorCode::Busy => return f.write_str(&e.message),
@@ -252,6 +259,22 @@ mod tests {
         assert_eq!(
             text,
             "could not resolve files.example (port 7005): failed to lookup address information"
+        );
+    }
+
+    #[test]
+    fn unauthorized_is_a_refusal_that_says_how_to_pass_a_token() {
+        let e = Error::Remote(WireError::new(
+            ErrorCode::Unauthorized,
+            "a token is required",
+        ));
+        assert_eq!(e.exit_code(), ExitCode::Refused);
+        assert!(!e.is_transient());
+        assert_eq!(e.code_name(), "unauthorized");
+        let text = e.to_string();
+        assert!(
+            text.contains("--token") && text.contains("SFT_TOKEN"),
+            "{text}"
         );
     }
 

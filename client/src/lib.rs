@@ -37,6 +37,7 @@
 #![deny(missing_debug_implementations)]
 
 mod address;
+mod auth;
 mod call;
 mod client;
 mod conn;
@@ -54,6 +55,7 @@ mod tree;
 mod walk;
 
 pub use address::{parse_server, ServerAddr};
+pub use auth::{check_token_destination, Access};
 pub use call::Response;
 pub use client::{partial_path, Client, Transfer, DEFAULT_TIMEOUT};
 pub use error::{Error, ExitCode};
@@ -63,6 +65,7 @@ pub use inspect::Listing;
 pub use many::GetJob;
 pub use progress::Progress;
 pub use send::SendOptions;
+pub use sft_protocol::auth::AuthReply;
 pub use sft_protocol::body::Body;
 pub use sft_protocol::verbs::{Entry, HelloLimits, HelloReply, Kind, ListEnd, ListHash, VerbInfo};
 pub use sft_protocol::{ErrorCode, WireError};

@@ -401,5 +401,5 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn connect(server: &str, common: &Common) -> Result<Client, Failure> {
     let addr = parse_server(server, common.port).map_err(Failure::Usage)?;
-    Ok(Client::connect_within(addr, common.stall()).await?)
+    Ok(cmd::token::connect(&addr, common.stall(), common.token().as_ref()).await?)
 }

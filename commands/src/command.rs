@@ -101,6 +101,13 @@ pub trait Command: Send + Sync + 'static {
         false
     }
 
+    /// Whether the verb answers a connection that has not authenticated, on a server that
+    /// requires a token (`HELLO` and `AUTH` do): the session refuses every other verb with
+    /// `unauthorized` until then. Such a verb must reveal nothing of the served folder.
+    fn public(&self) -> bool {
+        false
+    }
+
     /// What a request may carry after its header; [`Accepts::Nothing`] unless overridden. The
     /// session refuses any other body with `bad_request` before the handler runs, so a verb that
     /// takes none need not look for one.

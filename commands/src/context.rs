@@ -28,6 +28,10 @@ pub struct Limits {
     /// Refuse every verb that writes: the session answers `read_only` to a request for a verb
     /// whose [`Command::writes`](crate::Command::writes) is true, before its handler runs.
     pub read_only: bool,
+    /// The server's tokens, when it requires one: `AUTH` checks them, the session refuses
+    /// every verb but the [public](crate::Command::public) ones until a connection presented
+    /// one, and `HELLO` tells clients. `None`: every connection may do everything.
+    pub tokens: Option<std::sync::Arc<dyn crate::auth::Tokens>>,
     /// Most connections the server serves at once, when known (for `HELLO`; the listener
     /// enforces it).
     pub max_connections: Option<usize>,
@@ -81,6 +85,7 @@ impl Default for Limits {
         Limits {
             max_upload_bytes: None,
             read_only: false,
+            tokens: None,
             max_connections: None,
             stall_timeout: Duration::from_secs(60),
             min_rate: Limits::DEFAULT_MIN_RATE,
@@ -114,6 +119,8 @@ pub struct Stats {
     pub bytes_out: u64,
     /// The error code of an error reply the handler wrote itself (after a body).
     pub error: Option<sft_protocol::ErrorCode>,
+    /// What an `AUTH` granted: the session acts under it from the next request on.
+    pub grant: Option<crate::auth::Grant>,
 }
 
 /// Buffers a connection keeps from one request to the next, so that the small-request path

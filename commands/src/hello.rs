@@ -27,6 +27,10 @@ impl Command for Hello {
         "the server's name, version, verbs and limits (a cheap health check)"
     }
 
+    fn public(&self) -> bool {
+        true
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,
@@ -53,6 +57,7 @@ impl Command for Hello {
                     read_only: ctx.limits.read_only,
                     max_upload_bytes: ctx.limits.max_upload_bytes,
                     max_connections: ctx.limits.max_connections.map(|n| n as u64),
+                    auth: ctx.limits.tokens.is_some(),
                 },
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)

@@ -13,6 +13,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod attributes;
+pub mod auth;
 mod body;
 mod chunked;
 mod command;
@@ -44,7 +45,7 @@ pub use slots::{Slot, UploadSlots};
 pub use staging::PartialLimits;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`, `DELETE`,
-/// `RENAME`, `HELLO`).
+/// `RENAME`, `HELLO`, `AUTH`).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
@@ -55,5 +56,6 @@ pub fn builtins() -> Registry {
     registry.register(delete::Delete);
     registry.register(rename::Rename);
     registry.register(hello::Hello);
+    registry.register(auth::Auth);
     registry
 }

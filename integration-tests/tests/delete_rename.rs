@@ -334,7 +334,7 @@ fn info_names_the_server_its_verbs_and_limits() {
     let names: Vec<&str> = verbs.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["DELETE", "GET", "HELLO", "LIST", "MKDIR", "RENAME", "SEND", "STAT"]
+        ["AUTH", "DELETE", "GET", "HELLO", "LIST", "MKDIR", "RENAME", "SEND", "STAT"]
     );
     for v in verbs {
         let writes = matches!(

@@ -17,8 +17,11 @@ pub enum ErrorCode {
     UnknownVerb,
     /// The target exists and the request did not ask to overwrite it.
     Exists,
-    /// The path is absolute, leaves the served root, or names a reserved location.
+    /// The path is absolute, leaves the served root, or names a reserved location; or the
+    /// connection's token does not allow the request (a `read` token asking to write).
     Forbidden,
+    /// The server requires a token (`AUTH`) and the connection has not given a valid one.
+    Unauthorized,
     /// A header line or a declared body exceeds a limit.
     TooLarge,
     /// The server refuses writes.
@@ -45,6 +48,7 @@ impl ErrorCode {
             ErrorCode::UnknownVerb => "unknown_verb",
             ErrorCode::Exists => "exists",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::Busy => "busy",

@@ -16,6 +16,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+pub mod auth;
 pub mod body;
 mod error;
 mod header;

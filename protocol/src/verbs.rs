@@ -501,4 +501,8 @@ pub struct HelloLimits {
     /// Most connections served at once; absent when not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u64>,
+    /// Every verb but `HELLO` and `AUTH` needs a token first ([`crate::auth`]); absent (false)
+    /// on an open server.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auth: bool,
 }

@@ -1,5 +1,6 @@
 //! Command-line configuration (structopt).
 
+use crate::access::Cidr;
 use sft_commands::{Limits, UploadSlots};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -28,7 +29,7 @@ impl FromStr for LogFormat {
 
 /// The end of `sft-server`'s `--help`. A server binary of another name shows it with its own
 /// name (see [`run_main`](crate::run_main)).
-pub(crate) const AFTER_HELP: &str = "EXAMPLES:\n    sft-server                          serve the current folder on port 7005, IPv6 and IPv4\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    sft-server --max-partials 100 --partial-ttl 3600\n                                        keep at most 100 interrupted uploads, for an hour\n    SFT_LOG=debug sft-server --log-format json\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once";
+pub(crate) const AFTER_HELP: &str = "EXAMPLES:\n    sft-server                          serve the current folder on port 7005, IPv6 and IPv4\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    sft-server --max-partials 100 --partial-ttl 3600\n                                        keep at most 100 interrupted uploads, for an hour\n    SFT_LOG=debug sft-server --log-format json\n    sft-server --tokens tokens.txt --allow 10.0.0.0/8 --allow ::1\n                                        tokens required; 10.0.0.0/8 and ::1 only\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once\n    SIGHUP            with --tokens: reload the tokens file (a bad one keeps the old tokens)";
 
 /// `sft-server`'s options.
 #[derive(Debug, Clone, StructOpt)]
@@ -112,6 +113,17 @@ pub struct Config {
     /// On SIGINT/SIGTERM, give transfers in progress this many seconds to finish.
     #[structopt(long, default_value = "30")]
     pub shutdown_grace: u64,
+
+    /// Require a token: FILE has one line per token, `NAME read|write SHA256HEX` (the hex
+    /// SHA-256 of the token: `printf %s "$TOKEN" | sha256sum`; `#` starts a comment). Every
+    /// request but HELLO and AUTH then needs one; SIGHUP reloads the file.
+    #[structopt(long, value_name = "FILE", parse(from_os_str))]
+    pub tokens: Option<PathBuf>,
+
+    /// Accept connections only from these addresses (repeatable): `10.0.0.0/8`, `::1/128`, or
+    /// a bare address. Others are closed at once, unread.
+    #[structopt(long = "allow", value_name = "CIDR", number_of_values = 1)]
+    pub allow: Vec<Cidr>,
 }
 
 impl Config {
@@ -129,6 +141,8 @@ impl Config {
         Limits {
             max_upload_bytes: self.max_upload_bytes,
             read_only: self.read_only,
+            // Loaded from `--tokens` when the server binds.
+            tokens: None,
             max_connections: Some(self.max_connections.max(1)),
             stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
             min_rate: self.min_rate,

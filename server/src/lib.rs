@@ -20,6 +20,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+mod access;
 pub mod config;
 pub mod fdlimit;
 mod listener;
@@ -29,6 +30,7 @@ pub mod session;
 mod sessions;
 pub mod shutdown;
 
+pub use access::Cidr;
 pub use config::{Config, LogFormat};
 pub use listener::{Handle, Server};
 pub use main_helper::{run_main, Binary};

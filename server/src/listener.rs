@@ -1,5 +1,6 @@
 //! The listener: accepts connections, starts a session actor for each, and stops on request.
 
+use crate::access::{AllowList, Gate};
 use crate::config::Config;
 use crate::fdlimit::REFUSALS_IN_FLIGHT;
 use crate::session::{self, Mail, Shared};
@@ -27,6 +28,8 @@ pub struct Server {
     stop_rx: Receiver<()>,
     max_connections: usize,
     grace: Duration,
+    /// Peers outside it are closed at accept (`--allow`).
+    allow: AllowList,
 }
 
 /// Controls a running server from elsewhere (another task, a signal handler, a test).
@@ -34,6 +37,7 @@ pub struct Server {
 pub struct Handle {
     stop: Sender<()>,
     sessions: Arc<Sessions>,
+    gate: Gate,
 }
 
 impl Handle {
@@ -52,6 +56,12 @@ impl Handle {
     /// The live sessions, oldest first.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions.list()
+    }
+
+    /// Reads the tokens file (`--tokens`) again, as SIGHUP does; blocking. A file that cannot
+    /// be read or parsed keeps the tokens in force (and says why). Without `--tokens`, nothing.
+    pub fn reload_tokens(&self) -> io::Result<()> {
+        self.gate.reload()
     }
 }
 
@@ -75,8 +85,12 @@ impl Server {
                 .await
                 .map_err(context(format!("cannot listen on port {}", config.port)))?,
         };
+        // Tokens before the root: a server with a bad tokens file touches nothing either.
+        let tokens = config.tokens.clone();
+        let gate = task::spawn_blocking(move || Gate::open(tokens.as_deref())).await?;
         let dir = config.root.clone();
-        let limits = config.limits();
+        let mut limits = config.limits();
+        limits.tokens = gate.tokens();
         let (partials, read_only) = (limits.partials(), limits.read_only);
         let root = task::spawn_blocking(move || {
             let root = Root::open(&dir)?;
@@ -88,6 +102,10 @@ impl Server {
         })
         .await
         .map_err(context(format!("cannot serve {}", config.root.display())))?;
+        let allow = AllowList::new(config.allow.clone());
+        if allow.is_active() {
+            log::info!(allow = allow.describe(); "connections accepted only from the allowed networks");
+        }
         let addr = listener.local_addr()?;
         // Before "listening": whoever waits for that line finds the settings logged already.
         log_settings(&config);
@@ -105,7 +123,9 @@ impl Server {
                 limits,
                 idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
                 header_timeout: Duration::from_secs(config.header_timeout.max(1)),
+                gate,
             }),
+            allow,
             max_connections: config.max_connections.max(1),
             grace: Duration::from_secs(config.shutdown_grace),
             sessions: Arc::new(Sessions::default()),
@@ -124,6 +144,7 @@ impl Server {
         Handle {
             stop: self.stop_tx.clone(),
             sessions: Arc::clone(&self.sessions),
+            gate: self.shared.gate.clone(),
         }
     }
 
@@ -146,7 +167,11 @@ impl Server {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
-                    if self.sessions.len() >= self.max_connections {
+                    if !self.allow.admits(peer.ip()) {
+                        // Closed before a byte is read or written.
+                        self.allow.refused(peer);
+                        drop(stream);
+                    } else if self.sessions.len() >= self.max_connections {
                         refuse_busy(stream, peer, self.max_connections, &refusing);
                     } else {
                         self.spawn_session(stream, peer, done_tx.clone());

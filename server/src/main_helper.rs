@@ -100,9 +100,13 @@ pub fn run_main(binary: Binary, mut registry: Registry) {
         // Read once, when the runtime starts on the first `block_on` below.
         std::env::set_var("ASYNC_STD_THREAD_COUNT", threads.max(1).to_string());
     }
+    let tokens = config.tokens.is_some();
     let result = task::block_on(async {
         let server = Server::bind(config, registry).await?;
         crate::shutdown::stop_on_signals(server.handle())?;
+        if tokens {
+            crate::access::reload_on_sighup(server.handle())?;
+        }
         server.run().await
     });
     if let Err(e) = result {

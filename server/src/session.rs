@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) idle_timeout: Duration,
     /// How long a header line may take once its first byte arrived.
     pub(crate) header_timeout: Duration,
+    /// Who may do what (`--tokens`).
+    pub(crate) gate: crate::access::Gate,
 }
 
 /// Why a session ended, for its closing log line.
@@ -149,6 +151,7 @@ async fn serve(
     let mut line = Vec::with_capacity(256);
     let mut scratch = Vec::with_capacity(256);
     let mut buffers = Buffers::default();
+    let mut access = shared.gate.session();
     loop {
         line.clear();
         let event = {
@@ -235,8 +238,11 @@ async fn serve(
         };
         // The same rules for every verb, before its handler runs: no body it does not take
         // (the client waits for a go-ahead, so none was sent — or, eager, it is dropped), no
-        // write on a read-only server.
-        if let Err(err) = admit(&**handler, &request, shared.limits.read_only) {
+        // write on a read-only server, nothing without a token where one is required, no write
+        // under a read-only token.
+        let admitted = admit(&**handler, &request, shared.limits.read_only)
+            .and_then(|()| shared.gate.admit(&mut access, &**handler));
+        if let Err(err) = admitted {
             log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
             if let Err(e) =
                 refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
@@ -264,8 +270,11 @@ async fn serve(
                 result = Err(CommandError::Abort(e));
             }
         }
-        let stats = std::mem::take(&mut ctx.stats);
+        let mut stats = std::mem::take(&mut ctx.stats);
         drop(ctx);
+        if let Some(grant) = stats.grant.take() {
+            access.granted(&shared.gate, grant, info.id);
+        }
         let (outcome, abort) = match result {
             Ok(()) => (stats.error.map_or("ok", |c| c.as_str()), None),
             Err(CommandError::Reply(err)) => {

@@ -83,7 +83,7 @@ impl GetArgs {
 /// Runs `sft get`.
 pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
     let c = &args.common;
-    let ui = Ui::new(c.quiet, c.verbose, c.json, c.stall());
+    let ui = Ui::new(c.quiet, c.verbose, c.json, c.stall()).with_token(c.token());
     let server = server_addr(&args.server, c)?;
     match &args.output_dir {
         Some(dir) => {

@@ -17,6 +17,7 @@ pub(crate) mod stat;
 mod sync;
 pub(crate) mod terminal;
 mod time;
+pub(crate) mod token;
 pub(crate) mod transfer;
 pub(crate) mod ui;
 
@@ -49,6 +50,14 @@ pub(crate) struct Common {
     /// transfer counts as cut off: see --retries, -c.
     #[structopt(long, default_value = "60", value_name = "SECS")]
     pub(crate) timeout: u64,
+    /// Authenticate with this token (a server started with --tokens requires one). Sent once
+    /// per connection, and only to this machine unless --insecure-token.
+    #[structopt(long, env = "SFT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub(crate) token: Option<String>,
+    /// Send the token to a server on another machine although the connection is not
+    /// encrypted: anyone on the way can read it.
+    #[structopt(long)]
+    pub(crate) insecure_token: bool,
     /// Move at most RATE bytes a second, downloads and uploads alike; K, M and G suffixes are
     /// 1024-based (like curl: 500K, 2M).
     #[structopt(long, value_name = "RATE", parse(try_from_str = parse_rate))]
@@ -98,6 +107,11 @@ impl Common {
     /// `--timeout` as the client library takes it.
     pub(crate) fn stall(&self) -> Option<std::time::Duration> {
         (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout))
+    }
+
+    /// `--token` (or `SFT_TOKEN`) with `--insecure-token`.
+    pub(crate) fn token(&self) -> Option<token::Token> {
+        token::Token::new(self.token.as_deref(), self.insecure_token)
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) fn server_addr(server: &str, common: &Common) -> Result<ServerAddr, F
 
 /// Connects, with the display's progress reporting installed.
 pub(crate) async fn connect(server: &ServerAddr, ui: &Ui) -> Result<Client, Error> {
-    let mut client = Client::connect_within(server.clone(), ui.stall).await?;
+    let mut client = super::token::connect(server, ui.stall, ui.token.as_ref()).await?;
     client.set_progress(ui.progress());
     client.set_rate_limit(super::limit_rate());
     ui.note(&format!("connected to {server}"));

@@ -26,6 +26,8 @@ pub(crate) struct Ui {
     pub(crate) json: bool,
     /// `--timeout`: how long a connection may move nothing.
     pub(crate) stall: Option<std::time::Duration>,
+    /// `--token`: presented on every connection.
+    pub(crate) token: Option<super::token::Token>,
     /// Whether a success ends with a summary: on a terminal, or with `-v` (a log or a mail
     /// from cron gets nothing on success).
     pub(crate) summary: bool,
@@ -49,10 +51,16 @@ impl Ui {
             verbose: verbose && !quiet,
             json,
             stall,
+            token: None,
             summary: !quiet && (verbose || terminal),
             bars: draw.then(|| Arc::new(Bars::new())),
             expected: Mutex::new((0, 0)),
         }
+    }
+
+    /// The same, presenting `token` on every connection.
+    pub(crate) fn with_token(self, token: Option<super::token::Token>) -> Ui {
+        Ui { token, ..self }
     }
 
     /// What a client reports its transfers to.
