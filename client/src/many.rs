@@ -32,6 +32,10 @@ const SEND_WINDOW_BYTES: u64 = 8 << 20;
 /// only to a server whose `HELLO` says it speaks this version.
 const EAGER_PROTOCOL: u32 = 2;
 
+/// A server never keeps an interrupted upload holding less than this (PROTOCOL.md, SEND): a
+/// smaller file has no partial to continue, so it goes eagerly even when resuming is asked for.
+const NEVER_KEPT: u64 = 64 * 1024;
+
 /// Small downloads stored by one blocking task, at most (or 1 MiB of them).
 const STORE_BATCH: usize = 32;
 
@@ -251,7 +255,10 @@ impl Client {
         options: SendOptions,
         mut done: impl FnMut(usize, Result<Transfer, Error>),
     ) -> Vec<usize> {
-        let mut eager = !options.resume && self.takes_eager().await;
+        // Whether a file goes eagerly (read whole, behind its request): a small one with no
+        // partial that resuming could continue.
+        let goes_eager = |size: u64| size <= SMALL && (!options.resume || size < NEVER_KEPT);
+        let mut eager = self.takes_eager().await;
         // Eager uploads sent whose replies are still to come, and their body bytes.
         let mut inflight: VecDeque<(usize, SendRequest)> = VecDeque::new();
         let mut inflight_bytes = 0u64;
@@ -273,7 +280,7 @@ impl Client {
             while eager && later.is_empty() && next < jobs.len() {
                 let room = SEND_WINDOW - inflight.len() - batch.len();
                 let size = jobs[next].size;
-                if size > SMALL {
+                if !goes_eager(size) {
                     break;
                 }
                 if room == 0
@@ -353,7 +360,8 @@ impl Client {
             // Read replies: down to half a window while there are more small files to send,
             // all of them before a large file (or at the end).
             let keep =
-                match eager && later.is_empty() && next < jobs.len() && jobs[next].size <= SMALL {
+                match eager && later.is_empty() && next < jobs.len() && goes_eager(jobs[next].size)
+                {
                     true => SEND_WINDOW / 2,
                     false => 0,
                 };
@@ -400,7 +408,7 @@ impl Client {
             }
             // The window is empty: files that go after a go-ahead, one at a time.
             if let Some(i) = later.pop_front().or_else(|| {
-                (next < jobs.len() && (!eager || jobs[next].size > SMALL)).then(|| {
+                (next < jobs.len() && (!eager || !goes_eager(jobs[next].size))).then(|| {
                     next += 1;
                     next - 1
                 })
