@@ -131,7 +131,12 @@ impl Client {
                 return leftovers(&inflight, &queue);
             };
             let mut wrote = None;
-            while inflight.len() < WINDOW && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES)
+            // Refilled once half the window is answered: requests go out a batch per write,
+            // not one per reply.
+            let refill = inflight.len() <= WINDOW / 2;
+            while refill
+                && inflight.len() < WINDOW
+                && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES)
             {
                 let Some((i, resume)) = queue.pop_front() else {
                     break;
