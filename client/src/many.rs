@@ -39,24 +39,46 @@ const NEVER_KEPT: u64 = 64 * 1024;
 /// Small downloads stored by one blocking task, at most (or 1 MiB of them).
 const STORE_BATCH: usize = 32;
 
-/// Stores the small downloads of `batch` (one blocking task) and reports each.
+/// Outcomes of small downloads a blocking task is storing while the next ones arrive.
+type Storing = Option<async_std::task::JoinHandle<Vec<(usize, Result<Transfer, Error>)>>>;
+
+/// Starts storing the small downloads of `batch` (one blocking task), while the caller goes on
+/// receiving; first waits for the batch stored before it, if any, and reports each of that one.
 async fn store_batch(
     batch: &mut Vec<(usize, PathBuf, SmallBody)>,
+    storing: &mut Storing,
     done: &mut impl FnMut(usize, Result<Transfer, Error>),
 ) {
+    stored(storing, done).await;
     if batch.is_empty() {
         return;
     }
     let work = std::mem::take(batch);
-    let stored = spawn_blocking(move || {
+    *storing = Some(spawn_blocking(move || {
         work.into_iter()
             .map(|(i, local, small)| (i, small.store(&local)))
             .collect::<Vec<_>>()
-    })
-    .await;
-    for (i, result) in stored {
-        done(i, result);
+    }));
+}
+
+/// Waits for the batch being stored, if any, and reports each of it.
+async fn stored(storing: &mut Storing, done: &mut impl FnMut(usize, Result<Transfer, Error>)) {
+    if let Some(task) = storing.take() {
+        for (i, result) in task.await {
+            done(i, result);
+        }
     }
+}
+
+/// Stores every small download received and reports each: before any other outcome, so
+/// that outcomes come in order, and before returning.
+async fn store_all(
+    batch: &mut Vec<(usize, PathBuf, SmallBody)>,
+    storing: &mut Storing,
+    done: &mut impl FnMut(usize, Result<Transfer, Error>),
+) {
+    store_batch(batch, storing, done).await;
+    stored(storing, done).await;
 }
 
 /// One download of [`Client::get_files`].
@@ -115,6 +137,7 @@ impl Client {
         // other outcome waits for them, so that outcomes come in order.
         let mut batch: Vec<(usize, PathBuf, SmallBody)> = Vec::new();
         let mut batch_bytes = 0u64;
+        let mut storing: Storing = None;
         let leftovers = |inflight: &VecDeque<(usize, u64, usize, Option<Partial>)>,
                          queue: &VecDeque<_>| {
             inflight
@@ -127,7 +150,7 @@ impl Client {
             // Write what the window takes, under one guard: a failed write breaks the
             // connection.
             let Ok(mut x) = self.conn.begin() else {
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return leftovers(&inflight, &queue);
             };
             let mut wrote = None;
@@ -174,7 +197,7 @@ impl Client {
                 if let Err(e) = x.queue_scratch(&during).await {
                     done(i, Err(e));
                     drop(x);
-                    store_batch(&mut batch, &mut done).await;
+                    store_all(&mut batch, &mut storing, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
                 inflight.push_back((i, offset, len, partial));
@@ -187,14 +210,14 @@ impl Client {
                     drop(x);
                     let (first, ..) = inflight.pop_front().expect("a request was written");
                     done(first, Err(e));
-                    store_batch(&mut batch, &mut done).await;
+                    store_all(&mut batch, &mut storing, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
             }
             x.done();
             drop(x);
             let Some((i, offset, len, partial)) = inflight.pop_front() else {
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return Vec::new();
             };
             inflight_bytes -= len;
@@ -202,7 +225,7 @@ impl Client {
             // One exchange: this job's reply, body and trailer.
             let Ok(mut x) = self.conn.begin() else {
                 inflight.push_front((i, offset, len, partial));
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return leftovers(&inflight, &queue);
             };
             let result = match get_reply(&mut x, &job.remote, offset).await {
@@ -220,7 +243,7 @@ impl Client {
                             batch.push((i, job.local.clone(), small));
                             batch_bytes += size;
                             if batch.len() >= STORE_BATCH || batch_bytes >= SMALL {
-                                store_batch(&mut batch, &mut done).await;
+                                store_batch(&mut batch, &mut storing, &mut done).await;
                                 batch_bytes = 0;
                             }
                             continue;
@@ -233,11 +256,11 @@ impl Client {
                 }
             };
             drop(x);
-            store_batch(&mut batch, &mut done).await;
+            store_all(&mut batch, &mut storing, &mut done).await;
             batch_bytes = 0;
             done(i, result);
             if self.conn.is_broken() {
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return leftovers(&inflight, &queue);
             }
         }
