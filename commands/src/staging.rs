@@ -382,6 +382,18 @@ impl Root {
         // Dropped on any early return, the staging file is removed.
         let (staged, file) = self.stage().map_err(failed)?;
         std::os::unix::fs::FileExt::write_all_at(&file, body, 0).map_err(failed)?;
+        // The bits of the file it replaces are those seen when the target was resolved, a
+        // moment ago: not looked up again.
+        let mode = attrs
+            .mode
+            .unwrap_or_else(|| match (overwrite, target.replaced_mode) {
+                (true, Some(bits)) => bits,
+                _ => crate::attributes::new_file_mode(),
+            });
+        let attrs = Attributes {
+            mode: Some(mode),
+            ..attrs
+        };
         let (parent, name) = (target.parent.fd(), target.name.as_str());
         settle(&file, parent, name, overwrite, attrs).map_err(failed)?;
         drop(file);
