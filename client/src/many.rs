@@ -32,27 +32,53 @@ const SEND_WINDOW_BYTES: u64 = 8 << 20;
 /// only to a server whose `HELLO` says it speaks this version.
 const EAGER_PROTOCOL: u32 = 2;
 
+/// A server never keeps an interrupted upload holding less than this (PROTOCOL.md, SEND): a
+/// smaller file has no partial to continue, so it goes eagerly even when resuming is asked for.
+const NEVER_KEPT: u64 = 64 * 1024;
+
 /// Small downloads stored by one blocking task, at most (or 1 MiB of them).
 const STORE_BATCH: usize = 32;
 
-/// Stores the small downloads of `batch` (one blocking task) and reports each.
+/// Outcomes of small downloads a blocking task is storing while the next ones arrive.
+type Storing = Option<async_std::task::JoinHandle<Vec<(usize, Result<Transfer, Error>)>>>;
+
+/// Starts storing the small downloads of `batch` (one blocking task), while the caller goes on
+/// receiving; first waits for the batch stored before it, if any, and reports each of that one.
 async fn store_batch(
     batch: &mut Vec<(usize, PathBuf, SmallBody)>,
+    storing: &mut Storing,
     done: &mut impl FnMut(usize, Result<Transfer, Error>),
 ) {
+    stored(storing, done).await;
     if batch.is_empty() {
         return;
     }
     let work = std::mem::take(batch);
-    let stored = spawn_blocking(move || {
+    *storing = Some(spawn_blocking(move || {
         work.into_iter()
             .map(|(i, local, small)| (i, small.store(&local)))
             .collect::<Vec<_>>()
-    })
-    .await;
-    for (i, result) in stored {
-        done(i, result);
+    }));
+}
+
+/// Waits for the batch being stored, if any, and reports each of it.
+async fn stored(storing: &mut Storing, done: &mut impl FnMut(usize, Result<Transfer, Error>)) {
+    if let Some(task) = storing.take() {
+        for (i, result) in task.await {
+            done(i, result);
+        }
     }
+}
+
+/// Stores every small download received and reports each: before any other outcome, so
+/// that outcomes come in order, and before returning.
+async fn store_all(
+    batch: &mut Vec<(usize, PathBuf, SmallBody)>,
+    storing: &mut Storing,
+    done: &mut impl FnMut(usize, Result<Transfer, Error>),
+) {
+    store_batch(batch, storing, done).await;
+    stored(storing, done).await;
 }
 
 /// One download of [`Client::get_files`].
@@ -111,6 +137,7 @@ impl Client {
         // other outcome waits for them, so that outcomes come in order.
         let mut batch: Vec<(usize, PathBuf, SmallBody)> = Vec::new();
         let mut batch_bytes = 0u64;
+        let mut storing: Storing = None;
         let leftovers = |inflight: &VecDeque<(usize, u64, usize, Option<Partial>)>,
                          queue: &VecDeque<_>| {
             inflight
@@ -123,11 +150,16 @@ impl Client {
             // Write what the window takes, under one guard: a failed write breaks the
             // connection.
             let Ok(mut x) = self.conn.begin() else {
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return leftovers(&inflight, &queue);
             };
             let mut wrote = None;
-            while inflight.len() < WINDOW && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES)
+            // Refilled once half the window is answered: requests go out a batch per write,
+            // not one per reply.
+            let refill = inflight.len() <= WINDOW / 2;
+            while refill
+                && inflight.len() < WINDOW
+                && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES)
             {
                 let Some((i, resume)) = queue.pop_front() else {
                     break;
@@ -165,7 +197,7 @@ impl Client {
                 if let Err(e) = x.queue_scratch(&during).await {
                     done(i, Err(e));
                     drop(x);
-                    store_batch(&mut batch, &mut done).await;
+                    store_all(&mut batch, &mut storing, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
                 inflight.push_back((i, offset, len, partial));
@@ -178,14 +210,14 @@ impl Client {
                     drop(x);
                     let (first, ..) = inflight.pop_front().expect("a request was written");
                     done(first, Err(e));
-                    store_batch(&mut batch, &mut done).await;
+                    store_all(&mut batch, &mut storing, &mut done).await;
                     return leftovers(&inflight, &queue);
                 }
             }
             x.done();
             drop(x);
             let Some((i, offset, len, partial)) = inflight.pop_front() else {
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return Vec::new();
             };
             inflight_bytes -= len;
@@ -193,7 +225,7 @@ impl Client {
             // One exchange: this job's reply, body and trailer.
             let Ok(mut x) = self.conn.begin() else {
                 inflight.push_front((i, offset, len, partial));
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return leftovers(&inflight, &queue);
             };
             let result = match get_reply(&mut x, &job.remote, offset).await {
@@ -211,7 +243,7 @@ impl Client {
                             batch.push((i, job.local.clone(), small));
                             batch_bytes += size;
                             if batch.len() >= STORE_BATCH || batch_bytes >= SMALL {
-                                store_batch(&mut batch, &mut done).await;
+                                store_batch(&mut batch, &mut storing, &mut done).await;
                                 batch_bytes = 0;
                             }
                             continue;
@@ -224,11 +256,11 @@ impl Client {
                 }
             };
             drop(x);
-            store_batch(&mut batch, &mut done).await;
+            store_all(&mut batch, &mut storing, &mut done).await;
             batch_bytes = 0;
             done(i, result);
             if self.conn.is_broken() {
-                store_batch(&mut batch, &mut done).await;
+                store_all(&mut batch, &mut storing, &mut done).await;
                 return leftovers(&inflight, &queue);
             }
         }
@@ -251,7 +283,10 @@ impl Client {
         options: SendOptions,
         mut done: impl FnMut(usize, Result<Transfer, Error>),
     ) -> Vec<usize> {
-        let mut eager = !options.resume && self.takes_eager().await;
+        // Whether a file goes eagerly (read whole, behind its request): a small one with no
+        // partial that resuming could continue.
+        let goes_eager = |size: u64| size <= SMALL && (!options.resume || size < NEVER_KEPT);
+        let mut eager = self.takes_eager().await;
         // Eager uploads sent whose replies are still to come, and their body bytes.
         let mut inflight: VecDeque<(usize, SendRequest)> = VecDeque::new();
         let mut inflight_bytes = 0u64;
@@ -273,7 +308,7 @@ impl Client {
             while eager && later.is_empty() && next < jobs.len() {
                 let room = SEND_WINDOW - inflight.len() - batch.len();
                 let size = jobs[next].size;
-                if size > SMALL {
+                if !goes_eager(size) {
                     break;
                 }
                 if room == 0
@@ -353,7 +388,8 @@ impl Client {
             // Read replies: down to half a window while there are more small files to send,
             // all of them before a large file (or at the end).
             let keep =
-                match eager && later.is_empty() && next < jobs.len() && jobs[next].size <= SMALL {
+                match eager && later.is_empty() && next < jobs.len() && goes_eager(jobs[next].size)
+                {
                     true => SEND_WINDOW / 2,
                     false => 0,
                 };
@@ -400,7 +436,7 @@ impl Client {
             }
             // The window is empty: files that go after a go-ahead, one at a time.
             if let Some(i) = later.pop_front().or_else(|| {
-                (next < jobs.len() && (!eager || jobs[next].size > SMALL)).then(|| {
+                (next < jobs.len() && (!eager || !goes_eager(jobs[next].size))).then(|| {
                     next += 1;
                     next - 1
                 })

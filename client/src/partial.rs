@@ -26,6 +26,8 @@ pub(crate) struct Partial {
     path: PathBuf,
     /// Holds the lock for as long as it is open (clones share it).
     file: File,
+    /// The open file's device and inode, read once: what its name must still lead to.
+    id: (u64, u64),
 }
 
 impl Partial {
@@ -38,8 +40,9 @@ impl Partial {
             match options().create_new(true).open(&path) {
                 Ok(file) => {
                     lock(&file)?;
-                    if same_file(&path, &file)? {
-                        return Ok(Partial { path, file });
+                    let id = identity(&file)?;
+                    if same_file(&path, id)? {
+                        return Ok(Partial { path, file, id });
                     }
                     continue;
                 }
@@ -51,13 +54,13 @@ impl Partial {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(explain_open(&path, e)),
             };
-            check_usable(&file)?;
+            let id = check_usable(&file)?;
             lock(&file)?;
-            if !same_file(&path, &file)? {
+            if !same_file(&path, id)? {
                 continue;
             }
             if resume {
-                return Ok(Partial { path, file });
+                return Ok(Partial { path, file, id });
             }
             // A leftover nobody is writing: it goes, and a new file takes its name, created
             // exclusively.
@@ -87,11 +90,11 @@ impl Partial {
     /// Renames the partial to `local` (blocking), if its name still holds this file; and makes
     /// sure `local` then holds it (otherwise whatever took its place is removed again).
     pub(crate) fn commit(self, local: &Path) -> io::Result<()> {
-        if !same_file(&self.path, &self.file)? {
+        if !same_file(&self.path, self.id)? {
             return Err(replaced());
         }
         fs::rename(&self.path, local)?;
-        if !same_file(local, &self.file)? {
+        if !same_file(local, self.id)? {
             let _ = fs::remove_file(local);
             return Err(replaced());
         }
@@ -100,7 +103,7 @@ impl Partial {
 
     /// Removes the partial (blocking), if its name still holds this file.
     pub(crate) fn discard(self) {
-        if same_file(&self.path, &self.file).unwrap_or(false) {
+        if same_file(&self.path, self.id).unwrap_or(false) {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -130,8 +133,8 @@ fn lock(file: &File) -> io::Result<()> {
     }
 }
 
-/// Only a regular file of this user's is written.
-fn check_usable(file: &File) -> io::Result<()> {
+/// Only a regular file of this user's is written. Returns its [`identity`].
+fn check_usable(file: &File) -> io::Result<(u64, u64)> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(
@@ -147,7 +150,13 @@ fn check_usable(file: &File) -> io::Result<()> {
              have it removed) and download again",
         ));
     }
-    Ok(())
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// The device and inode of the open `file`.
+fn identity(file: &File) -> io::Result<(u64, u64)> {
+    let meta = file.metadata()?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// Why an existing partial could not be opened, said so a person can act on it.
@@ -162,11 +171,10 @@ fn explain_open(path: &Path, e: io::Error) -> io::Error {
     }
 }
 
-/// Whether `path` (not followed) names the open `file`.
-fn same_file(path: &Path, file: &File) -> io::Result<bool> {
-    let open = file.metadata()?;
+/// Whether `path` (not followed) names the open file whose [`identity`] is `id`.
+fn same_file(path: &Path, id: (u64, u64)) -> io::Result<bool> {
     match fs::symlink_metadata(path) {
-        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Ok(named) => Ok((named.dev(), named.ino()) == id),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }

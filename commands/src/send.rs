@@ -20,9 +20,9 @@
 use crate::attributes::Attributes;
 use crate::chunked::{self, Received};
 use crate::command::{Accepts, BoxFuture, Command, CommandError};
-use crate::context::Context;
+use crate::context::{Context, Reader};
 use crate::sandbox::{io_error, Target};
-use crate::staging::{Interrupted, Upload};
+use crate::staging::{Interrupted, Upload, MIN_KEPT_PARTIAL};
 use crate::started::log_start;
 use async_std::task::spawn_blocking;
 use futures::AsyncBufReadExt;
@@ -212,6 +212,9 @@ impl Command for Send {
             let order = Order::check(request.args()?, ctx)?;
             // Held until the upload ends: past the bound, `busy` before any go-ahead.
             let _slot = ctx.limits.upload_slot()?;
+            if order.size < SMALL_UPLOAD {
+                return receive_small(ctx, &order).await;
+            }
             let (target, mut upload) = begin(ctx, &order).await?;
             upload.set_attributes(order.attrs);
             let offset = upload.offset();
@@ -268,6 +271,88 @@ impl Command for Send {
             .map_err(CommandError::Abort)
         })
     }
+}
+
+/// Sized uploads smaller than this are received whole in memory and stored in one step, in
+/// place ([`receive_small`]). It is the least an interrupted upload must hold to be kept for a
+/// resume ([`MIN_KEPT_PARTIAL`]): no partial of such an upload is ever kept, so there is
+/// nothing to continue and nothing to keep, whatever the request asks. It is also the size of
+/// file `GET` reads in place.
+const SMALL_UPLOAD: u64 = MIN_KEPT_PARTIAL;
+
+/// A small sized upload: the target is prepared (as [`begin`] does), the body read whole into
+/// memory — without a timer while it is already buffered — and verified (declared hash, or
+/// trailer) before anything is created; then the file is created, written, settled and
+/// published in one step ([`Root::store_whole`](crate::Root)). A client that vanishes mid-body,
+/// or whose bytes do not hash to what it declared, leaves nothing at all behind.
+///
+/// That step runs in place, as `GET` reads a small file in place: a few system calls on at most
+/// 64 KiB cost a small file less than a hop to the blocking pool and back, which would double
+/// the server's work per file (see SECURITY.md, "Threads").
+async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), CommandError> {
+    let target = ctx.root.prepare_target(&order.rp, order.overwrite)?;
+    // A resume has nothing to continue (see `SMALL_UPLOAD`): it starts at 0.
+    go_ahead(ctx, 0).await?;
+    let mut body = vec![0; order.size as usize];
+    let mut pace = ctx.limits.body_pace();
+    let got = read_exact(&mut *ctx.reader, &mut body, &mut pace).await;
+    ctx.stats.bytes_in += got.as_ref().map_or_else(|(n, _)| *n, |()| order.size);
+    got.map_err(|(_, e)| CommandError::Abort(e))?;
+    let claimed = if order.trailer {
+        match read_trailer(ctx).await {
+            Ok(hash) => Some(hash),
+            Err(CommandError::Abort(e)) => return Err(CommandError::Abort(e)),
+            Err(CommandError::Reply(e)) => {
+                return ctx.reply_error(&e).await.map_err(CommandError::Abort)
+            }
+        }
+    } else {
+        order.integrity.expected
+    };
+    let hash = order.integrity.hashed.then(|| blake3::hash(&body));
+    let stored = match vouched(claimed, hash, &order.shown) {
+        Ok(()) => ctx
+            .root
+            .store_whole(&target, &body, order.attrs, order.overwrite),
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(()) => {
+            let blake3 = hash.map(|h| h.to_hex().to_string());
+            let size = order.size;
+            ctx.reply_ok(&SendReply { size, blake3 }).await
+        }
+        Err(e) => ctx.reply_error(&e).await,
+    }
+    .map_err(CommandError::Abort)
+}
+
+/// Fills `buf` from `reader`: first from what it has buffered (no wait, so no deadline or
+/// timer), then within `pace`. On failure, says how many bytes did arrive.
+async fn read_exact(
+    reader: &mut Reader,
+    buf: &mut [u8],
+    pace: &mut sft_io::Pace,
+) -> Result<(), (u64, io::Error)> {
+    let buffered = reader.buffer();
+    let mut filled = buffered.len().min(buf.len());
+    buf[..filled].copy_from_slice(&buffered[..filled]);
+    reader.consume_unpin(filled);
+    while filled < buf.len() {
+        match pace.read(reader, &mut buf[filled..]).await {
+            Ok(0) => {
+                let left = buf.len() - filled;
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("ended {left} bytes before the declared {}", buf.len()),
+                );
+                return Err((filled as u64, e));
+            }
+            Ok(n) => filled += n,
+            Err(e) => return Err((filled as u64, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Prepares the target (creating missing parent folders) and begins storing the upload: in a
@@ -350,14 +435,25 @@ fn verify(
     claimed: Option<blake3::Hash>,
     shown: &str,
 ) -> Result<(Upload, Option<blake3::Hash>), WireError> {
-    match (claimed, upload.hash()) {
+    let got = upload.hash();
+    vouched(claimed, got, shown).map(|()| (upload, got))
+}
+
+/// Whether the bytes received, hashing to `got` (when hashed), are what the client vouched
+/// for (`claimed`, if anything).
+fn vouched(
+    claimed: Option<blake3::Hash>,
+    got: Option<blake3::Hash>,
+    shown: &str,
+) -> Result<(), WireError> {
+    match (claimed, got) {
         (Some(want), Some(got)) if want != got => Err(WireError::new(
             ErrorCode::ChecksumMismatch,
             format!(
                 "{shown}: received bytes hash to {got}, not the declared {want}; nothing was stored"
             ),
         )),
-        (_, got) => Ok((upload, got)),
+        _ => Ok(()),
     }
 }
 

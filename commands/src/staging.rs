@@ -365,6 +365,42 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Stores an upload received whole (and verified) in memory, in one step: a fresh staging
+    /// file is created, written, given its attributes (see [`crate::attributes`]) and renamed
+    /// into place under `target`, atomically, as [`Upload::commit`] does. Nothing is created
+    /// before every byte has arrived, and on any failure nothing is left under either name.
+    /// Blocking: a few system calls, meant for small files (see `SEND`'s small path).
+    pub(crate) fn store_whole(
+        &self,
+        target: &Target,
+        body: &[u8],
+        attrs: Attributes,
+        overwrite: bool,
+    ) -> Result<(), WireError> {
+        let failed = |e: io::Error| io_error(&target.shown, &e);
+        // Dropped on any early return, the staging file is removed.
+        let (staged, file) = self.stage().map_err(failed)?;
+        std::os::unix::fs::FileExt::write_all_at(&file, body, 0).map_err(failed)?;
+        // The bits of the file it replaces are those seen when the target was resolved, a
+        // moment ago: not looked up again.
+        let mode = attrs
+            .mode
+            .unwrap_or_else(|| match (overwrite, target.replaced_mode) {
+                (true, Some(bits)) => bits,
+                _ => crate::attributes::new_file_mode(),
+            });
+        let attrs = Attributes {
+            mode: Some(mode),
+            ..attrs
+        };
+        let (parent, name) = (target.parent.fd(), target.name.as_str());
+        settle(&file, parent, name, overwrite, attrs).map_err(failed)?;
+        drop(file);
+        staged.commit(target, overwrite)
+    }
+}
+
 /// The name of the partial for an upload of `size` bytes at `rp` identified by `key`.
 fn partial_key(rp: &RemotePath, size: u64, key: &[u8]) -> String {
     let mut h = blake3::Hasher::new();
@@ -377,8 +413,10 @@ fn partial_key(rp: &RemotePath, size: u64, key: &[u8]) -> String {
 
 /// A fresh name for a plain staging file.
 fn staging_name() -> String {
+    /// The process id, asked for once (`getpid` is a system call each time).
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}-{n}.part", std::process::id())
+    format!("{}-{n}.part", PID.get_or_init(std::process::id))
 }
 
 /// Opens the existing partial `name` to be continued, if there is one holding part of an upload

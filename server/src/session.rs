@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// Socket buffer sizes: large enough that small replies and their bodies leave in one write.
 const IO_BUFFER: usize = 64 * 1024;
 
+/// How long a session that ends on an aborted request tries to send what it holds.
+const ABORT_FLUSH: Duration = Duration::from_secs(1);
+
 /// A message to a session actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mail {
@@ -170,7 +173,11 @@ async fn serve(
             }
         };
         match event {
-            Event::Mail(Some(Mail::Stop)) | Event::Mail(None) => return End::Stopped,
+            Event::Mail(Some(Mail::Stop)) | Event::Mail(None) => {
+                // Replies held back for a pipelined request go out before the connection closes.
+                let _ = writer.flush().await;
+                return End::Stopped;
+            }
             Event::Header(Ok(false)) => return End::ClientClosed,
             Event::Header(Err(HeaderError::TooLong)) => {
                 let err = WireError::new(
@@ -218,6 +225,12 @@ async fn serve(
                 return End::Protocol("an eager request whose body cannot be framed");
             }
         };
+        if eager.is_some_and(|len| (reader.buffer().len() as u64) < len) {
+            // The body is still to come: replies held back go out before waiting for it.
+            if let Err(e) = writer.flush().await {
+                return End::Failed(e);
+            }
+        }
         let Some(handler) = shared.registry.get(request.verb()) else {
             let verb = request.verb_upper();
             let err = WireError::new(
@@ -285,7 +298,12 @@ async fn serve(
             }
             Err(CommandError::Abort(e)) => ("aborted", Some(e)),
         };
-        let flushed = if abort.is_none() {
+        // Replies wait in the writer while the next request's header is already here: a
+        // pipelining client gets them in a few writes, not one each. They go out before
+        // anything waits on the client: before the next header if it is not all here, before
+        // an eager body that is not all here (above), and with the go-ahead before any other
+        // body.
+        let flushed = if abort.is_none() && !line_buffered(&reader) {
             writer.flush().await
         } else {
             Ok(())
@@ -300,6 +318,10 @@ async fn serve(
             );
         }
         if let Some(e) = abort {
+            // Replies held back for earlier pipelined requests still go out (with whatever of
+            // this one was buffered, as if the writer had filled), briefly: the peer may be
+            // gone or no longer reading.
+            let _ = timeout(ABORT_FLUSH, writer.flush()).await;
             return End::Failed(e);
         }
         if let Err(e) = flushed {
@@ -333,6 +355,11 @@ fn eager_body(request: &sft_protocol::Request<'_>) -> Result<Option<u64>, WireEr
         )),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a whole header line is already buffered (so reading it will not wait).
+fn line_buffered(reader: &sft_commands::Reader) -> bool {
+    reader.buffer().contains(&b'\n')
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

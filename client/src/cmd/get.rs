@@ -229,12 +229,11 @@ fn local_target(remote: &str, local: Option<PathBuf>) -> Result<Option<PathBuf>,
 }
 
 /// Whether a partial download of `local` is there to be continued.
+///
+/// One `lstat`, done in place: for a folder of small files a hop to the blocking pool per file
+/// would cost more.
 async fn has_partial(local: &Path) -> bool {
-    let partial = partial_path(local);
-    async_std::task::spawn_blocking(move || {
-        std::fs::symlink_metadata(partial).is_ok_and(|m| m.len() > 0)
-    })
-    .await
+    std::fs::symlink_metadata(partial_path(local)).is_ok_and(|m| m.len() > 0)
 }
 
 /// `get SERVER REMOTE [LOCAL]`.

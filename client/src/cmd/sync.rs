@@ -174,10 +174,10 @@ impl Policy {
 }
 
 /// Size and modification time (whole seconds) of the regular file at `path`, not followed;
-/// `None` when nothing, or something that is not a regular file, is there.
+/// `None` when nothing, or something that is not a regular file, is there. One `lstat`, done in
+/// place: for a folder of small files a hop to the blocking pool per file would cost more.
 async fn local_file(path: &Path) -> Result<Option<(u64, i64)>, Error> {
-    let at = path.to_owned();
-    match spawn_blocking(move || std::fs::symlink_metadata(at)).await {
+    match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_file() => Ok(Some((meta.len(), meta.mtime()))),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

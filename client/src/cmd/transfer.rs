@@ -245,7 +245,8 @@ impl Tally {
         };
         if ui.json {
             ui.line_out(&line.json_ok(t, secs, attempts).to_string());
-        } else {
+        } else if ui.verbose {
+            // Only shown with -v: not even formatted otherwise (one per file of a folder).
             ui.note(&format!(
                 "{} {}: {}",
                 self.verb,

@@ -83,6 +83,8 @@ pub struct Target {
     pub(crate) name: String,
     pub(crate) shown: String,
     path: PathBuf,
+    /// The permission bits of the regular file that was there when it was resolved, if any.
+    pub(crate) replaced_mode: Option<u32>,
 }
 
 impl Target {
@@ -494,14 +496,17 @@ impl Root {
         }
         let r = self.resolve(rp, Last::Create)?;
         let (parent, name) = (r.parent, r.name.expect("a non-root path has a last name"));
-        match rfs::statat(&parent.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        let replaced_mode = match rfs::statat(&parent.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        {
             Ok(st) if Kind::of(&st) == Kind::Folder => {
                 return Err(WireError::bad_request(format!("{rp} is a folder")))
             }
             Ok(_) if !overwrite => return Err(exists(rp)),
-            Ok(_) | Err(rustix::io::Errno::NOENT) => {}
+            #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+            Ok(st) if Kind::of(&st) == Kind::File => Some(st.st_mode as u32 & 0o777),
+            Ok(_) | Err(rustix::io::Errno::NOENT) => None,
             Err(e) => return Err(io_error(&rp.to_string(), &errno(e))),
-        }
+        };
         let mut path = self.inner.dir.clone();
         path.extend(parent.names.iter());
         path.push(&name);
@@ -510,6 +515,7 @@ impl Root {
             name,
             shown: rp.to_string(),
             path,
+            replaced_mode,
         })
     }
 
