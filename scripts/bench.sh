@@ -760,6 +760,10 @@ The load generators share the machine's $(nproc) cores with the server they load
 sft protocol itself, one blocking thread per connection, costing the client about as much CPU per
 request as wrk does, so both sides measure their server.
 
+## Many small files
+
+$(many_table)
+
 ## Server memory
 
 | measurement | value |
