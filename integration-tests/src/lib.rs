@@ -524,3 +524,30 @@ fn relay_one(client: std::net::TcpStream, target: SocketAddr, tamper: Tamper) {
     pump(server, client, tamper.flip_down_at, tamper.cut_down_after);
     let _ = up.join();
 }
+
+/// What a finished process wrote on standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a process's exit code, showing its standard error when it differs.
+#[track_caller]
+pub fn expect_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}, wanted {code}; stderr: {}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}

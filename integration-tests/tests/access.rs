@@ -4,7 +4,7 @@
 
 use async_std::task;
 use serde_json::Value;
-use sft_integration_tests::{bin, wait_until, Raw, ServerProcess, TestServer};
+use sft_integration_tests::{bin, stderr, wait_until, Raw, ServerProcess, TestServer};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::net::SocketAddr;
@@ -102,10 +102,6 @@ fn sft_env(args: &[&str], cwd: &Path, env_token: Option<&str>) -> Output {
         c.env("SFT_TOKEN", t);
     }
     c.output().expect("run sft")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

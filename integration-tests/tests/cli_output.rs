@@ -3,16 +3,14 @@
 //! error after a success, addresses as people type them, `ls` like `ls`, and a busy server
 //! retried like a cut-off.
 
-use sft_integration_tests::{bin, random_bytes, sft, wait_until, ServerProcess, TestServer};
+use sft_integration_tests::{
+    bin, random_bytes, sft, stderr, wait_until, ServerProcess, TestServer,
+};
 use std::fs;
 use std::io::Read;
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -3,34 +3,8 @@
 //! a different existing file without `--overwrite` (an identical one is simply skipped) — one
 //! policy for both directions. Run as real processes.
 
-use sft_integration_tests::{sft, TestServer};
+use sft_integration_tests::{expect_code, names, sft, stderr, TestServer};
 use std::fs;
-use std::path::Path;
-use std::process::Output;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn expect_code(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status {:?}, wanted {code}; stderr: {}",
-        out.status,
-        stderr(out)
-    );
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn get_into_a_missing_folder_named_with_a_slash_creates_it() {

@@ -2,34 +2,8 @@
 //! are): into `-o DIR`, into a LOCAL folder, across folders; no match is an error. Run as real
 //! processes.
 
-use sft_integration_tests::{sft, TestServer};
+use sft_integration_tests::{expect_code, names, sft, stderr, TestServer};
 use std::fs;
-use std::path::Path;
-use std::process::Output;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn expect_code(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status {:?}, wanted {code}; stderr: {}",
-        out.status,
-        stderr(out)
-    );
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
 
 fn served() -> TestServer {
     let server = TestServer::start();

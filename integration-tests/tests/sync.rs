@@ -3,7 +3,7 @@
 //! compares hashes of every same-size file, and interrupted transfers are continued without
 //! being asked to.
 
-use sft_integration_tests::{random_bytes, sft, Relay, Tamper, TestServer};
+use sft_integration_tests::{expect_code, random_bytes, sft, stderr, Relay, Tamper, TestServer};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -11,21 +11,6 @@ use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 const FILES: usize = 2000;
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn expect_code(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status {:?}, wanted {code}; stderr: {}",
-        out.status,
-        stderr(out)
-    );
-}
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)

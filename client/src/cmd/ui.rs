@@ -368,18 +368,10 @@ impl Bars {
             .as_ref()
             .and_then(|b| b.length())
             .unwrap_or(0);
-        if let Some(o) = self.overall.lock().expect("bars lock").as_ref() {
-            let n = o.files_done.fetch_add(1, Ordering::Relaxed) + 1;
-            o.bar.set_prefix(format!("{n}/{}", o.files));
-            if o.by_bytes {
-                let finished = o.finished.fetch_add(len, Ordering::Relaxed) + len;
-                o.bar.set_position(finished);
-            } else {
-                o.bar.set_position(n);
-            }
-        }
+        self.file_skipped(len);
     }
 
+    /// One more file of the batch is done, with `size` bytes (moved, or already there).
     fn file_skipped(&self, size: u64) {
         if let Some(o) = self.overall.lock().expect("bars lock").as_ref() {
             let n = o.files_done.fetch_add(1, Ordering::Relaxed) + 1;
