@@ -6,7 +6,7 @@ use crate::client::{open_partial, Client, Transfer};
 use crate::error::Error;
 use crate::get::{get_file_body, get_reply, receive_small, GetOptions, SmallBody, SMALL};
 use crate::partial::Partial;
-use crate::send::{check_reply, read_small, send_opened, SendOptions, Small};
+use crate::send::{check_reply, read_small, SendOptions, Small};
 use crate::walk::Upload;
 use async_std::task::spawn_blocking;
 use sft_protocol::verbs::{GetRequest, HelloReply, HelloRequest, SendReply, SendRequest};
@@ -441,23 +441,7 @@ impl Client {
                     next - 1
                 })
             }) {
-                let upload = &jobs[i];
-                let found = upload.clone();
-                let opened = spawn_blocking(move || found.open()).await;
-                let result = match opened {
-                    Ok((file, meta)) => {
-                        send_opened(
-                            &mut self.conn,
-                            file,
-                            &meta,
-                            &upload.local,
-                            &upload.remote,
-                            options,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(Error::local(&upload.local, "read")(e)),
-                };
+                let result = self.send_upload(&jobs[i], options).await;
                 done(i, result);
                 continue;
             }

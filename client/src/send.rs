@@ -203,7 +203,7 @@ pub(crate) fn check_reply(
 
 /// Uploads the open regular file `file` (described by `meta`, found at `local`), after a
 /// go-ahead.
-pub(crate) async fn send_opened(
+async fn send_opened(
     conn: &mut Conn,
     file: std::fs::File,
     meta: &std::fs::Metadata,

@@ -421,12 +421,11 @@ async fn upload(
                 known,
             )
             .await;
-        match compared {
+        let (sent, attempts) = match compared {
             Ok(Action::Transfer) if args.retries == 0 => {
                 to_send.push(file.clone());
                 continue;
             }
-            Ok(Action::Transfer) => {}
             Ok(Action::Skip) => {
                 ui.file_skipped(file.size);
                 tally.skipped(ui, &file.remote, &local);
@@ -437,34 +436,26 @@ async fn upload(
                 tally.changed(ui, &file.remote, &local);
                 continue;
             }
-            Err(e) => {
-                ui.file_done();
-                tally.failed(ui, &file.remote, &local, &e);
-                if client.is_broken() {
-                    match go_on(&e, server, ui).await {
-                        Some(c) => client = c,
-                        None => {
-                            tally.abandoned(ui, total - step, &e);
-                            return Ok(());
+            Err(e) => (Err(e), 1),
+            Ok(Action::Transfer) => {
+                let mut resumed = false;
+                let mut attempts = 1;
+                let sent = loop {
+                    match client.send_upload(file, args.options(resumed)).await {
+                        Err(e) if retry.again(&e, ui).await => {
+                            match retry.reconnect(server, ui).await {
+                                Ok(c) => {
+                                    client = c;
+                                    resumed = true;
+                                    attempts += 1;
+                                }
+                                Err(e) => break Err(e),
+                            }
                         }
+                        other => break other,
                     }
-                }
-                continue;
-            }
-        }
-        let mut resumed = false;
-        let mut attempts = 1;
-        let sent = loop {
-            match client.send_upload(file, args.options(resumed)).await {
-                Err(e) if retry.again(&e, ui).await => match retry.reconnect(server, ui).await {
-                    Ok(c) => {
-                        client = c;
-                        resumed = true;
-                        attempts += 1;
-                    }
-                    Err(e) => break Err(e),
-                },
-                other => break other,
+                };
+                (sent, attempts)
             }
         };
         ui.file_done();
