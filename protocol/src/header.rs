@@ -24,6 +24,8 @@ pub struct Request<'a> {
     declares_body: bool,
     /// What those fields declare will follow the header.
     upload: Result<Option<Upload>, WireError>,
+    /// The `eager` field: absent or `false`, `true`, or not a boolean.
+    eager: Result<bool, WireError>,
 }
 
 impl<'a> Request<'a> {
@@ -62,6 +64,12 @@ impl<'a> Request<'a> {
         self.upload.clone()
     }
 
+    /// Whether the request says `"eager":true`: its body follows the header at once, without a
+    /// go-ahead (PROTOCOL.md §3.1). A value that is not a boolean is `bad_request`.
+    pub fn eager(&self) -> Result<bool, WireError> {
+        self.eager.clone()
+    }
+
     /// Decodes the verb's typed arguments. A missing or mistyped field is `bad_request`.
     pub fn args<T: DeserializeOwned>(&self) -> Result<T, WireError> {
         serde_json::from_slice(self.line).map_err(|e| {
@@ -79,6 +87,8 @@ pub(crate) struct Envelope<'a> {
     pub(crate) size: Option<Value>,
     /// Present (even as `null`) or not.
     pub(crate) body: Option<Value>,
+    /// Present (even as `null`) or not.
+    eager: Option<Value>,
 }
 
 /// Decodes the shared fields of a request line (already checked with [`check_line`]).
@@ -127,6 +137,7 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                     v: None,
                     size: None,
                     body: None,
+                    eager: None,
                 };
                 // Headers have a handful of keys: a linear scan beats hashing them.
                 let mut seen: Vec<Cow<'de, str>> = Vec::new();
@@ -142,6 +153,7 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                         "v" => env.v = map.next_value()?,
                         "size" => env.size = Some(map.next_value()?),
                         "body" => env.body = Some(map.next_value()?),
+                        "eager" => env.eager = Some(map.next_value()?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -202,6 +214,11 @@ pub fn decode_request(line: &[u8]) -> Result<Request<'_>, WireError> {
         .ok_or_else(|| WireError::bad_request("header has no \"verb\" field"))?;
     let declares_body = env.size.is_some() || env.body.is_some();
     let upload = declared_upload(env.size, env.body);
+    let eager = match env.eager {
+        None | Some(Value::Bool(false)) => Ok(false),
+        Some(Value::Bool(true)) => Ok(true),
+        Some(_) => Err(WireError::bad_request("\"eager\" must be true or false")),
+    };
     if verb.is_empty()
         || verb.len() > 64
         || !verb
@@ -218,6 +235,7 @@ pub fn decode_request(line: &[u8]) -> Result<Request<'_>, WireError> {
         line,
         declares_body,
         upload,
+        eager,
     })
 }
 
@@ -325,6 +343,24 @@ pub fn decode_reply(line: &[u8]) -> Result<Reply<'_>, WireError> {
 mod tests {
     use super::*;
     use crate::verbs::{GetReply, GetRequest, SendRequest};
+
+    #[test]
+    fn eager_is_read_from_the_top_level_as_a_boolean() {
+        let eager = |line: &str| decode_request(line.as_bytes()).unwrap().eager();
+        assert_eq!(eager(r#"{"verb":"SEND","size":3,"eager":true}"#), Ok(true));
+        assert_eq!(
+            eager(r#"{"verb":"SEND","size":3,"eager":false}"#),
+            Ok(false)
+        );
+        assert_eq!(eager(r#"{"verb":"SEND","size":3}"#), Ok(false));
+        assert_eq!(eager(r#"{"verb":"X","a":{"eager":true}}"#), Ok(false));
+        for bad in [
+            r#"{"verb":"SEND","eager":1}"#,
+            r#"{"verb":"SEND","eager":null}"#,
+        ] {
+            assert_eq!(eager(bad).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
+        }
+    }
 
     #[test]
     fn request_round_trip() {

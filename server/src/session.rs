@@ -334,17 +334,7 @@ async fn serve(
 /// one. `"eager":true` goes only with a sized body: with a chunked one, or one that cannot be
 /// framed, the body's end cannot be found, and the connection is closed after the error.
 fn eager_body(request: &sft_protocol::Request<'_>) -> Result<Option<u64>, WireError> {
-    // Most requests do not say it: no second parse for them.
-    if !contains(request.line(), b"\"eager\"") {
-        return Ok(None);
-    }
-    let args = request.args::<serde_json::Map<String, serde_json::Value>>()?;
-    let eager = match args.get("eager") {
-        None => return Ok(None),
-        Some(serde_json::Value::Bool(eager)) => *eager,
-        Some(_) => return Err(WireError::bad_request("\"eager\" must be true or false")),
-    };
-    if !eager {
+    if !request.eager()? {
         return Ok(None);
     }
     match request.body() {
@@ -360,10 +350,6 @@ fn eager_body(request: &sft_protocol::Request<'_>) -> Result<Option<u64>, WireEr
 /// Whether a whole header line is already buffered (so reading it will not wait).
 fn line_buffered(reader: &sft_commands::Reader) -> bool {
     reader.buffer().contains(&b'\n')
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Answers `err` to a request refused before its handler ran — after reading and dropping its
