@@ -1,7 +1,7 @@
 //! Presenting a token (`AUTH`), and where a token may be sent at all.
 //!
-//! Every connection is plaintext today, so anyone on the path between client and server can
-//! read a token sent over it. A token therefore goes only to loopback addresses (this machine)
+//! Over a plaintext connection anyone on the path between client and server can read a token.
+//! A token therefore goes over TLS, or in plaintext only to loopback addresses (this machine)
 //! unless the caller says otherwise ([`Client::authenticate_in_plaintext`], `sft
 //! --insecure-token`).
 
@@ -19,17 +19,15 @@ impl Client {
     /// access, which hold for the rest of the connection. A token the server does not know is
     /// `Error::Remote` with code `unauthorized`.
     ///
-    /// Refused without sending anything (`Error::Request`) when the server is not on this
-    /// machine: the connection is plaintext, and the token would be readable on the way.
+    /// Over plaintext, refused without sending anything (`Error::Request`) when the server is
+    /// not on this machine: the token would be readable on the way. Over TLS, sent to any
+    /// server.
     pub async fn authenticate(&mut self, token: &str) -> Result<AuthReply, Error> {
-        let peer = self
-            .conn
-            .writer
-            .get_ref()
-            .peer_addr()
-            .map_err(Error::cut_off("AUTH"))?;
-        if !peer.ip().to_canonical().is_loopback() {
-            return Err(plaintext_refused(&peer.to_string()));
+        if let Some(socket) = self.conn.writer.get_ref().tcp() {
+            let peer = socket.peer_addr().map_err(Error::cut_off("AUTH"))?;
+            if !peer.ip().to_canonical().is_loopback() {
+                return Err(plaintext_refused(&peer.to_string()));
+            }
         }
         self.authenticate_in_plaintext(token).await
     }
@@ -70,8 +68,8 @@ pub async fn check_token_destination(server: &ServerAddr) -> Result<(), Error> {
 fn plaintext_refused(server: &str) -> Error {
     Error::Request(format!(
         "not sending the token to {server}: the connection is not encrypted and the address is \
-         not on this machine, so anyone on the way could read it; pass --insecure-token to send \
-         it anyway"
+         not on this machine, so anyone on the way could read it; connect with TLS (--tls, --ca \
+         or --fingerprint) if the server serves it, or pass --insecure-token to send it anyway"
     ))
 }
 

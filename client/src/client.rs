@@ -90,6 +90,18 @@ impl Client {
         server: ServerAddr,
         limit: Option<Duration>,
     ) -> Result<Client, Error> {
+        Self::connect_with(server, limit, None).await
+    }
+
+    /// Connects like [`Client::connect_within`], then, with `tls`, makes the connection a TLS
+    /// session trusting what `tls` says, within the same `limit`. A certificate refused is
+    /// [`Error::Certificate`], with what to do about it; nothing is sent before the server is
+    /// trusted.
+    pub async fn connect_with(
+        server: ServerAddr,
+        limit: Option<Duration>,
+        tls: Option<&crate::tls::TlsSettings>,
+    ) -> Result<Client, Error> {
         let deadline = limit.map(|l| std::time::Instant::now() + l);
         let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         let resolving = async {
@@ -105,6 +117,7 @@ impl Client {
                 source,
             })?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
+        let mut connected = None;
         for (i, addr) in addrs.iter().enumerate() {
             let share = left().map(|l| l / (addrs.len() - i) as u32);
             if share.is_some_and(|s| s.is_zero()) {
@@ -112,18 +125,49 @@ impl Client {
             }
             match with_deadline(share, limit, TcpStream::connect(addr)).await {
                 Ok(stream) => {
-                    return Ok(Client {
-                        server,
-                        conn: Conn::new(stream, limit),
-                    });
+                    connected = Some(stream);
+                    break;
                 }
                 Err(e) => last = e,
             }
         }
-        Err(Error::Connect {
+        let Some(stream) = connected else {
+            return Err(Error::Connect {
+                server,
+                source: last,
+            });
+        };
+        let _ = stream.set_nodelay(true);
+        let halves = match tls {
+            None => sft_io::split_plain(stream),
+            Some(tls) => {
+                let handshake = tls.handshake(&server, stream);
+                match left() {
+                    None => handshake.await?,
+                    Some(left) => async_std::future::timeout(left, handshake)
+                        .await
+                        .map_err(|_| Error::Tls {
+                            server: server.clone(),
+                            source: io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!(
+                                    "no TLS handshake within the connect timeout ({} s; see --timeout)",
+                                    limit.map_or(0, |l| l.as_secs())
+                                ),
+                            ),
+                        })??,
+                }
+            }
+        };
+        Ok(Client {
             server,
-            source: last,
+            conn: Conn::new(halves, limit),
         })
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub fn is_encrypted(&self) -> bool {
+        self.conn.is_encrypted()
     }
 
     /// The server this client is connected to.

@@ -10,11 +10,11 @@
 use crate::error::Error;
 use crate::progress::Progress;
 use async_std::io::{BufReader, BufWriter};
-use async_std::net::TcpStream;
 use futures::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use serde::de::DeserializeOwned;
 use sft_io::RateLimit;
 use sft_io::RECV;
+use sft_io::{StreamRead, StreamWrite};
 use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::Verb;
@@ -49,8 +49,8 @@ pub(crate) async fn with_stall<T>(
 /// One connection's state.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) reader: BufReader<TcpStream>,
-    pub(crate) writer: BufWriter<TcpStream>,
+    pub(crate) reader: BufReader<StreamRead>,
+    pub(crate) writer: BufWriter<StreamWrite>,
     /// The last header or stream line read, terminator included.
     pub(crate) line: Vec<u8>,
     pub(crate) scratch: Vec<u8>,
@@ -151,12 +151,11 @@ impl Drop for Exchange<'_> {
 }
 
 impl Conn {
-    /// A connection over `stream`.
-    pub(crate) fn new(stream: TcpStream, stall: Option<Duration>) -> Conn {
-        let _ = stream.set_nodelay(true);
+    /// A connection over a stream's halves (plain TCP or TLS).
+    pub(crate) fn new((read, write): (StreamRead, StreamWrite), stall: Option<Duration>) -> Conn {
         Conn {
-            reader: BufReader::with_capacity(IO_BUFFER, stream.clone()),
-            writer: BufWriter::with_capacity(IO_BUFFER, stream),
+            reader: BufReader::with_capacity(IO_BUFFER, read),
+            writer: BufWriter::with_capacity(IO_BUFFER, write),
             line: Vec::with_capacity(256),
             scratch: Vec::with_capacity(256),
             broken: false,
@@ -165,6 +164,11 @@ impl Conn {
             rate: None,
             eager: None,
         }
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub(crate) fn is_encrypted(&self) -> bool {
+        self.writer.get_ref().tcp().is_none()
     }
 
     /// Whether an earlier exchange left the connection out of step.

@@ -27,6 +27,9 @@ pub enum ExitCode {
     Protocol = 6,
     /// What arrived does not match its BLAKE3 hash (nothing was stored under the final name).
     Integrity = 7,
+    /// The server's TLS certificate was refused: unknown, not for its name, or not the one
+    /// pinned (nothing was sent).
+    Untrusted = 8,
 }
 
 /// Everything that can go wrong in a client call.
@@ -69,6 +72,21 @@ pub enum Error {
     /// The request cannot be sent as given (a malformed verb or arguments, a line over the
     /// header limit, an upload without a body to send).
     Request(String),
+    /// The server's TLS certificate was refused (before anything was sent).
+    Certificate {
+        /// The server as given.
+        server: ServerAddr,
+        /// What was wrong, and the certificate's fingerprint.
+        refusal: Box<crate::tls::Refusal>,
+    },
+    /// The TLS handshake failed for another reason (the server does not serve TLS, no common
+    /// protocol version…).
+    Tls {
+        /// The server as given.
+        server: ServerAddr,
+        /// The handshake's error.
+        source: io::Error,
+    },
     /// A local file or folder could not be used.
     Local {
         /// The local path.
@@ -84,7 +102,8 @@ impl Error {
     /// The `sft` exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Resolve { .. } | Error::Connect { .. } => ExitCode::Connect,
+            Error::Resolve { .. } | Error::Connect { .. } | Error::Tls { .. } => ExitCode::Connect,
+            Error::Certificate { .. } => ExitCode::Untrusted,
             Error::Remote(e) if e.code == ErrorCode::ChecksumMismatch => ExitCode::Integrity,
             // "Try again later": as transient as a connection cut off.
             Error::Remote(e) if e.code == ErrorCode::Busy => ExitCode::CutOff,
@@ -116,12 +135,14 @@ impl Error {
     }
 
     /// A stable machine-readable name for this error (`--json` output): the server's code for
-    /// refusals, otherwise one of `resolve_failed`, `connect_failed`, `cut_off`, `protocol`,
-    /// `local_io`, `checksum_mismatch`.
+    /// refusals, otherwise one of `resolve_failed`, `connect_failed`, `tls_failed`,
+    /// `untrusted_certificate`, `cut_off`, `protocol`, `local_io`, `checksum_mismatch`.
     pub fn code_name(&self) -> &'static str {
         match self {
             Error::Resolve { .. } => "resolve_failed",
             Error::Connect { .. } => "connect_failed",
+            Error::Tls { .. } => "tls_failed",
+            Error::Certificate { .. } => "untrusted_certificate",
             Error::Remote(e) => e.code.as_str(),
             Error::CutOff { .. } => "cut_off",
             Error::Protocol(_) => "protocol",
@@ -167,6 +188,8 @@ impl fmt::Display for Error {
                 write!(f, "connection refused — is sft-server running on {server}?")
             }
             Error::Connect { server, source } => write!(f, "cannot connect to {server}: {source}"),
+            Error::Certificate { server, refusal } => crate::tls::describe(server, refusal, f),
+            Error::Tls { server, source } => crate::tls::describe_failure(server, source, f),
             Error::Remote(e) => {
                 let what = match e.code {
                     ErrorCode::NotFound => "not found",
@@ -183,7 +206,9 @@ impl fmt::Display for Error {
                     }
                     // The server's own sentence says it all ("this server is read-only",
                     // "the server is at its limit of …"): a label before it would stutter.
-                    ErrorCode::ReadOnly | ErrorCode::Busy => return f.write_str(&e.message),
+                    ErrorCode::ReadOnly | ErrorCode::Busy | ErrorCode::TlsRequired => {
+                        return f.write_str(&e.message)
+                    }
                     ErrorCode::TooLarge => "too large",
                     ErrorCode::BadRequest => "bad request",
                     ErrorCode::UnknownVerb => "unknown verb",

@@ -51,6 +51,7 @@ mod progress;
 mod send;
 mod stream;
 mod sync;
+mod tls;
 mod tree;
 mod walk;
 
@@ -70,4 +71,5 @@ pub use sft_protocol::body::Body;
 pub use sft_protocol::verbs::{Entry, HelloLimits, HelloReply, Kind, ListEnd, ListHash, VerbInfo};
 pub use sft_protocol::{ErrorCode, WireError};
 pub use sync::hash_file;
+pub use tls::{CertificateProblem, Fingerprint, Refusal, TlsSettings, Trust};
 pub use walk::{walk, Upload, Walk};

@@ -234,6 +234,9 @@ fn main() {
     };
     let json = cli.common().is_some_and(|c| c.json);
     cmd::set_limit_rate(cli.common().and_then(|c| c.limit_rate));
+    if let Some(common) = cli.common() {
+        cmd::tls::set_flags(common.tls_flags());
+    }
     if matches!(&cli, Cli::Get(args) if args.writes_stdout()) {
         cmd::stdout_is_data();
     }

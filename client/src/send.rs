@@ -238,8 +238,10 @@ async fn send_opened(
     let ready = send_start(&mut x, &args, &during).await?;
     x.progress_start(remote, Some(size), ready.offset);
     let body = size - ready.offset;
-    // A rate limit paces every byte through this process: no zero-copy then.
-    let hash = if files::ZERO_COPY && body >= files::SENDFILE_MIN && x.rate.is_none() {
+    // A rate limit paces every byte through this process, and TLS encrypts every byte in it:
+    // no zero-copy then.
+    let plain = x.writer.get_ref().tcp().is_some();
+    let hash = if files::ZERO_COPY && body >= files::SENDFILE_MIN && x.rate.is_none() && plain {
         send_zero_copy(
             &mut x,
             file,
@@ -324,7 +326,10 @@ async fn send_zero_copy(
             stall: x.stall,
             min_rate: 0,
         });
-        sft_io::sendfile(&file, &mut sent, size, x.writer.get_ref(), &mut pace, |n| {
+        let Some(socket) = x.writer.get_ref().tcp() else {
+            return Err(Error::Protocol("sendfile needs a plain connection".into()));
+        };
+        sft_io::sendfile(&file, &mut sent, size, socket, &mut pace, |n| {
             if let Some(p) = &progress {
                 p.advance(n);
             }

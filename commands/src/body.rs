@@ -241,7 +241,9 @@ pub(crate) async fn send_range(
     body: u64,
     hashing: Option<(blake3::Hasher, Version)>,
 ) -> Result<(File, Option<blake3::Hash>), CopyError> {
-    if use_sendfile(body) {
+    // Under TLS every byte goes through the session: no zero-copy.
+    let plain = ctx.writer.get_ref().get_ref().tcp().is_some();
+    if plain && use_sendfile(body) {
         send_zero_copy(ctx, file, offset, body, hashing).await
     } else {
         send_copied(ctx, file, offset, body, hashing).await
@@ -278,6 +280,9 @@ async fn send_zero_copy(
     };
     let mut pos = offset;
     let (socket, pace) = ctx.writer.get_mut().parts_mut();
+    let socket = socket
+        .tcp()
+        .ok_or_else(|| CopyError::Write(io::Error::other("sendfile needs a plain socket")))?;
     let stats = &mut ctx.stats;
     let sent = sft_io::sendfile(&file, &mut pos, offset + body, socket, pace, |n| {
         stats.bytes_out += n

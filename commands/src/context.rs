@@ -3,22 +3,22 @@ use crate::sandbox::Root;
 use crate::slots::{Slot, UploadSlots};
 use crate::staging::PartialLimits;
 use async_std::io::{BufReader, BufWriter};
-use async_std::net::TcpStream;
 use futures::AsyncWriteExt;
 use serde::Serialize;
 use sft_protocol::{encode_error, encode_ok, WireError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The connection's buffered reader. Bytes after a header line (a body) are read from here.
-pub type Reader = BufReader<TcpStream>;
+/// The connection's buffered reader (plain TCP or TLS). Bytes after a header line (a body) are
+/// read from here.
+pub type Reader = BufReader<StreamRead>;
 /// The connection's buffered writer. The session flushes it after each request. Every write
 /// and flush through it keeps the connection's [`Pace`](sft_io::Pace): a client that stops
 /// reading fails the write after the stall timeout (or below the minimum rate) instead of
 /// holding the session forever. The session restarts the pace for each request.
-pub type Writer = BufWriter<PacedWrite<TcpStream>>;
+pub type Writer = BufWriter<PacedWrite<StreamWrite>>;
 
-pub use sft_io::{Pace, PaceRule, PacedWrite};
+pub use sft_io::{Pace, PaceRule, PacedWrite, StreamRead, StreamWrite};
 
 /// Server-wide limits a handler enforces before doing any work.
 #[derive(Debug, Clone)]

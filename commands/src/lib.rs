@@ -37,7 +37,8 @@ pub mod stat;
 pub use body::ReceivedFile;
 pub use command::{admit, Accepts, BoxFuture, Command, CommandError};
 pub use context::{
-    discard_eager, Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, Writer,
+    discard_eager, Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, StreamRead,
+    StreamWrite, Writer,
 };
 pub use registry::Registry;
 pub use sandbox::Root;

@@ -10,7 +10,8 @@
 //!   stall timeout, or an average below the minimum rate, fails the transfer;
 //! - [`Version`]: which version of a file was sent, so that a file rewritten during a
 //!   transfer is never reported as verified;
-//! - [`RateLimit`]: a bandwidth limit (token bucket) for a connection's reads and writes.
+//! - [`RateLimit`]: a bandwidth limit (token bucket) for a connection's reads and writes;
+//! - [`StreamRead`] and [`StreamWrite`]: a connection's halves, plain TCP or TLS.
 //!
 //! A pool thread never waits on a socket or a channel here: each blocking task does one bounded
 //! piece of file work and returns.
@@ -25,6 +26,7 @@ mod rate;
 mod sendfile;
 mod sink;
 mod source;
+mod stream;
 mod version;
 
 pub use blocks::{CHUNK, RECV};
@@ -34,6 +36,7 @@ pub use rate::RateLimit;
 pub use sendfile::sendfile;
 pub use sink::{BlockSink, Finished};
 pub use source::FileSource;
+pub use stream::{split, split_plain, Duplex, StreamRead, StreamWrite};
 pub use version::{changed, confirm, Version, RACY, RACY_COARSE};
 
 /// Whether this platform sends file bodies with `sendfile(2)`.

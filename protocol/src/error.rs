@@ -22,6 +22,9 @@ pub enum ErrorCode {
     Forbidden,
     /// The server requires a token (`AUTH`) and the connection has not given a valid one.
     Unauthorized,
+    /// The server serves only TLS and the connection is plaintext (sent once, before the
+    /// server closes the connection).
+    TlsRequired,
     /// A header line or a declared body exceeds a limit.
     TooLarge,
     /// The server refuses writes.
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::Exists => "exists",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TlsRequired => "tls_required",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::Busy => "busy",

@@ -29,6 +29,7 @@ mod main_helper;
 pub mod session;
 mod sessions;
 pub mod shutdown;
+mod tls;
 
 pub use access::Cidr;
 pub use config::{Config, LogFormat};

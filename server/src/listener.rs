@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::fdlimit::REFUSALS_IN_FLIGHT;
 use crate::session::{self, Mail, Shared};
 use crate::sessions::{SessionInfo, Sessions};
+use crate::tls::Tls;
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
@@ -88,6 +89,7 @@ impl Server {
         // Tokens before the root: a server with a bad tokens file touches nothing either.
         let tokens = config.tokens.clone();
         let gate = task::spawn_blocking(move || Gate::open(tokens.as_deref())).await?;
+        let tls = load_tls(&config).await?;
         let dir = config.root.clone();
         let mut limits = config.limits();
         limits.tokens = gate.tokens();
@@ -109,6 +111,12 @@ impl Server {
         let addr = listener.local_addr()?;
         // Before "listening": whoever waits for that line finds the settings logged already.
         log_settings(&config);
+        if let Some(tls) = &tls {
+            log::info!(
+                fingerprint = tls.fingerprint;
+                "serving TLS only; clients may pin this certificate with --fingerprint"
+            );
+        }
         log::info!(
             addr:% = addr, root:% = root.dir().display(), verbs = registry.verbs().join(",");
             "listening"
@@ -124,6 +132,7 @@ impl Server {
                 idle_timeout: Duration::from_secs(config.idle_timeout.max(1)),
                 header_timeout: Duration::from_secs(config.header_timeout.max(1)),
                 gate,
+                tls,
             }),
             allow,
             max_connections: config.max_connections.max(1),
@@ -224,6 +233,31 @@ impl Server {
         });
         self.sessions.attach(id, task);
     }
+}
+
+/// The TLS settings of `--tls-cert`/`--tls-key` or `--tls-self-signed` (creating its
+/// certificate on the first start), if any.
+async fn load_tls(config: &Config) -> io::Result<Option<Tls>> {
+    let (cert, key, dir) = (
+        config.tls_cert.clone(),
+        config.tls_key.clone(),
+        config.tls_self_signed.clone(),
+    );
+    task::spawn_blocking(move || {
+        let (cert, key) = match (cert, key, dir) {
+            (_, _, Some(dir)) => crate::tls::self_signed(&dir)?,
+            (Some(cert), Some(key), None) => (cert, key),
+            (None, None, None) => return Ok(None),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--tls-cert and --tls-key go together",
+                ))
+            }
+        };
+        Tls::load(&cert, &key).map(Some)
+    })
+    .await
 }
 
 /// Logs the settings in effect, in one line: what an operator checks first when a transfer is

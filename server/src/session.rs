@@ -8,6 +8,7 @@
 
 use crate::logging::escape;
 use crate::sessions::Registration;
+use crate::tls::Opened;
 use async_std::io::timeout;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) header_timeout: Duration,
     /// Who may do what (`--tokens`).
     pub(crate) gate: crate::access::Gate,
+    /// With `--tls-cert` or `--tls-self-signed`: TLS only.
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 /// Why a session ended, for its closing log line.
@@ -87,6 +90,9 @@ async fn next_header(
     match started {
         Ok(true) => return Ok(false),
         Ok(false) => {}
+        // A TLS client that closes between requests without a close_notify: a close all the
+        // same (no request was cut).
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeaderError::Idle),
         Err(e) => return Err(HeaderError::Io(e)),
     }
@@ -145,12 +151,52 @@ async fn serve(
     registration: &Registration,
     mailbox: async_std::channel::Receiver<Mail>,
 ) -> End {
-    let info = &registration.info;
     let _ = stream.set_nodelay(true);
-    let mut reader = BufReader::with_capacity(IO_BUFFER, stream.clone());
+    let (read, write) = match &shared.tls {
+        None => sft_io::split_plain(stream),
+        Some(tls) => {
+            let opening = tls
+                .open(stream, shared.idle_timeout, shared.header_timeout)
+                .fuse();
+            let mail = mailbox.recv().fuse();
+            futures::pin_mut!(opening, mail);
+            let opened = futures::select_biased! {
+                _ = mail => return End::Stopped,
+                o = opening => o,
+            };
+            match opened {
+                Ok(Opened::Tls(read, write)) => (read, write),
+                Ok(Opened::Closed) => return End::ClientClosed,
+                Ok(Opened::Plaintext) => return End::Protocol("plaintext request to a TLS server"),
+                Err(e) => return End::Failed(e),
+            }
+        }
+    };
+    let mut reader = BufReader::with_capacity(IO_BUFFER, read);
     // Every write to the client keeps the pace rules, replies and flushes included.
-    let paced = PacedWrite::new(stream, shared.limits.pace());
+    let paced = PacedWrite::new(write, shared.limits.pace());
     let mut writer = BufWriter::with_capacity(IO_BUFFER, paced);
+    let end = requests(shared, &mut reader, &mut writer, registration, mailbox).await;
+    if shared.tls.is_some() && !matches!(end, End::Failed(_)) {
+        // A clean TLS close (close_notify), so the client tells it from a cut; bounded like
+        // every other write.
+        let _ = writer.close().await;
+    }
+    end
+}
+
+/// Serves requests until the connection ends.
+// The loop borrows `&mut reader` and `&mut writer` as it did when it owned them.
+#[allow(clippy::needless_borrow)]
+async fn requests(
+    shared: &Shared,
+    reader: &mut sft_commands::Reader,
+    writer: &mut sft_commands::Writer,
+    registration: &Registration,
+    mailbox: async_std::channel::Receiver<Mail>,
+) -> End {
+    let info = &registration.info;
+    let (mut reader, mut writer) = (reader, writer);
     let mut line = Vec::with_capacity(256);
     let mut scratch = Vec::with_capacity(256);
     let mut buffers = Buffers::default();

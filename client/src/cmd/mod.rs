@@ -17,6 +17,7 @@ pub(crate) mod stat;
 mod sync;
 pub(crate) mod terminal;
 mod time;
+pub(crate) mod tls;
 pub(crate) mod token;
 pub(crate) mod transfer;
 pub(crate) mod ui;
@@ -51,7 +52,8 @@ pub(crate) struct Common {
     #[structopt(long, default_value = "60", value_name = "SECS")]
     pub(crate) timeout: u64,
     /// Authenticate with this token (a server started with --tokens requires one). Sent once
-    /// per connection, and only to this machine unless --insecure-token.
+    /// per connection: over TLS to any server, in plaintext only to this machine unless
+    /// --insecure-token.
     #[structopt(long, env = "SFT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub(crate) token: Option<String>,
     /// Send the token to a server on another machine although the connection is not
@@ -62,6 +64,24 @@ pub(crate) struct Common {
     /// 1024-based (like curl: 500K, 2M).
     #[structopt(long, value_name = "RATE", parse(try_from_str = parse_rate))]
     pub(crate) limit_rate: Option<u64>,
+    /// Connect with TLS, trusting certificates from the authorities this machine trusts.
+    #[structopt(long)]
+    pub(crate) tls: bool,
+    /// Connect with TLS, trusting certificates issued by the CA in FILE (PEM); the server's
+    /// name or address is checked against its certificate. Implies --tls.
+    #[structopt(
+        long,
+        value_name = "FILE",
+        parse(from_os_str),
+        conflicts_with = "fingerprint"
+    )]
+    pub(crate) ca: Option<PathBuf>,
+    /// Connect with TLS to the server whose certificate has this SHA-256 fingerprint (what
+    /// sft-server logs at start-up), for self-signed certificates. Remembered for the server
+    /// in ~/.config/sft/known_hosts once it worked: later connections need no flag. Implies
+    /// --tls.
+    #[structopt(long, value_name = "HEX", parse(try_from_str = tls::parse_fingerprint))]
+    pub(crate) fingerprint: Option<sft_client::Fingerprint>,
 }
 
 /// Parses a `--limit-rate` value: bytes a second, with an optional K, M or G (1024-based).
@@ -107,6 +127,15 @@ impl Common {
     /// `--timeout` as the client library takes it.
     pub(crate) fn stall(&self) -> Option<std::time::Duration> {
         (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout))
+    }
+
+    /// `--tls`, `--ca` and `--fingerprint`.
+    pub(crate) fn tls_flags(&self) -> tls::Flags {
+        tls::Flags {
+            tls: self.tls,
+            ca: self.ca.clone(),
+            fingerprint: self.fingerprint,
+        }
     }
 
     /// `--token` (or `SFT_TOKEN`) with `--insecure-token`.

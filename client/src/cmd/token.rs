@@ -9,6 +9,7 @@ use std::time::Duration;
 pub(crate) struct Token {
     secret: String,
     /// `--insecure-token`: send it to any address, though the connection is not encrypted.
+    /// (Over TLS it goes to any address anyway.)
     insecure: bool,
 }
 
@@ -30,17 +31,23 @@ impl Token {
     }
 }
 
-/// Connects to `server` within `limit` and, with a token, authenticates. A token is refused
-/// before connecting when it would cross the network in plaintext without `--insecure-token`.
+/// Connects to `server` within `limit` (over TLS as `--tls`, `--ca`, `--fingerprint` or the
+/// known-hosts file say) and, with a token, authenticates. A token is refused before
+/// connecting when it would cross the network in plaintext without `--insecure-token`.
 pub(crate) async fn connect(
     server: &ServerAddr,
     limit: Option<Duration>,
     token: Option<&Token>,
 ) -> Result<Client, Error> {
-    if token.is_some_and(|t| !t.insecure) {
+    let secured = super::tls::secured(server).await?;
+    if token.is_some_and(|t| !t.insecure) && secured.is_none() {
         check_token_destination(server).await?;
     }
-    let mut client = Client::connect_within(server.clone(), limit).await?;
+    let settings = secured.as_ref().map(|s| &s.settings);
+    let mut client = Client::connect_with(server.clone(), limit, settings).await?;
+    if let Some(secured) = &secured {
+        super::tls::connected(server, secured).await;
+    }
     match token {
         None => {}
         Some(t) if t.insecure => {
