@@ -35,6 +35,12 @@ pub enum Work {
         /// The file on the server.
         path: String,
     },
+    /// Download `path` from an HTTP/1.1 server (keep-alive) and discard its bytes: the same
+    /// loop against nginx, to check this tool's figures against an independent one (wrk).
+    Http {
+        /// The URL path, `/small.bin`.
+        path: String,
+    },
     /// Upload `size` bytes to `bench/<connection>-<i>`, with `i` cycling through `0..files`.
     Send {
         /// Bytes per upload.
@@ -145,7 +151,7 @@ pub(crate) struct Shared {
     pub(crate) deadline: Instant,
     /// Measured requests started so far (only counted when there is a budget).
     started: AtomicU64,
-    /// The GET request line, encoded once.
+    /// The GET request line (or HTTP request), encoded once.
     pub(crate) get_line: Vec<u8>,
     /// The bytes every SEND body is made of.
     pub(crate) send_chunk: Vec<u8>,
@@ -318,11 +324,12 @@ fn prepare(plan: Plan) -> Arc<Shared> {
             encode_request(&request, &mut line);
             line
         }
+        Work::Http { path } => format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes(),
         Work::Send { .. } => Vec::new(),
     };
     let send_chunk = match &plan.work {
         Work::Send { size, .. } => pattern((*size).min(SEND_CHUNK as u64) as usize),
-        Work::Get { .. } => Vec::new(),
+        Work::Get { .. } | Work::Http { .. } => Vec::new(),
     };
     Arc::new(Shared {
         measure_from,
@@ -394,6 +401,7 @@ async fn connection(id: usize, shared: Arc<Shared>) -> Stats {
         let left = shared.deadline.saturating_duration_since(began);
         let result = match &shared.plan.work {
             Work::Get { .. } => timeout(left, c.get(&shared.get_line)).await,
+            Work::Http { .. } => Ok(Err(Failure::Protocol("http_needs_threads_engine"))),
             Work::Send { size, files } => {
                 let path = format!("bench/{id}-{}", seq % files.max(&1));
                 timeout(left, c.send(path, *size, &shared.send_chunk)).await

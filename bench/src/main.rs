@@ -24,6 +24,7 @@ const EXAMPLES: &str = "EXAMPLES:
     sft-bench get 127.0.0.1:7005 small.bin -c 100 -d 10
     sft-bench get 127.0.0.1:7005 big.bin --connections 1 --requests 5 --json
     sft-bench send 127.0.0.1:7005 --size 4K -c 8 -d 10 --warmup 2
+    sft-bench http 127.0.0.1:8080 /small.bin -c 100 -d 10   (nginx, to check against wrk)
 
 SEND uploads go to bench/<connection>-<i> on the server (overwriting), with i cycling through
 0..--files, so a run leaves at most connections x files files behind.";
@@ -41,6 +42,17 @@ enum Cli {
         /// Server: IPv4 address, [IPv6] address or host name, optionally with :PORT.
         server: String,
         /// The file to download, relative to the server's served folder.
+        path: String,
+        #[structopt(flatten)]
+        opts: LoadOpts,
+    },
+    /// Download URL-PATH over HTTP/1.1 (keep-alive) over and over: the same loop against an
+    /// HTTP server such as nginx, to check this tool's figures against another load generator.
+    #[structopt(after_help = EXAMPLES)]
+    Http {
+        /// HTTP server: address and port, as for `get`.
+        server: String,
+        /// The URL path, starting with `/`.
         path: String,
         #[structopt(flatten)]
         opts: LoadOpts,
@@ -244,10 +256,11 @@ fn report(
         bps / 1_000_000.0
     );
     println!(
-        "  latency   p50 {} µs  p90 {} µs  p99 {} µs  max {} µs  mean {:.0} µs",
+        "  latency   p50 {} µs  p90 {} µs  p99 {} µs  p99.9 {} µs  max {} µs  mean {:.0} µs",
         h.quantile(0.50),
         h.quantile(0.90),
         h.quantile(0.99),
+        h.quantile(0.999),
         h.max(),
         h.mean()
     );
@@ -276,6 +289,13 @@ fn main() {
     };
     let (verb, server, work, opts) = match cli {
         Cli::Get { server, path, opts } => ("get", server, Work::Get { path }, opts),
+        Cli::Http { server, path, opts } => {
+            if opts.engine != Engine::Threads || !path.starts_with('/') {
+                eprintln!("error: http takes a URL path starting with / and the threads engine");
+                exit(2);
+            }
+            ("http", server, Work::Http { path }, opts)
+        }
         Cli::Send {
             server,
             size,

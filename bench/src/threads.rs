@@ -130,6 +130,44 @@ impl Conn {
     fn get(&mut self, request_line: &[u8]) -> Result<u64, Failure> {
         self.writer.write_all(request_line)?;
         let GetHead { size, trailer } = self.reply()?;
+        self.discard(size)?;
+        if trailer {
+            // Only sent when a hash was asked for, which this tool never does.
+            self.read_line()?;
+        }
+        Ok(size)
+    }
+
+    /// HTTP/1.1 GET on a kept-alive connection: request, status line and headers, then
+    /// `Content-Length` bytes of body, discarded. Returns body bytes.
+    fn http_get(&mut self, request: &[u8]) -> Result<u64, Failure> {
+        self.writer.write_all(request)?;
+        self.read_line()?;
+        if !self.line.starts_with(b"HTTP/1.1 200 ") {
+            return Err(Failure::Reply("http_status"));
+        }
+        let mut size = None;
+        loop {
+            self.read_line()?;
+            let header = self.line.trim_ascii();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_at_checked(15) {
+                if name.eq_ignore_ascii_case(b"content-length:") {
+                    size = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                }
+            }
+        }
+        let size = size.ok_or(Failure::Protocol("no_content_length"))?;
+        self.discard(size)?;
+        Ok(size)
+    }
+
+    /// Reads `size` body bytes, the buffered ones first, and drops them.
+    fn discard(&mut self, size: u64) -> Result<(), Failure> {
         let want = size.min(BODY_READ as u64) as usize;
         if self.scratch.len() < want {
             self.scratch.resize(want, 0);
@@ -144,11 +182,7 @@ impl Conn {
             }
             left -= got as u64;
         }
-        if trailer {
-            // Only sent when a hash was asked for, which this tool never does.
-            self.read_line()?;
-        }
-        Ok(size)
+        Ok(())
     }
 
     /// SEND: request, go-ahead, body, final reply. Returns body bytes.
@@ -236,6 +270,7 @@ fn connection(id: usize, shared: &Shared, sockets: &Mutex<Sockets>) -> Stats {
         let began = Instant::now();
         let result = match &shared.plan.work {
             Work::Get { .. } => c.get(&shared.get_line),
+            Work::Http { .. } => c.http_get(&shared.get_line),
             Work::Send { size, files } => {
                 let path = format!("bench/{id}-{}", seq % files.max(&1));
                 c.send(path, *size, &shared.send_chunk)

@@ -5,7 +5,7 @@ use async_std::channel::{self, Receiver, Sender};
 use async_std::task::JoinHandle;
 use dashmap::DashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,6 +37,8 @@ struct Entry {
 pub(crate) struct Sessions {
     map: DashMap<u64, Entry>,
     next_id: AtomicU64,
+    /// Sessions open now: what `map.len()` counts, without visiting every shard.
+    open: AtomicUsize,
 }
 
 /// Removes its session from the table when the session ends, however it ends.
@@ -49,6 +51,14 @@ pub(crate) struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.table.map.remove(&self.info.id);
+        self.table.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Registration {
+    /// Whether other sessions are open beside this one (a cheap, possibly stale, count).
+    pub(crate) fn has_company(&self) -> bool {
+        self.table.open.load(Ordering::Relaxed) > 1
     }
 }
 
@@ -56,6 +66,7 @@ impl Sessions {
     /// Adds a session; returns its registration and the receiving end of its mailbox.
     pub(crate) fn register(self: &Arc<Self>, peer: SocketAddr) -> (Registration, Receiver<Mail>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel::bounded(MAILBOX);
         let info = SessionInfo {
             id,
