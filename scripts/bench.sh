@@ -103,6 +103,7 @@ install_tools() {
     command -v rsync >/dev/null || missing+=(rsync)
     command -v wrk >/dev/null || missing+=(wrk)
     command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
     command -v hyperfine >/dev/null || missing+=(hyperfine)
     if ! command -v nc >/dev/null || ! nc -h 2>&1 | grep -q -- '-N'; then
         missing+=(netcat-openbsd)
@@ -372,10 +373,11 @@ head -c "$SMALL_BYTES" /dev/urandom >"$DIR/small.bin"
 [[ $(file_size "$DIR/big.bin") == "$BIG_BYTES" ]] || die "could not write $DIR/big.bin"
 
 # (d) Servers, each on its own free loopback port.
-read -r SFT_PORT NGINX_PORT RSYNC_PORT NC_PORT MEM_PORT SFT1_PORT <<<"$(free_ports 6)"
+read -r SFT_PORT NGINX_PORT RSYNC_PORT NC_PORT MEM_PORT TLS_PORT NGINX_TLS_PORT <<<"$(free_ports 7)"
 SFT_ADDR=127.0.0.1:$SFT_PORT
-SFT1_ADDR=127.0.0.1:$SFT1_PORT
+TLS_ADDR=127.0.0.1:$TLS_PORT
 URL=http://127.0.0.1:$NGINX_PORT
+TLS_URL=https://127.0.0.1:$NGINX_TLS_PORT
 
 start_sft_server() { # PORT [EXTRA-ARGS…] -> sets SERVER_PID
     local port=$1
@@ -388,8 +390,11 @@ start_sft_server() { # PORT [EXTRA-ARGS…] -> sets SERVER_PID
 }
 start_sft_server "$SFT_PORT"
 SFT_PID=$SERVER_PID
-# The same server with one connection thread, for the load tests (see --threads).
-start_sft_server "$SFT1_PORT" --threads 1
+# The same files over TLS, with a self-signed certificate that nginx serves too. The client pins
+# it by its SHA-256 (what sft-server logs at start-up), remembering it in a config folder of ours.
+start_sft_server "$TLS_PORT" --tls-self-signed "$WORK/tls"
+TLS_FP=$(openssl x509 -in "$WORK/tls/cert.pem" -outform DER | sha256sum | cut -d' ' -f1)
+export XDG_CONFIG_HOME=$WORK/config
 
 NGINX_USER=""
 [[ $(id -u) == 0 ]] && NGINX_USER="user root;"
@@ -417,6 +422,18 @@ http {
         listen 127.0.0.1:$NGINX_PORT;
         root $DIR;
     }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        root $DIR;
+        # Uploads for the TLS SEND row (curl -T): PUT into up/.
+        location /up/ {
+            dav_methods PUT;
+            client_max_body_size 0;
+            client_body_buffer_size 1m;
+        }
+    }
 }
 EOF
 nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
@@ -440,7 +457,11 @@ wait_listen "$RSYNC_PORT" || die "rsync daemon did not start"
 # Sanity: every server hands out the same bytes.
 "$SFT" get -q "$SFT_ADDR" small.bin "$SHM/check.sft" || die "sft get failed"
 curl -sf -o "$SHM/check.curl" "$URL/small.bin" || die "curl from nginx failed"
-if ! cmp -s "$DIR/small.bin" "$SHM/check.sft" || ! cmp -s "$DIR/small.bin" "$SHM/check.curl"; then
+"$SFT" get -q --fingerprint "$TLS_FP" "$TLS_ADDR" small.bin "$SHM/check.tls" || die "sft get over TLS failed"
+curl -sf --cacert "$WORK/tls/cert.pem" -o "$SHM/check.https" "$TLS_URL/small.bin" ||
+    die "curl from nginx over TLS failed"
+if ! cmp -s "$DIR/small.bin" "$SHM/check.sft" || ! cmp -s "$DIR/small.bin" "$SHM/check.curl" ||
+    ! cmp -s "$DIR/small.bin" "$SHM/check.tls" || ! cmp -s "$DIR/small.bin" "$SHM/check.https"; then
     die "downloaded bytes differ"
 fi
 rm -f "$SHM"/check.*
@@ -510,42 +531,65 @@ post_nc_send() {
     [[ $n == "$BIG_BYTES" ]]
 }
 
-# 4 KiB GETs under load: sft-bench against sft, wrk against nginx. Samples are req/s; p99 (µs)
-# and errors go to KEY_p99 / KEY_err.
+# TLS: verified GET into tmpfs and SEND, sft pinning the certificate, curl trusting it as a CA.
+pre_tls_sft_get() { rm -f "$SHM/x"; }
+run_tls_sft_get() { timeout "$T" "$SFT" get -q --fingerprint "$TLS_FP" "$TLS_ADDR" big.bin "$SHM/x"; }
+post_tls_sft_get() { post_sft_shm; }
+pre_tls_curl_get() { rm -f "$SHM/y"; }
+run_tls_curl_get() { timeout "$T" curl -sf --cacert "$WORK/tls/cert.pem" -o "$SHM/y" "$TLS_URL/big.bin"; }
+post_tls_curl_get() { post_curl_shm; }
+pre_tls_sft_send() { pre_sft_send; }
+run_tls_sft_send() {
+    timeout "$T" "$SFT" send -q --overwrite --fingerprint "$TLS_FP" "$TLS_ADDR" "$DIR/big.bin" up/big.bin
+}
+post_tls_sft_send() { post_sft_send; }
+pre_tls_curl_send() { rm -f "$DIR/up/big.bin"; }
+run_tls_curl_send() {
+    timeout "$T" curl -sf --cacert "$WORK/tls/cert.pem" -T "$DIR/big.bin" "$TLS_URL/up/big.bin" >/dev/null
+}
+post_tls_curl_send() { post_sft_send; }
+
+# 4 KiB GETs under load, each server measured by the same loop (sft-bench; its `http` mode
+# against nginx), and nginx by wrk too, an independent generator that checks sft-bench's figures.
+# Samples are req/s; p50, p99, p99.9 (µs) and errors go to KEY_p50, KEY_p99, KEY_p999, KEY_err.
 round() { awk -v v="$1" 'BEGIN { if (v ~ /^[0-9.eE+-]+$/) printf "%.0f\n", v; else print v }'; }
 json_field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
-load_sft() { # KEY CONNECTIONS [ADDRESS]
-    local out
-    if out=$(timeout $((LOAD_S + 60)) "$SFT_BENCH" get "${3:-$SFT_ADDR}" small.bin \
+load_bench() { # KEY CONNECTIONS MODE TARGET PATH
+    local out q
+    if out=$(timeout $((LOAD_S + 60)) "$SFT_BENCH" "$3" "$4" "$5" \
         --connections "$2" --duration "$LOAD_S" --json); then
         add_sample "$1" "$(round "$(json_field "$out" requests_per_sec)")"
-        add_sample "$1_p99" "$(json_field "$out" p99_us)"
+        for q in p50 p99 p999; do add_sample "$1_$q" "$(json_field "$out" "${q}_us")"; done
         add_sample "$1_err" "$(json_field "$out" errors)"
-        log "  $1: $(round "$(json_field "$out" requests_per_sec)") req/s, p99 $(json_field "$out" p99_us) µs, errors $(json_field "$out" errors)"
+        log "  $1: $(round "$(json_field "$out" requests_per_sec)") req/s, p50 $(json_field "$out" p50_us) µs, p99 $(json_field "$out" p99_us) µs, p99.9 $(json_field "$out" p999_us) µs, errors $(json_field "$out" errors)"
     else
         log "  $1: sft-bench failed"
         add_sample "$1" ERR
     fi
 }
-# wrk's latency with unit -> microseconds.
-wrk_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1000000; else m = 1
-        printf "%.0f\n", n * m }'
+# wrk's percentiles in microseconds (its --latency table rounds them and stops at 99%).
+write_pct_lua() {
+    cat >"$WORK/pct.lua" <<'EOF'
+done = function(summary, latency, requests)
+    io.write(string.format("percentiles_us %d %d %d\n",
+        latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+EOF
 }
 load_wrk() { # KEY CONNECTIONS
-    local out threads=2 rps p99 errs
+    local out threads=2 rps p50 p99 p999 errs
     (($2 < threads)) && threads=$2
-    if out=$(timeout $((LOAD_S + 60)) wrk -t"$threads" -c"$2" -d"${LOAD_S}s" --latency "$URL/small.bin"); then
+    if out=$(timeout $((LOAD_S + 60)) wrk -t"$threads" -c"$2" -d"${LOAD_S}s" -s "$WORK/pct.lua" "$URL/small.bin"); then
         rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-        p99=$(wrk_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+        read -r p50 p99 p999 < <(awk '$1 == "percentiles_us" { print $2, $3, $4 }' <<<"$out")
         errs=$(awk '/Socket errors:/ { gsub(",", ""); s += $4 + $6 + $8 + $10 }
                     /Non-2xx/ { s += $NF } END { print s + 0 }' <<<"$out")
         add_sample "$1" "$(round "${rps:-ERR}")"
+        add_sample "$1_p50" "$p50"
         add_sample "$1_p99" "$p99"
+        add_sample "$1_p999" "$p999"
         add_sample "$1_err" "$errs"
-        log "  $1: $rps req/s, p99 $p99 µs, errors $errs"
+        log "  $1: $rps req/s, p50 $p50 µs, p99 $p99 µs, p99.9 $p999 µs, errors $errs"
     else
         log "  $1: wrk failed"
         add_sample "$1" ERR
@@ -555,9 +599,9 @@ run_load() { # CONNECTIONS
     local round
     for round in $(seq 1 "$RUNS"); do
         log " round $round/$RUNS"
-        load_sft "sftb_c$1" "$1"
+        load_bench "sftb_c$1" "$1" get "$SFT_ADDR" small.bin
+        load_bench "nghb_c$1" "$1" http "127.0.0.1:$NGINX_PORT" /small.bin
         load_wrk "wrk_c$1" "$1"
-        load_sft "sft1t_c$1" "$1" "$SFT1_ADDR"
     done
 }
 
@@ -583,7 +627,13 @@ else
     alternate sft_send nc_send
 fi
 
-for c in 1 100 1000; do
+log "TLS: verified GET $BIG_LABEL into tmpfs"
+alternate tls_sft_get tls_curl_get
+log "TLS: SEND $BIG_LABEL"
+alternate tls_sft_send tls_curl_send
+
+write_pct_lua
+for c in 1 10 100 1000; do
     log "4 KiB GETs, $c connection(s), ${LOAD_S}s each"
     run_load "$c"
 done
@@ -641,12 +691,22 @@ time_row() {
         echo "| $1 | $m | $(mib_s "$m") | $(ratio "$(median "$3")" "$m") | $(samples_of "$2") |"
     fi
 }
+load_row() { # LABEL KEY [SFT_KEY]
+    local k=$2 r="—"
+    [[ -n ${3:-} ]] && r=$(ratio "$(median "$3")" "$(median "$k")")
+    echo "| $1 | $(median "$k") | $(median "${k}_p50") | $(median "${k}_p99") | $(median "${k}_p999") | $(samples_of "${k}_err") | $r | $(samples_of "$k") |"
+}
 load_rows() { # CONNECTIONS
-    local s="sftb_c$1" w="wrk_c$1"
-    echo "| sft-bench → sft-server | $(median "$s") | $(median "${s}_p99") | $(samples_of "${s}_err") | — | $(samples_of "$s") |"
-    echo "| wrk → nginx | $(median "$w") | $(median "${w}_p99") | $(samples_of "${w}_err") | $(ratio "$(median "$s")" "$(median "$w")") | $(samples_of "$w") |"
-    local t="sft1t_c$1"
-    echo "| sft-bench → sft-server \`--threads 1\` | $(median "$t") | $(median "${t}_p99") | $(samples_of "${t}_err") | $(ratio "$(median "$t")" "$(median "$w")") (vs nginx) | $(samples_of "$t") |"
+    load_row "sft-bench → sft-server" "sftb_c$1"
+    load_row "sft-bench \`http\` → nginx" "nghb_c$1" "sftb_c$1"
+    load_row "wrk → nginx" "wrk_c$1" "sftb_c$1"
+}
+pcts() { echo "$(median "$1_p50") / $(median "$1_p99") / $(median "$1_p999")"; }
+tail_rows() {
+    local c
+    for c in 1 10 100 1000; do
+        echo "| $c | $(pcts "sftb_c$c") | $(pcts "nghb_c$c") | $(pcts "wrk_c$c") | $(times "$(ratio "$(median "sftb_c${c}_p99")" "$(median "nghb_c${c}_p99")")") |"
+    done
 }
 
 R_GET_NULL=$(ratio "$(median sft_null_nv)" "$(median curl_null)")
@@ -654,10 +714,14 @@ R_GET_NULL_V=$(ratio "$(median sft_null)" "$(median curl_null)")
 R_SHM_CURL=$(ratio "$(median sft_shm)" "$(median curl_shm)")
 R_SHM_RSYNC=$(ratio "$(median sft_shm)" "$(median rsync_shm)")
 R_SEND=$(ratio "$(median sft_send)" "$(median nc_send)")
-R_C1=$(ratio "$(median sftb_c1)" "$(median wrk_c1)")
-R_C100=$(ratio "$(median sftb_c100)" "$(median wrk_c100)")
-R_C1_T1=$(ratio "$(median sft1t_c1)" "$(median wrk_c1)")
-R_C100_T1=$(ratio "$(median sft1t_c100)" "$(median wrk_c100)")
+R_C1=$(ratio "$(median sftb_c1)" "$(median nghb_c1)")
+R_C100=$(ratio "$(median sftb_c100)" "$(median nghb_c100)")
+R_C1_WRK=$(ratio "$(median sftb_c1)" "$(median wrk_c1)")
+R_P99_100=$(ratio "$(median sftb_c100_p99)" "$(median nghb_c100_p99)")
+R_P99_100_WRK=$(ratio "$(median sftb_c100_p99)" "$(median wrk_c100_p99)")
+R_TLS_GET=$(ratio "$(median tls_sft_get)" "$(median tls_curl_get)")
+R_TLS_SEND=$(ratio "$(median tls_sft_send)" "$(median tls_curl_send)")
+R_TLS_COST=$(ratio "$(median tls_sft_get)" "$(median sft_shm)")
 MEM_OK=$(awk -v p="$PEAK_MIB" 'BEGIN { print (p + 0 <= 32) ? "**met**" : "**not met**" }')
 
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -705,10 +769,11 @@ $NOTE
 | verified GET $BIG_LABEL → tmpfs vs nginx+curl → tmpfs (time) | $(times "$R_SHM_CURL") | ≤ 1.05× | $(verdict "$R_SHM_CURL" 1.05 le) |
 | verified GET $BIG_LABEL → tmpfs vs rsync → tmpfs (time) | $(times "$R_SHM_RSYNC") | ≤ 0.90× | $(verdict "$R_SHM_RSYNC" 0.9 le) |
 | SEND $BIG_LABEL vs nc pipe into a file (time) | $(times "$R_SEND") | ≤ 1.10× | $(verdict "$R_SEND" 1.1 le) |
-| 4 KiB GETs, 1 connection, vs nginx (req/s) | $(times "$R_C1") | ≥ 1.00× | $(verdict "$R_C1" 1.0 ge) |
-| 4 KiB GETs, 100 connections, vs nginx (req/s) | $(times "$R_C100") | ≥ 1.00× | $(verdict "$R_C100" 1.0 ge) |
-| 4 KiB GETs, 1 connection, \`--threads 1\`, vs nginx (req/s) | $(times "$R_C1_T1") | ≥ 1.00× | $(verdict "$R_C1_T1" 1.0 ge) |
-| 4 KiB GETs, 100 connections, \`--threads 1\`, vs nginx (req/s) | $(times "$R_C100_T1") | ≥ 1.00× | $(verdict "$R_C100_T1" 1.0 ge) |
+| TLS: verified GET $BIG_LABEL → tmpfs vs nginx HTTPS + curl (time) | $(times "$R_TLS_GET") | ≤ 1.10× | $(verdict "$R_TLS_GET" 1.1 le) |
+| TLS: SEND $BIG_LABEL vs curl PUT to nginx HTTPS (time) | $(times "$R_TLS_SEND") | recorded | — |
+| 4 KiB GETs, 1 connection, vs nginx (req/s, same load loop) | $(times "$R_C1") (wrk: $(times "$R_C1_WRK")) | ≥ 1.00× | $(verdict "$R_C1" 1.0 ge) |
+| 4 KiB GETs, 100 connections, vs nginx (req/s, same load loop) | $(times "$R_C100") | ≥ 1.00× | $(verdict "$R_C100" 1.0 ge) |
+| 4 KiB GETs, 100 connections, p99 vs nginx's p99 (same load loop) | $(times "$R_P99_100") (wrk: $(times "$R_P99_100_WRK")) | ≤ 1.00× | $(verdict "$R_P99_100" 1.0 le) |
 | server peak RSS while serving $BIG_LABEL | $PEAK_MIB MiB | ≤ 32 MiB | $MEM_OK |
 
 ## GET $BIG_LABEL → /dev/null
@@ -738,27 +803,54 @@ $(time_row "\`sft send --overwrite\` (verified)" sft_send)
 $(time_row "\`sft send --overwrite --no-verify\`" sft_send_nv)
 $(time_row "\`nc -N\` → \`nc -l > file\`" nc_send sft_send)
 
+## TLS: $BIG_LABEL, sft pinning a self-signed certificate, nginx serving the same one
+
+| tool | median s | MiB/s | sft ÷ this | samples (s) |
+| --- | --- | --- | --- | --- |
+$(time_row "\`sft get --fingerprint\` (verified) → tmpfs" tls_sft_get)
+$(time_row "nginx HTTPS + \`curl --cacert -o\` → tmpfs" tls_curl_get tls_sft_get)
+$(time_row "\`sft send --fingerprint --overwrite\` (verified)" tls_sft_send)
+$(time_row "\`curl --cacert -T\` → nginx HTTPS PUT" tls_curl_send tls_sft_send)
+
+What TLS costs sft: its verified GET into tmpfs takes $(times "$R_TLS_COST") the time over TLS that it takes
+in plaintext (above); sendfile(2) cannot be used under TLS, so every byte is encrypted and copied.
+
+## Tail latency: 4 KiB GETs, p50 / p99 / p99.9 in µs
+
+Every server is measured by the same loop (sft-bench, one blocking thread per connection, each
+issuing its next request when the last reply is in; its \`http\` mode for nginx); wrk's figures for
+nginx check that loop against an independent generator.
+
+| connections | sft-server (sft-bench) | nginx (sft-bench \`http\`) | nginx (wrk) | sft p99 ÷ nginx p99 (same loop) |
+| --- | --- | --- | --- | --- |
+$(tail_rows)
+
 ## 4 KiB GETs, 1 connection, ${LOAD_S} s
 
-| tool | median req/s | median p99 µs | errors | sft ÷ this | samples (req/s) |
-| --- | --- | --- | --- | --- | --- |
+| tool | median req/s | p50 µs | p99 µs | p99.9 µs | errors | sft ÷ this (req/s) | samples (req/s) |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 $(load_rows 1)
+
+## 4 KiB GETs, 10 connections, ${LOAD_S} s
+
+| tool | median req/s | p50 µs | p99 µs | p99.9 µs | errors | sft ÷ this (req/s) | samples (req/s) |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+$(load_rows 10)
 
 ## 4 KiB GETs, 100 connections, ${LOAD_S} s
 
-| tool | median req/s | median p99 µs | errors | sft ÷ this | samples (req/s) |
-| --- | --- | --- | --- | --- | --- |
+| tool | median req/s | p50 µs | p99 µs | p99.9 µs | errors | sft ÷ this (req/s) | samples (req/s) |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 $(load_rows 100)
 
 ## 4 KiB GETs, 1000 concurrent clients, ${LOAD_S} s
 
-| tool | median req/s | median p99 µs | errors | sft ÷ this | samples (req/s) |
-| --- | --- | --- | --- | --- | --- |
+| tool | median req/s | p50 µs | p99 µs | p99.9 µs | errors | sft ÷ this (req/s) | samples (req/s) |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 $(load_rows 1000)
 
-The load generators share the machine's $(nproc) cores with the server they load. sft-bench speaks the
-sft protocol itself, one blocking thread per connection, costing the client about as much CPU per
-request as wrk does, so both sides measure their server.
+The load generators share the machine's $(nproc) cores with the server they load, so a server that
+spends less CPU per request leaves more to its clients.
 
 ## Many small files
 
