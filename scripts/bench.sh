@@ -886,12 +886,30 @@ from one run to the next.
   earlier ones (up to four behind) are hashed and written, in order, by short tasks. Run to run, the verified ratio
   moves between about 0.9× and 1.35× nc on this machine; the \`--no-verify\` row shows the
   transport alone.
-- **4 KiB GETs, 1 connection, default threads.** With one connection thread per CPU,
-  async-std's executor usually wakes a connection on a different thread from the one that polled
-  epoll. That costs two context switches per request: the kernel's scheduler locks and
-  \`epoll_ctl\` top the profile. \`--threads 1\` removes the hand-off and beats nginx at 1 connection,
-  but a single thread then limits throughput at 100 connections. The default is tuned for many
-  clients. Choose \`--threads 1\` for one busy client.
+- **TLS.** Under TLS every byte is encrypted and copied through the process (no \`sendfile(2)\`).
+  Against nginx and curl on the same certificate sft is faster into tmpfs (it receives while
+  short pool tasks hash and write the earlier blocks); the plaintext rows above show what TLS
+  adds.
+- **4 KiB GETs: the tail, and what fairness costs.** A client that sends its next request as soon
+  as a reply lands (on the other core, the kernel lets it preempt the server's thread) used to
+  find its session ready every time: that session kept its worker thread, its client got 12 µs
+  answers, and every other connection on the thread waited. At 100 connections the median was
+  13 µs, p99 29 ms and p99.9 97 ms, at more requests per second than nginx. Now a session whose
+  next request is already there yields to the others, and after eight in a row waits for the
+  reactor's next round (SECURITY.md, "Turns"); the tail has nginx's shape (p99 about twice the
+  median). What is left is throughput: per request the server spends about 16 µs of CPU where
+  nginx spends 13 µs (\`perf stat -e task-clock\` on both under the same load), in wake-ups between
+  the runtime's worker threads (one of them polls epoll while the others park on a futex) and in
+  one more \`stat\` per GET (the sandbox refuses a FIFO or a device from its metadata, before any
+  open). On two cores shared with the load generator, fewer requests per second means a longer
+  queue at 100 connections and a p99 higher in proportion. Closing that gap needs a thread per
+  core with an epoll of its own, which async-std's runtime does not offer.
+- **The load generators.** sft-bench's \`http\` mode and wrk agree on nginx's requests per second and
+  median; wrk's p99 is higher because each of its two threads serves many connections, so its
+  latencies include its own queueing. Ratios of tail latency therefore compare like with like
+  (sft-bench against both servers). At 1 connection the result also depends on whether the kernel
+  runs the client and the server on one core or two: nginx's samples range widely for that
+  reason.
 
 ## Reproduce
 

@@ -4,7 +4,9 @@
 
 use async_std::task;
 use futures::AsyncReadExt;
-use sft_integration_tests::{bin, random_bytes, Raw, Relay, ServerProcess, Tamper};
+use sft_integration_tests::{
+    bin, expect_code, random_bytes, stderr, Raw, Relay, ServerProcess, Tamper,
+};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::PathBuf;
@@ -124,20 +126,6 @@ impl Setup {
     fn known_hosts(&self) -> PathBuf {
         self.home.path().join(".config/sft/known_hosts")
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn expect_code(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    );
 }
 
 /// The fingerprint the server logged at start-up.

@@ -104,9 +104,9 @@ pub struct Config {
     #[structopt(long, default_value = "1000")]
     pub max_partials: usize,
 
-    /// Threads running connections (default: one per CPU). One thread answers a lone client
-    /// fastest (no hand-offs between threads); more serve many clients at once. File I/O and
-    /// hashing of large bodies run on a separate blocking pool either way.
+    /// Threads running connections (default: one per CPU, which measured best both for one
+    /// client and for many). File I/O and hashing of large bodies run on a separate blocking
+    /// pool either way.
     #[structopt(long)]
     pub threads: Option<usize>,
 
