@@ -6,7 +6,8 @@
 //! client failing after it.
 //!
 //! HAProxy is a Debian package (`apt-get install haproxy`): where it is not installed, the
-//! tests that need it say so and pass without running. Those of what a server keeps on the
+//! tests that need it say so and pass without running (`SFT_TEST_HAPROXY` names the program to
+//! use instead, or with an empty value none). Those of what a server keeps on the
 //! shared root — staging files, partial uploads — while another starts or works beside it need
 //! no balancer.
 
@@ -47,8 +48,12 @@ fn deploy_md_shows_the_configuration_files_as_they_are() {
     }
 }
 
-/// The `haproxy` program, if installed (it lives in `sbin`, often not in a user's `PATH`).
+/// The `haproxy` program, if installed (it lives in `sbin`, often not in a user's `PATH`), or
+/// the one `SFT_TEST_HAPROXY` names (empty: none).
 fn haproxy() -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os("SFT_TEST_HAPROXY") {
+        return Some(PathBuf::from(chosen)).filter(|p| p.is_file());
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
@@ -257,7 +262,9 @@ impl Cluster {
     /// Starts the servers and HAProxy, or says why not where HAProxy is not installed.
     fn start(test: &str) -> Option<Cluster> {
         let Some(program) = haproxy() else {
-            eprintln!(
+            // Straight to standard error: the test harness would hide what `eprintln!` prints.
+            let _ = writeln!(
+                std::io::stderr(),
                 "{test}: skipped: haproxy is not installed (a Debian package: apt-get install haproxy)"
             );
             return None;
