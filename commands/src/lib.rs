@@ -24,6 +24,7 @@ pub mod get;
 pub mod hashes;
 pub mod hello;
 pub mod list;
+mod locks;
 pub mod mkdir;
 mod registry;
 pub mod rename;

@@ -10,9 +10,10 @@
 //! `sandbox/resolve.rs`; the root's own handle, and what happens when the root vanishes, in
 //! `sandbox/handle.rs`.
 //!
-//! The top-level folder `.sft/` is reserved: uploads are staged in `.sft/tmp/` and renamed into
-//! place when complete. Clients can neither read nor write anything in it by any name. It is
-//! created when the first upload needs it, never by opening the root.
+//! The top-level folder `.sft/` is reserved: uploads are staged in `.sft/tmp/` (in a folder of
+//! each running server's own, see `locks.rs`) or `.sft/partial/` and renamed into place when
+//! complete. Clients can neither read nor write anything in it by any name. It is created when
+//! the first upload needs it, never by opening the root.
 //!
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
@@ -23,18 +24,16 @@ mod resolve;
 
 use crate::hashes::HashCache;
 use handle::RootHandle;
-use rustix::fs::{self as rfs, AtFlags};
 use sft_protocol::{ErrorCode, WireError};
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 pub use crate::staging::{PartialLimits, Staged, Upload};
-pub(crate) use handle::FileId;
+pub(crate) use handle::{FileId, DIR_FLAGS};
 pub(crate) use resolve::is_partial_download;
 pub use resolve::{Folder, Kind, Target};
 
@@ -44,6 +43,8 @@ pub const RESERVED_DIR: &str = ".sft";
 pub const PARTIAL_SUFFIX: &str = ".sft-part";
 pub(crate) const STAGING_DIR: &str = "tmp";
 pub(crate) const PARTIAL_DIR: &str = "partial";
+/// Where each running server's lock file is (see `locks.rs`).
+pub(crate) const LOCK_DIR: &str = "lock";
 
 /// The served folder. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -128,22 +129,6 @@ pub(crate) fn exists(shown: &impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Exists, format!("{shown} already exists"))
 }
 
-/// Removes every file in the folder `dir` (the staging area); returns how many went.
-pub(crate) fn clean_dir(dir: &OwnedFd) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in rfs::Dir::read_from(dir).map_err(errno)? {
-        let entry = entry.map_err(errno)?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        if rfs::unlinkat(dir, entry.file_name(), AtFlags::empty()).is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn opening_writes_nothing_and_the_first_upload_cleans_crash_debris() {
+    fn opening_writes_nothing_and_staging_files_are_each_servers_own() {
         let (dir, _o, root) = setup();
         assert!(
             !dir.path().join(RESERVED_DIR).exists(),
@@ -216,15 +201,24 @@ mod tests {
         assert_eq!(root.clean_staging().unwrap(), 0);
         assert!(!dir.path().join(RESERVED_DIR).exists(), "nor does expiring");
         let (staged, _f) = root.stage().unwrap();
-        std::mem::forget(staged);
+        let pending = staged.path().to_owned();
         assert_eq!(fs::read_dir(root.staging_dir()).unwrap().count(), 1);
+
+        // A second server over the same root: its first upload leaves the first one's alone
+        // while that one runs, in a folder of its own.
         let again = Root::open(dir.path()).unwrap();
-        assert_eq!(fs::read_dir(again.staging_dir()).unwrap().count(), 1);
         let (_staged, _f) = again.stage().unwrap();
-        assert_eq!(
-            fs::read_dir(again.staging_dir()).unwrap().count(),
-            1,
-            "the debris went when the first upload needed the staging area"
+        assert_ne!(again.staging_dir(), root.staging_dir());
+        assert!(
+            pending.exists(),
+            "a running server's staging file is its own"
         );
+        assert_eq!(root.clean_staging().unwrap(), 1, "…until it cleans up");
+        assert_eq!(fs::read_dir(again.staging_dir()).unwrap().count(), 1);
+
+        // Stopped, a server's folder goes with it.
+        let own = root.staging_dir();
+        drop((staged, root));
+        assert!(!own.exists());
     }
 }

@@ -1,25 +1,33 @@
-//! Where uploads are received before they are renamed into place: plain staging files in
-//! `.sft/tmp/` (removed if the upload fails) and resumable *partials* in `.sft/partial/` (kept
-//! when an upload breaks off, so that it can be continued, until they expire).
+//! Where uploads are received before they are renamed into place: plain staging files in this
+//! server's own folder `.sft/tmp/ID/` (removed if the upload fails) and resumable *partials* in
+//! `.sft/partial/` (kept when an upload breaks off, so that it can be continued, until they
+//! expire).
 //!
 //! Abandoned uploads cost little however many clients abandon them. An upload's file is created
 //! only when its first block is written, so one that carries nothing costs the file system
 //! nothing; a partial holding less than [`MIN_KEPT_PARTIAL`] bytes is never kept (re-sending
 //! that costs less than keeping, indexing and later evicting a file); at most `--max-partials`
-//! are kept (together at most `--max-upload-bytes`), and what expiry needs —
-//! each kept partial's size and age — is held in memory ([`KeptIndex`]), read from the folder
-//! once at start-up and updated as partials are kept, resumed and removed, so keeping one costs
-//! `O(log n)`, never a scan of the others.
+//! are kept (together at most `--max-upload-bytes`). What expiry needs — each kept partial's
+//! size and age — is held in memory ([`KeptIndex`]), updated as partials are kept, resumed and
+//! removed, so keeping one costs `O(log n)`; the index is read again from the folder at most once
+//! a second when a decision is due, so that it counts the partials every server sharing the root
+//! kept.
+//!
+//! Several servers may serve one root at once (see `locks.rs` and DEPLOY.md): a partial is
+//! locked while an upload writes it, so no two uploads ever write one partial, and expiry never
+//! removes one being written; a partial another server kept is resumed from what it holds (its
+//! hash state re-read from disk unless this server saved it for that very version of the file).
 //!
 //! All methods here block on the file system; async callers run them with
 //! [`async_std::task::spawn_blocking`].
 
 use crate::attributes::{settle, Attributes};
 use crate::body::{stream_to_file, CopyError, Dest, Sink, Stopped};
-use crate::sandbox::{clean_dir, io_error, Root, Target, PARTIAL_DIR, STAGING_DIR};
+use crate::locks::{self, Claim, Folder};
+use crate::sandbox::{io_error, Root, Target, PARTIAL_DIR, STAGING_DIR};
 use dashmap::DashMap;
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
-use sft_io::Pace;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use sft_io::{Pace, Version};
 use sft_protocol::{ErrorCode, RemotePath, WireError};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -28,7 +36,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Hash states of interrupted uploads kept in memory, at most (beyond: re-hash from disk).
 const MAX_SAVED_HASHERS: usize = 1024;
@@ -38,22 +46,31 @@ const MAX_SAVED_HASHERS: usize = 1024;
 /// evicting a file, and abandoned uploads below it cost no file-system work at all.
 pub const MIN_KEPT_PARTIAL: u64 = 64 * 1024;
 
-/// Names of plain staging files: unique within the process (with its id, among processes).
+/// Names of plain staging files: unique within the process (and its folder is its own).
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The staging area of a served root: its two folders and what is known about them.
+/// The index of kept partials is read again from the folder, when a decision is due, once it
+/// is this old: it then counts what the other servers sharing the root kept, and forgets what
+/// they resumed or removed.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// The staging area of a served root: its folders and what is known about them.
 #[derive(Debug)]
 pub(crate) struct Staging {
+    /// This server's own staging folder, `.sft/tmp/ID/`.
     staging: PathBuf,
-    pub(crate) staging_fd: Arc<OwnedFd>,
+    pub(crate) staging_fd: Arc<Folder>,
     partial: PathBuf,
-    pub(crate) partial_fd: Arc<OwnedFd>,
-    /// Partials being written right now (one writer each).
+    pub(crate) partial_fd: Arc<Folder>,
+    /// Partials being written by this server right now (one writer each).
     active: DashMap<String, ()>,
-    /// The hash state of each kept partial, so resuming need not re-read it.
-    hashers: DashMap<String, (u64, blake3::Hasher)>,
-    /// The partials kept for a resume (not those being written).
+    /// The hash state of each kept partial, for the version of the file it was saved with, so
+    /// that resuming need not re-read it.
+    hashers: DashMap<String, (Version, blake3::Hasher)>,
+    /// The partials kept for a resume (not those this server is writing).
     kept: Mutex<KeptIndex>,
+    /// When `kept` was last read from the folder.
+    scanned: Mutex<Instant>,
 }
 
 /// How many interrupted uploads are kept, and for how long.
@@ -67,38 +84,72 @@ pub struct PartialLimits {
     pub max_bytes: Option<u64>,
 }
 
-/// The kept partials' sizes and ages, oldest first: all that expiry and the caps need, so that
-/// they never read the folder.
+/// The kept partials' sizes and ages (their files' modification times), oldest first: all that
+/// expiry and the caps need, so that most decisions need not read the folder.
 #[derive(Debug, Default)]
 struct KeptIndex {
-    /// Name → (when it was kept, its size).
-    entries: HashMap<String, (SystemTime, u64)>,
-    /// (When kept, name), oldest first.
+    /// Name → (when it was last written, its size, the insertion that put it here).
+    entries: HashMap<String, (SystemTime, u64, u64)>,
+    /// (When last written, name), oldest first.
     by_age: BTreeSet<(SystemTime, String)>,
     /// The sum of the sizes.
     bytes: u64,
+    /// Insertions so far: what was inserted while the folder was being read is known by it.
+    inserted: u64,
 }
 
 impl KeptIndex {
     fn insert(&mut self, name: String, size: u64, at: SystemTime) {
         self.take(&name);
+        self.inserted += 1;
         self.by_age.insert((at, name.clone()));
-        self.entries.insert(name, (at, size));
+        self.entries.insert(name, (at, size, self.inserted));
         self.bytes += size;
     }
 
     /// Forgets `name` (it is being written again, or it is gone); returns when it was kept
     /// and its size.
     fn take(&mut self, name: &str) -> Option<(SystemTime, u64)> {
-        let (at, size) = self.entries.remove(name)?;
+        let (at, size, _) = self.entries.remove(name)?;
         self.by_age.remove(&(at, name.to_owned()));
         self.bytes -= size;
         Some((at, size))
     }
 
+    /// Becomes `fresh`, what was just read from the folder, but for what `claimed` says this
+    /// server's uploads hold now, and with what was inserted here after insertion `since` (kept
+    /// while the folder was being read: newer than what the reading saw, if it saw it at all).
+    fn replace(&mut self, fresh: KeptIndex, since: u64, claimed: impl Fn(&str) -> bool) {
+        let newer: Vec<(String, SystemTime, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.2 > since)
+            .map(|(name, e)| (name.clone(), e.0, e.1))
+            .collect();
+        let inserted = self.inserted;
+        *self = KeptIndex {
+            inserted,
+            ..KeptIndex::default()
+        };
+        for (name, (at, size, _)) in fresh.entries {
+            if !claimed(&name) {
+                self.insert(name, size, at);
+            }
+        }
+        for (name, at, size) in newer {
+            if !claimed(&name) {
+                self.insert(name, size, at);
+            }
+        }
+    }
+
     /// Takes out the oldest partial if it is older than the limits' lifetime or beyond their
-    /// caps, and returns its name.
-    fn take_one_over_limits(&mut self, limits: &PartialLimits, now: SystemTime) -> Option<String> {
+    /// caps, and returns its name, age and size.
+    fn take_one_over_limits(
+        &mut self,
+        limits: &PartialLimits,
+        now: SystemTime,
+    ) -> Option<(String, SystemTime, u64)> {
         let (at, name) = self.by_age.first()?;
         let expired = now.duration_since(*at).is_ok_and(|age| age > limits.ttl);
         let over = self.entries.len() > limits.max_count
@@ -107,35 +158,48 @@ impl KeptIndex {
             return None;
         }
         let name = name.clone();
-        self.take(&name);
-        Some(name)
+        let (at, size) = self.take(&name)?;
+        Some((name, at, size))
     }
 
     /// Takes out, oldest first, the partials older than the limits' lifetime and those beyond
     /// their caps, and returns their names.
     #[cfg(test)]
     fn take_over_limits(&mut self, limits: &PartialLimits, now: SystemTime) -> Vec<String> {
-        std::iter::from_fn(|| self.take_one_over_limits(limits, now)).collect()
+        std::iter::from_fn(|| self.take_one_over_limits(limits, now))
+            .map(|(name, _, _)| name)
+            .collect()
     }
 }
 
 impl Staging {
-    /// The staging folders `staging_fd` and `partial_fd` inside the reserved folder at `path`,
-    /// both open: reads what an earlier run kept.
+    /// The staging area in the reserved folder at `path`, from its folders `tmp`, `locks` and
+    /// `partial`, open: claims a staging folder of this server's own in `tmp`, removes what
+    /// servers that are gone left there, and reads the partials kept so far.
     pub(crate) fn open(
-        staging_fd: OwnedFd,
-        partial_fd: OwnedFd,
+        tmp: OwnedFd,
+        locks: OwnedFd,
+        partial: OwnedFd,
         path: &Path,
     ) -> io::Result<Staging> {
-        let kept = Mutex::new(load_kept(&partial_fd)?);
+        let own = locks::claim_folder(tmp, locks)?;
+        let swept = locks::sweep(&own)?;
+        if swept > 0 {
+            log::info!(files = swept; "removed the staging files of servers no longer running");
+        }
+        let staging = path.join(STAGING_DIR).join(own.id().unwrap_or_default());
+        let partial_fd = Folder::plain(partial);
+        let active = DashMap::new();
+        let kept = scan(&partial_fd, &active)?;
         Ok(Staging {
-            staging: path.join(STAGING_DIR),
-            staging_fd: Arc::new(staging_fd),
+            staging,
+            staging_fd: Arc::new(own),
             partial: path.join(PARTIAL_DIR),
             partial_fd: Arc::new(partial_fd),
-            active: DashMap::new(),
+            active,
             hashers: DashMap::new(),
-            kept,
+            kept: Mutex::new(kept),
+            scanned: Mutex::new(Instant::now()),
         })
     }
 
@@ -145,63 +209,138 @@ impl Staging {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes a partial that is no longer kept.
-    fn remove_partial(&self, name: &str) {
-        let _ = rfs::unlinkat(&*self.partial_fd, name, AtFlags::empty());
-        self.hashers.remove(name);
+    /// Reads the index again from the folder — always, or only if it is older than
+    /// [`RESCAN_EVERY`] — unless another thread is reading it right now: then the index as it
+    /// is will do.
+    fn rescan(&self, always: bool) {
+        let Ok(mut scanned) = self.scanned.try_lock() else {
+            return;
+        };
+        if !always && scanned.elapsed() < RESCAN_EVERY {
+            return;
+        }
+        let since = self.kept().inserted;
+        if let Ok(fresh) = scan(&self.partial_fd, &self.active) {
+            let mut kept = self.kept();
+            kept.replace(fresh, since, |name| self.active.contains_key(name));
+            // Hash states of partials gone (resumed and finished elsewhere, removed) are of no
+            // more use.
+            self.hashers
+                .retain(|name, _| kept.entries.contains_key(name));
+        }
+        *scanned = Instant::now();
     }
 
-    /// Removes the partials beyond `limits`, oldest first; returns how many went.
+    /// Removes the partials beyond `limits`, oldest first; returns how many went. The index is
+    /// read from the folder first (`rescan`), or only if it is older than [`RESCAN_EVERY`].
+    /// Partials an upload is writing — on this server or another — are left alone, and so is
+    /// one written again since the index saw it (it is judged again by its new age).
     ///
-    /// Each is removed while the index is locked: an upload claiming the same name (which takes
-    /// it out of the index under the same lock) either came first, and the partial is its own
-    /// now, or comes after, and finds no file.
-    fn enforce(&self, limits: &PartialLimits) -> usize {
+    /// Each is removed while the index is locked: an upload of this server claiming the same
+    /// name (which takes it out of the index under the same lock) either came first, and the
+    /// partial is its own now, or comes after, and finds no file. An upload of another server
+    /// holds the partial's file lock while it writes it, which removal needs.
+    fn enforce(&self, limits: &PartialLimits, rescan: bool) -> usize {
+        self.rescan(rescan);
         let now = SystemTime::now();
         let mut removed = 0;
-        loop {
+        // Each partial is judged at most twice (once more when it changed since it was seen).
+        let mut left = 2 * self.kept().entries.len() + 1;
+        while left > 0 {
+            left -= 1;
             let mut kept = self.kept();
-            let Some(name) = kept.take_one_over_limits(limits, now) else {
-                return removed;
+            let Some((name, at, size)) = kept.take_one_over_limits(limits, now) else {
+                break;
             };
-            self.remove_partial(&name);
-            drop(kept);
-            removed += 1;
+            if self.active.contains_key(&name) {
+                continue;
+            }
+            match remove_partial(&self.partial_fd, &name, Some((at, size))) {
+                Removal::Removed => {
+                    self.hashers.remove(&name);
+                    removed += 1;
+                }
+                Removal::Changed(at, size) => kept.insert(name, size, at),
+                // Being written: it is back in the index once kept again (next read).
+                Removal::Busy => {}
+                Removal::Gone => {
+                    self.hashers.remove(&name);
+                }
+            }
         }
+        removed
     }
 }
 
-/// Reads the partials left in the folder (by an earlier run) into an index, once at start-up,
-/// so that they can still be resumed; those too small to be kept (see [`MIN_KEPT_PARTIAL`]),
-/// of little use to a resume, are removed.
-fn load_kept(partial_fd: &OwnedFd) -> io::Result<KeptIndex> {
+/// When the file of `version` was last written.
+fn written_at(version: &Version) -> SystemTime {
+    let (secs, nanos) = version.mtime;
+    SystemTime::UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32)
+}
+
+/// Reads the partials in the folder — kept by this server or by any other sharing the root —
+/// into an index: their sizes and ages. Names in `active` (this server's uploads in progress)
+/// are left out. Those too small to be kept (see [`MIN_KEPT_PARTIAL`]), of little use to a
+/// resume, are removed, unless an upload is writing one.
+fn scan(dir: &Folder, active: &DashMap<String, ()>) -> io::Result<KeptIndex> {
     let mut index = KeptIndex::default();
-    for entry in rfs::Dir::read_from(partial_fd).map_err(errno)? {
-        let entry = entry.map_err(errno)?;
-        let Ok(name) = entry.file_name().to_str() else {
+    for name in locks::names(dir)? {
+        if active.contains_key(&name) {
+            continue;
+        }
+        let Ok(st) = rfs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
-        if name == "." || name == ".." {
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             continue;
         }
-        let Ok(st) = rfs::statat(partial_fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
-            continue;
-        };
-        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
-            continue;
+        let version = Version::from_stat(&st);
+        if version.size >= MIN_KEPT_PARTIAL {
+            index.insert(name, version.size, written_at(&version));
+        } else if let Removal::Changed(at, size) = remove_partial(dir, &name, None) {
+            index.insert(name, size, at);
         }
-        if (st.st_size.max(0) as u64) < MIN_KEPT_PARTIAL {
-            let _ = rfs::unlinkat(partial_fd, name, AtFlags::empty());
-            continue;
-        }
-        let mtime = SystemTime::UNIX_EPOCH
-            + Duration::new(
-                st.st_mtime.max(0) as u64,
-                st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
-            );
-        index.insert(name.to_owned(), st.st_size as u64, mtime);
     }
     Ok(index)
+}
+
+/// What became of a partial that was to be removed.
+#[derive(Debug)]
+enum Removal {
+    Removed,
+    /// An upload is writing it (its lock is held): left alone.
+    Busy,
+    /// No longer there.
+    Gone,
+    /// Not what it was when judged: its age and size now. Left alone.
+    Changed(SystemTime, u64),
+}
+
+/// Removes the partial `name` in `dir`, unless an upload is writing it or it is no longer what
+/// it was judged by: the age and size `seen`, or (without) too small to be kept.
+fn remove_partial(dir: &Folder, name: &str, seen: Option<(SystemTime, u64)>) -> Removal {
+    // Removal needs the lock: no upload, here or on another server, writes it meanwhile.
+    let file = match locks::open_locked(dir, name, OFlags::RDWR, Mode::empty()) {
+        Ok(Claim::Locked(file)) => file,
+        Ok(Claim::Busy) => return Removal::Busy,
+        Ok(Claim::Missing) | Err(_) => return Removal::Gone,
+    };
+    let Ok(now) = Version::of(&file) else {
+        return Removal::Gone;
+    };
+    let now_seen = (written_at(&now), now.size);
+    let same = match seen {
+        Some(seen) => seen == now_seen,
+        None => now.size < MIN_KEPT_PARTIAL,
+    };
+    if !same {
+        return Removal::Changed(now_seen.0, now_seen.1);
+    }
+    // Removed while still locked: whoever opened it meanwhile finds its name gone once it holds
+    // the lock, and does not use it.
+    let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+    drop(file);
+    Removal::Removed
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -213,11 +352,12 @@ fn already_exists(shown: &impl std::fmt::Display) -> WireError {
 }
 
 impl Root {
-    /// Removes every file in the staging area (uploads that can no longer complete).
-    /// Writes nothing if no upload ever needed the staging area.
+    /// Removes every file in this server's staging folder (uploads that can no longer
+    /// complete); those of other servers sharing the root are theirs. Writes nothing if no
+    /// upload ever needed the staging area.
     pub fn clean_staging(&self) -> io::Result<usize> {
         match self.handle().loaded() {
-            Some(staging) => clean_dir(&staging.staging_fd),
+            Some(staging) => locks::clean_dir(&*staging.staging_fd),
             None => Ok(0),
         }
     }
@@ -232,6 +372,10 @@ impl Root {
     /// hash state; otherwise it is started afresh — and an older partial of the same upload is
     /// replaced only once this one writes its first block. Without a key the upload goes to a
     /// plain staging file, removed if anything fails, and is hashed only if `hash` says so.
+    ///
+    /// A partial is locked while an upload writes it. When another connection — on this server
+    /// or on another sharing the root — is receiving the same upload right now, this one does
+    /// not touch its partial: it stages separately, from the start, and is not resumable.
     ///
     /// No file is created here: only when the first block is written (or an empty upload is
     /// committed). Resuming opens the existing partial.
@@ -266,37 +410,52 @@ impl Root {
             key: key.clone(),
             kept,
         };
-        let file = match resume {
+        let found = match resume {
             true => open_partial(&staging.partial_fd, &key, size)?,
-            false => None,
+            false if locks::is_locked(&*staging.partial_fd, &key)? => Found::Busy,
+            false => Found::Nothing,
         };
         let lazy = LazyFile {
             dir: Arc::clone(&staging.partial_fd),
             path: staging.partial.join(&key),
             name: key,
-            flags: OFlags::TRUNC,
+            partial: true,
             mode: Mode::from_raw_mode(0o600),
             state: Mutex::new(FileState::Later),
+            lock: Mutex::new(None),
         };
-        let Some((file, held)) = file else {
-            return Ok(Upload {
-                file: Arc::new(lazy),
-                open: None,
-                failed: false,
-                offset: 0,
-                held: 0,
-                hasher: Some(blake3::Hasher::new()),
-                keep_from: MIN_KEPT_PARTIAL,
-                claim: Some(claim),
-                attrs: Attributes::default(),
-            });
+        let (file, version) = match found {
+            Found::Held(file, version) => (file, version),
+            Found::Nothing => {
+                return Ok(Upload {
+                    file: Arc::new(lazy),
+                    open: None,
+                    failed: false,
+                    offset: 0,
+                    held: 0,
+                    hasher: Some(blake3::Hasher::new()),
+                    keep_from: MIN_KEPT_PARTIAL,
+                    claim: Some(claim),
+                    attrs: Attributes::default(),
+                })
+            }
+            Found::Busy => {
+                // Another server is receiving the same upload into this partial right now.
+                drop(claim);
+                return Ok(Upload::staged(&staging, Some(blake3::Hasher::new())));
+            }
         };
-        // Resumed: the partial is this upload's now, with the hash state of what it holds.
+        // Resumed: the partial is this upload's now (locked), with the hash state of what it
+        // holds.
+        let held = version.size;
         let saved = claim.kept.take().and_then(|kept| kept.hasher);
+        *lazy.lock() = Some(file.try_clone()?);
         *lazy.state() = FileState::Created;
         let hasher = match saved {
-            Some((len, hasher)) if len == held => hasher,
-            // No state in memory (e.g. the server restarted): re-read the partial once.
+            // Saved for this very file as it is: nobody wrote it since.
+            Some((seen, hasher)) if seen == version => hasher,
+            // No state in memory (the server restarted, or another server kept the partial):
+            // re-read the partial once.
             _ => {
                 let mut hasher = blake3::Hasher::new();
                 crate::body::hash_prefix(&file, &mut hasher, held)?;
@@ -317,24 +476,32 @@ impl Root {
     }
 
     /// Removes the kept partials older than the limits' lifetime, then the oldest ones while
-    /// more are kept than the limits allow. Partials being written are left alone. Returns how
-    /// many went. Works from the in-memory index: the cost is that of the removals only.
+    /// more are kept than the limits allow — counting those every server sharing the root
+    /// kept. Partials being written, by this server or another, are left alone. Returns how
+    /// many went. Reads the folder (names and sizes: no file is read), then works from that
+    /// index: meant to run now and then (at start-up, and every `--partial-ttl` / 4).
     ///
     /// Writes nothing where no reserved folder exists yet (a server that never received an
-    /// upload); where one does (an earlier run's), loads it, which also removes its staging
-    /// debris. Only a writable server calls this.
+    /// upload); where one does (an earlier run's), loads it, which also removes the staging
+    /// debris of servers that are gone. Only a writable server calls this.
     pub fn expire_partials(&self, limits: &PartialLimits) -> usize {
         match self.present_reserved() {
-            Ok(Some(staging)) => staging.enforce(limits),
+            Ok(Some(staging)) => staging.enforce(limits, true),
             _ => 0,
         }
     }
 
-    /// The folder uploads are staged in before they are renamed into place.
+    /// The folder this server stages uploads in before they are renamed into place: its own,
+    /// `.sft/tmp/ID/`, once an upload needed it; `.sft/tmp/`, which holds one such folder per
+    /// running server, before.
     pub fn staging_dir(&self) -> PathBuf {
-        self.dir()
-            .join(crate::sandbox::RESERVED_DIR)
-            .join(STAGING_DIR)
+        match self.handle().loaded() {
+            Some(staging) => staging.staging.clone(),
+            None => self
+                .dir()
+                .join(crate::sandbox::RESERVED_DIR)
+                .join(STAGING_DIR),
+        }
     }
 
     /// Creates a new, empty staging file. It is removed when the guard drops, unless committed.
@@ -419,17 +586,30 @@ fn staging_name() -> String {
     format!("{}-{n}.part", PID.get_or_init(std::process::id))
 }
 
+/// What [`open_partial`] found.
+#[derive(Debug)]
+enum Found {
+    /// A partial to continue, locked: the file and its version (its size is what it holds).
+    Held(File, Version),
+    /// Nothing to continue.
+    Nothing,
+    /// An upload (on another server) is writing it right now.
+    Busy,
+}
+
 /// Opens the existing partial `name` to be continued, if there is one holding part of an upload
-/// of `size` bytes: the file and how much it holds. Creates nothing.
-fn open_partial(dir: &OwnedFd, name: &str, size: u64) -> io::Result<Option<(File, u64)>> {
-    let flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let file = match rfs::openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => File::from(fd),
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(errno(e)),
+/// of `size` bytes, and locks it. Creates nothing.
+fn open_partial(dir: &Folder, name: &str, size: u64) -> io::Result<Found> {
+    let file = match locks::open_locked(dir, name, OFlags::RDWR, Mode::empty())? {
+        Claim::Locked(file) => file,
+        Claim::Busy => return Ok(Found::Busy),
+        Claim::Missing => return Ok(Found::Nothing),
     };
-    let held = file.metadata()?.len();
-    Ok((held > 0 && held <= size).then_some((file, held)))
+    let version = Version::of(&file)?;
+    Ok(match version.size > 0 && version.size <= size {
+        true => Found::Held(file, version),
+        false => Found::Nothing,
+    })
 }
 
 /// A kept partial, taken out of the index while an upload of the same key runs.
@@ -437,7 +617,7 @@ fn open_partial(dir: &OwnedFd, name: &str, size: u64) -> io::Result<Option<(File
 struct Kept {
     at: SystemTime,
     size: u64,
-    hasher: Option<(u64, blake3::Hasher)>,
+    hasher: Option<(Version, blake3::Hasher)>,
 }
 
 /// Marks a partial as being written; released on drop. A kept partial it took out of the index
@@ -479,14 +659,19 @@ enum FileState {
 /// created — removes exactly what exists, and nothing is created after it ended.
 #[derive(Debug)]
 struct LazyFile {
-    dir: Arc<OwnedFd>,
+    dir: Arc<Folder>,
     name: String,
     path: PathBuf,
-    /// Added to the flags it is created with: `EXCL` (a staging file) or `TRUNC` (a partial,
-    /// replacing an older one of the same upload).
-    flags: OFlags,
+    /// A resumable partial: locked while the upload holds it, and created over an older
+    /// partial of the same upload (emptied). Otherwise a fresh file in this server's own
+    /// staging folder (`O_EXCL`).
+    partial: bool,
     mode: Mode,
     state: Mutex<FileState>,
+    /// A partial's lock: a second handle on the file, held from when the upload created or
+    /// resumed it until it is committed (after the rename), kept, or removed (after the unlink),
+    /// whatever becomes of the handle it writes with.
+    lock: Mutex<Option<File>>,
 }
 
 impl LazyFile {
@@ -495,11 +680,16 @@ impl LazyFile {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock(&self) -> MutexGuard<'_, Option<File>> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn created(&self) -> bool {
         *self.state() == FileState::Created
     }
 
-    /// Creates the file (blocking), unless the upload already ended.
+    /// Creates the file (blocking), unless the upload already ended. A partial that another
+    /// upload is writing right now (on another server) is left alone: an error.
     fn create(&self) -> io::Result<File> {
         let mut state = self.state();
         if *state == FileState::Ended {
@@ -508,15 +698,28 @@ impl LazyFile {
             ));
         }
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let fd = rfs::openat(
-            &*self.dir,
-            self.name.as_str(),
-            flags | self.flags,
-            self.mode,
-        )
-        .map_err(errno)?;
+        let file = if self.partial {
+            match locks::open_locked(&*self.dir, &self.name, flags, self.mode)? {
+                Claim::Locked(file) => {
+                    // Replaces an older partial of the same upload, if there was one.
+                    file.set_len(0)?;
+                    *self.lock() = Some(file.try_clone()?);
+                    file
+                }
+                Claim::Busy | Claim::Missing => return Err(busy_partial()),
+            }
+        } else {
+            let fd = rfs::openat(
+                &*self.dir,
+                self.name.as_str(),
+                flags | OFlags::EXCL,
+                self.mode,
+            )
+            .map_err(errno)?;
+            File::from(fd)
+        };
         *state = FileState::Created;
-        Ok(File::from(fd))
+        Ok(file)
     }
 
     /// Opens the created file again (blocking), to set its attributes.
@@ -528,13 +731,18 @@ impl LazyFile {
     }
 
     /// Hands the file over (committed or kept): the upload no longer removes it. Returns
-    /// whether it exists.
+    /// whether it exists. Its lock, if any, is held until [`LazyFile::unlock`].
     fn release(&self) -> bool {
         std::mem::replace(&mut *self.state(), FileState::Ended) == FileState::Created
     }
 
+    /// Takes the partial's lock out, to be dropped once the file is where it goes.
+    fn unlock(&self) -> Option<File> {
+        self.lock().take()
+    }
+
     /// Removes the file if the upload created it (blocking then), and ends it: nothing is
-    /// created after. Returns whether there was a file.
+    /// created after. Returns whether there was a file. A partial's lock goes after its name.
     fn remove(&self) -> bool {
         let mut state = self.state();
         let existed = *state == FileState::Created;
@@ -542,8 +750,18 @@ impl LazyFile {
             let _ = rfs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty());
         }
         *state = FileState::Ended;
+        drop(self.unlock());
         existed
     }
+}
+
+/// The error of an upload whose partial another upload is writing.
+fn busy_partial() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "the same upload is being received on another connection (to this server or another \
+         one sharing its folder); try again once it ended",
+    )
 }
 
 /// An upload being received into a staging file or a resumable partial, owned from
@@ -591,9 +809,10 @@ impl Upload {
             dir: Arc::clone(&staging.staging_fd),
             path: staging.staging.join(&name),
             name,
-            flags: OFlags::EXCL,
+            partial: false,
             mode: Mode::from_raw_mode(0o644),
             state: Mutex::new(FileState::Later),
+            lock: Mutex::new(None),
         };
         Upload {
             file: Arc::new(file),
@@ -734,8 +953,12 @@ impl Upload {
             name: Some(self.file.name.clone()),
             path: self.file.path.clone(),
         };
-        // The claim on the partial ends only after this, when it is no longer where it was.
-        staged.commit(target, overwrite)
+        // The claim on the partial, and its lock, end only after this, when it is no longer
+        // where it was: no other upload can open it under its name meanwhile.
+        let lock = self.file.unlock();
+        let committed = staged.commit(target, overwrite);
+        drop(lock);
+        committed
     }
 
     /// Keeps an interrupted upload for a later resume, with the hash state of what it holds —
@@ -752,10 +975,21 @@ impl Upload {
             return false;
         };
         // Kept under its own name: no longer the upload's to remove, nor the older partial's
-        // place to restore.
+        // place to restore. The version it is kept as (while still locked: nobody else wrote
+        // it) goes with its hash state.
+        let lock = self.file.unlock();
+        let version = lock.as_ref().and_then(|file| Version::of(file).ok());
         self.file.release();
         claim.kept = None;
-        let staging = &claim.staging;
+        let (staging, key) = (Arc::clone(&claim.staging), claim.key.clone());
+        // The claim ends before the partial is indexed, so that the index never holds one this
+        // server is writing; then its lock: any upload, on any server, may resume it.
+        drop(claim);
+        drop(lock);
+        let Some(version) = version else {
+            // Kept, but not indexed: the next read of the folder finds it.
+            return true;
+        };
         let hashers = &staging.hashers;
         if hashers.len() >= MAX_SAVED_HASHERS {
             let victim = hashers.iter().next().map(|e| e.key().clone());
@@ -763,12 +997,12 @@ impl Upload {
                 hashers.remove(&victim);
             }
         }
-        hashers.insert(claim.key.clone(), (self.held, hasher));
+        hashers.insert(key.clone(), (version, hasher));
         staging
             .kept()
-            .insert(claim.key.clone(), self.held, SystemTime::now());
-        staging.enforce(limits);
-        let still_kept = staging.kept().entries.contains_key(&claim.key);
+            .insert(key.clone(), version.size, written_at(&version));
+        staging.enforce(limits, false);
+        let still_kept = staging.kept().entries.contains_key(&key);
         still_kept
     }
 
@@ -794,7 +1028,7 @@ impl Drop for Upload {
 /// A staged upload: a file in the staging area that is deleted on drop unless committed.
 #[derive(Debug)]
 pub struct Staged {
-    dir: Arc<OwnedFd>,
+    dir: Arc<Folder>,
     name: Option<String>,
     path: PathBuf,
 }
@@ -929,6 +1163,26 @@ mod tests {
         let later = t0 + Duration::from_millis(103_500);
         assert_eq!(index.take_over_limits(&limits, later), ["p3"], "expired");
         assert_eq!((index.entries.len(), index.bytes), (1, 10));
+    }
+
+    #[test]
+    fn reading_the_folder_again_keeps_what_was_kept_meanwhile() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let mut index = KeptIndex::default();
+        index.insert("gone".into(), 10, t0);
+        index.insert("seen".into(), 10, t0);
+        let since = index.inserted;
+        // While the folder is read: one partial is kept here, another is claimed.
+        index.insert("kept meanwhile".into(), 20, t0);
+        let mut fresh = KeptIndex::default();
+        fresh.insert("seen".into(), 10, t0);
+        fresh.insert("claimed".into(), 10, t0);
+        fresh.insert("other server's".into(), 30, t0);
+        index.replace(fresh, since, |name| name == "claimed");
+        let mut names: Vec<_> = index.entries.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["kept meanwhile", "other server's", "seen"]);
+        assert_eq!(index.bytes, 60);
     }
 
     #[test]
@@ -1069,5 +1323,178 @@ mod tests {
         upload.commit(&target, false).unwrap();
         assert_eq!(fs::read(dir.path().join("empty")).unwrap(), b"");
         assert_eq!(partials(&dir), []);
+    }
+
+    /// Two servers over one root: two openings of it, each with its staging area (locks are
+    /// per open file, so they exclude each other as two processes do).
+    fn two_servers() -> (tempfile::TempDir, Root, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Root::open(dir.path()).unwrap();
+        let b = Root::open(dir.path()).unwrap();
+        (dir, a, b)
+    }
+
+    fn hash_of(data: &[u8]) -> Option<blake3::Hash> {
+        Some(blake3::hash(data))
+    }
+
+    #[test]
+    fn two_servers_never_write_one_partial_at_once() {
+        let (dir, a, b) = two_servers();
+        let rp = a.check("f.bin").unwrap();
+        let data = vec![7; MIN_KEPT_PARTIAL as usize + 10];
+        // A receives part of the upload: its partial exists, locked, not kept yet.
+        let mut on_a = a
+            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
+            .unwrap();
+        receive_then_vanish(&mut on_a, &data);
+        assert!(on_a.holds_file());
+        let writing = partials(&dir);
+        assert_eq!(writing.len(), 1);
+
+        // The same upload on B, resumed or afresh, stages separately from the start, and
+        // completes.
+        let whole = vec![7; 1 << 20];
+        for resume in [true, false] {
+            let mut on_b = b
+                .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, resume)
+                .unwrap();
+            assert_eq!(on_b.offset(), 0, "resume: {resume}");
+            let mut src = futures::io::Cursor::new(whole.clone());
+            let mut pace = Pace::new(sft_io::PaceRule::stall(Duration::from_secs(5)));
+            let got = on_b.receive(&mut src, whole.len() as u64, &mut pace, |_| {});
+            async_std::task::block_on(got).unwrap();
+            assert!(on_b.holds_file());
+            assert_eq!(partials(&dir), writing, "A's partial untouched");
+            assert_eq!(fs::read_dir(b.staging_dir()).unwrap().count(), 1);
+            let target = b.prepare_target(&rp, true).unwrap();
+            on_b.commit(&target, true).unwrap();
+            assert!(fs::read(dir.path().join("f.bin")).unwrap() == whole);
+        }
+        // B's expiry leaves it alone, however far over the caps.
+        let none = PartialLimits {
+            max_count: 0,
+            max_bytes: Some(0),
+            ttl: Duration::ZERO,
+        };
+        assert_eq!(b.expire_partials(&none), 0);
+        assert_eq!(partials(&dir), writing);
+
+        // Kept by A: B continues it from what it holds, re-reading its hash state.
+        assert!(on_a.keep(&KEEP_ALL));
+        let on_b = b
+            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, true)
+            .unwrap();
+        assert_eq!(on_b.offset(), data.len() as u64);
+        assert_eq!(on_b.hash(), hash_of(&data));
+        // …and holds it now: A's expiry leaves it alone.
+        assert_eq!(a.expire_partials(&none), 0);
+        assert_eq!(partials(&dir), writing);
+        drop(on_b);
+        assert_eq!(partials(&dir), [], "dropped unkept, it is removed");
+    }
+
+    #[test]
+    fn a_partial_another_server_locked_after_this_one_began_is_not_written() {
+        let (dir, a, b) = two_servers();
+        let rp = a.check("f.bin").unwrap();
+        let data = vec![7; MIN_KEPT_PARTIAL as usize + 10];
+        // A begins afresh: nothing on disk yet, so its file is only created with its first block.
+        let mut on_a = a
+            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
+            .unwrap();
+        // Meanwhile B begins the same upload and writes its partial.
+        let mut on_b = b
+            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
+            .unwrap();
+        receive_then_vanish(&mut on_b, &data);
+        // A's first block finds the partial locked: A fails, without writing it.
+        let mut src = futures::io::Cursor::new(vec![1u8; 1000]);
+        let mut pace = Pace::new(sft_io::PaceRule::stall(Duration::from_secs(5)));
+        let got = async_std::task::block_on(on_a.receive(&mut src, 1000, &mut pace, |_| {}));
+        match got {
+            Err(Interrupted::Storage(e)) => assert_eq!(e.kind(), io::ErrorKind::ResourceBusy),
+            other => panic!("{other:?}"),
+        }
+        drop(on_a);
+        assert!(on_b.keep(&KEEP_ALL));
+        let kept = partials(&dir);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].1, data.len() as u64);
+    }
+
+    #[test]
+    fn expiry_counts_and_ages_the_partials_every_server_kept() {
+        let (dir, a, b) = two_servers();
+        // B is running (its staging area loaded) before A keeps anything.
+        drop(b.stage().unwrap());
+        assert_eq!(b.expire_partials(&KEEP_ALL), 0);
+        let keep_one = |root: &Root, name: &str, fill: u8| {
+            let rp = root.check(name).unwrap();
+            let mut up = root
+                .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
+                .unwrap();
+            receive_then_vanish(&mut up, &vec![fill; MIN_KEPT_PARTIAL as usize]);
+            assert!(up.keep(&KEEP_ALL));
+        };
+        keep_one(&a, "old.bin", 1);
+        keep_one(&a, "new.bin", 2);
+        let kept = partials(&dir);
+        assert_eq!(kept.len(), 2);
+        // The first one A kept is a day old.
+        let day_old = SystemTime::now() - Duration::from_secs(24 * 3600);
+        let files: Vec<_> = fs::read_dir(dir.path().join(".sft/partial"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let oldest = files
+            .iter()
+            .min_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap()
+            .clone();
+        fs::File::options()
+            .write(true)
+            .open(&oldest)
+            .unwrap()
+            .set_modified(day_old)
+            .unwrap();
+        let hour = PartialLimits {
+            ttl: Duration::from_secs(3600),
+            ..KEEP_ALL
+        };
+        assert_eq!(b.expire_partials(&hour), 1, "B ages what A kept");
+        assert!(!oldest.exists());
+        let one = PartialLimits {
+            max_count: 0,
+            ..KEEP_ALL
+        };
+        assert_eq!(b.expire_partials(&one), 1, "B counts what A kept");
+        assert_eq!(partials(&dir), []);
+    }
+
+    #[test]
+    fn a_hash_state_saved_for_a_partial_another_server_rewrote_is_not_used() {
+        let (_dir, a, b) = two_servers();
+        let rp = a.check("f.bin").unwrap();
+        let first = vec![1; MIN_KEPT_PARTIAL as usize];
+        let second = vec![2; MIN_KEPT_PARTIAL as usize];
+        // B keeps the upload (saving its hash state), then A starts it afresh and keeps it.
+        let mut on_b = b
+            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
+            .unwrap();
+        receive_then_vanish(&mut on_b, &first);
+        assert!(on_b.keep(&KEEP_ALL));
+        let mut on_a = a
+            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
+            .unwrap();
+        receive_then_vanish(&mut on_a, &second);
+        assert!(on_a.keep(&KEEP_ALL));
+        // Resumed on B: the hash is of what the file holds now, not of what B saw.
+        let resumed = b
+            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, true)
+            .unwrap();
+        assert_eq!(resumed.offset(), second.len() as u64);
+        assert_eq!(resumed.hash(), hash_of(&second));
     }
 }

@@ -1,7 +1,7 @@
 //! BLAKE3 verification and resumable transfers through the real binaries.
 
 use sft_integration_tests::{
-    random_bytes, sft, wait_until, Raw, Relay, ServerProcess, Tamper, TestServer,
+    list_files, random_bytes, sft, wait_until, Raw, Relay, ServerProcess, Tamper, TestServer,
 };
 use std::fs;
 use std::path::Path;
@@ -89,7 +89,7 @@ fn a_bit_flipped_in_an_upload_is_caught_and_nothing_is_stored() {
     assert!(!root.path().join("up.bin").exists());
     wait_until(LONG, || {
         files_in(&root.path().join(".sft/partial")).is_empty()
-            && files_in(&root.path().join(".sft/tmp")).is_empty()
+            && list_files(&root.path().join(".sft/tmp")).is_empty()
     });
 }
 

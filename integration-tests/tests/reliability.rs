@@ -6,7 +6,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use sft_client::{Client, SendOptions};
 use sft_commands::{BoxFuture, Command, CommandError, Context};
 use sft_integration_tests::{
-    raise_fd_limit, random_bytes, wait_until, Raw, ServerProcess, TestServer,
+    list_files, raise_fd_limit, random_bytes, wait_until, Raw, ServerProcess, TestServer,
 };
 use sft_protocol::Request;
 use std::time::Duration;
@@ -228,9 +228,7 @@ fn storage_write_failures_fail_the_upload_cleanly() {
         std::fs::read_to_string(root.path().join("small.txt")).unwrap(),
         "fits"
     );
-    let staging: Vec<_> = std::fs::read_dir(root.path().join(".sft/tmp"))
-        .unwrap()
-        .collect();
+    let staging = list_files(&root.path().join(".sft/tmp"));
     assert!(staging.is_empty(), "staging file removed: {staging:?}");
 }
 
@@ -323,10 +321,8 @@ fn crash_debris_is_removed_at_start_up() {
     std::fs::write(root.path().join(".sft/tmp/123-0.part"), "half an upload").unwrap();
     let _server = ServerProcess::start(root.path(), &LOOPBACK);
     assert_eq!(
-        std::fs::read_dir(root.path().join(".sft/tmp"))
-            .unwrap()
-            .count(),
-        0
+        list_files(&root.path().join(".sft/tmp")),
+        Vec::<std::path::PathBuf>::new()
     );
 }
 

@@ -75,7 +75,8 @@ impl Server {
     ///
     /// Binding comes first, so that a server that cannot listen touches nothing. Opening the
     /// root only reads; a writable server then removes what a crash or an earlier run left in
-    /// its reserved folder, if one exists (staging debris, expired partial uploads), while a
+    /// its reserved folder, if one exists (the staging files of servers no longer running — not
+    /// those of others serving the same root —, expired partial uploads), while a
     /// `--read-only` one never writes at all.
     pub async fn bind(config: Config, registry: Registry) -> io::Result<Server> {
         let listener = match &config.host {
@@ -97,7 +98,8 @@ impl Server {
         let root = task::spawn_blocking(move || {
             let root = Root::open(&dir)?;
             if !read_only {
-                // Loads what an earlier run kept (removing its staging debris) and expires it.
+                // Loads what earlier runs and other servers kept (removing the staging files of
+                // servers gone) and expires it.
                 root.expire_partials(&partials);
             }
             Ok::<_, io::Error>(root)
@@ -215,7 +217,8 @@ impl Server {
             if !self.sessions.is_empty() {
                 log::warn!(sessions = self.sessions.len(); "sessions outlived cancellation");
             }
-            // Their uploads can no longer complete: leave no staging debris behind.
+            // Their uploads can no longer complete: leave no staging debris behind (in this
+            // server's own staging folder; other servers sharing the root keep theirs).
             let root = self.shared.root.clone();
             let _ = task::spawn_blocking(move || root.clean_staging()).await;
         }

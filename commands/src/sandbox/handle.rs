@@ -9,7 +9,7 @@
 //! handle's link count drops to zero, or the configured path now names another folder. The
 //! caller then opens the folder found at the path, if any, and serves it from then on.
 
-use super::{errno, PARTIAL_DIR, RESERVED_DIR, STAGING_DIR};
+use super::{errno, LOCK_DIR, PARTIAL_DIR, RESERVED_DIR, STAGING_DIR};
 use crate::staging::Staging;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use std::io;
@@ -93,15 +93,14 @@ impl RootHandle {
     }
 
     /// The server's own folders, created if missing (the first time an upload needs them).
-    /// The first time, staging debris a crash left is removed — before any upload of this
-    /// server can stage a file there.
+    /// The first time, this server claims a staging folder of its own, and what servers that
+    /// are gone left in theirs is removed (see `locks.rs`).
     pub(crate) fn reserved(&self) -> io::Result<Arc<Staging>> {
         let mut slot = self.reserved.lock().expect("not poisoned");
         if let Some(reserved) = &*slot {
             return Ok(Arc::clone(reserved));
         }
         let reserved = Arc::new(self.create_reserved()?);
-        super::clean_dir(&reserved.staging_fd)?;
         *slot = Some(Arc::clone(&reserved));
         Ok(reserved)
     }
@@ -118,6 +117,7 @@ impl RootHandle {
         let sub = |name| open_dir(&top, name, true).map(|fd| fd.expect("created"));
         Staging::open(
             sub(STAGING_DIR)?,
+            sub(LOCK_DIR)?,
             sub(PARTIAL_DIR)?,
             &self.path.join(RESERVED_DIR),
         )

@@ -1,0 +1,695 @@
+//! Several sft-servers over one root, behind HAProxy configured as DEPLOY.md says: the very
+//! `deploy/haproxy.cfg`, with only its addresses and ports replaced. Connections spread over the
+//! servers, each sees what the others change, concurrent uploads of one path through different
+//! servers leave one whole input, an upload cut on one server resumes on another, and a server
+//! killed mid-upload is taken out by the health check, the upload going on elsewhere and no
+//! client failing after it.
+//!
+//! HAProxy is a Debian package (`apt-get install haproxy`): where it is not installed, the
+//! tests that need it say so and pass without running (`SFT_TEST_HAPROXY` names the program to
+//! use instead, or with an empty value none). Those of what a server keeps on the
+//! shared root — staging files, partial uploads — while another starts or works beside it need
+//! no balancer.
+
+use async_std::task;
+use sft_client::{Client, SendOptions};
+use sft_integration_tests::{list_files, random_bytes, wait_until, Raw, ServerProcess};
+use sft_protocol::verbs::ListHash;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The HAProxy configuration DEPLOY.md shows.
+const HAPROXY_CFG: &str = include_str!("../../deploy/haproxy.cfg");
+/// The systemd unit DEPLOY.md shows.
+const SERVICE_UNIT: &str = include_str!("../../deploy/sft-server.service");
+const DEPLOY_MD: &str = include_str!("../../DEPLOY.md");
+
+/// How many servers `deploy/haproxy.cfg` lists (`sft1`…), all started here.
+const SERVERS: usize = 3;
+const LIMIT: Duration = Duration::from_secs(60);
+const MIB: usize = 1 << 20;
+
+#[test]
+fn deploy_md_shows_the_configuration_files_as_they_are() {
+    for (name, text) in [
+        ("deploy/haproxy.cfg", HAPROXY_CFG),
+        ("deploy/sft-server.service", SERVICE_UNIT),
+    ] {
+        assert!(
+            DEPLOY_MD.contains(&format!("\n```\n{text}```\n")),
+            "DEPLOY.md must show {name} verbatim, in a code block of its own"
+        );
+    }
+}
+
+/// The `haproxy` program, if installed (it lives in `sbin`, often not in a user's `PATH`), or
+/// the one `SFT_TEST_HAPROXY` names (empty: none).
+fn haproxy() -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os("SFT_TEST_HAPROXY") {
+        return Some(PathBuf::from(chosen)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("haproxy"))
+        .find(|p| p.is_file())
+}
+
+/// `deploy/haproxy.cfg` with its example addresses replaced: HAProxy listens on `frontend`,
+/// and `sftN` is `servers[N - 1]`.
+fn configure(frontend: SocketAddr, servers: &[SocketAddr]) -> String {
+    let mut cfg = HAPROXY_CFG.to_owned();
+    let mut replace = |from: &str, to: String| {
+        assert_eq!(cfg.matches(from).count(), 1, "{from} in deploy/haproxy.cfg");
+        cfg = cfg.replace(from, &to);
+    };
+    replace("bind :7005", format!("bind {frontend}"));
+    for (n, addr) in servers.iter().enumerate() {
+        replace(&format!("10.0.0.1{}:7005", n + 1), addr.to_string());
+    }
+    cfg
+}
+
+/// HAProxy in the foreground (`-db`), killed on drop.
+struct Balancer {
+    child: Child,
+    addr: SocketAddr,
+    /// The stats socket (`show servers state`, `show stat`).
+    socket: PathBuf,
+    /// What it printed (its log, its warnings).
+    output: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A state a server is in, as HAProxy's stats socket says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServerState {
+    /// 0: down, 2: running.
+    op: u32,
+    /// Last health check: 3 passed, 2 failed.
+    check: u32,
+}
+
+impl Balancer {
+    /// Starts HAProxy in front of `servers`, with the distribution's part of a configuration —
+    /// the `global` section — written here; waits (bounded) until every server passed a health
+    /// check.
+    fn start(program: &Path, servers: &[SocketAddr]) -> Balancer {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::try_start(program, servers) {
+                Ok(balancer) => return balancer,
+                // The free port found was taken meanwhile: find another.
+                Err(output) if tries < 3 && output.contains("cannot bind") => continue,
+                Err(output) => panic!("haproxy did not start:\n{output}"),
+            }
+        }
+    }
+
+    fn try_start(program: &Path, servers: &[SocketAddr]) -> Result<Balancer, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("haproxy.sock");
+        let global = format!(
+            "global\n    log stdout format raw local0 info\n    stats socket {} mode 600 level admin\n",
+            socket.display()
+        );
+        // A port free now, for HAProxy to listen on.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        std::fs::write(dir.path().join("global.cfg"), global).unwrap();
+        std::fs::write(dir.path().join("sft.cfg"), configure(addr, servers)).unwrap();
+        let mut child = Command::new(program)
+            .arg("-db")
+            .arg("-f")
+            .arg(dir.path().join("global.cfg"))
+            .arg("-f")
+            .arg(dir.path().join("sft.cfg"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run haproxy");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut balancer = Balancer {
+            child,
+            addr,
+            socket,
+            output,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = balancer.child.try_wait().unwrap() {
+                // Its output may still be on its way: it is complete once both pipes closed.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("{status}\n{}", balancer.output()));
+            }
+            let state = balancer.try_states();
+            if state.len() == servers.len() && state.values().all(|s| s.op == 2 && s.check == 3) {
+                return Ok(balancer);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "servers not all up within {LIMIT:?}: {state:?}\n{}",
+                balancer.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// The answer to one command on the stats socket; empty if it does not answer (yet).
+    fn ask(&self, command: &str) -> String {
+        let Ok(mut socket) = UnixStream::connect(&self.socket) else {
+            return String::new();
+        };
+        socket.set_read_timeout(Some(LIMIT)).unwrap();
+        socket.write_all(format!("{command}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = socket.read_to_string(&mut answer);
+        answer
+    }
+
+    /// Rows of a table the stats socket printed: the header line starts with `# `; fields are
+    /// separated by `sep`.
+    fn table(answer: &str, sep: char) -> Vec<HashMap<String, String>> {
+        let mut lines = answer.lines().skip_while(|l| !l.starts_with("# "));
+        let Some(header) = lines.next() else {
+            return Vec::new();
+        };
+        let names: Vec<&str> = header[2..].split(sep).collect();
+        lines
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                names
+                    .iter()
+                    .zip(l.split(sep))
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Each server's state (`sft1`…), as far as HAProxy answers already.
+    fn try_states(&self) -> HashMap<String, ServerState> {
+        let answer = self.ask("show servers state sft_servers");
+        Self::table(&answer, ' ')
+            .into_iter()
+            .filter_map(|row| {
+                let number = |k: &str| row.get(k)?.parse().ok();
+                let state = ServerState {
+                    op: number("srv_op_state")?,
+                    check: number("srv_check_result")?,
+                };
+                Some((row.get("srv_name")?.clone(), state))
+            })
+            .collect()
+    }
+
+    /// How many connections each server (`sft1`…) has open through HAProxy now.
+    fn sessions(&self) -> HashMap<String, u64> {
+        Self::table(&self.ask("show stat"), ',')
+            .into_iter()
+            .filter(|row| row.get("pxname").is_some_and(|p| p == "sft_servers"))
+            .filter_map(|row| {
+                let name = row.get("svname")?.clone();
+                let current = row.get("scur")?.parse().ok()?;
+                name.starts_with("sft").then_some((name, current))
+            })
+            .collect()
+    }
+}
+
+/// Three servers over one root, behind HAProxy.
+struct Cluster {
+    root: tempfile::TempDir,
+    servers: Vec<ServerProcess>,
+    balancer: Balancer,
+}
+
+impl Cluster {
+    /// Starts the servers and HAProxy, or says why not where HAProxy is not installed.
+    fn start(test: &str) -> Option<Cluster> {
+        let Some(program) = haproxy() else {
+            // Straight to standard error: the test harness would hide what `eprintln!` prints.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: skipped: haproxy is not installed (a Debian package: apt-get install haproxy)"
+            );
+            return None;
+        };
+        let root = tempfile::tempdir().unwrap();
+        let servers: Vec<ServerProcess> = (0..SERVERS)
+            .map(|_| ServerProcess::start(root.path(), &["--host", "127.0.0.1"]))
+            .collect();
+        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        let balancer = Balancer::start(&program, &addrs);
+        Some(Cluster {
+            root,
+            servers,
+            balancer,
+        })
+    }
+
+    /// HAProxy's address, as a client argument.
+    fn addr(&self) -> String {
+        self.balancer.addr.to_string()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    /// The files left in the server's own folders (staging files, partials).
+    fn leftovers(&self) -> Vec<PathBuf> {
+        list_files(&self.path(".sft/tmp"))
+            .into_iter()
+            .chain(list_files(&self.path(".sft/partial")))
+            .collect()
+    }
+}
+
+/// How many `verb` requests `server` answered.
+fn served(server: &ServerProcess, verb: &str) -> usize {
+    server
+        .logs_with("request")
+        .iter()
+        .filter(|r| r["verb"] == verb)
+        .count()
+}
+
+async fn connect(addr: &str) -> Client {
+    Client::connect(addr, 7005).await.expect("connect")
+}
+
+/// The hash `server` has cached for `path` (a `LIST` of what is cached: it reads no file).
+async fn cached_hash(server: &ServerProcess, path: &str) -> Option<String> {
+    let mut client = connect(&server.addr.to_string()).await;
+    let mut listing = client.list_with("", false, ListHash::Cached).await.unwrap();
+    let mut found = None;
+    while let Some(entry) = listing.next().await.unwrap() {
+        if entry.name == path {
+            found = entry.blake3;
+        }
+    }
+    found
+}
+
+#[test]
+fn connections_spread_over_the_servers_and_each_sees_what_the_others_change() {
+    let Some(c) = Cluster::start("connections_spread") else {
+        return;
+    };
+    let old = random_bytes(MIB, 1);
+    std::fs::write(c.path("f.bin"), &old).unwrap();
+    task::block_on(async {
+        for _ in 0..3 * SERVERS {
+            let mut got = Vec::new();
+            connect(&c.addr())
+                .await
+                .get("f.bin", &mut got)
+                .await
+                .unwrap();
+            assert!(got == old);
+        }
+    });
+    for (n, server) in c.servers.iter().enumerate() {
+        assert!(
+            served(server, "GET") > 0,
+            "server {} served no GET: {}",
+            n + 1,
+            c.balancer.output()
+        );
+    }
+
+    // The first server caches the file's hash…
+    let first = &c.servers[0];
+    let old_hash = blake3::hash(&old).to_hex().to_string();
+    task::block_on(async {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let entry = connect(&first.addr.to_string())
+                .await
+                .stat("f.bin")
+                .await
+                .unwrap();
+            assert_eq!(entry.blake3.as_deref(), Some(old_hash.as_str()));
+            // (A file written a moment ago is not cached yet: its times could hide a write.)
+            if cached_hash(first, "f.bin").await.as_deref() == Some(old_hash.as_str()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the hash was never cached");
+            task::sleep(Duration::from_millis(20)).await;
+        }
+        // …another server replaces the file (same size, other bytes)…
+        let new = random_bytes(MIB, 2);
+        let mut second = connect(&c.servers[1].addr.to_string()).await;
+        second
+            .send(&mut &new[..], new.len() as u64, "f.bin", true)
+            .await
+            .unwrap();
+        // …and the first one serves the new file and its hash, never the cached one.
+        let new_hash = blake3::hash(&new).to_hex().to_string();
+        let cached = cached_hash(first, "f.bin").await;
+        assert!(cached.is_none() || cached.as_deref() == Some(new_hash.as_str()));
+        let mut client = connect(&first.addr.to_string()).await;
+        assert_eq!(
+            client.stat("f.bin").await.unwrap().blake3.as_deref(),
+            Some(new_hash.as_str())
+        );
+        let mut got = Vec::new();
+        client.get("f.bin", &mut got).await.unwrap();
+        assert!(got == new);
+    });
+}
+
+#[test]
+fn concurrent_sends_of_one_path_through_different_servers_leave_one_whole_input() {
+    let Some(c) = Cluster::start("concurrent_sends") else {
+        return;
+    };
+    let local = tempfile::tempdir().unwrap();
+    let inputs: Vec<Vec<u8>> = (0..2 * SERVERS as u64)
+        .map(|i| random_bytes(2 * MIB, 10 + i))
+        .collect();
+    for (i, input) in inputs.iter().enumerate() {
+        std::fs::write(local.path().join(format!("in{i}")), input).unwrap();
+    }
+
+    // With overwrite, verified (each through a partial of its own): all succeed, two through
+    // each server, and the file is exactly one of the inputs.
+    let children: Vec<Child> = (0..inputs.len())
+        .map(|i| {
+            let server = c.servers[i % SERVERS].addr.to_string();
+            Command::new(sft_integration_tests::bin("sft"))
+                .args([
+                    "send",
+                    "-q",
+                    "--overwrite",
+                    &server,
+                    &format!("in{i}"),
+                    "same.bin",
+                ])
+                .current_dir(local.path())
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run sft send")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stored = std::fs::read(c.path("same.bin")).unwrap();
+    assert!(inputs.contains(&stored), "the file is exactly one input");
+
+    // Without overwrite: exactly one wins, every other gets `exists`.
+    let results = task::block_on(futures::future::join_all((0..inputs.len()).map(|i| {
+        let server = c.servers[i % SERVERS].addr.to_string();
+        let local = local.path().join(format!("in{i}"));
+        task::spawn(async move {
+            let opts = SendOptions::default();
+            connect(&server)
+                .await
+                .send_file(&local, "once.bin", opts)
+                .await
+        })
+    })));
+    let won: Vec<usize> = (0..results.len()).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    for r in results.iter().filter(|r| r.is_err()) {
+        let e = r.as_ref().unwrap_err();
+        assert_eq!(e.code(), Some(sft_protocol::ErrorCode::Exists), "{e}");
+    }
+    assert!(std::fs::read(c.path("once.bin")).unwrap() == inputs[won[0]]);
+
+    // Nothing else under a final name, nothing left behind.
+    let mut names = sft_integration_tests::names(c.root.path());
+    names.retain(|n| n != ".sft");
+    assert_eq!(names, ["once.bin", "same.bin"]);
+    assert_eq!(c.leftovers(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn an_upload_cut_on_one_server_resumes_on_another_from_what_it_holds() {
+    let Some(c) = Cluster::start("upload_cut") else {
+        return;
+    };
+    let data = random_bytes(4 * MIB, 3);
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let header = |resume: bool| {
+        let h = serde_json::json!({"verb": "SEND", "path": "up.bin", "size": data.len(),
+            "trailer": true, "upload_id": "ab".repeat(16), "resume": resume});
+        h.to_string() + "\n"
+    };
+    let (first, second) = (&c.servers[0], &c.servers[1]);
+    task::block_on(async {
+        let mut raw = Raw::connect(first.addr).await;
+        raw.write(header(false).as_bytes()).await;
+        assert_eq!(raw.reply().await, serde_json::json!({"ok": true}));
+        raw.write(&data[..MIB]).await;
+        // Cut off.
+    });
+    // The first server noticed, and kept what arrived.
+    wait_until(LIMIT, || served(first, "SEND") == 1);
+    task::block_on(async {
+        let mut raw = Raw::connect(second.addr).await;
+        raw.write(header(true).as_bytes()).await;
+        assert_eq!(
+            raw.reply().await,
+            serde_json::json!({"ok": true, "offset": MIB}),
+            "the second server continues from the first one's partial"
+        );
+        raw.write(&data[MIB..]).await;
+        raw.write(format!("{{\"blake3\":\"{hash}\"}}\n").as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["blake3"], hash.as_str());
+    });
+    assert!(std::fs::read(c.path("up.bin")).unwrap() == data);
+    assert_eq!(c.leftovers(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_server_killed_mid_upload_is_taken_out_and_the_upload_resumes_on_another() {
+    let Some(mut c) = Cluster::start("server_killed") else {
+        return;
+    };
+    let local = tempfile::tempdir().unwrap();
+    let data = random_bytes(16 * MIB, 4);
+    std::fs::write(local.path().join("big.bin"), &data).unwrap();
+    // Slow enough to be cut in the middle.
+    let upload = Command::new(sft_integration_tests::bin("sft"))
+        .args(["send", "--json", "--retries", "5", "--limit-rate", "4M"])
+        .args([&c.addr(), "big.bin", "big.bin"])
+        .current_dir(local.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sft send");
+
+    // Once the server receiving it holds a good part of it, it is killed.
+    let partials = c.path(".sft/partial");
+    wait_until(LIMIT, || {
+        list_files(&partials)
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() >= MIB as u64))
+    });
+    let mut receiving = Vec::new();
+    wait_until(LIMIT, || {
+        receiving = c
+            .balancer
+            .sessions()
+            .into_iter()
+            .filter(|s| s.1 > 0)
+            .collect();
+        receiving.len() == 1
+    });
+    let name = receiving[0].0.clone();
+    let killed: usize = name["sft".len()..].parse::<usize>().unwrap() - 1;
+    c.servers[killed].signal("KILL");
+    c.servers[killed].wait_exit(LIMIT);
+
+    // The upload reconnects through HAProxy, to another server, which continues it.
+    let out = upload.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", c.balancer.output());
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON line");
+    let resumed = line["resumed_from"].as_u64().unwrap();
+    assert!(
+        resumed >= MIB as u64 && resumed < data.len() as u64,
+        "resumed from {resumed}: {line}"
+    );
+    assert!(line["attempts"].as_u64() >= Some(2), "{line}");
+    assert!(std::fs::read(c.path("big.bin")).unwrap() == data);
+
+    // The health check takes the killed server out; from then on no client fails.
+    let deadline = Instant::now() + LIMIT;
+    while c.balancer.try_states().get(&name).map(|s| s.op) != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} not marked down within {LIMIT:?}: {}",
+            c.balancer.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before: usize = c.servers.iter().map(|s| served(s, "GET")).sum();
+    task::block_on(async {
+        for _ in 0..4 * SERVERS {
+            let mut got = Vec::new();
+            connect(&c.addr())
+                .await
+                .get("big.bin", &mut got)
+                .await
+                .expect("no client error once the server is marked down");
+            assert!(got == data);
+        }
+    });
+    let after: usize = c.servers.iter().map(|s| served(s, "GET")).sum();
+    assert_eq!(
+        after - before,
+        4 * SERVERS,
+        "every GET was served by a live server"
+    );
+    assert_eq!(list_files(&partials), Vec::<PathBuf>::new());
+}
+
+/// A blocking connection to `addr` that sent the header line `header` and got its go-ahead.
+fn begin_upload(addr: SocketAddr, header: &str) -> (std::net::TcpStream, serde_json::Value) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.write_all(header.as_bytes()).unwrap();
+    let reply = read_reply(&mut stream);
+    assert_eq!(reply["ok"], true, "go-ahead: {reply}");
+    (stream, reply)
+}
+
+/// Reads one reply line, byte by byte (nothing after it is consumed).
+fn read_reply(stream: &mut std::net::TcpStream) -> serde_json::Value {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while line.last() != Some(&b'\n') {
+        stream.read_exact(&mut byte).expect("a reply line");
+        line.push(byte[0]);
+    }
+    serde_json::from_slice(&line).expect("a JSON reply")
+}
+
+/// Waits until a file in `dir` (or below) holds at least `len` bytes.
+fn wait_for_file(dir: &Path, len: u64) {
+    wait_until(LIMIT, || {
+        list_files(dir)
+            .iter()
+            .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() >= len))
+    });
+}
+
+#[test]
+fn a_server_starting_leaves_the_uploads_of_running_ones_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let loopback = ["--host", "127.0.0.1"];
+    let first = ServerProcess::start(root.path(), &loopback);
+    let data = random_bytes(2 * MIB, 5);
+    let header = format!(
+        "{{\"verb\":\"SEND\",\"path\":\"plain.bin\",\"size\":{}}}\n",
+        data.len()
+    );
+    let (mut upload, _) = begin_upload(first.addr, &header);
+    upload.write_all(&data[..MIB]).unwrap();
+    wait_for_file(&root.path().join(".sft/tmp"), 256 * 1024);
+    // What a server that crashed left: its folder (without a lock), a file of the old layout.
+    std::fs::create_dir(root.path().join(".sft/tmp/gone")).unwrap();
+    std::fs::write(root.path().join(".sft/tmp/gone/x"), b"debris").unwrap();
+    std::fs::write(root.path().join(".sft/tmp/123-0.part"), b"debris").unwrap();
+
+    // Another server starts over the same root (cleaning up at start-up)…
+    let second = ServerProcess::start(root.path(), &loopback);
+    assert!(!root.path().join(".sft/tmp/gone").exists());
+    assert!(!root.path().join(".sft/tmp/123-0.part").exists());
+    // …and the first one's upload still completes.
+    upload.write_all(&data[MIB..]).unwrap();
+    let reply = read_reply(&mut upload);
+    assert_eq!(reply["size"], data.len(), "{reply}");
+    assert!(std::fs::read(root.path().join("plain.bin")).unwrap() == data);
+    drop((first, second));
+}
+
+#[test]
+fn a_partial_one_server_is_writing_is_left_alone_by_the_others() {
+    let root = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(root.path(), &["--host", "127.0.0.1"]);
+    let data = random_bytes(4 * MIB, 6);
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let header = |resume: bool| {
+        let h = serde_json::json!({"verb": "SEND", "path": "up.bin", "size": data.len(),
+            "trailer": true, "upload_id": "cd".repeat(16), "resume": resume, "overwrite": true});
+        h.to_string() + "\n"
+    };
+    let (mut upload, _) = begin_upload(first.addr, &header(false));
+    upload.write_all(&data[..MIB]).unwrap();
+    let partials = root.path().join(".sft/partial");
+    wait_for_file(&partials, 256 * 1024);
+    let writing = list_files(&partials);
+
+    // A server that starts with a cap of no partials at all leaves it alone…
+    let args = ["--host", "127.0.0.1", "--max-partials", "0"];
+    let second = ServerProcess::start(root.path(), &args);
+    assert_eq!(list_files(&partials), writing);
+    // …and receives the same upload on its own, from the start, without touching it.
+    let (mut again, ready) = begin_upload(second.addr, &header(true));
+    assert_eq!(ready, serde_json::json!({"ok": true}), "not resumed");
+    again.write_all(&data).unwrap();
+    again
+        .write_all(format!("{{\"blake3\":\"{hash}\"}}\n").as_bytes())
+        .unwrap();
+    let reply = read_reply(&mut again);
+    assert_eq!(reply["blake3"], hash.as_str(), "{reply}");
+    assert_eq!(list_files(&partials), writing);
+
+    // The first upload completes too, intact.
+    upload.write_all(&data[MIB..]).unwrap();
+    upload
+        .write_all(format!("{{\"blake3\":\"{hash}\"}}\n").as_bytes())
+        .unwrap();
+    let reply = read_reply(&mut upload);
+    assert_eq!(reply["blake3"], hash.as_str(), "{reply}");
+    assert!(std::fs::read(root.path().join("up.bin")).unwrap() == data);
+    assert_eq!(list_files(&partials), Vec::<PathBuf>::new());
+    drop((first, second));
+}
