@@ -262,11 +262,12 @@ impl ServerProcess {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!("server did not log its address: {:?}", logs.lock().unwrap())
-            });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+            // No address, no ServerProcess to kill it on drop: stop it here.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not log its address: {:?}", logs.lock().unwrap())
+        };
         let mut addr: SocketAddr = addr.parse().expect("socket address in log");
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
