@@ -701,8 +701,13 @@ impl LazyFile {
         let file = if self.partial {
             match locks::open_locked(&*self.dir, &self.name, flags, self.mode)? {
                 Claim::Locked(file) => {
-                    // Replaces an older partial of the same upload, if there was one.
-                    file.set_len(0)?;
+                    // Replaces an older partial of the same upload, if there was one. Only
+                    // then: a truncation makes ext4 allocate and start writing the whole file
+                    // when its last handle closes (its protection for files rewritten in
+                    // place), which holds up the end of every large upload.
+                    if file.metadata()?.len() > 0 {
+                        file.set_len(0)?;
+                    }
                     *self.lock() = Some(file.try_clone()?);
                     file
                 }
