@@ -477,6 +477,16 @@ impl Relay {
         }
     }
 
+    /// Relays two connections: the first is cut once `bytes` server → client bytes were
+    /// forwarded, the second (a client's retry) passes untouched.
+    pub fn cut_once_after(target: SocketAddr, bytes: u64) -> Relay {
+        let cut = Tamper {
+            cut_down_after: Some(bytes),
+            ..Default::default()
+        };
+        Self::start_series(target, vec![cut, Tamper::default()])
+    }
+
     /// Waits until the relayed connections are over (every one of the series was made).
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {

@@ -516,16 +516,7 @@ fn retries_resume_a_download_cut_off_midway() {
     let data = random_bytes(4 << 20, 75);
     fs::write(root.path().join("big.bin"), &data).unwrap();
     let server = ServerProcess::start(root.path(), &LOOPBACK);
-    let relay = Relay::start_series(
-        server.addr,
-        vec![
-            Tamper {
-                cut_down_after: Some(1 << 20),
-                ..Default::default()
-            },
-            Tamper::default(),
-        ],
-    );
+    let relay = Relay::cut_once_after(server.addr, 1 << 20);
     let cwd = tempfile::tempdir().unwrap();
     let out = sft(
         &[
@@ -596,16 +587,7 @@ fn retries_carry_a_batch_over_to_a_new_connection() {
     }
     let server = ServerProcess::start(root.path(), &LOOPBACK);
     // Cut in the middle of the second file.
-    let relay = Relay::start_series(
-        server.addr,
-        vec![
-            Tamper {
-                cut_down_after: Some(3 << 19),
-                ..Default::default()
-            },
-            Tamper::default(),
-        ],
-    );
+    let relay = Relay::cut_once_after(server.addr, 3 << 19);
     let cwd = tempfile::tempdir().unwrap();
     let out = sft(
         &[

@@ -4,9 +4,7 @@
 
 use async_std::task;
 use futures::AsyncReadExt;
-use sft_integration_tests::{
-    bin, expect_code, random_bytes, stderr, Raw, Relay, ServerProcess, Tamper,
-};
+use sft_integration_tests::{bin, expect_code, random_bytes, stderr, Raw, Relay, ServerProcess};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::PathBuf;
@@ -170,16 +168,7 @@ fn transfers_work(setup: &Setup, server: &ServerProcess, host: &str, trust: &[&s
     );
 
     // Through a relay that cuts the first connection after 1 MiB: the retry resumes.
-    let relay = Relay::start_series(
-        server.addr,
-        vec![
-            Tamper {
-                cut_down_after: Some(1 << 20),
-                ..Default::default()
-            },
-            Tamper::default(),
-        ],
-    );
+    let relay = Relay::cut_once_after(server.addr, 1 << 20);
     let via = format!("{host}:{}", relay.addr.port());
     let out = run(&[
         "get",
