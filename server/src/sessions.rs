@@ -37,7 +37,8 @@ struct Entry {
 pub(crate) struct Sessions {
     map: DashMap<u64, Entry>,
     next_id: AtomicU64,
-    /// Sessions open now: what `map.len()` counts, without visiting every shard.
+    /// Sessions open now: counted on registering and on dropping a registration, so that
+    /// reading it is one load.
     open: AtomicUsize,
 }
 
@@ -58,7 +59,7 @@ impl Drop for Registration {
 impl Registration {
     /// Whether other sessions are open beside this one (a cheap, possibly stale, count).
     pub(crate) fn has_company(&self) -> bool {
-        self.table.open.load(Ordering::Relaxed) > 1
+        self.table.len() > 1
     }
 }
 
@@ -114,12 +115,13 @@ impl Sessions {
         }
     }
 
+    /// Sessions open now (one load, where the map would lock every shard to count).
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.open.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     pub(crate) fn list(&self) -> Vec<SessionInfo> {
