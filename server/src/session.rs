@@ -12,6 +12,7 @@ use crate::tls::Opened;
 use async_std::io::timeout;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
+use futures::future::Either;
 use futures::{AsyncBufReadExt, AsyncWriteExt, FutureExt};
 use sft_commands::{admit, Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root};
 use sft_protocol::limits::MAX_HEADER_LEN;
@@ -86,13 +87,13 @@ enum HeaderError {
     Io(io::Error),
 }
 
-/// Waits (at most `idle`) for a request to start, then reads its header line (at most `slow`).
-/// `Ok(false)`: the peer closed cleanly between requests. `waited` is set when the request was
-/// not already there, so the session's task gave its thread up while it waited.
+/// Waits (at most the idle timeout) for a request to start, then reads its header line (at most
+/// `slow`). `Ok(false)`: the peer closed cleanly between requests. `waited` is set when the
+/// request was not already there, so the session's task gave its thread up while it waited.
 async fn next_header(
     reader: &mut sft_commands::Reader,
     line: &mut Vec<u8>,
-    idle: Duration,
+    idle: &mut IdleTimer,
     slow: Duration,
     waited: &mut bool,
 ) -> Result<bool, HeaderError> {
@@ -102,7 +103,12 @@ async fn next_header(
             Poll::Ready(r) => r.map(|b| b.is_empty()),
             Poll::Pending => {
                 *waited = true;
-                timeout(idle, fill).await.map(|b| b.is_empty())
+                let expired = idle.expired(Instant::now());
+                futures::pin_mut!(expired);
+                match futures::future::select(fill, expired).await {
+                    Either::Left((r, _)) => r.map(|b| b.is_empty()),
+                    Either::Right(((), _)) => return Err(HeaderError::Idle),
+                }
             }
         }
     };
@@ -112,7 +118,6 @@ async fn next_header(
         // A TLS client that closes between requests without a close_notify: a close all the
         // same (no request was cut).
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeaderError::Idle),
         Err(e) => return Err(HeaderError::Io(e)),
     }
     timeout(slow, read_line(reader, line))
@@ -123,6 +128,37 @@ async fn next_header(
             io::ErrorKind::UnexpectedEof => HeaderError::Truncated,
             _ => HeaderError::Io(e),
         })
+}
+
+/// A session's idle deadline: one timer for the session's life. A timer registered for every
+/// wait would cost the reactor a message and a wake-up per request; this one is re-armed only
+/// when it fires before the session has been idle for the whole timeout, at most once per
+/// timeout.
+struct IdleTimer {
+    timer: async_io::Timer,
+    limit: Duration,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> IdleTimer {
+        IdleTimer {
+            timer: async_io::Timer::after(limit),
+            limit,
+        }
+    }
+
+    /// Completes once the session has been idle for the whole timeout since `since`. The timer
+    /// is never set later than that: deadlines only move forward.
+    async fn expired(&mut self, since: Instant) {
+        let deadline = since + self.limit;
+        loop {
+            (&mut self.timer).await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.timer.set_at(deadline);
+        }
+    }
 }
 
 /// Runs one session to its end and logs it. Never panics outward: a panic in a handler is
@@ -221,6 +257,10 @@ async fn requests(
     let mut buffers = Buffers::default();
     let mut access = shared.gate.session();
     let mut ready_in_a_row = 0u32;
+    let mut idle = IdleTimer::new(shared.idle_timeout);
+    // Every message ends the session: one receive serves its whole life.
+    let mail = mailbox.recv().fuse();
+    futures::pin_mut!(mail);
     loop {
         line.clear();
         let mut waited = false;
@@ -228,13 +268,12 @@ async fn requests(
             let header = next_header(
                 &mut reader,
                 &mut line,
-                shared.idle_timeout,
+                &mut idle,
                 shared.header_timeout,
                 &mut waited,
             )
             .fuse();
-            let mail = mailbox.recv().fuse();
-            futures::pin_mut!(header, mail);
+            futures::pin_mut!(header);
             futures::select_biased! {
                 m = mail => Event::Mail(m.ok()),
                 h = header => Event::Header(h),
