@@ -60,16 +60,24 @@ fn idle_connections_are_closed_and_slow_headers_cannot_hold_a_slot() {
 fn the_idle_timeout_counts_from_the_last_request_not_the_connection() {
     let server = builtins_with(&["--idle-timeout", "2"]);
     task::block_on(async {
-        let mut raw = Raw::connect(server.addr).await;
-        // Requests every half second for twice the timeout: the connection stays open.
+        // Two connections: a lone one and one among others wait for requests differently.
+        let mut raws = [
+            Raw::connect(server.addr).await,
+            Raw::connect(server.addr).await,
+        ];
+        // Requests every half second for twice the timeout: the connections stay open.
         for _ in 0..8 {
             task::sleep(Duration::from_millis(500)).await;
-            raw.write(b"{\"verb\":\"HELLO\"}\n").await;
-            assert_eq!(raw.reply().await["ok"], true, "open four seconds in");
+            for raw in &mut raws {
+                raw.write(b"{\"verb\":\"HELLO\"}\n").await;
+                assert_eq!(raw.reply().await["ok"], true, "open four seconds in");
+            }
         }
         // Then silence: closed after the timeout, counted from the last request.
         let last = std::time::Instant::now();
-        assert!(raw.closed().await, "an idle connection is closed");
+        for raw in &mut raws {
+            assert!(raw.closed().await, "an idle connection is closed");
+        }
         let waited = last.elapsed();
         assert!(
             waited >= Duration::from_millis(1500),
