@@ -60,7 +60,8 @@ fn idle_connections_are_closed_and_slow_headers_cannot_hold_a_slot() {
 fn the_idle_timeout_counts_from_the_last_request_not_the_connection() {
     let server = builtins_with(&["--idle-timeout", "2"]);
     task::block_on(async {
-        // Two connections: a lone one and one among others wait for requests differently.
+        // Two connections, so that each waits among others (with the session's one idle timer;
+        // a lone connection waits with a timer per wait).
         let mut raws = [
             Raw::connect(server.addr).await,
             Raw::connect(server.addr).await,

@@ -12,7 +12,8 @@ use crate::tls::Opened;
 use async_std::io::timeout;
 use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
-use futures::{AsyncBufReadExt, AsyncWriteExt, FutureExt};
+use futures::future::Either;
+use futures::{AsyncBufReadExt, AsyncWriteExt, Future, FutureExt};
 use sft_commands::{admit, Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
@@ -101,30 +102,9 @@ async fn next_header(
         let mut fill = reader.fill_buf();
         match futures::poll!(&mut fill) {
             Poll::Ready(r) => r.map(|b| b.is_empty()),
-            // A lone connection waits with a timer of its own, whose registration wakes the
-            // reactor's thread: measured, its next request is then answered sooner
-            // (BENCHMARKS.md, 1 connection). Among other connections that wake-up and a second
-            // read per request are only costs, and the session's one idle timer serves.
-            Poll::Pending if !company => {
-                *waited = true;
-                timeout(idle.limit, fill).await.map(|b| b.is_empty())
-            }
             Poll::Pending => {
                 *waited = true;
-                let expired = idle.expired(Instant::now());
-                futures::pin_mut!(expired);
-                // The poll above found nothing and left this task's waker with the socket: a
-                // second read before it fires would only fail again.
-                let mut woken = false;
-                let first = futures::future::poll_fn(|cx| {
-                    if std::mem::replace(&mut woken, true) {
-                        if let Poll::Ready(r) = fill.poll_unpin(cx) {
-                            return Poll::Ready(Some(r));
-                        }
-                    }
-                    expired.as_mut().poll_unpin(cx).map(|()| None)
-                });
-                match first.await {
+                match idle.wait(fill, company).await {
                     Some(r) => r.map(|b| b.is_empty()),
                     None => return Err(HeaderError::Idle),
                 }
@@ -137,7 +117,6 @@ async fn next_header(
         // A TLS client that closes between requests without a close_notify: a close all the
         // same (no request was cut).
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeaderError::Idle),
         Err(e) => return Err(HeaderError::Io(e)),
     }
     timeout(slow, read_line(reader, line))
@@ -164,6 +143,35 @@ impl IdleTimer {
             timer: async_io::Timer::after(limit),
             limit,
         }
+    }
+
+    /// Waits for `read`, which was just polled and found nothing (so this task's waker is with
+    /// the socket), at most the idle timeout from now; `None` once that has passed.
+    ///
+    /// A lone connection waits with a timer of its own, whose registration wakes the reactor's
+    /// thread: measured, its next request is then answered sooner (BENCHMARKS.md, 1
+    /// connection). Among other connections that wake-up is only a cost, and so is polling
+    /// `read` again before the socket wakes the task: the session's one timer serves.
+    async fn wait<F: Future + Unpin>(&mut self, mut read: F, company: bool) -> Option<F::Output> {
+        if !company {
+            let timer = async_io::Timer::after(self.limit);
+            return match futures::future::select(read, timer).await {
+                Either::Left((r, _)) => Some(r),
+                Either::Right(_) => None,
+            };
+        }
+        let expired = self.expired(Instant::now());
+        futures::pin_mut!(expired);
+        let mut woken = false;
+        futures::future::poll_fn(|cx| {
+            if std::mem::replace(&mut woken, true) {
+                if let Poll::Ready(r) = read.poll_unpin(cx) {
+                    return Poll::Ready(Some(r));
+                }
+            }
+            expired.as_mut().poll_unpin(cx).map(|()| None)
+        })
+        .await
     }
 
     /// Completes once the session has been idle for the whole timeout since `since`. The timer
