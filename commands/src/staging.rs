@@ -1204,12 +1204,7 @@ mod tests {
         )
         .unwrap();
         let root = Root::open(dir.path()).unwrap();
-        let none = PartialLimits {
-            ttl: Duration::from_secs(3600),
-            max_count: 0,
-            max_bytes: None,
-        };
-        assert_eq!(root.expire_partials(&none), 1, "the kept one is known");
+        assert_eq!(root.expire_partials(&KEEP_NONE), 1, "the kept one is known");
         assert!(!partials.join("empty.part").exists());
         assert!(!partials.join("small.part").exists());
         assert!(!partials.join("held.part").exists());
@@ -1220,6 +1215,21 @@ mod tests {
         max_count: 100,
         max_bytes: None,
     };
+
+    const KEEP_NONE: PartialLimits = PartialLimits {
+        max_count: 0,
+        ..KEEP_ALL
+    };
+
+    /// Begins a fresh upload of `rp` (id `u:1`) on `root`, receives `data`, loses the peer and
+    /// keeps the partial.
+    fn keep_partial(root: &Root, rp: &RemotePath, data: &[u8]) {
+        let mut up = root
+            .begin_upload(rp, 1 << 20, Some(b"u:1"), true, false)
+            .unwrap();
+        receive_then_vanish(&mut up, data);
+        assert!(up.keep(&KEEP_ALL));
+    }
 
     /// Receives `data` into `upload`, then the source ends early (the peer went away).
     fn receive_then_vanish(upload: &mut Upload, data: &[u8]) {
@@ -1267,11 +1277,7 @@ mod tests {
         let (dir, root) = setup();
         let rp = root.check("f.bin").unwrap();
         let big = vec![7; MIN_KEPT_PARTIAL as usize + 10];
-        let mut first = root
-            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
-            .unwrap();
-        receive_then_vanish(&mut first, &big);
-        assert!(first.keep(&KEEP_ALL));
+        keep_partial(&root, &rp, &big);
         let kept = partials(&dir);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].1, big.len() as u64);
@@ -1298,22 +1304,10 @@ mod tests {
         );
 
         // Kept again, then replaced by a fresh upload once that one writes.
-        let mut first = root
-            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
-            .unwrap();
-        receive_then_vanish(&mut first, &big);
-        assert!(first.keep(&KEEP_ALL));
-        let mut fresh = root
-            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
-            .unwrap();
-        receive_then_vanish(&mut fresh, &big[..MIN_KEPT_PARTIAL as usize]);
-        assert!(fresh.keep(&KEEP_ALL));
+        keep_partial(&root, &rp, &big);
+        keep_partial(&root, &rp, &big[..MIN_KEPT_PARTIAL as usize]);
         assert_eq!(partials(&dir)[0].1, MIN_KEPT_PARTIAL);
-        let none = PartialLimits {
-            max_count: 0,
-            ..KEEP_ALL
-        };
-        assert_eq!(root.expire_partials(&none), 1, "indexed once");
+        assert_eq!(root.expire_partials(&KEEP_NONE), 1, "indexed once");
         assert_eq!(partials(&dir), []);
     }
 
@@ -1434,16 +1428,10 @@ mod tests {
         // B is running (its staging area loaded) before A keeps anything.
         drop(b.stage().unwrap());
         assert_eq!(b.expire_partials(&KEEP_ALL), 0);
-        let keep_one = |root: &Root, name: &str, fill: u8| {
-            let rp = root.check(name).unwrap();
-            let mut up = root
-                .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
-                .unwrap();
-            receive_then_vanish(&mut up, &vec![fill; MIN_KEPT_PARTIAL as usize]);
-            assert!(up.keep(&KEEP_ALL));
-        };
-        keep_one(&a, "old.bin", 1);
-        keep_one(&a, "new.bin", 2);
+        for (name, fill) in [("old.bin", 1), ("new.bin", 2)] {
+            let rp = a.check(name).unwrap();
+            keep_partial(&a, &rp, &[fill; MIN_KEPT_PARTIAL as usize]);
+        }
         let kept = partials(&dir);
         assert_eq!(kept.len(), 2);
         // The first one A kept is a day old.
@@ -1470,11 +1458,7 @@ mod tests {
         };
         assert_eq!(b.expire_partials(&hour), 1, "B ages what A kept");
         assert!(!oldest.exists());
-        let one = PartialLimits {
-            max_count: 0,
-            ..KEEP_ALL
-        };
-        assert_eq!(b.expire_partials(&one), 1, "B counts what A kept");
+        assert_eq!(b.expire_partials(&KEEP_NONE), 1, "B counts what A kept");
         assert_eq!(partials(&dir), []);
     }
 
@@ -1485,16 +1469,8 @@ mod tests {
         let first = vec![1; MIN_KEPT_PARTIAL as usize];
         let second = vec![2; MIN_KEPT_PARTIAL as usize];
         // B keeps the upload (saving its hash state), then A starts it afresh and keeps it.
-        let mut on_b = b
-            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
-            .unwrap();
-        receive_then_vanish(&mut on_b, &first);
-        assert!(on_b.keep(&KEEP_ALL));
-        let mut on_a = a
-            .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, false)
-            .unwrap();
-        receive_then_vanish(&mut on_a, &second);
-        assert!(on_a.keep(&KEEP_ALL));
+        keep_partial(&b, &rp, &first);
+        keep_partial(&a, &rp, &second);
         // Resumed on B: the hash is of what the file holds now, not of what B saw.
         let resumed = b
             .begin_upload(&rp, 1 << 20, Some(b"u:1"), true, true)
