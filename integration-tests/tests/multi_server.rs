@@ -326,6 +326,22 @@ async fn cached_hash(server: &ServerProcess, path: &str) -> Option<String> {
     found
 }
 
+/// GETs `path` through the balancer `times` times, each on a connection of its own, and checks
+/// every copy against `want`; a failed GET fails the test with `what`.
+fn get_through_balancer(c: &Cluster, path: &str, times: usize, want: &[u8], what: &str) {
+    task::block_on(async {
+        for _ in 0..times {
+            let mut got = Vec::new();
+            connect(&c.addr())
+                .await
+                .get(path, &mut got)
+                .await
+                .expect(what);
+            assert!(got == want, "{path} arrived changed");
+        }
+    });
+}
+
 #[test]
 fn connections_spread_over_the_servers_and_each_sees_what_the_others_change() {
     let Some(c) = Cluster::start("connections_spread") else {
@@ -333,17 +349,7 @@ fn connections_spread_over_the_servers_and_each_sees_what_the_others_change() {
     };
     let old = random_bytes(MIB, 1);
     std::fs::write(c.path("f.bin"), &old).unwrap();
-    task::block_on(async {
-        for _ in 0..3 * SERVERS {
-            let mut got = Vec::new();
-            connect(&c.addr())
-                .await
-                .get("f.bin", &mut got)
-                .await
-                .unwrap();
-            assert!(got == old);
-        }
-    });
+    get_through_balancer(&c, "f.bin", 3 * SERVERS, &old, "a GET through HAProxy");
     for (n, server) in c.servers.iter().enumerate() {
         assert!(
             served(server, "GET") > 0,
@@ -570,17 +576,13 @@ fn a_server_killed_mid_upload_is_taken_out_and_the_upload_resumes_on_another() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let before: usize = c.servers.iter().map(|s| served(s, "GET")).sum();
-    task::block_on(async {
-        for _ in 0..4 * SERVERS {
-            let mut got = Vec::new();
-            connect(&c.addr())
-                .await
-                .get("big.bin", &mut got)
-                .await
-                .expect("no client error once the server is marked down");
-            assert!(got == data);
-        }
-    });
+    get_through_balancer(
+        &c,
+        "big.bin",
+        4 * SERVERS,
+        &data,
+        "no client error once the server is marked down",
+    );
     let after: usize = c.servers.iter().map(|s| served(s, "GET")).sum();
     assert_eq!(
         after - before,
