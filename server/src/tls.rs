@@ -1,8 +1,9 @@
 //! TLS on the listening port (`--tls-cert`/`--tls-key`, `--tls-self-signed`).
 //!
-//! The server serves TLS and plaintext on one port and tells them apart by a connection's first
-//! byte: a TLS connection starts with a handshake record (0x16), an sft request with `{`. With
-//! TLS configured, a plaintext request gets one `tls_required` error line and a close.
+//! A server with a certificate speaks TLS only: it never serves a request in plaintext. It looks
+//! at a connection's first byte only to answer a mistaken plaintext client clearly: a TLS
+//! connection starts with a handshake record (0x16); anything else (an sft request starts with
+//! `{`) gets one `tls_required` error line and a close, and no request is read.
 
 use async_std::io::timeout;
 use async_std::net::TcpStream;
