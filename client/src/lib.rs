@@ -32,6 +32,10 @@
 //! ```
 //!
 //! Requests are encoded with `sft-protocol`'s types, the same ones the server decodes.
+//!
+//! The `sft` command line is built on this library behind the default `cli` feature; with
+//! `default-features = false` the library comes without it and without the crates only it needs
+//! (argument parsing, progress bars, signal handling).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
