@@ -356,6 +356,47 @@ fn sighup_reloads_the_tokens_and_a_bad_file_keeps_the_old_ones() {
 }
 
 #[test]
+fn a_sighup_during_start_up_is_answered_once_the_server_runs() {
+    let setup = Setup::new();
+    // The tokens file is a pipe: start-up waits in the middle (reading it) until a writer comes.
+    let fifo = setup.tokens();
+    let source = setup.dir.path().join("tokens.txt");
+    fs::rename(&fifo, &source).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        0,
+    )
+    .unwrap();
+    // In the background of the shell that becomes the server: once the server has opened the
+    // pipe, a SIGHUP to it ($$), then the tokens.
+    let writer = format!(
+        "(exec 3>'{}'; kill -HUP $$; cat '{}' >&3) & true",
+        fifo.display(),
+        source.display()
+    );
+    let args = ["--host", "127.0.0.1", "--tokens", fifo.to_str().unwrap()];
+    let mut server = ServerProcess::start_in_shell(&setup.root(), &args, Some(&writer));
+    let reloading = "signal received: reloading the tokens file";
+    wait_until(Duration::from_secs(20), || {
+        !server.logs_with(reloading).is_empty()
+    });
+    // The reload reads the pipe again.
+    fs::write(&fifo, fs::read(&source).unwrap()).unwrap();
+    wait_until(Duration::from_secs(20), || {
+        !server.logs_with("tokens reloaded").is_empty()
+    });
+    assert!(server.is_running(), "SIGHUP stopped the server");
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        assert_eq!(auth(&mut raw, READ_TOKEN).await["name"], "alice");
+        get_a(&mut raw).await;
+    });
+}
+
+#[test]
 fn a_malformed_tokens_file_stops_start_up_with_its_name_and_line() {
     let setup = Setup::new();
     let bad = setup.dir.path().join("bad-tokens");

@@ -167,3 +167,22 @@ fn max_connections_is_lowered_to_fit_the_descriptors_and_the_rest_get_busy() {
     });
     assert!(server.logs_with("accept failed").is_empty());
 }
+
+#[test]
+fn sighup_without_tokens_is_logged_and_the_server_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.txt"), "hello\n").unwrap();
+    let mut server = ServerProcess::start(root.path(), &["--host", "127.0.0.1"]);
+    let nothing = "signal received: nothing to reload (no --tokens)";
+    for n in 1..=2 {
+        server.signal("HUP");
+        wait_until(LONG, || server.logs_with(nothing).len() == n);
+    }
+    assert!(server.is_running(), "SIGHUP stopped the server");
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"a.txt\"}\n").await;
+        assert_eq!(raw.reply().await["size"], 6);
+        assert_eq!(raw.body(6).await, b"hello\n");
+    });
+}

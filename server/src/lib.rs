@@ -28,7 +28,7 @@ pub mod logging;
 mod main_helper;
 pub mod session;
 mod sessions;
-pub mod shutdown;
+pub mod signals;
 mod tls;
 
 pub use access::Cidr;

@@ -64,6 +64,11 @@ impl Handle {
     pub fn reload_tokens(&self) -> io::Result<()> {
         self.gate.reload()
     }
+
+    /// Whether the server checks tokens (`--tokens`): whether there is anything to reload.
+    pub fn has_tokens(&self) -> bool {
+        self.gate.is_active()
+    }
 }
 
 fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {

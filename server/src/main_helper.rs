@@ -4,6 +4,7 @@
 use crate::config::{Config, AFTER_HELP};
 use crate::listener::Server;
 use crate::logging;
+use crate::signals::{self, Hangups};
 use async_std::task;
 use sft_commands::Registry;
 use structopt::StructOpt;
@@ -76,8 +77,9 @@ impl Binary {
 /// Runs a server binary with `registry`: parses `sft-server`'s command line (the same flags)
 /// under `binary`'s name, installs the logger, raises the open-file limit and fits
 /// `--max-connections` to it ([`fdlimit`](crate::fdlimit)), serves until stopped (SIGINT/SIGTERM
-/// stop it gracefully), and on failure logs the error, prints `NAME: error: …` to standard
-/// error and exits with status 1. The body of a custom server's `fn main()`:
+/// stop it gracefully; SIGHUP never does, see [`signals`](crate::signals)), and on failure
+/// logs the error, prints `NAME: error: …` to standard error and exits with status 1. The body
+/// of a custom server's `fn main()`:
 ///
 /// ```no_run
 /// let mut registry = sft_commands::builtins();
@@ -87,6 +89,8 @@ impl Binary {
 /// sft_server::run_main(me, registry);
 /// ```
 pub fn run_main(binary: Binary, mut registry: Registry) {
+    // First, before anything slow: a SIGHUP from now on never ends the process.
+    let hangups = Hangups::catch();
     let mut config = binary.parse_args();
     // Read before any thread exists: reading the umask means setting it and setting it back.
     let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -100,13 +104,11 @@ pub fn run_main(binary: Binary, mut registry: Registry) {
         // Read once, when the runtime starts on the first `block_on` below.
         std::env::set_var("ASYNC_STD_THREAD_COUNT", threads.max(1).to_string());
     }
-    let tokens = config.tokens.is_some();
     let result = task::block_on(async {
+        let hangups = hangups?;
         let server = Server::bind(config, registry).await?;
-        crate::shutdown::stop_on_signals(server.handle())?;
-        if tokens {
-            crate::access::reload_on_sighup(server.handle())?;
-        }
+        signals::stop_on_signals(server.handle())?;
+        hangups.reload(server.handle())?;
         server.run().await
     });
     if let Err(e) = result {

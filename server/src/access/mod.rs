@@ -13,7 +13,6 @@ mod tokens;
 pub(crate) use allow::AllowList;
 pub use allow::Cidr;
 
-use crate::listener::Handle;
 use sft_commands::auth::{unauthorized, Grant, Tokens};
 use sft_commands::Command;
 use sft_protocol::auth::Access;
@@ -146,23 +145,6 @@ impl SessionAccess {
         self.generation = u64::MAX;
         self.grant = Some(grant);
     }
-}
-
-/// Reloads the tokens of `handle`'s server on every SIGHUP, on a background thread, as
-/// [`crate::shutdown`] stops it on SIGINT. Installed only with `--tokens`: without it SIGHUP
-/// keeps its default action, as before.
-pub(crate) fn reload_on_sighup(handle: Handle) -> io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    std::thread::Builder::new()
-        .name("sft-reload".into())
-        .spawn(move || {
-            log::debug!("SIGHUP reloads the tokens file");
-            for _ in signals.forever() {
-                log::info!(signal = "SIGHUP"; "signal received: reloading the tokens file");
-                let _ = handle.reload_tokens();
-            }
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]
