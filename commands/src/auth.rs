@@ -5,10 +5,11 @@
 //! < {"ok":true,"name":"alice","access":"read"}
 //! ```
 //!
-//! The verb only checks the token, with the server's [`Tokens`], and hands what it granted to
-//! the session in [`Stats::grant`](crate::Stats::grant). The session keeps it for the rest of the
-//! connection and checks every later request against it, before its handler runs, from what the
-//! verb declares ([`Command::writes`]): no verb, built-in or third-party, checks access itself.
+//! The verb only checks the token, with the server's [`Tokens`], and records what it granted in
+//! the connection's [`Access`](crate::Access) ([`Context::authenticate`]). Admission
+//! ([`admit`](crate::admit)) checks every later request against it, before its handler runs,
+//! from what the verb declares ([`Command::writes`]): no verb, built-in or third-party, checks
+//! access itself.
 //!
 //! A server started without tokens answers every `AUTH` with `anonymous` and `write`, which is
 //! what every connection has there anyway; so a client can always send its token.
@@ -57,6 +58,19 @@ pub trait Tokens: Send + Sync + fmt::Debug + 'static {
     /// The grant of `token`, or `None` when it is none of them. Must take the same time
     /// whichever token matched, or whether one did (compare digests in constant time).
     fn check(&self, token: &str) -> Option<Grant>;
+
+    /// Changes whenever the tokens change (a reload): a grant made under another generation is
+    /// checked again with [`Tokens::recheck`] before the connection's next request. Tokens that
+    /// never change keep the default, 0.
+    fn generation(&self) -> u64 {
+        0
+    }
+
+    /// What `grant` allows now: the same token may have another access after a reload, or be
+    /// gone (`None`). By default, what it allowed.
+    fn recheck(&self, grant: &Grant) -> Option<Grant> {
+        Some(grant.clone())
+    }
 }
 
 /// The `AUTH` handler: checks a token with the server's [`Tokens`]
@@ -103,7 +117,7 @@ impl Command for Auth {
                 name: grant.name.clone(),
                 access: grant.access,
             };
-            ctx.stats.grant = Some(grant);
+            ctx.authenticate(grant);
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)
         })
     }

@@ -1,6 +1,6 @@
 use crate::context::Context;
 use sft_protocol::body::Upload;
-use sft_protocol::{ErrorCode, Request, WireError};
+use sft_protocol::{Request, WireError};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -10,7 +10,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a request to a verb may carry after its header (PROTOCOL.md §3.1), as the verb
 /// declares it with [`Command::accepts`].
 ///
-/// The session enforces it before the handler runs: a request whose header declares a body
+/// Admission ([`admit`](crate::admit)) enforces it before the handler runs: a request whose header declares a body
 /// (a `size` or a `body` field) the verb does not take is answered `bad_request`, and no body
 /// is sent, since the client waits for a go-ahead. A verb that takes a body still decides
 /// itself whether one is *required*, and sends the go-ahead.
@@ -38,47 +38,12 @@ impl Accepts {
     }
 }
 
-/// The checks the session makes before it runs `command` for `request`, for every verb alike:
-/// the body rule (see [`Accepts`]), then `read_only` for a verb that [writes](Command::writes)
-/// on a read-only server. Nothing has been read past the header, nothing written.
-pub fn admit(
-    command: &dyn Command,
-    request: &Request<'_>,
-    read_only: bool,
-) -> Result<(), WireError> {
-    let accepts = command.accepts();
-    if request.declares_body() {
-        let verb = command.verb();
-        if accepts == Accepts::Nothing {
-            return Err(WireError::bad_request(format!(
-                "{verb} takes no body: its request must carry neither \"size\" nor \"body\""
-            )));
-        }
-        match request.body()? {
-            Some(upload) if !accepts.allows(upload) => {
-                let what = match upload {
-                    Upload::Sized(_) => "a body of declared \"size\"",
-                    Upload::Chunked => "a chunked body",
-                };
-                return Err(WireError::bad_request(format!("{verb} takes no {what}")));
-            }
-            _ => {}
-        }
-    }
-    if read_only && command.writes() {
-        return Err(WireError::new(
-            ErrorCode::ReadOnly,
-            "this server is read-only",
-        ));
-    }
-    Ok(())
-}
-
 /// A verb's server-side handler.
 ///
 /// `run` gets the decoded request header and the connection's [`Context`]. The session has
-/// already checked it against [`Command::accepts`] and [`Command::writes`] (see [`admit`]), so
-/// a handler never sees a body it did not declare, nor runs on a read-only server if it writes.
+/// already admitted it by what the verb declares (see [`admit`](crate::admit): token,
+/// [`Command::writes`], [`Command::accepts`]), so a handler never sees a body it did not
+/// declare, nor runs on a read-only server if it writes.
 /// It decodes its typed arguments with [`Request::args`], does the work, and writes its reply
 /// (and any body) through the context. It returns:
 /// - `Ok(())` once its whole reply is written (the session flushes it);
@@ -150,96 +115,6 @@ impl std::fmt::Display for CommandError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sft_protocol::decode_request;
-
-    /// A verb that declares what it is told to and never runs here.
-    struct Declares(Accepts, bool);
-
-    impl Command for Declares {
-        fn verb(&self) -> &'static str {
-            "T"
-        }
-        fn writes(&self) -> bool {
-            self.1
-        }
-        fn accepts(&self) -> Accepts {
-            self.0
-        }
-        fn run<'a>(
-            &'a self,
-            _: Request<'a>,
-            _: &'a mut Context<'_>,
-        ) -> BoxFuture<'a, Result<(), CommandError>> {
-            unreachable!("admission is checked without running the verb")
-        }
-    }
-
-    fn admitted(
-        accepts: Accepts,
-        writes: bool,
-        read_only: bool,
-        line: &str,
-    ) -> Result<(), ErrorCode> {
-        let request = decode_request(line.as_bytes()).expect("a valid header");
-        admit(&Declares(accepts, writes), &request, read_only).map_err(|e| e.code)
-    }
-
-    #[test]
-    fn bodies_a_verb_does_not_take_are_refused() {
-        use Accepts::*;
-        let bad = Err(ErrorCode::BadRequest);
-        let cases = [
-            (Nothing, r#"{"verb":"T"}"#, Ok(())),
-            (Nothing, r#"{"verb":"T","size":3}"#, bad),
-            (Nothing, r#"{"verb":"T","size":0}"#, bad),
-            (Nothing, r#"{"verb":"T","body":"chunked"}"#, bad),
-            // Any `size` or `body` at all, even one no reader could frame.
-            (Nothing, r#"{"verb":"T","body":"gzip"}"#, bad),
-            (Nothing, r#"{"verb":"T","size":"3"}"#, bad),
-            (Sized, r#"{"verb":"T","size":3}"#, Ok(())),
-            (Sized, r#"{"verb":"T"}"#, Ok(())),
-            (Sized, r#"{"verb":"T","body":"chunked"}"#, bad),
-            (Chunked, r#"{"verb":"T","body":"chunked"}"#, Ok(())),
-            (Chunked, r#"{"verb":"T","size":3}"#, bad),
-            (SizedOrChunked, r#"{"verb":"T","size":3}"#, Ok(())),
-            (SizedOrChunked, r#"{"verb":"T","body":"chunked"}"#, Ok(())),
-            (
-                SizedOrChunked,
-                r#"{"verb":"T","size":1,"body":"chunked"}"#,
-                bad,
-            ),
-            (SizedOrChunked, r#"{"verb":"T","size":-1}"#, bad),
-            (
-                SizedOrChunked,
-                r#"{"verb":"T","body":"gzip"}"#,
-                Err(ErrorCode::Unsupported),
-            ),
-        ];
-        for (accepts, line, want) in cases {
-            assert_eq!(
-                admitted(accepts, false, false, line),
-                want,
-                "{accepts:?} {line}"
-            );
-        }
-    }
-
-    #[test]
-    fn writing_verbs_are_refused_on_a_read_only_server() {
-        let line = r#"{"verb":"T","size":1}"#;
-        assert_eq!(
-            admitted(Accepts::Sized, true, true, line),
-            Err(ErrorCode::ReadOnly)
-        );
-        assert_eq!(admitted(Accepts::Sized, true, false, line), Ok(()));
-        assert_eq!(admitted(Accepts::Sized, false, true, line), Ok(()));
-        // A malformed request is that first: the client has a request to fix either way.
-        let both = r#"{"verb":"T","size":1,"body":"chunked"}"#;
-        assert_eq!(
-            admitted(Accepts::SizedOrChunked, true, true, both),
-            Err(ErrorCode::BadRequest)
-        );
-    }
 
     #[test]
     fn the_default_takes_nothing() {

@@ -1,3 +1,5 @@
+use crate::admission::Access;
+use crate::auth::Grant;
 use crate::registry::Registry;
 use crate::sandbox::Root;
 use crate::slots::{Slot, UploadSlots};
@@ -119,8 +121,6 @@ pub struct Stats {
     pub bytes_out: u64,
     /// The error code of an error reply the handler wrote itself (after a body).
     pub error: Option<sft_protocol::ErrorCode>,
-    /// What an `AUTH` granted: the session acts under it from the next request on.
-    pub grant: Option<crate::auth::Grant>,
 }
 
 /// Buffers a connection keeps from one request to the next, so that the small-request path
@@ -151,6 +151,8 @@ pub struct Context<'c> {
     /// Filled in by the handler for the request log line.
     pub stats: Stats,
     buffers: &'c mut Buffers,
+    /// What the connection authenticated as (admission checks it; `AUTH` changes it).
+    access: &'c mut Access,
     /// The length of an eager body (PROTOCOL.md §3.1) that nothing has claimed yet: it follows
     /// the header without a go-ahead.
     eager: Option<u64>,
@@ -168,6 +170,7 @@ impl<'c> Context<'c> {
         session: u64,
         peer: SocketAddr,
         buffers: &'c mut Buffers,
+        access: &'c mut Access,
     ) -> Self {
         Context {
             root,
@@ -179,8 +182,23 @@ impl<'c> Context<'c> {
             peer,
             stats: Stats::default(),
             buffers,
+            access,
             eager: None,
         }
+    }
+
+    /// What the connection authenticated as, if it did.
+    pub fn grant(&self) -> Option<&Grant> {
+        self.access.grant()
+    }
+
+    /// Makes the connection act under `grant` from its next request on (what `AUTH` does once
+    /// it accepted a token): admission checks every later request against it.
+    pub fn authenticate(&mut self, grant: Grant) {
+        if self.limits.tokens.is_some() {
+            log::info!(session = self.session, name = grant.name.as_str(), access = grant.access.as_str(); "authenticated");
+        }
+        self.access.granted(grant);
     }
 
     /// Marks the request as an eager upload of `len` body bytes: they follow the header

@@ -12,6 +12,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
 
+mod admission;
 pub mod attributes;
 pub mod auth;
 mod body;
@@ -35,8 +36,9 @@ pub mod staging;
 pub mod started;
 pub mod stat;
 
+pub use admission::{admit, Access};
 pub use body::ReceivedFile;
-pub use command::{admit, Accepts, BoxFuture, Command, CommandError};
+pub use command::{Accepts, BoxFuture, Command, CommandError};
 pub use context::{
     discard_eager, Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, StreamRead,
     StreamWrite, Writer,

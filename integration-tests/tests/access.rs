@@ -262,6 +262,37 @@ fn an_eager_send_refused_to_a_read_token_keeps_the_connection_in_step() {
     assert!(!setup.root().join("b.txt").exists());
 }
 
+/// Admission's order: who you are, then may you write, then what may follow the header.
+#[test]
+fn on_a_read_only_server_a_connection_without_a_token_hears_unauthorized_first() {
+    let setup = Setup::new();
+    let server = setup.server(&["--read-only"]);
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        for request in [
+            r#"{"verb":"MKDIR","path":"new"}"#,
+            r#"{"verb":"SEND","path":"b.txt","size":3}"#,
+            // A body MKDIR does not take: still who you are first.
+            r#"{"verb":"MKDIR","path":"new","size":3}"#,
+        ] {
+            let reply = ask(&mut raw, request).await;
+            assert_eq!(code_of(&reply), "unauthorized", "{request}: {reply}");
+        }
+        assert_eq!(auth(&mut raw, WRITE_TOKEN).await["access"], "write");
+        for request in [
+            r#"{"verb":"MKDIR","path":"new"}"#,
+            r#"{"verb":"MKDIR","path":"new","size":3}"#,
+        ] {
+            let reply = ask(&mut raw, request).await;
+            assert_eq!(code_of(&reply), "read_only", "{request}: {reply}");
+        }
+        let reply = ask(&mut raw, r#"{"verb":"STAT","path":"a.txt","size":3}"#).await;
+        assert_eq!(code_of(&reply), "bad_request", "{reply}");
+        get_a(&mut raw).await;
+    });
+    assert!(!setup.root().join("new").exists());
+}
+
 #[test]
 fn a_write_token_may_do_everything() {
     let setup = Setup::new();

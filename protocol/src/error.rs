@@ -97,6 +97,26 @@ impl WireError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
     }
+
+    /// `not_found` with the given message.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// `exists` with the given message.
+    pub fn exists(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Exists, message)
+    }
+
+    /// `forbidden` with the given message.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    /// `too_large` with the given message.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
+    }
 }
 
 impl fmt::Display for WireError {

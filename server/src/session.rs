@@ -1,9 +1,9 @@
 //! The session actor: one task per connection, owning its socket and state.
 //!
 //! Its loop waits for either the next header line or a message in its mailbox. A header is
-//! decoded, its verb looked up in the registry, checked against what the verb declares (the body
-//! it takes, whether it writes: [`sft_commands::admit`]) and the handler run with the
-//! connection's context; then the loop starts over. Malformed input gets an error reply; a handler that
+//! decoded, its verb looked up in the registry, admitted by what the verb declares (token,
+//! whether it writes, the body it takes: [`sft_commands::admit`], one ordered pipeline) and the
+//! handler run with the connection's context; then the loop starts over. Malformed input gets an error reply; a handler that
 //! aborts, a peer that vanishes or a `Stop` in the mailbox ends this session only.
 
 use crate::logging::escape;
@@ -14,7 +14,9 @@ use async_std::io::{BufReader, BufWriter};
 use async_std::net::TcpStream;
 use futures::future::Either;
 use futures::{AsyncBufReadExt, AsyncWriteExt, Future, FutureExt};
-use sft_commands::{admit, Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root};
+use sft_commands::{
+    admit, Access, Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root,
+};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
@@ -282,7 +284,7 @@ async fn requests(
     let mut line = Vec::with_capacity(256);
     let mut scratch = Vec::with_capacity(256);
     let mut buffers = Buffers::default();
-    let mut access = shared.gate.session();
+    let mut access = Access::new();
     let mut ready_in_a_row = 0u32;
     let mut idle = IdleTimer::new(shared.idle_timeout);
     // Every message ends the session: one receive serves its whole life.
@@ -398,13 +400,10 @@ async fn requests(
             }
             continue;
         };
-        // The same rules for every verb, before its handler runs: no body it does not take
-        // (the client waits for a go-ahead, so none was sent — or, eager, it is dropped), no
-        // write on a read-only server, nothing without a token where one is required, no write
-        // under a read-only token.
-        let admitted = admit(&**handler, &request, shared.limits.read_only)
-            .and_then(|()| shared.gate.admit(&mut access, &**handler));
-        if let Err(err) = admitted {
+        // The same rules for every verb, in their order, before its handler runs: who you are,
+        // may you write, what may follow the header (a body refused was not sent, since the
+        // client waits for a go-ahead — or, eager, it is dropped).
+        if let Err(err) = admit(&**handler, &request, &shared.limits, &mut access) {
             log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
             if let Err(e) =
                 refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
@@ -423,6 +422,7 @@ async fn requests(
             info.id,
             info.peer,
             &mut buffers,
+            &mut access,
         )
         .with_eager_body(eager);
         let mut result = handler.run(request, &mut ctx).await;
@@ -432,11 +432,8 @@ async fn requests(
                 result = Err(CommandError::Abort(e));
             }
         }
-        let mut stats = std::mem::take(&mut ctx.stats);
+        let stats = std::mem::take(&mut ctx.stats);
         drop(ctx);
-        if let Some(grant) = stats.grant.take() {
-            access.granted(&shared.gate, grant, info.id);
-        }
         let (outcome, abort) = match result {
             Ok(()) => (stats.error.map_or("ok", |c| c.as_str()), None),
             Err(CommandError::Reply(err)) => {

@@ -1,11 +1,10 @@
-//! Access control: tokens (`--tokens`), the checks a session makes before each request, and
-//! the address allow-list (`--allow`).
+//! Access control: the tokens file (`--tokens`: loading, reloading) and the address allow-list
+//! (`--allow`).
 //!
-//! The checks are driven by what each verb declares, never by the verb itself: until a
-//! connection has authenticated, every verb but the [public](Command::public) ones (`HELLO`,
-//! `AUTH`) answers `unauthorized`;
-//! under a `read` token, a verb whose [`Command::writes`] is true answers `forbidden`. A
-//! third-party verb gets both without a line of its own. Without `--tokens` nothing is checked.
+//! The tokens are checked where every request is admitted, in one ordered pipeline with the
+//! other checks ([`sft_commands::admit`]): until a connection has authenticated, every verb but
+//! the public ones (`HELLO`, `AUTH`) answers `unauthorized`; under a `read` token, a verb that
+//! writes answers `forbidden`. Without `--tokens` nothing is checked.
 
 mod allow;
 mod tokens;
@@ -13,10 +12,7 @@ mod tokens;
 pub(crate) use allow::AllowList;
 pub use allow::Cidr;
 
-use sft_commands::auth::{unauthorized, Grant, Tokens};
-use sft_commands::Command;
-use sft_protocol::auth::Access;
-use sft_protocol::{ErrorCode, WireError};
+use sft_commands::auth::Tokens;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,58 +39,6 @@ impl Gate {
         Ok(Gate {
             tokens: Some(store),
         })
-    }
-
-    /// The access control of a new connection.
-    pub(crate) fn session(&self) -> SessionAccess {
-        SessionAccess {
-            grant: None,
-            generation: 0,
-        }
-    }
-
-    /// Whether `command` may run on a connection in state `access`; the answer to send if not.
-    /// Called where the session refuses requests before their handler runs, so that a
-    /// refused request is treated like every other refusal there (nothing read past its
-    /// header).
-    pub(crate) fn admit(
-        &self,
-        access: &mut SessionAccess,
-        command: &dyn Command,
-    ) -> Result<(), WireError> {
-        let Some(store) = &self.tokens else {
-            return Ok(());
-        };
-        // Those that declare themselves public: who the server is, and the token itself.
-        if command.public() {
-            return Ok(());
-        }
-        // After a SIGHUP the token may be gone, or have another access.
-        let generation = store.generation();
-        if access.generation != generation {
-            access.generation = generation;
-            if let Some(grant) = &access.grant {
-                let now = store.recheck(grant);
-                if now.is_none() {
-                    log::info!(name = grant.name.as_str(); "token withdrawn by a reload: the connection must authenticate again");
-                }
-                access.grant = now;
-            }
-        }
-        let Some(grant) = &access.grant else {
-            return Err(unauthorized("this server requires a token"));
-        };
-        if grant.access == Access::Read && command.writes() {
-            return Err(WireError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "this token ({}) may only read: {} writes",
-                    grant.name,
-                    command.verb()
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Reloads the tokens file, if there is one, logging the outcome: a file that cannot be
@@ -126,32 +70,11 @@ impl Gate {
     }
 }
 
-/// What one connection authenticated as.
-#[derive(Debug)]
-pub(crate) struct SessionAccess {
-    grant: Option<Grant>,
-    /// The token list generation `grant` was last checked against.
-    generation: u64,
-}
-
-impl SessionAccess {
-    /// An `AUTH` accepted a token: the connection acts under `grant` from now on.
-    pub(crate) fn granted(&mut self, gate: &Gate, grant: Grant, session: u64) {
-        if gate.is_active() {
-            log::info!(session = session, name = grant.name.as_str(), access = grant.access.as_str(); "authenticated");
-        }
-        // Checked again before the next request: a reload may have come between the check of
-        // the token and now.
-        self.generation = u64::MAX;
-        self.grant = Some(grant);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sft_commands::{BoxFuture, CommandError, Context};
-    use sft_protocol::Request;
+    use sft_commands::{admit, Access, BoxFuture, Command, CommandError, Context, Limits};
+    use sft_protocol::{decode_request, ErrorCode, Request};
 
     /// A third-party verb that declares what it is told to and never runs here.
     struct ThirdParty {
@@ -191,12 +114,9 @@ mod tests {
         public: true,
     };
 
-    fn code(r: Result<(), WireError>) -> Option<ErrorCode> {
-        r.err().map(|e| e.code)
-    }
-
+    /// The tokens file's tokens, checked where requests are admitted; a reload withdraws one.
     #[test]
-    fn third_party_verbs_are_checked_from_what_they_declare() {
+    fn the_tokens_file_is_what_admission_checks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
         let hex = |t: &str| -> String {
@@ -212,33 +132,44 @@ mod tests {
         .unwrap();
         let gate = Gate::open(Some(&path)).unwrap();
         let tokens = gate.tokens().unwrap();
+        let limits = Limits {
+            tokens: gate.tokens(),
+            ..Limits::default()
+        };
+        let request = decode_request(br#"{"verb":"TOUCH"}"#).unwrap();
+        let code = |access: &mut Access, verb: &ThirdParty| {
+            admit(verb, &request, &limits, access).err().map(|e| e.code)
+        };
+        let authenticated = |token: &str| {
+            let mut access = Access::new();
+            access.granted(tokens.check(token).unwrap());
+            access
+        };
 
-        let mut anon = gate.session();
-        assert_eq!(code(gate.admit(&mut anon, &PUBLIC)), None);
-        assert_eq!(
-            code(gate.admit(&mut anon, &READS)),
-            Some(ErrorCode::Unauthorized)
-        );
-        assert_eq!(
-            code(gate.admit(&mut anon, &WRITES)),
-            Some(ErrorCode::Unauthorized)
-        );
+        let mut anon = Access::new();
+        assert_eq!(code(&mut anon, &PUBLIC), None);
+        assert_eq!(code(&mut anon, &READS), Some(ErrorCode::Unauthorized));
+        assert_eq!(code(&mut anon, &WRITES), Some(ErrorCode::Unauthorized));
 
-        let mut reader = gate.session();
-        reader.granted(&gate, tokens.check("r").unwrap(), 1);
-        assert_eq!(code(gate.admit(&mut reader, &READS)), None);
-        let refused = gate.admit(&mut reader, &WRITES).unwrap_err();
+        let mut reader = authenticated("r");
+        assert_eq!(code(&mut reader, &READS), None);
+        let refused = admit(&WRITES, &request, &limits, &mut reader).unwrap_err();
         assert_eq!(refused.code, ErrorCode::Forbidden);
         assert!(refused.message.contains("may only read"), "{refused}");
 
-        let mut writer = gate.session();
-        writer.granted(&gate, tokens.check("w").unwrap(), 2);
-        assert_eq!(code(gate.admit(&mut writer, &WRITES)), None);
+        let mut writer = authenticated("w");
+        assert_eq!(code(&mut writer, &WRITES), None);
         assert!(tokens.check("x").is_none());
 
+        // A reload that withdraws bob's token: his connection must authenticate again.
+        std::fs::write(&path, format!("alice read {}\n", hex("r"))).unwrap();
+        gate.reload().unwrap();
+        assert_eq!(code(&mut writer, &WRITES), Some(ErrorCode::Unauthorized));
+        assert_eq!(code(&mut reader, &READS), None);
+
         // Without tokens nothing is checked.
-        let open = Gate::default();
-        let mut any = open.session();
-        assert_eq!(code(open.admit(&mut any, &WRITES)), None);
+        let open = Limits::default();
+        let mut any = Access::new();
+        assert!(admit(&WRITES, &request, &open, &mut any).is_ok());
     }
 }

@@ -225,29 +225,27 @@ impl TokenStore {
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(n)
     }
-
-    /// Changes with every reload.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// What `grant` allows now: the same token may have another access after a reload, or be
-    /// gone (`None`).
-    pub(crate) fn recheck(&self, grant: &Grant) -> Option<Grant> {
-        let list = self.current();
-        list.find(&grant.key).map(|e| Grant {
-            name: e.name.clone(),
-            access: e.access,
-            key: e.digest,
-        })
-    }
 }
 
 impl Tokens for TokenStore {
     fn check(&self, token: &str) -> Option<Grant> {
-        let digest = digest(token);
-        let list = self.current();
-        list.find(&digest).map(|e| Grant {
+        self.find(&digest(token))
+    }
+
+    /// Changes with every reload.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn recheck(&self, grant: &Grant) -> Option<Grant> {
+        self.find(&grant.key)
+    }
+}
+
+impl TokenStore {
+    /// The grant of the token whose digest is `key`, among the tokens in force.
+    fn find(&self, key: &[u8; 32]) -> Option<Grant> {
+        self.current().find(key).map(|e| Grant {
             name: e.name.clone(),
             access: e.access,
             key: e.digest,
