@@ -64,6 +64,9 @@ pub(crate) struct Conn {
     pub(crate) rate: Option<RateLimit>,
     /// Whether the server takes eager uploads, once asked.
     pub(crate) eager: Option<bool>,
+    /// Whether a line has arrived yet: until one has, a close is the server refusing the
+    /// connection itself, and a line that is no JSON object is another protocol's greeting.
+    heard: bool,
 }
 
 /// An exchange in progress on a [`Conn`]; see the module documentation.
@@ -163,6 +166,7 @@ impl Conn {
             stall,
             rate: None,
             eager: None,
+            heard: false,
         }
     }
 
@@ -204,17 +208,29 @@ impl Conn {
     /// Writes the request line in `scratch` and flushes it.
     async fn write_scratch(&mut self, verb: &str) -> Result<(), Error> {
         let during = format!("the {verb} request");
-        with_stall(self.stall, self.writer.write_all(&self.scratch))
-            .await
-            .map_err(Error::cut_off(during.clone()))?;
+        let written = with_stall(self.stall, self.writer.write_all(&self.scratch)).await;
+        written.map_err(|e| self.cut_off(&during, e))?;
         self.flush(&during).await
     }
 
     /// Sends everything buffered.
     pub(crate) async fn flush(&mut self, during: &str) -> Result<(), Error> {
-        with_stall(self.stall, self.writer.flush())
-            .await
-            .map_err(Error::cut_off(during))
+        let flushed = with_stall(self.stall, self.writer.flush()).await;
+        flushed.map_err(|e| self.cut_off(during, e))
+    }
+
+    /// The connection failed with `e` during `during`: cut off, or, before the server said
+    /// anything, closed by it at once (what a server does to an address it does not allow).
+    fn cut_off(&self, during: &str, e: io::Error) -> Error {
+        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        match e.kind() {
+            BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof if !self.heard => {
+                Error::ClosedAtOnce {
+                    during: during.to_owned(),
+                }
+            }
+            _ => Error::cut_off(during)(e),
+        }
     }
 
     /// Reads one line (a reply or a trailer) into `self.line`.
@@ -226,16 +242,26 @@ impl Conn {
         } else {
             with_stall(self.stall, read_line(&mut self.reader, &mut self.line)).await
         };
+        let first = !self.heard;
         match read {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::CutOff {
-                during: during.to_owned(),
-                source: io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the server"),
-            }),
+            Ok(true) if first && !looks_like_json(&self.line) => {
+                Err(Error::Protocol(not_sft(&self.line)))
+            }
+            Ok(true) => {
+                self.heard = true;
+                Ok(())
+            }
+            Ok(false) => Err(self.cut_off(
+                during,
+                io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the server"),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData && first => {
+                Err(Error::Protocol(not_sft(&self.line)))
+            }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(Error::Protocol(format!(
                 "{during}: reply line longer than {MAX_HEADER_LEN} bytes"
             ))),
-            Err(e) => Err(Error::cut_off(during)(e)),
+            Err(e) => Err(self.cut_off(during, e)),
         }
     }
 
@@ -357,6 +383,28 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Whether `line` starts like a JSON object, as every line of the sft protocol does.
+fn looks_like_json(line: &[u8]) -> bool {
+    line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// Says that the peer speaks another protocol, quoting (escaped, shortened) what it sent first:
+/// an SSH server's banner, an HTTP status line.
+fn not_sft(line: &[u8]) -> String {
+    const SHOWN: usize = 40;
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches(['\r', '\n']);
+    let mut shown: String = text
+        .chars()
+        .take(SHOWN)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push('…');
+    }
+    format!("not an sft server (it sent '{shown}')")
 }
 
 /// What [`Conn::stream_line`] read; the line itself is in `Conn::line`.

@@ -16,7 +16,9 @@ pub enum ExitCode {
     Local = 1,
     /// The command line was wrong.
     Usage = 2,
-    /// The server could not be reached (name not resolved, connection refused, unreachable).
+    /// The server could not be reached (name not resolved, connection refused, unreachable), or
+    /// it closed the connection at once, before answering (as it does to an address its
+    /// `--allow` list leaves out).
     Connect = 3,
     /// The server refused the request (not found, exists, forbidden, …).
     Refused = 4,
@@ -57,6 +59,13 @@ pub enum Error {
         during: String,
         /// The underlying error.
         source: io::Error,
+    },
+    /// The server closed the connection before it sent a byte: what `sft-server --allow` does
+    /// to an address it does not admit (or a server stopping). Not transient: trying again
+    /// from the same address cannot help.
+    ClosedAtOnce {
+        /// What was going on.
+        during: String,
     },
     /// The server sent something that is not a valid reply.
     Protocol(String),
@@ -102,7 +111,10 @@ impl Error {
     /// The `sft` exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Resolve { .. } | Error::Connect { .. } | Error::Tls { .. } => ExitCode::Connect,
+            Error::Resolve { .. }
+            | Error::Connect { .. }
+            | Error::Tls { .. }
+            | Error::ClosedAtOnce { .. } => ExitCode::Connect,
             Error::Certificate { .. } => ExitCode::Untrusted,
             Error::Remote(e) if e.code == ErrorCode::ChecksumMismatch => ExitCode::Integrity,
             // "Try again later": as transient as a connection cut off.
@@ -135,12 +147,14 @@ impl Error {
     }
 
     /// A stable machine-readable name for this error (`--json` output): the server's code for
-    /// refusals, otherwise one of `resolve_failed`, `connect_failed`, `tls_failed`,
-    /// `untrusted_certificate`, `cut_off`, `protocol`, `local_io`, `checksum_mismatch`.
+    /// refusals, otherwise one of `resolve_failed`, `connect_failed`, `closed_at_once`,
+    /// `tls_failed`, `untrusted_certificate`, `cut_off`, `protocol`, `local_io`,
+    /// `checksum_mismatch`.
     pub fn code_name(&self) -> &'static str {
         match self {
             Error::Resolve { .. } => "resolve_failed",
             Error::Connect { .. } => "connect_failed",
+            Error::ClosedAtOnce { .. } => "closed_at_once",
             Error::Tls { .. } => "tls_failed",
             Error::Certificate { .. } => "untrusted_certificate",
             Error::Remote(e) => e.code.as_str(),
@@ -226,6 +240,11 @@ impl fmt::Display for Error {
                 )
             }
             Error::CutOff { during, source } => write!(f, "cut off during {during}: {source}"),
+            Error::ClosedAtOnce { during } => write!(
+                f,
+                "the server closed the connection at once, before answering {during}: this \
+                 address may not be allowed there (sft-server --allow), or the server was stopping"
+            ),
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
             Error::Integrity { what, expected, actual } => write!(
                 f,

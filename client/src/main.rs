@@ -25,7 +25,9 @@ const EXAMPLES: &str = "EXAMPLES:
     sft ls files.example.org reports -r               list a folder and all below it
     sft stat files.example.org reports/q3.pdf         kind, size, modification time
     sft rm host inbox/old.txt inbox/older.txt         remove files (--folder: empty folders)
+    sft mkdir host archive/2024 inbox                 create folders (and missing parents)
     sft mv host inbox/q3.pdf archive/q3.pdf           move or rename, atomically
+    sft mv host inbox/q4.pdf archive/                 move into a folder
     sft info files.example.org                        server version, verbs and limits
     sft call files.example.org STAT '{\"path\":\"a.txt\"}'         any verb: prints the reply
     sft call files.example.org GET '{\"path\":\"a.txt\"}' -o a.txt  …and writes its body to a.txt
@@ -54,8 +56,8 @@ EXIT CODES:
     about = "Moves files to and from an sft server over TCP (port 7005 unless told otherwise).",
     after_help = EXAMPLES,
     // One [OPTIONS] list (flags and options together): nothing in a usage line looks required
-    // but what is; colour only on a terminal.
-    global_settings = &[AppSettings::UnifiedHelpMessage, AppSettings::ColorAuto]
+    // but what is. No colour anywhere (clap's colour feature is off, see Cargo.toml).
+    global_settings = &[AppSettings::UnifiedHelpMessage]
 )]
 enum Cli {
     /// Download REMOTE to LOCAL; with -o DIR many files, with -r whole folders.
@@ -121,6 +123,18 @@ enum Cli {
         #[structopt(long)]
         folder: bool,
     },
+    /// Create each folder PATH on SERVER, with any missing parents (one already there is fine).
+    #[structopt(after_help = EXAMPLES)]
+    Mkdir {
+        #[structopt(flatten)]
+        common: Common,
+        /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
+        #[structopt(value_name = "SERVER")]
+        server: String,
+        /// Folders on the server, relative to its served folder.
+        #[structopt(required = true)]
+        paths: Vec<String>,
+    },
     /// Move FROM to TO on SERVER, atomically (a file, folder or symlink).
     #[structopt(after_help = EXAMPLES)]
     Mv {
@@ -131,7 +145,8 @@ enum Cli {
         server: String,
         /// What to move, relative to the served folder.
         from: String,
-        /// Its new path; the folder holding it must exist.
+        /// Its new path (the folder holding it must exist), or a folder to move it into: an
+        /// existing one, or any path ending in `/`.
         to: String,
         /// Replace an existing file at TO (a folder is never replaced).
         #[structopt(long)]
@@ -186,6 +201,7 @@ impl Cli {
             Cli::Ls { common, .. }
             | Cli::Stat { common, .. }
             | Cli::Rm { common, .. }
+            | Cli::Mkdir { common, .. }
             | Cli::Mv { common, .. }
             | Cli::Info { common, .. }
             | Cli::Call { common, .. } => Some(common),
@@ -359,7 +375,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             folder,
         } => {
             let mut client = connect(&server, &common).await?;
-            cmd::rm::run(&mut client, &paths, folder, common.verbose, common.json).await?;
+            let change = cmd::paths::Change::Remove { folder };
+            cmd::paths::run(&mut client, change, &paths, common.verbose, common.json).await?;
+        }
+        Cli::Mkdir {
+            common,
+            server,
+            paths,
+        } => {
+            let mut client = connect(&server, &common).await?;
+            let change = cmd::paths::Change::Mkdir;
+            cmd::paths::run(&mut client, change, &paths, common.verbose, common.json).await?;
         }
         Cli::Mv {
             common,

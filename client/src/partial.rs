@@ -33,11 +33,18 @@ pub(crate) struct Partial {
 impl Partial {
     /// Opens (blocking) the partial download of `local`: with `resume`, the one an earlier
     /// attempt left, if any, else a new empty one; without, always a new empty one (a leftover
-    /// is removed first).
+    /// is removed first). Missing folders above `local` are created, as `send` creates them on
+    /// the server.
     pub(crate) fn open(local: &Path, resume: bool) -> io::Result<Partial> {
         let path = crate::client::partial_path(local);
+        let mut parents_made = false;
         for _ in 0..ATTEMPTS {
             match options().create_new(true).open(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !parents_made => {
+                    parents_made = true;
+                    make_parents(&path)?;
+                    continue;
+                }
                 Ok(file) => {
                     lock(&file)?;
                     let id = identity(&file)?;
@@ -118,6 +125,19 @@ fn options() -> OpenOptions {
         .write(true)
         .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32);
     o
+}
+
+/// Creates the folders above `path` that are missing.
+fn make_parents(path: &Path) -> io::Result<()> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    fs::create_dir_all(dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot create the folder {}: {e}", dir.display()),
+        )
+    })
 }
 
 /// Takes the exclusive lock without waiting; a partial another download holds is refused.

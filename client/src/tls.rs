@@ -448,7 +448,17 @@ pub(crate) fn describe_failure(
                     | rustls::Error::InvalidMessage(_)
             )
         });
-    if plaintext {
+    let closed = matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+    );
+    if closed {
+        write!(
+            f,
+            "{server} closed the connection at once, before the TLS handshake: this address \
+             may not be allowed there (sft-server --allow), or the server was stopping"
+        )
+    } else if plaintext {
         write!(
             f,
             "{server} did not answer in TLS: it serves plaintext only (connect without --tls, \

@@ -541,6 +541,15 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Every line a finished process wrote on standard output, parsed as JSON (panics on one that
+/// is not).
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect()
+}
+
 /// Asserts a process's exit code, showing its standard error when it differs.
 #[track_caller]
 pub fn expect_code(out: &Output, code: i32) {

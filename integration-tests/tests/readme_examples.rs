@@ -128,6 +128,7 @@ fn stage() -> Stage {
         ("inbox/old.txt", b"old\n"),
         ("inbox/b.txt", b"b\n"),
         ("inbox/q3.pdf", b"%PDF q3"),
+        ("inbox/q4.pdf", b"%PDF q4"),
         ("big.iso", &vec![7u8; 300_000][..]),
     ] {
         put(&root, rel, data);

@@ -3,7 +3,9 @@
 //! compares hashes of every same-size file, and interrupted transfers are continued without
 //! being asked to.
 
-use sft_integration_tests::{expect_code, random_bytes, sft, stderr, Relay, Tamper, TestServer};
+use sft_integration_tests::{
+    expect_code, json_lines, random_bytes, sft, stderr, Relay, Tamper, TestServer,
+};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -11,13 +13,6 @@ use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 const FILES: usize = 2000;
-
-fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
-        .collect()
-}
 
 /// The batch's summary `--json` line (an error line may follow it).
 #[track_caller]

@@ -37,6 +37,7 @@ pub(crate) struct GetArgs {
     #[structopt(required = true, parse(from_os_str), value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Download every REMOTE into this local folder (created if missing), over one connection.
+    /// For a single file into a folder not there yet, write DIR/ (`-o` never names the file).
     #[structopt(
         short = "o",
         long = "output-dir",
@@ -92,6 +93,9 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
                 .iter()
                 .map(|p| utf8(p))
                 .collect::<Result<Vec<_>, _>>()?;
+            if let [remote] = remotes.as_slice() {
+                curl_habit(remote, dir, args.recursive)?;
+            }
             if remotes.iter().any(|r| glob::has_glob(r)) {
                 let mut client = connect(&server, &ui).await?;
                 let remotes = matches(&mut client, &remotes).await?;
@@ -138,6 +142,28 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
             single(&args, &ui, &server, None, &remote, local).await
         }
     }
+}
+
+/// `get SERVER FILE -o NAME`, where NAME is nothing yet: most likely curl's `-o FILE`, which
+/// would make a folder NAME holding FILE. Said rather than done, with what to write instead;
+/// a NAME ending in `/`, one that exists, or a pattern or folder (-r) to download keeps `-o`'s
+/// meaning.
+fn curl_habit(remote: &str, dir: &Path, recursive: bool) -> Result<(), Failure> {
+    let folder_meant = recursive
+        || glob::has_glob(remote)
+        || dir.as_os_str().as_encoded_bytes().ends_with(b"/")
+        || std::fs::symlink_metadata(dir).is_ok();
+    if folder_meant {
+        return Ok(());
+    }
+    let dir = escape(&dir.display().to_string());
+    Err(Failure::Usage(format!(
+        "-o names the folder to download into, and {dir} does not exist; to save {} as the \
+         file {dir}, name it after REMOTE: `sft get SERVER {} {dir}` (or write `-o {dir}/` to \
+         create the folder)",
+        escape(remote),
+        escape(remote),
+    )))
 }
 
 /// Every REMOTE, with each pattern among them replaced by what it matches on the server (in

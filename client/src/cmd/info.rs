@@ -20,12 +20,17 @@ pub(crate) async fn run(client: &mut Client, json: bool) -> Result<(), Failure> 
         let connections = limits
             .max_connections
             .map_or("not said".to_owned(), |n| n.to_string());
+        let token = match limits.auth {
+            true => "required (--token TOKEN or SFT_TOKEN; HELLO and AUTH need none)",
+            false => "not required",
+        };
         let mut t = format!(
-            "server           {} {}\naddress          {}\nprotocol         {}\nread-only        {}\nmax upload       {}\nmax connections  {}\nverbs:",
+            "server           {} {}\naddress          {}\nprotocol         {}\ntoken            {}\nread-only        {}\nmax upload       {}\nmax connections  {}\nverbs:",
             escape(&hello.server),
             escape(&hello.version),
             client.server(),
             hello.protocol,
+            token,
             yes_no(limits.read_only),
             upload,
             connections,
