@@ -180,6 +180,20 @@ impl Conn {
         self.broken
     }
 
+    /// One request without a body and its one reply line, in step: the fields of a successful
+    /// reply, `Error::Remote` for a refusal.
+    pub(crate) async fn ask<V: Verb, T: DeserializeOwned>(
+        &mut self,
+        request: &V,
+        during: &str,
+    ) -> Result<T, Error> {
+        let mut x = self.begin()?;
+        x.request(request).await?;
+        let reply = x.reply(during).await?;
+        x.done();
+        Ok(reply)
+    }
+
     /// Starts an exchange: fails at once on a broken connection.
     pub(crate) fn begin(&mut self) -> Result<Exchange<'_>, Error> {
         if self.broken {

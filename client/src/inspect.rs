@@ -10,28 +10,21 @@ use sft_protocol::verbs::{
 impl Client {
     /// Describes `remote` (a file, folder or symlink; `""` for the served folder itself).
     pub async fn stat(&mut self, remote: &str) -> Result<Entry, Error> {
-        let mut x = self.conn.begin()?;
-        x.request(&StatRequest {
-            path: remote.to_owned(),
-            hash: true,
-        })
-        .await?;
-        let reply: StatReply = x.reply(&format!("STAT {remote}")).await?;
-        x.done();
-        Ok(reply.entry)
+        self.stat_with(remote, true).await
     }
 
     /// Describes `remote` from its metadata alone: unlike [`Client::stat`], the server reads
     /// no file to hash it (the entry's `blake3` is then absent).
     pub async fn stat_quick(&mut self, remote: &str) -> Result<Entry, Error> {
-        let mut x = self.conn.begin()?;
-        x.request(&StatRequest {
+        self.stat_with(remote, false).await
+    }
+
+    async fn stat_with(&mut self, remote: &str, hash: bool) -> Result<Entry, Error> {
+        let request = StatRequest {
             path: remote.to_owned(),
-            hash: false,
-        })
-        .await?;
-        let reply: StatReply = x.reply(&format!("STAT {remote}")).await?;
-        x.done();
+            hash,
+        };
+        let reply: StatReply = self.conn.ask(&request, &format!("STAT {remote}")).await?;
         Ok(reply.entry)
     }
 

@@ -103,13 +103,10 @@ impl Client {
     /// Creates the folder `remote` (and missing parents) on the server. Returns whether it was
     /// created: `false` when it existed already.
     pub async fn mkdir(&mut self, remote: &str) -> Result<bool, Error> {
-        let mut x = self.conn.begin()?;
-        x.request(&MkdirRequest {
+        let request = MkdirRequest {
             path: remote.to_owned(),
-        })
-        .await?;
-        let reply: MkdirReply = x.reply(&format!("MKDIR {remote}")).await?;
-        x.done();
+        };
+        let reply: MkdirReply = self.conn.ask(&request, &format!("MKDIR {remote}")).await?;
         Ok(reply.created)
     }
 }

@@ -75,19 +75,24 @@ pub(crate) fn settle(
     };
     rfs::fchmod(file, Mode::from_raw_mode(mode))?;
     if let Some(secs) = attrs.mtime {
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: secs,
-                tv_nsec: 0,
-            },
-        };
-        rfs::futimens(file, &times)?;
+        rfs::futimens(file, &modified_at(secs))?;
     }
     Ok(())
+}
+
+/// Times that set the modification time to `secs` (whole seconds since the epoch) and leave
+/// the access time as it is.
+pub(crate) fn modified_at(secs: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod registry;
 pub mod rename;
 pub mod sandbox;
 pub mod send;
+pub mod settime;
 mod slots;
 pub mod staging;
 pub mod started;
@@ -49,7 +50,7 @@ pub use slots::{Slot, UploadSlots};
 pub use staging::PartialLimits;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`, `DELETE`,
-/// `RENAME`, `HELLO`, `AUTH`).
+/// `RENAME`, `SETTIME`, `HELLO`, `AUTH`).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
@@ -59,6 +60,7 @@ pub fn builtins() -> Registry {
     registry.register(mkdir::Mkdir);
     registry.register(delete::Delete);
     registry.register(rename::Rename);
+    registry.register(settime::SetTime);
     registry.register(hello::Hello);
     registry.register(auth::Auth);
     registry

@@ -207,6 +207,7 @@ fn a_read_token_reads_and_every_write_is_forbidden_on_a_usable_connection() {
             r#"{"verb":"MKDIR","path":"new"}"#,
             r#"{"verb":"DELETE","path":"a.txt"}"#,
             r#"{"verb":"RENAME","from":"a.txt","to":"docs/a.txt"}"#,
+            r#"{"verb":"SETTIME","path":"a.txt","mtime":0}"#,
         ] {
             let reply = ask(&mut raw, request).await;
             assert_eq!(code_of(&reply), "forbidden", "{request}: {reply}");

@@ -160,6 +160,12 @@ fn a_writing_verb_is_refused_on_a_read_only_server_before_it_runs() {
         refused(&mut raw, r#"{"verb":"MKDIR","path":"new"}"#, "read_only").await;
         refused(
             &mut raw,
+            r#"{"verb":"SETTIME","path":"x","mtime":0}"#,
+            "read_only",
+        )
+        .await;
+        refused(
+            &mut raw,
             r#"{"verb":"SEND","path":"x","size":1}"#,
             "read_only",
         )

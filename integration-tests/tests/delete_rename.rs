@@ -336,12 +336,12 @@ fn info_names_the_server_its_verbs_and_limits() {
     let names: Vec<&str> = verbs.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["AUTH", "DELETE", "GET", "HELLO", "LIST", "MKDIR", "RENAME", "SEND", "STAT"]
+        ["AUTH", "DELETE", "GET", "HELLO", "LIST", "MKDIR", "RENAME", "SEND", "SETTIME", "STAT"]
     );
     for v in verbs {
         let writes = matches!(
             v["name"].as_str(),
-            Some("DELETE" | "MKDIR" | "RENAME" | "SEND")
+            Some("DELETE" | "MKDIR" | "RENAME" | "SEND" | "SETTIME")
         );
         assert_eq!(v["writes"], writes, "{v}");
         assert!(!v["summary"].as_str().unwrap().is_empty(), "{v}");
@@ -350,7 +350,8 @@ fn info_names_the_server_its_verbs_and_limits() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("server           sft-server "), "{text}");
     assert!(text.contains("max upload       1000 bytes"), "{text}");
-    assert!(text.contains("RENAME  writes  move"), "{text}");
+    assert!(text.contains("RENAME   writes  move"), "{text}");
+    assert!(text.contains("SETTIME  writes  set"), "{text}");
 
     // A health check: over one raw connection, again and again, no file-system work.
     task::block_on(async {

@@ -278,3 +278,73 @@ fn an_ssh_server_is_named_as_not_an_sft_server() {
     assert_no_escape("sft's JSON error", &out.stdout);
     assert!(banner.join().unwrap().starts_with("{\"verb\":\"LIST\""));
 }
+
+/// Runs `sft ARGS` against `server`, expecting success, and waits until the server logged the
+/// connection closed: the run's `--json` summary line and the requests the server logged.
+fn sft_logged(
+    server: &ServerProcess,
+    args: &[&str],
+    cwd: &Path,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let (closed, seen) = (
+        server.logs_with("connection closed").len(),
+        server.logs_with("request").len(),
+    );
+    let out = sft(args, cwd);
+    expect_code(&out, 0);
+    sft_integration_tests::wait_until(std::time::Duration::from_secs(20), || {
+        server.logs_with("connection closed").len() > closed
+    });
+    let requests = server.logs_with("request").into_iter().skip(seen).collect();
+    (json_lines(&out).pop().unwrap_or_default(), requests)
+}
+
+#[test]
+fn send_r_gives_the_servers_copy_of_an_unchanged_file_the_local_time() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(root.path(), &["--host", "127.0.0.1"]);
+    let host = server.addr.to_string();
+    let work = tempfile::tempdir().unwrap();
+    fs::create_dir(work.path().join("site")).unwrap();
+    fs::write(work.path().join("site/a.txt"), "the same words\n").unwrap();
+    fs::write(work.path().join("site/b.txt"), "other words\n").unwrap();
+    sft_logged(&server, &["send", "-r", &host, "site", "www"], work.path());
+
+    // Touched: the same content, another time.
+    let touched = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    fs::File::options()
+        .write(true)
+        .open(work.path().join("site/a.txt"))
+        .unwrap()
+        .set_modified(touched)
+        .unwrap();
+    let args = ["send", "-r", "--json", &host, "site", "www"];
+    let (summary, requests) = sft_logged(&server, &args, work.path());
+    assert_eq!(
+        (summary["transferred"].as_u64(), summary["skipped"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let mtime = fs::metadata(root.path().join("www/a.txt")).unwrap().mtime();
+    assert_eq!(mtime, 1_700_000_000, "the server's copy has the local time");
+    assert_eq!(
+        fs::read(root.path().join("www/a.txt")).unwrap(),
+        b"the same words\n"
+    );
+    let settime: Vec<_> = requests
+        .into_iter()
+        .filter(|r| r["verb"] == "SETTIME")
+        .collect();
+    assert_eq!(settime.len(), 1, "{settime:?}");
+    assert_eq!(settime[0]["path"], "www/a.txt");
+    assert_eq!(settime[0]["outcome"], "ok");
+
+    // The next run's quick check hits: nothing is hashed, asked about or sent but the listing.
+    let (summary, requests) = sft_logged(&server, &args, work.path());
+    assert_eq!(summary["skipped"], 2);
+    let verbs: Vec<_> = requests
+        .into_iter()
+        .map(|r| r["verb"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(verbs.iter().all(|v| v == "LIST"), "{verbs:?}");
+}

@@ -450,6 +450,30 @@ pub struct RenameReply {
     pub kind: Kind,
 }
 
+/// `SETTIME`: give the file or folder at `path` the modification time `mtime`, and change
+/// nothing else — a metadata-only update, for a file whose content the other side already has
+/// (so that the next comparison by size and time finds the two the same).
+///
+/// A symlink named by `path` is refused, never followed. Reply: [`SetTimeReply`]; no body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTimeRequest {
+    /// The file or folder, relative to the served root.
+    pub path: String,
+    /// The modification time to give it: whole seconds since the epoch (negative before).
+    pub mtime: i64,
+}
+
+impl Verb for SetTimeRequest {
+    const NAME: &'static str = "SETTIME";
+}
+
+/// Fields of a successful `SETTIME` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTimeReply {
+    /// What was given the time: a file or a folder.
+    pub kind: Kind,
+}
+
 /// `HELLO`: who the server is, which verbs it answers, and its limits. Takes no arguments; cheap
 /// enough to serve as a health check.
 ///

@@ -6,8 +6,9 @@
 //!   reading either copy (the quick check; `--checksum` turns it off).
 //! - Same size, other time (or `--checksum`): the BLAKE3 hashes decide. The server's comes from
 //!   its listing when it had one cached, else from a `STAT` of just that file; ours is
-//!   computed in short blocking steps. Identical: skipped (a download's copy also gets the
-//!   server's time, so that the next quick check hits).
+//!   computed in short blocking steps. Identical: skipped, and the destination takes the
+//!   source's time (a download's copy locally, an upload's with `SETTIME`), so that the next
+//!   quick check hits.
 //! - Otherwise the file changed: replaced with `--overwrite`, else reported and left alone,
 //!   with the `exists` exit code.
 
@@ -139,6 +140,9 @@ impl Policy {
             Quick::Differ => Ok(self.differ()),
             // The file to send may be a symlink the user named or the walk allowed.
             Quick::Hash if self.same_hash(client, remote, entry, local, true).await? => {
+                if entry.mtime != mtime {
+                    set_remote_mtime(client, remote, mtime).await?;
+                }
                 Ok(Action::Skip)
             }
             Quick::Hash => Ok(self.differ()),
@@ -210,6 +214,16 @@ async fn set_mtime(path: &Path, mtime: i64) {
     })
     .await
     .ok();
+}
+
+/// Gives the server's copy the local file's time (`SETTIME`), so that the next quick check hits
+/// there too. A refusal (a server older than the verb) leaves its time, and the next run hashes
+/// the file again; a broken connection is an error.
+async fn set_remote_mtime(client: &mut Client, remote: &str, mtime: i64) -> Result<(), Error> {
+    match client.set_mtime(remote, mtime).await {
+        Ok(_) | Err(Error::Remote(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The one line that reports a file left alone because it changed.

@@ -1,4 +1,5 @@
-//! Changing the tree: removing a file, removing an empty folder, renaming.
+//! Changing the tree: removing a file, removing an empty folder, renaming, setting a
+//! modification time.
 //!
 //! Like everything in the sandbox, these never act on a path string. The path is resolved to
 //! the open handle of the folder holding the entry and the entry's last name, and the change is
@@ -93,6 +94,28 @@ impl Root {
             Errno::BUSY => WireError::bad_request(format!("{rp} is in use (a mount point?)")),
             e => io_error(&rp.to_string(), &errno(e)),
         })
+    }
+
+    /// Gives the file or folder at `rp` the modification time `mtime` (whole seconds since the
+    /// epoch), leaving its contents and access time alone. Returns what it is. A symlink there
+    /// is `bad_request` (its target is never touched: the change is made to the name in the
+    /// folder resolved, not followed), and so is anything but a file or folder; the root and
+    /// the reserved folder are `forbidden`.
+    pub fn set_mtime(&self, rp: &RemotePath, mtime: i64) -> Result<Kind, WireError> {
+        let entry = self.entry(rp, "given a time")?;
+        if !matches!(entry.kind, Kind::File | Kind::Folder) {
+            return Err(WireError::bad_request(format!(
+                "{rp} is not a file or folder: only their times are set"
+            )));
+        }
+        rfs::utimensat(
+            &*entry.at.parent.fd,
+            entry.name.as_str(),
+            &crate::attributes::modified_at(mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_error(&rp.to_string(), &errno(e)))?;
+        Ok(entry.kind)
     }
 
     /// Moves the file, folder or symlink at `from` to `to`, atomically, inside the root.
@@ -229,6 +252,30 @@ mod tests {
         fs::create_dir(d.join("empty")).unwrap();
         let root = Root::open(d).unwrap();
         (dir, outside, root)
+    }
+
+    #[test]
+    fn set_mtime_changes_a_files_or_folders_time_and_never_follows_a_symlink() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, outside, _) = hostile_setup();
+        let root = Root::open(dir.path()).unwrap();
+        let touch = |p: &str, t: i64| {
+            let rp = root.check(p).map_err(|e| e.code)?;
+            root.set_mtime(&rp, t).map_err(|e| e.code)
+        };
+        let mtime = |p: &Path| fs::symlink_metadata(p).unwrap().mtime();
+        assert_eq!(touch("sub/f.txt", 1_000_000_000), Ok(Kind::File));
+        assert_eq!(mtime(&dir.path().join("sub/f.txt")), 1_000_000_000);
+        assert_eq!(fs::read(dir.path().join("sub/f.txt")).unwrap(), b"f");
+        assert_eq!(touch("sub", -86_400), Ok(Kind::Folder));
+        assert_eq!(mtime(&dir.path().join("sub")), -86_400);
+        let secret = mtime(&outside.path().join("secret"));
+        assert_eq!(touch("to_secret", 5), Err(ErrorCode::BadRequest));
+        assert_eq!(mtime(&outside.path().join("secret")), secret);
+        assert_eq!(touch("nothing", 5), Err(ErrorCode::NotFound));
+        for (p, _) in HOSTILE.iter().filter(|(_, c)| *c == ErrorCode::Forbidden) {
+            assert_eq!(touch(p, 5), Err(ErrorCode::Forbidden), "{p}");
+        }
     }
 
     const HOSTILE: &[(&str, ErrorCode)] = &[
