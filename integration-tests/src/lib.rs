@@ -487,6 +487,35 @@ impl Relay {
         Self::start_series(target, vec![cut, Tamper::default()])
     }
 
+    /// Relays two connections like [`Relay::cut_once_after`], and runs `between` after the
+    /// first was cut and before the second is accepted: what changes on the server while a
+    /// client waits to retry (a file replaced, say) happens at exactly that point.
+    pub fn cut_once_then(
+        target: SocketAddr,
+        bytes: u64,
+        between: impl FnOnce() + Send + 'static,
+    ) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let addr = listener.local_addr().unwrap();
+        let cut = Tamper {
+            cut_down_after: Some(bytes),
+            ..Default::default()
+        };
+        let thread = std::thread::spawn(move || {
+            if let Ok((client, _)) = listener.accept() {
+                relay_one(client, target, cut);
+            }
+            between();
+            if let Ok((client, _)) = listener.accept() {
+                relay_one(client, target, Tamper::default());
+            }
+        });
+        Relay {
+            addr,
+            thread: Some(thread),
+        }
+    }
+
     /// Waits until the relayed connections are over (every one of the series was made).
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {

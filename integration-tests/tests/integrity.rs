@@ -149,6 +149,57 @@ fn an_interrupted_download_resumes_with_continue() {
     assert_eq!(files_in(cwd.path()), vec!["big.bin"]);
 }
 
+/// `get --retries` when the file is replaced on the server between the cut and the retry: the
+/// resumed download fails its check (its start is of the old version), and is fetched again
+/// whole, as a rerun would, instead of ending with a checksum mismatch. One file, then a batch.
+#[test]
+fn a_file_replaced_while_a_retry_waits_is_fetched_again_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let old = random_bytes(4 << 20, 901);
+    let new = random_bytes(4 << 20, 902);
+    let small = random_bytes(100_000, 903);
+    fs::write(root.path().join("big.bin"), &old).unwrap();
+    fs::write(root.path().join("a.bin"), &small).unwrap();
+    let server = ServerProcess::start(root.path(), &LOOPBACK);
+    let cwd = tempfile::tempdir().unwrap();
+    let replace = |seed: &[u8]| {
+        let (file, data) = (root.path().join("big.bin"), seed.to_vec());
+        move || fs::write(file, data).unwrap()
+    };
+    // `sft get --json --retries 2` through the relay, which it waits for.
+    let get = |relay: Relay, rest: &[&str]| {
+        let addr = relay.addr.to_string();
+        let args = [
+            &["get", "--json", "--retries", "2", addr.as_str()][..],
+            rest,
+        ]
+        .concat();
+        let out = sft(&args, cwd.path());
+        relay.join();
+        out
+    };
+    let relay = Relay::cut_once_then(server.addr, 1 << 20, replace(&new));
+    let out = get(relay, &["big.bin"]);
+    let report = json_line(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(fs::read(cwd.path().join("big.bin")).unwrap() == new);
+    assert_eq!(report["resumed_from"], 0, "fetched whole: {report}");
+    assert_eq!(files_in(cwd.path()), ["big.bin"]);
+
+    // In a batch: the same, for the file that was cut; the others are untouched.
+    let relay = Relay::cut_once_then(server.addr, 100_000 + (1 << 20), replace(&old));
+    let out = get(relay, &["-o", "got", "a.bin", "big.bin"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(cwd.path().join("got/big.bin")).unwrap() == old);
+    assert!(fs::read(cwd.path().join("got/a.bin")).unwrap() == small);
+    assert_eq!(files_in(&cwd.path().join("got")), ["a.bin", "big.bin"]);
+}
+
 #[test]
 fn without_continue_a_leftover_partial_is_replaced() {
     let server = TestServer::start();

@@ -84,7 +84,7 @@ impl GetArgs {
 /// Runs `sft get`.
 pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
     let c = &args.common;
-    let ui = Ui::new(c.quiet, c.verbose, c.json, c.stall()).with_token(c.token());
+    let ui = Ui::new(c).stdout_is_data(args.writes_stdout());
     let server = server_addr(&args.server, c)?;
     match &args.output_dir {
         Some(dir) => {
@@ -294,8 +294,9 @@ async fn single(
     if let Some(path) = &target {
         ui.working_on("get", remote, Some(path));
     }
-    // A partial this download continues: if the whole then fails its check, the partial was
-    // of another version of the file, and the download starts over once.
+    // A partial this download continues — one found, or the one a cut-off attempt left for
+    // a retry: if the whole then fails its check, the partial was of another version of the
+    // file (replaced on the server meanwhile), and the download starts over once.
     let mut held = match &target {
         Some(path) if args.resume() => has_partial(path).await,
         _ => false,
@@ -308,10 +309,11 @@ async fn single(
         }
         Some(path) => loop {
             // Only a partial that is there is continued: none is created before the reply.
-            let resume = held || retry.retrying();
+            let resume = held;
             match client.get_file(remote, path, args.options(resume)).await {
                 Err(e) if retry.again(&e, ui).await => {
                     client = retry.reconnect(server, ui).await?;
+                    held = true;
                 }
                 // A continued partial of another version of the file: once more, whole.
                 Err(Error::Integrity { .. }) if held => {
@@ -614,8 +616,9 @@ async fn carry_out(
 }
 
 /// Downloads `jobs`, pipelined; after a cut-off (with `--retries`) reconnects and goes on,
-/// resuming the file that was cut off from its partial. A job that continued a partial it
-/// found (`held`) and then failed its BLAKE3 check is asked for once more, whole. Returns whether the connection can go
+/// resuming the file that was cut off from its partial. A job that continued a partial (one it
+/// found, or the one its cut left: `held`) and then failed its BLAKE3 check is asked for once
+/// more, whole: the file was replaced on the server meanwhile. Returns whether the connection can go
 /// on; when it cannot, the jobs left — and the `later` ones not given yet — are counted as
 /// abandoned.
 #[allow(clippy::too_many_arguments)]
@@ -699,7 +702,9 @@ async fn fetch(
             match retry.reconnect(server, ui).await {
                 Ok(c) => {
                     *client = c;
+                    // It continues the partial the cut left: checked like one it found.
                     jobs[i].resume = true;
+                    held[i] = true;
                     attempts[i] += 1;
                     todo = std::iter::once(i).chain(leftovers).collect();
                     continue;
