@@ -2,8 +2,11 @@
 //!
 //! Over a plaintext connection anyone on the path between client and server can read a token.
 //! A token therefore goes over TLS, or in plaintext only to loopback addresses (this machine)
-//! unless the caller says otherwise ([`Client::authenticate_in_plaintext`], `sft
-//! --insecure-token`).
+//! unless the caller says otherwise ([`Client::authenticate_in_plaintext`],
+//! [`ConnectOptions::token_in_plaintext`](crate::ConnectOptions), `sft --insecure-token`). The
+//! rule holds for every way a token leaves the client: the connect's token,
+//! [`Client::authenticate`], and a generic call of `AUTH` or with a `"token"` argument
+//! ([`Client::call`]).
 
 use crate::address::ServerAddr;
 use crate::client::Client;
@@ -20,16 +23,28 @@ impl Client {
     /// `Error::Remote` with code `unauthorized`.
     ///
     /// Over plaintext, refused without sending anything (`Error::Request`) when the server is
-    /// not on this machine: the token would be readable on the way. Over TLS, sent to any
-    /// server.
+    /// not on this machine: the token would be readable on the way (unless the client was
+    /// connected with [`ConnectOptions::token_in_plaintext`](crate::ConnectOptions)). Over
+    /// TLS, sent to any server.
     pub async fn authenticate(&mut self, token: &str) -> Result<AuthReply, Error> {
+        self.check_token_may_go()?;
+        self.authenticate_in_plaintext(token).await
+    }
+
+    /// Whether a token may be sent over this connection: over TLS, in plaintext to this
+    /// machine, or anywhere when the client was told so. Otherwise `Error::Request`, and
+    /// nothing is sent.
+    pub(crate) fn check_token_may_go(&self) -> Result<(), Error> {
+        if self.token_in_plaintext {
+            return Ok(());
+        }
         if let Some(socket) = self.conn.writer.get_ref().tcp() {
             let peer = socket.peer_addr().map_err(Error::cut_off("AUTH"))?;
             if !peer.ip().to_canonical().is_loopback() {
                 return Err(plaintext_refused(&peer.to_string()));
             }
         }
-        self.authenticate_in_plaintext(token).await
+        Ok(())
     }
 
     /// Authenticates this connection with `token` whatever the server's address: anyone who

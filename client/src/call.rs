@@ -23,7 +23,9 @@ impl Client {
     /// reply declares one, is then read with [`Response::read_body`].
     ///
     /// `args` must not contain `verb`, nor a `size` (a request with a `size` is an upload: use
-    /// [`Client::call_upload`]). An error reply is `Error::Remote`.
+    /// [`Client::call_upload`]). An error reply is `Error::Remote`. A call that carries a token
+    /// (`AUTH`, or a `"token"` argument) follows [`Client::authenticate`]'s rule: over
+    /// plaintext to another machine it is refused (`Error::Request`) and nothing is sent.
     pub async fn call(
         &mut self,
         verb: &str,
@@ -65,6 +67,9 @@ impl Client {
             return Err(Error::Request(
                 "the arguments must not contain \"verb\"; it is given on its own".into(),
             ));
+        }
+        if carries_token(verb, args) {
+            self.check_token_may_go()?;
         }
         let mut line = Vec::with_capacity(256);
         encode_call(verb, args, &mut line);
@@ -130,6 +135,12 @@ impl Client {
             body,
         })
     }
+}
+
+/// Whether a call hands over a secret: `AUTH` (whatever its arguments), or any verb with a
+/// `"token"` argument.
+fn carries_token(verb: &str, args: &Map<String, Value>) -> bool {
+    verb.eq_ignore_ascii_case("AUTH") || args.keys().any(|k| k.eq_ignore_ascii_case("token"))
 }
 
 /// Sends exactly `size` bytes from `source` after a go-ahead. A source that fails leaves the

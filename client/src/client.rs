@@ -2,6 +2,7 @@
 //! settings every verb shares. The verbs are in files of their own (`get.rs`, `send.rs`…).
 
 use crate::address::{parse_server, ServerAddr};
+use crate::auth::check_token_destination;
 use crate::conn::{with_stall, Conn};
 use crate::error::Error;
 use crate::partial::Partial;
@@ -20,6 +21,70 @@ use std::time::Duration;
 pub struct Client {
     server: ServerAddr,
     pub(crate) conn: Conn,
+    /// Whether a token may be sent over this connection in plaintext to another machine
+    /// ([`ConnectOptions::token_in_plaintext`]).
+    pub(crate) token_in_plaintext: bool,
+}
+
+/// How a [`Client`] connects, and the settings its connection starts with: one value a
+/// program builds once and passes to every [`Client::connect_with`]. Two connections with
+/// different options can live side by side; nothing is process-wide.
+///
+/// ```no_run
+/// # async_std::task::block_on(async {
+/// use sft_client::{parse_server, Client, ConnectOptions, TlsSettings, Trust};
+/// let options = ConnectOptions {
+///     tls: Some(TlsSettings::new(Trust::Ca("ca.pem".into()))?),
+///     token: std::env::var("SFT_TOKEN").ok(),
+///     rate_limit: Some(2 << 20),
+///     ..ConnectOptions::default()
+/// };
+/// let server = parse_server("files.example.org", 7005).expect("a server address");
+/// let mut client = Client::connect_with(server, &options).await?;
+/// # Ok::<(), sft_client::Error>(())
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// How long the connect may take in all, and how long any later read or write may move
+    /// nothing (see [`Client::set_timeout`]); `None`: as long as the system allows. The
+    /// default is [`DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
+    /// TLS, trusting what the settings say (`None`: plaintext).
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// A token to authenticate with once connected (`None`, or empty: none).
+    pub token: Option<String>,
+    /// Send a token (with the connect, [`Client::authenticate`] or a call carrying one) in
+    /// plaintext to a server on another machine, where anyone on the way can read it. Off by
+    /// default: a token then goes over TLS, or in plaintext to loopback addresses only.
+    pub token_in_plaintext: bool,
+    /// Bytes a second every transfer may move, both ways (see [`Client::set_rate_limit`]).
+    pub rate_limit: Option<u64>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_struct("ConnectOptions")
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("token_in_plaintext", &self.token_in_plaintext)
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: Some(DEFAULT_TIMEOUT),
+            tls: None,
+            token: None,
+            token_in_plaintext: false,
+            rate_limit: None,
+        }
+    }
 }
 
 /// How long a connection attempt, or any read or write, may make no progress by default.
@@ -78,26 +143,50 @@ impl Client {
 
     /// Connects to an already parsed address, giving up after [`DEFAULT_TIMEOUT`].
     pub async fn connect_to(server: ServerAddr) -> Result<Client, Error> {
-        Self::connect_within(server, Some(DEFAULT_TIMEOUT)).await
+        Self::connect_with(server, &ConnectOptions::default()).await
     }
 
-    /// Connects to an already parsed address; the whole connect — resolving the name and
-    /// trying each of its addresses in turn — takes at most `limit` (`None`: as long as the
-    /// system allows). Each address gets an equal share of the time still left, so a first
-    /// address that never answers (a dropped SYN) still leaves time for the others. The new
-    /// client's read and write timeout is `limit` too (see [`Client::set_timeout`]).
+    /// Connects to an already parsed address within `limit` (`None`: as long as the system
+    /// allows), in plaintext: [`Client::connect_with`] with only [`ConnectOptions::timeout`]
+    /// set.
     pub async fn connect_within(
         server: ServerAddr,
         limit: Option<Duration>,
     ) -> Result<Client, Error> {
-        Self::connect_with(server, limit, None).await
+        let options = ConnectOptions {
+            timeout: limit,
+            ..ConnectOptions::default()
+        };
+        Self::connect_with(server, &options).await
     }
 
-    /// Connects like [`Client::connect_within`], then, with `tls`, makes the connection a TLS
-    /// session trusting what `tls` says, within the same `limit`. A certificate refused is
-    /// [`Error::Certificate`], with what to do about it; nothing is sent before the server is
-    /// trusted.
+    /// Connects to an already parsed address as `options` say: the whole connect — resolving
+    /// the name, trying each of its addresses in turn, the TLS handshake — takes at most
+    /// `options.timeout`. Each address gets an equal share of the time still left, so a first
+    /// address that never answers (a dropped SYN) still leaves time for the others. A
+    /// certificate refused is [`Error::Certificate`], with what to do about it; nothing is sent
+    /// before the server is trusted. With a token, the connection is then authenticated
+    /// ([`Client::authenticate`]); a token that would cross the network in plaintext is refused
+    /// before connecting, unless `options.token_in_plaintext`.
     pub async fn connect_with(
+        server: ServerAddr,
+        options: &ConnectOptions,
+    ) -> Result<Client, Error> {
+        let token = options.token.as_deref().filter(|t| !t.is_empty());
+        if token.is_some() && options.tls.is_none() && !options.token_in_plaintext {
+            check_token_destination(&server).await?;
+        }
+        let mut client = Self::open(server, options.timeout, options.tls.as_ref()).await?;
+        client.token_in_plaintext = options.token_in_plaintext;
+        client.set_rate_limit(options.rate_limit);
+        if let Some(token) = token {
+            client.authenticate(token).await?;
+        }
+        Ok(client)
+    }
+
+    /// Makes the connection: TCP within `limit`, then TLS with `tls`.
+    async fn open(
         server: ServerAddr,
         limit: Option<Duration>,
         tls: Option<&crate::tls::TlsSettings>,
@@ -162,6 +251,7 @@ impl Client {
         Ok(Client {
             server,
             conn: Conn::new(halves, limit),
+            token_in_plaintext: false,
         })
     }
 

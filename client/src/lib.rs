@@ -62,7 +62,7 @@ mod walk;
 pub use address::{parse_server, ServerAddr};
 pub use auth::{check_token_destination, Access};
 pub use call::Response;
-pub use client::{partial_path, Client, Transfer, DEFAULT_TIMEOUT};
+pub use client::{partial_path, Client, ConnectOptions, Transfer, DEFAULT_TIMEOUT};
 pub use error::{Error, ExitCode};
 pub use files::BlockingWriter;
 pub use get::GetOptions;

@@ -243,19 +243,13 @@ fn main() {
                     .collect();
                 let message = message.join(" ");
                 let message = message.trim_start_matches("error: ");
-                print_json_error("usage", message, ExitCode::Usage);
+                print_json_error("usage", message, ExitCode::Usage, false);
             }
             std::process::exit(ExitCode::Usage as i32);
         }
     };
     let json = cli.common().is_some_and(|c| c.json);
-    cmd::set_limit_rate(cli.common().and_then(|c| c.limit_rate));
-    if let Some(common) = cli.common() {
-        cmd::tls::set_flags(common.tls_flags());
-    }
-    if matches!(&cli, Cli::Get(args) if args.writes_stdout()) {
-        cmd::stdout_is_data();
-    }
+    let stdout_is_data = matches!(&cli, Cli::Get(args) if args.writes_stdout());
     match &cli {
         Cli::Get(args) if !args.writes_stdout() => cmd::ui::on_interrupt("get"),
         Cli::Send(_) => cmd::ui::on_interrupt("send"),
@@ -284,15 +278,15 @@ fn main() {
         eprintln!("{kept}");
     }
     if json {
-        print_json_error(name, &message, code);
+        print_json_error(name, &message, code, stdout_is_data);
     }
     std::process::exit(code as i32);
 }
 
-fn print_json_error(name: &str, message: &str, code: ExitCode) {
+fn print_json_error(name: &str, message: &str, code: ExitCode, stdout_is_data: bool) {
     let line =
         serde_json::json!({"error": {"code": name, "message": message}, "exit_code": code as i32});
-    cmd::machine_line(&line.to_string());
+    cmd::machine_line(&line.to_string(), stdout_is_data);
 }
 
 /// A write to a closed standard output (`sft ls host | head -1`) ends the program quietly with
@@ -428,7 +422,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Connects to SERVER with the connection settings `common` gives.
 async fn connect(server: &str, common: &Common) -> Result<Client, Failure> {
     let addr = parse_server(server, common.port).map_err(Failure::Usage)?;
-    Ok(cmd::token::connect(&addr, common.stall(), common.token().as_ref()).await?)
+    Ok(cmd::connect::Settings::new(common).connect(&addr).await?)
 }

@@ -3,7 +3,8 @@
 //!
 //! A server is trusted in one of three ways ([`Trust`]): by the system's root certificates
 //! (`--tls`), by a given CA (`--ca FILE`), or by the SHA-256 of its certificate (`--fingerprint
-//! HEX`), which is what a self-signed server needs. A pin says which certificate the server
+//! HEX`), which is what a self-signed server needs. A self-signed certificate given in the CA
+//! file is trusted as itself, though it says it is a CA (see `Verifier::is_own_ca`). A pin says which certificate the server
 //! must present, whatever names or dates it carries: like an SSH host key, it is the server's
 //! identity. Either way the handshake signature is checked with the certificate's key, so only
 //! the holder of the private key passes.
@@ -13,10 +14,11 @@ use crate::error::Error;
 use async_std::net::TcpStream;
 use futures_rustls::TlsConnector;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -129,6 +131,8 @@ pub struct TlsSettings {
     provider: Arc<CryptoProvider>,
     /// The verifier of certificate chains, unless the trust is a pin.
     webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// The certificates of a `--ca` file, as they are in it.
+    ca_certs: Arc<[CertificateDer<'static>]>,
 }
 
 impl fmt::Debug for TlsSettings {
@@ -143,10 +147,14 @@ impl TlsSettings {
     /// Settings for `trust`: loads the system's roots or the CA file (blocking, briefly).
     pub fn new(trust: Trust) -> Result<TlsSettings, Error> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut ca_certs = Vec::new();
         let roots = match &trust {
             Trust::Pin { .. } => None,
             Trust::SystemRoots => Some(system_roots()?),
-            Trust::Ca(path) => Some(ca_roots(path)?),
+            Trust::Ca(path) => {
+                ca_certs = ca_file(path)?;
+                Some(ca_roots(path, &ca_certs)?)
+            }
         };
         let webpki = match roots {
             None => None,
@@ -160,6 +168,7 @@ impl TlsSettings {
             trust,
             provider,
             webpki,
+            ca_certs: ca_certs.into(),
         })
     }
 
@@ -177,6 +186,7 @@ impl TlsSettings {
         let verifier = Arc::new(Verifier {
             trust: self.trust.clone(),
             webpki: self.webpki.clone(),
+            ca_certs: self.ca_certs.clone(),
             provider: self.provider.clone(),
             seen: Mutex::default(),
         });
@@ -226,13 +236,19 @@ fn system_roots() -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-fn ca_roots(path: &Path) -> Result<RootCertStore, Error> {
-    let local = |e: io::Error| Error::Local {
+/// What is wrong with the CA file `path`, as a local error.
+fn ca_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |e| Error::Local {
         path: path.to_owned(),
         action: "read the CA certificate",
         source: e,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
+    }
+}
+
+/// The certificates in the CA file `path` (PEM).
+fn ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let local = ca_error(path);
+    CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| match e {
             rustls::pki_types::pem::Error::Io(e) => local(e),
@@ -240,11 +256,16 @@ fn ca_roots(path: &Path) -> Result<RootCertStore, Error> {
                 io::ErrorKind::InvalidData,
                 other.to_string(),
             )),
-        })?;
+        })
+}
+
+/// The certificates of the CA file `path` as roots.
+fn ca_roots(path: &Path, certs: &[CertificateDer<'static>]) -> Result<RootCertStore, Error> {
+    let local = ca_error(path);
     let mut roots = RootCertStore::empty();
     for cert in certs {
         roots
-            .add(cert)
+            .add(cert.clone())
             .map_err(|e| local(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
     }
     if roots.is_empty() {
@@ -262,6 +283,7 @@ fn ca_roots(path: &Path) -> Result<RootCertStore, Error> {
 struct Verifier {
     trust: Trust,
     webpki: Option<Arc<WebPkiServerVerifier>>,
+    ca_certs: Arc<[CertificateDer<'static>]>,
     provider: Arc<CryptoProvider>,
     /// The certificate presented, and what was wrong with it.
     seen: Mutex<Option<(Fingerprint, Option<CertificateProblem>)>>,
@@ -298,6 +320,11 @@ impl Verifier {
         webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             .map(|_| ())
+            .or_else(|e| match self.is_own_ca(end_entity, &e) {
+                // Its dates were checked before it was found to be a CA; its name is still.
+                true => verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name),
+                false => Err(e),
+            })
             .map_err(|e| {
                 let problem = match &e {
                     rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
@@ -315,6 +342,28 @@ impl Verifier {
                 };
                 (problem, e)
             })
+    }
+}
+
+impl Verifier {
+    /// Whether `end_entity`, refused by webpki with `e`, is a self-signed certificate that is
+    /// itself in the CA file: the certificate `openssl req -x509` makes, CA:TRUE, used as the
+    /// server's own. webpki refuses a CA certificate as an end entity; given byte for byte in
+    /// the CA file, it is a pin (as for curl's `--cacert`). Only that refusal is overlooked,
+    /// and only for an exact copy.
+    fn is_own_ca(&self, end_entity: &CertificateDer<'_>, e: &rustls::Error) -> bool {
+        let ca_as_end_entity = match e {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            ),
+            _ => false,
+        };
+        ca_as_end_entity
+            && self
+                .ca_certs
+                .iter()
+                .any(|c| c.as_ref() == end_entity.as_ref())
     }
 }
 

@@ -484,6 +484,13 @@ fn an_open_server_answers_auth_with_anonymous_write() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+/// `sft ARGS` refused to send its token (a usage error that says how to send it anyway).
+#[track_caller]
+fn assert_token_withheld(out: &Output, args: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(out));
+    assert!(stderr(out).contains("--insecure-token"), "{}", stderr(out));
+}
+
 #[test]
 fn the_client_never_sends_a_token_in_plaintext_off_this_machine_unless_told() {
     let cwd = tempfile::tempdir().unwrap();
@@ -510,12 +517,7 @@ fn the_client_never_sends_a_token_in_plaintext_off_this_machine_unless_told() {
         ][..],
     ] {
         let out = sft_env(args, cwd.path(), None);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("--insecure-token"),
-            "{}",
-            stderr(&out)
-        );
+        assert_token_withheld(&out, args);
     }
     let env = sft_env(
         &["ls", "192.0.2.1", "--timeout", "2"],
@@ -612,4 +614,90 @@ fn allow_admits_ipv6_and_closes_ipv4_at_accept() {
         1
     );
     let _ = fs::remove_dir_all(&server.root);
+}
+
+/// An address of this machine that is not a loopback one, if it has any: the one it would
+/// reach a documentation address from (a UDP "connect" sends nothing).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Every way a token can leave the client follows `--token`'s rule: `sft call … AUTH`, any
+/// call with a "token" argument, and the library's connect options, `authenticate` and
+/// `call`. Over plaintext to an address that is not loopback nothing is sent, unless told.
+#[test]
+fn a_token_in_a_call_is_never_sent_in_plaintext_off_this_machine_unless_told() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipped: this machine has no address but loopback ones");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("a.txt"), "hello\n").unwrap();
+    let server = ServerProcess::start(root.path(), &["--host", "0.0.0.0"]);
+    let far = SocketAddr::new(ip, server.addr.port()).to_string();
+    let cwd = tempfile::tempdir().unwrap();
+    for args in [
+        &["call", &far, "AUTH", r#"{"token":"s3cret-t0ken"}"#][..],
+        &["call", &far, "auth", "{}"],
+        &[
+            "call",
+            &far,
+            "STAT",
+            r#"{"path":"a.txt","token":"s3cret-t0ken"}"#,
+        ],
+    ] {
+        let out = sft_env(args, cwd.path(), None);
+        assert_token_withheld(&out, args);
+        assert!(out.stdout.is_empty());
+    }
+    let told = sft_env(
+        &[
+            "call",
+            "--insecure-token",
+            &far,
+            "AUTH",
+            r#"{"token":"s3cret-t0ken"}"#,
+        ],
+        cwd.path(),
+        None,
+    );
+    assert_eq!(told.status.code(), Some(0), "{}", stderr(&told));
+    assert!(String::from_utf8_lossy(&told.stdout).contains("anonymous"));
+    task::block_on(async {
+        use sft_client::{parse_server, Client, ConnectOptions, Error};
+        let addr = parse_server(&far, 7005).unwrap();
+        let token = ConnectOptions {
+            token: Some("s3cret-t0ken".into()),
+            ..ConnectOptions::default()
+        };
+        let refused = Client::connect_with(addr.clone(), &token).await;
+        assert!(matches!(refused, Err(Error::Request(_))), "{refused:?}");
+        let mut client = Client::connect_with(addr.clone(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        let args = serde_json::json!({"token": "s3cret-t0ken"});
+        let call = client
+            .call("AUTH", args.as_object().unwrap())
+            .await
+            .map(|r| r.header().to_owned());
+        assert!(matches!(call, Err(Error::Request(_))), "{call:?}");
+        let auth = client.authenticate("s3cret-t0ken").await;
+        assert!(matches!(auth, Err(Error::Request(_))), "{auth:?}");
+        // Nothing was sent: the connection is in step.
+        assert_eq!(client.stat("a.txt").await.unwrap().size, 6);
+        let told = ConnectOptions {
+            token_in_plaintext: true,
+            ..token
+        };
+        Client::connect_with(addr, &told).await.unwrap();
+    });
+    let auths = || {
+        let logs = server.logs.lock().unwrap();
+        logs.iter().filter(|l| l.contains("\"AUTH\"")).count()
+    };
+    wait_until(Duration::from_secs(20), || auths() >= 2);
+    assert_eq!(auths(), 2, "only the two told to");
 }

@@ -32,6 +32,26 @@ struct Cert {
 }
 
 impl Cert {
+    /// Writes `cert` and `key` to `dir` as FILE.pem and FILE.key.
+    fn write(
+        dir: &std::path::Path,
+        file: &str,
+        cert: &rcgen::Certificate,
+        key: &rcgen::KeyPair,
+    ) -> Cert {
+        let (cert_path, key_path) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        fs::write(&cert_path, cert.pem()).unwrap();
+        fs::write(&key_path, key.serialize_pem()).unwrap();
+        Cert {
+            cert: cert_path,
+            key: key_path,
+            fingerprint: hex(&Sha256::digest(cert.der())),
+        }
+    }
+
     fn args(&self) -> Vec<String> {
         vec![
             "--tls-cert".into(),
@@ -66,17 +86,7 @@ impl Pki {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let params = rcgen::CertificateParams::new(names).unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
-            self.dir.path().join(format!("{file}.pem")),
-            self.dir.path().join(format!("{file}.key")),
-        );
-        fs::write(&cert_path, cert.pem()).unwrap();
-        fs::write(&key_path, key.serialize_pem()).unwrap();
-        Cert {
-            cert: cert_path,
-            key: key_path,
-            fingerprint: hex(&Sha256::digest(cert.der())),
-        }
+        Cert::write(self.dir.path(), file, &cert, &key)
     }
 }
 
@@ -499,5 +509,132 @@ fn a_stalled_handshake_is_closed_within_the_header_timeout() {
             async_std::io::timeout(Duration::from_secs(10), raw.stream.read_to_end(&mut rest))
                 .await;
         assert!(read.is_ok(), "not closed: {read:?}");
+    });
+}
+
+/// A self-signed certificate that says it is a CA (`CA:TRUE`, as `openssl req -x509` makes
+/// them) for `names`, as files in `dir`.
+fn self_signed_ca(dir: &std::path::Path, file: &str, names: &[&str]) -> Cert {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Cert::write(dir, file, &cert, &key)
+}
+
+/// `--ca cert.pem` with the server's own self-signed CA:TRUE certificate works (as `curl
+/// --cacert` does), its name still checked; another such certificate in the file is refused.
+#[test]
+fn ca_trusts_the_servers_own_self_signed_certificate_and_checks_its_name() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let own = self_signed_ca(dir.path(), "own", &["127.0.0.1"]);
+    let other = self_signed_ca(dir.path(), "other", &["127.0.0.1"]);
+    let server = setup.server(&own.args());
+    let port = server.addr.port().to_string();
+    let get = |ca: &Cert, host: &str| {
+        setup.sft(&[
+            "get",
+            "--ca",
+            ca.cert.to_str().unwrap(),
+            &format!("{host}:{port}"),
+            "a.txt",
+            "-",
+        ])
+    };
+    let out = get(&own, "127.0.0.1");
+    expect_code(&out, 0);
+    assert_eq!(out.stdout, b"hello\n");
+    assert!(!setup.known_hosts().exists());
+    // Not the certificate in the file: refused as before; the right certificate, reached by
+    // a name it does not carry: refused too.
+    for (ca, host, why) in [
+        (&other, "127.0.0.1", own.fingerprint.as_str()),
+        (&own, "localhost", "not valid for the name"),
+    ] {
+        let out = get(ca, host);
+        expect_code(&out, UNTRUSTED);
+        assert!(stderr(&out).contains(why), "{host}: {}", stderr(&out));
+    }
+}
+
+/// A known-hosts line for the server whose pin cannot be read stops the client, naming the
+/// file and the line: it never falls back to plaintext (the server here speaks only that).
+#[test]
+fn a_damaged_known_hosts_line_never_means_plaintext() {
+    let setup = Setup::new();
+    let server = setup.server(&[]);
+    let key = server.addr.to_string();
+    fs::create_dir_all(setup.known_hosts().parent().unwrap()).unwrap();
+    for line in [format!("{key} {}", "zz".repeat(32)), key.clone()] {
+        fs::write(
+            setup.known_hosts(),
+            format!("other.example:7005 {}\n{line}\n", "cd".repeat(32)),
+        )
+        .unwrap();
+        let out = setup.sft(&["get", &key, "a.txt", "-"]);
+        expect_code(&out, 1);
+        assert!(out.stdout.is_empty());
+        let err = stderr(&out);
+        assert!(
+            err.contains(setup.known_hosts().to_str().unwrap()) && err.contains("line 2"),
+            "{err}"
+        );
+        assert!(err.contains("--fingerprint"), "{err}");
+    }
+    // The server saw no request at all.
+    let logs = server.logs.lock().unwrap();
+    assert!(logs.iter().all(|l| !l.contains("a.txt")), "{logs:?}");
+}
+
+/// Two connections in one process with different settings (TLS trusting a CA, plaintext with
+/// a rate limit): each keeps its own, since nothing is process-wide.
+#[test]
+fn two_connections_with_other_settings_live_side_by_side() {
+    use sft_client::{parse_server, Client, ConnectOptions, TlsSettings, Trust};
+    let pki = Pki::new();
+    let cert = pki.issue("server", &["127.0.0.1"], &rcgen::PKCS_ECDSA_P256_SHA256);
+    let (secure, plain) = (Setup::new(), Setup::new());
+    let tls_server = secure.server(&cert.args());
+    let plain_server = plain.server(&[]);
+    let rate = 2 << 20;
+    let tls = ConnectOptions {
+        tls: Some(TlsSettings::new(Trust::Ca(pki.ca_file())).unwrap()),
+        ..ConnectOptions::default()
+    };
+    let slow = ConnectOptions {
+        rate_limit: Some(rate),
+        ..ConnectOptions::default()
+    };
+    let addr = |s: &ServerProcess| parse_server(&s.addr.to_string(), 7005).unwrap();
+    task::block_on(async {
+        let mut a = Client::connect_with(addr(&tls_server), &tls).await.unwrap();
+        let mut b = Client::connect_with(addr(&plain_server), &slow)
+            .await
+            .unwrap();
+        assert!(a.is_encrypted() && !b.is_encrypted());
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let started = std::time::Instant::now();
+        let (ra, rb) = futures::join!(a.get("big.bin", &mut got_a), async {
+            let r = b.get("big.bin", &mut got_b).await;
+            (r, started.elapsed())
+        });
+        ra.unwrap();
+        let (rb, slow_took) = rb;
+        rb.unwrap();
+        assert!(got_a == secure.big && got_b == plain.big);
+        // 3 MiB at 2 MiB/s, less the first burst (a tenth of a second's worth).
+        assert!(slow_took >= Duration::from_millis(1300), "{slow_took:?}");
+        // The TLS settings did not leak into the plaintext connection, nor back.
+        let plain_tls = Client::connect_with(addr(&plain_server), &tls).await;
+        assert!(plain_tls.is_err(), "TLS to a plaintext server");
+        let again = Client::connect_with(addr(&tls_server), &ConnectOptions::default()).await;
+        let mut again = again.unwrap();
+        assert!(!again.is_encrypted());
+        assert!(
+            again.stat("a.txt").await.is_err(),
+            "a TLS server refuses plaintext"
+        );
     });
 }

@@ -3,6 +3,7 @@
 //! ([`local`]).
 
 pub(crate) mod call;
+pub(crate) mod connect;
 pub(crate) mod get;
 mod glob;
 pub(crate) mod info;
@@ -18,7 +19,6 @@ mod sync;
 pub(crate) mod terminal;
 mod time;
 pub(crate) mod tls;
-pub(crate) mod token;
 pub(crate) mod transfer;
 pub(crate) mod ui;
 
@@ -26,7 +26,6 @@ use crate::Failure;
 use sft_client::Error;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use structopt::StructOpt;
 
 // Options every subcommand that talks to a server takes. A plain comment, not a doc comment:
@@ -68,7 +67,8 @@ pub(crate) struct Common {
     #[structopt(long)]
     pub(crate) tls: bool,
     /// Connect with TLS, trusting certificates issued by the CA in FILE (PEM); the server's
-    /// name or address is checked against its certificate. Implies --tls.
+    /// name or address is checked against its certificate. A self-signed certificate in FILE
+    /// (`openssl req -x509 …`) is trusted as the server's own. Implies --tls.
     #[structopt(
         long,
         value_name = "FILE",
@@ -110,19 +110,6 @@ pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(rate)
 }
 
-/// The `--limit-rate` of this run, once the command line is parsed.
-static LIMIT_RATE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-
-/// Records the `--limit-rate` of this run (from main, once).
-pub(crate) fn set_limit_rate(rate: Option<u64>) {
-    let _ = LIMIT_RATE.set(rate);
-}
-
-/// The `--limit-rate` of this run, for every connection it makes.
-pub(crate) fn limit_rate() -> Option<u64> {
-    LIMIT_RATE.get().copied().flatten()
-}
-
 impl Common {
     /// `--timeout` as the client library takes it.
     pub(crate) fn stall(&self) -> Option<std::time::Duration> {
@@ -137,11 +124,6 @@ impl Common {
             fingerprint: self.fingerprint,
         }
     }
-
-    /// `--token` (or `SFT_TOKEN`) with `--insecure-token`.
-    pub(crate) fn token(&self) -> Option<token::Token> {
-        token::Token::new(self.token.as_deref(), self.insecure_token)
-    }
 }
 
 /// Wraps a local I/O error with the path and what was attempted.
@@ -155,15 +137,6 @@ pub(crate) fn local_error(
         action,
         source,
     }
-}
-
-/// Set when standard output carries a download's bytes (`sft get SERVER REMOTE -`): machine
-/// output (`--json` results and errors) then goes to standard error, never into the data.
-static STDOUT_IS_DATA: AtomicBool = AtomicBool::new(false);
-
-/// Standard output carries data from now on.
-pub(crate) fn stdout_is_data() {
-    STDOUT_IS_DATA.store(true, Ordering::Relaxed);
 }
 
 /// The exit status of a command whose standard output was closed under it: what a shell
@@ -181,11 +154,11 @@ pub(crate) fn exit_closed_pipe() -> ! {
 }
 
 /// Writes one line of machine output (`--json`), escaped for a terminal: on standard output,
-/// or on standard error when standard output carries data. A closed standard output ends the
-/// program quietly.
-pub(crate) fn machine_line(line: &str) {
+/// or on standard error when standard output carries data (`sft get SERVER REMOTE -`): never
+/// into the data. A closed standard output ends the program quietly.
+pub(crate) fn machine_line(line: &str, stdout_is_data: bool) {
     let line = terminal::json(line);
-    if STDOUT_IS_DATA.load(Ordering::Relaxed) {
+    if stdout_is_data {
         eprintln!("{line}");
         return;
     }

@@ -97,7 +97,7 @@ impl SendArgs {
 /// Runs `sft send`.
 pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
     let c = &args.common;
-    let ui = Ui::new(c.quiet, c.verbose, c.json, c.stall()).with_token(c.token());
+    let ui = Ui::new(c);
     let server = server_addr(&args.server, c)?;
     if let Some(dir) = &args.output_dir {
         return many(&args, &ui, &server, dir).await;

@@ -10,7 +10,7 @@
 use sft_client::{Error, Fingerprint, ServerAddr, TlsSettings, Trust};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// The TLS options of the command line.
 #[derive(Debug, Clone, Default)]
@@ -32,14 +32,13 @@ pub(crate) struct Secured {
     remember: Option<Fingerprint>,
 }
 
-static FLAGS: OnceLock<Flags> = OnceLock::new();
-
-/// The settings worked out for the server of this run (a run talks to one server).
-static DECIDED: Mutex<Option<(String, Option<Secured>)>> = Mutex::new(None);
-
-/// Records the TLS options of this run (from main, once).
-pub(crate) fn set_flags(flags: Flags) {
-    let _ = FLAGS.set(flags);
+/// The TLS of a run's connections: the options, and what they decided for its server.
+#[derive(Debug, Default)]
+pub(crate) struct Tls {
+    flags: Flags,
+    /// The settings worked out for the server of this run, once (a run talks to one server;
+    /// its reconnections reuse them).
+    decided: Mutex<Option<(String, Option<Secured>)>>,
 }
 
 /// Parses `--fingerprint`.
@@ -47,57 +46,61 @@ pub(crate) fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
     s.parse()
 }
 
-/// How to connect to `server`: TLS as the options say, else TLS pinned to the certificate
-/// remembered for it, else plaintext (`None`).
-pub(crate) async fn secured(server: &ServerAddr) -> Result<Option<Secured>, Error> {
-    let key = key(server);
-    if let Ok(decided) = DECIDED.lock() {
-        if let Some((k, secured)) = &*decided {
+impl Tls {
+    /// The TLS of a run with these options.
+    pub(crate) fn new(flags: Flags) -> Tls {
+        Tls {
+            flags,
+            decided: Mutex::default(),
+        }
+    }
+
+    /// How to connect to `server`: TLS as the options say, else TLS pinned to the certificate
+    /// remembered for it, else plaintext (`None`).
+    pub(crate) async fn secured(&self, server: &ServerAddr) -> Result<Option<Secured>, Error> {
+        let key = key(server);
+        if let Some((k, secured)) = &*self.decided.lock().unwrap_or_else(|e| e.into_inner()) {
             if *k == key {
                 return Ok(secured.clone());
             }
         }
+        let flags = self.flags.clone();
+        let decided = async_std::task::spawn_blocking({
+            let key = key.clone();
+            move || decide(&flags, &key)
+        })
+        .await?;
+        *self.decided.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, decided.clone()));
+        Ok(decided)
     }
-    let flags = FLAGS.get().cloned().unwrap_or_default();
-    let decided = async_std::task::spawn_blocking({
-        let key = key.clone();
-        move || decide(&flags, &key)
-    })
-    .await?;
-    if let Ok(mut slot) = DECIDED.lock() {
-        *slot = Some((key, decided.clone()));
-    }
-    Ok(decided)
-}
 
-/// After a successful connection: remembers the pin of `--fingerprint` for `server`. A file
-/// that cannot be written costs a warning, not the transfer.
-pub(crate) async fn connected(server: &ServerAddr, secured: &Secured) {
-    let Some(pin) = secured.remember else {
-        return;
-    };
-    let key = key(server);
-    if let Ok(mut slot) = DECIDED.lock() {
+    /// After a successful connection: remembers the pin of `--fingerprint` for `server`. A
+    /// file that cannot be written costs a warning, not the transfer.
+    pub(crate) async fn connected(&self, server: &ServerAddr, secured: &Secured) {
+        let Some(pin) = secured.remember else {
+            return;
+        };
+        let key = key(server);
         // Remembered once a run.
-        if let Some((k, Some(s))) = &mut *slot {
+        if let Some((k, Some(s))) = &mut *self.decided.lock().unwrap_or_else(|e| e.into_inner()) {
             if *k == key {
                 s.remember = None;
             }
         }
-    }
-    let Some(file) = known_hosts() else {
-        return;
-    };
-    let written = async_std::task::spawn_blocking({
-        let file = file.clone();
-        move || remember(&file, &key, pin)
-    })
-    .await;
-    if let Err(e) = written {
-        eprintln!(
-            "warning: could not remember the certificate of {server} in {}: {e}",
-            file.display()
-        );
+        let Some(file) = known_hosts() else {
+            return;
+        };
+        let written = async_std::task::spawn_blocking({
+            let file = file.clone();
+            move || remember(&file, &key, pin)
+        })
+        .await;
+        if let Err(e) = written {
+            eprintln!(
+                "warning: could not remember the certificate of {server} in {}: {e}",
+                file.display()
+            );
+        }
     }
 }
 
@@ -163,28 +166,48 @@ pub(crate) fn known_hosts() -> Option<PathBuf> {
     Some(config.join("sft").join("known_hosts"))
 }
 
-/// The pin remembered for `key`, if any (a missing file holds none).
+/// The pin remembered for `key`, if any (a missing file holds none). An entry for `key` whose
+/// pin cannot be read is an error naming its line, never "no pin": a line for a server means
+/// TLS only, and a damaged one must not let the connection fall back to plaintext.
 fn lookup(file: &Path, key: &str) -> io::Result<Option<Fingerprint>> {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(text.lines().find_map(|line| {
-        let (host, hex) = parse_line(line)?;
-        (host == key).then(|| hex.parse().ok()).flatten()
-    }))
+    for (n, line) in text.lines().enumerate() {
+        let Some((host, pin)) = parse_line(line) else {
+            continue;
+        };
+        if host != key {
+            continue;
+        }
+        return match pin.map(str::parse::<Fingerprint>) {
+            Some(Ok(pin)) => Ok(Some(pin)),
+            Some(Err(_)) | None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "line {}: the certificate remembered for {key} is not a SHA-256 fingerprint \
+                     (64 hex digits), so the connection would not be secured; it is not made in \
+                     plaintext either: fix or remove the line, or connect once with \
+                     --fingerprint HEX to replace it",
+                    n + 1
+                ),
+            )),
+        };
+    }
+    Ok(None)
 }
 
-/// `HOST:PORT HEX`; `None` for blank lines and `#` comments.
-fn parse_line(line: &str) -> Option<(String, &str)> {
+/// `HOST:PORT HEX`, the pin `None` when missing; `None` for blank lines and `#` comments.
+fn parse_line(line: &str) -> Option<(String, Option<&str>)> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
     }
     let mut fields = line.split_whitespace();
     let host = fields.next()?.to_ascii_lowercase();
-    Some((host, fields.next()?))
+    Some((host, fields.next()))
 }
 
 /// Writes `key pin` into the file, replacing the line for `key` if there is one; the file is
@@ -263,5 +286,24 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_unreadable_pin_is_an_error_naming_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let good = Fingerprint([3; 32]);
+        let text = format!("# pins\nother:1 {good}\nh:1 not-hex\nh:2\nh:3 {good} extra\n");
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(lookup(&file, "other:1").unwrap(), Some(good));
+        assert_eq!(lookup(&file, "h:3").unwrap(), Some(good));
+        assert_eq!(lookup(&file, "h:4").unwrap(), None);
+        let e = lookup(&file, "h:1").unwrap_err();
+        assert!(e.to_string().starts_with("line 3: "), "{e}");
+        let e = lookup(&file, "h:2").unwrap_err();
+        assert!(e.to_string().starts_with("line 4: "), "{e}");
+        // A pin given on the command line replaces the damaged line.
+        remember(&file, "h:1", good).unwrap();
+        assert_eq!(lookup(&file, "h:1").unwrap(), Some(good));
     }
 }

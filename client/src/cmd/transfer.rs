@@ -22,9 +22,8 @@ pub(crate) fn server_addr(server: &str, common: &Common) -> Result<ServerAddr, F
 
 /// Connects, with the display's progress reporting installed.
 pub(crate) async fn connect(server: &ServerAddr, ui: &Ui) -> Result<Client, Error> {
-    let mut client = super::token::connect(server, ui.stall, ui.token.as_ref()).await?;
+    let mut client = ui.settings.connect(server).await?;
     client.set_progress(ui.progress());
-    client.set_rate_limit(super::limit_rate());
     ui.note(&format!("connected to {server}"));
     Ok(client)
 }
@@ -165,7 +164,7 @@ pub(crate) fn report_single(
     ui.finish();
     let secs = started.elapsed().as_secs_f64();
     if ui.json {
-        super::machine_line(&line.json_ok(t, secs, attempts).to_string());
+        ui.line_out(&line.json_ok(t, secs, attempts).to_string());
     } else if ui.summary {
         eprintln!(
             "{} {}: {}",

@@ -5,7 +5,9 @@
 //! Bars appear only when standard error is a terminal and `-q` was not given, so pipes and logs
 //! never receive them.
 
+use super::connect::Settings;
 use super::size::{human, rate};
+use super::Common;
 use crate::escape;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use sft_client::{partial_path, Error, Progress};
@@ -24,10 +26,10 @@ pub(crate) struct Ui {
     pub(crate) verbose: bool,
     /// `--json`: results as JSON lines on standard output.
     pub(crate) json: bool,
-    /// `--timeout`: how long a connection may move nothing.
-    pub(crate) stall: Option<std::time::Duration>,
-    /// `--token`: presented on every connection.
-    pub(crate) token: Option<super::token::Token>,
+    /// How its connections are made.
+    pub(crate) settings: Settings,
+    /// Standard output carries a download's bytes: machine output goes to standard error.
+    stdout_is_data: bool,
     /// Whether a success ends with a summary: on a terminal, or with `-v` (a log or a mail
     /// from cron gets nothing on success).
     pub(crate) summary: bool,
@@ -37,30 +39,35 @@ pub(crate) struct Ui {
 }
 
 impl Ui {
-    /// Bars are drawn when standard error is a terminal, unless `quiet`.
-    pub(crate) fn new(
-        quiet: bool,
-        verbose: bool,
-        json: bool,
-        stall: Option<std::time::Duration>,
-    ) -> Ui {
+    /// The display and connections `common` asks for: bars are drawn when standard error is
+    /// a terminal, unless `-q`.
+    pub(crate) fn new(common: &Common) -> Ui {
+        let Common {
+            quiet,
+            verbose,
+            json,
+            ..
+        } = *common;
         let terminal = std::io::stderr().is_terminal();
         let draw = !quiet && terminal;
         Ui {
             quiet,
             verbose: verbose && !quiet,
             json,
-            stall,
-            token: None,
+            settings: Settings::new(common),
+            stdout_is_data: false,
             summary: !quiet && (verbose || terminal),
             bars: draw.then(|| Arc::new(Bars::new())),
             expected: Mutex::new((0, 0)),
         }
     }
 
-    /// The same, presenting `token` on every connection.
-    pub(crate) fn with_token(self, token: Option<super::token::Token>) -> Ui {
-        Ui { token, ..self }
+    /// The same, for a download whose bytes go to standard output (`yes`).
+    pub(crate) fn stdout_is_data(self, yes: bool) -> Ui {
+        Ui {
+            stdout_is_data: yes,
+            ..self
+        }
     }
 
     /// What a client reports its transfers to.
@@ -125,8 +132,10 @@ impl Ui {
     /// Prints a line of machine output (a `--json` result), above any bars.
     pub(crate) fn line_out(&self, line: &str) {
         match &self.bars {
-            Some(bars) => bars.multi.suspend(|| super::machine_line(line)),
-            None => super::machine_line(line),
+            Some(bars) => bars
+                .multi
+                .suspend(|| super::machine_line(line, self.stdout_is_data)),
+            None => super::machine_line(line, self.stdout_is_data),
         }
     }
 
@@ -173,6 +182,9 @@ struct Current {
     partial: Option<PathBuf>,
 }
 
+/// The run's one process-wide value: the signal thread of [`on_interrupt`] reads it when
+/// Ctrl-C arrives, at a moment no command chose and from a thread no command reaches. Every
+/// connection setting travels as a value ([`Settings`]).
 static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
 
 /// Where the transfer in progress keeps what already moved, and how to continue it: said
