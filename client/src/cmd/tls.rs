@@ -5,7 +5,8 @@
 //! `$XDG_CONFIG_HOME/sft/known_hosts` (or `~/.config/sft/known_hosts`), one `HOST:PORT HEX` a
 //! line. A later connection to that HOST:PORT without `--tls`, `--ca` or `--fingerprint` uses
 //! TLS with the remembered pin: a server that then presents another certificate is refused,
-//! loudly, and never silently talked to in plaintext.
+//! loudly, and never silently talked to in plaintext. A line for that HOST:PORT whose pin
+//! cannot be read is an error naming the line, never plaintext either.
 
 use sft_client::{Error, Fingerprint, ServerAddr, TlsSettings, Trust};
 use std::io::{self, Write};
