@@ -431,3 +431,22 @@ pub(crate) enum StreamItem {
     /// An error line: the stream ended incomplete.
     Error(WireError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_protocols_greeting_is_quoted_escaped_and_shortened() {
+        assert_eq!(
+            not_sft(b"SSH-2.0-OpenSSH_9.6\r\n"),
+            "not an sft server (it sent 'SSH-2.0-OpenSSH_9.6')"
+        );
+        let http = format!("HTTP/1.1 400 Bad\x1b[2J{}\n", "x".repeat(100));
+        let said = not_sft(http.as_bytes());
+        assert!(said.starts_with("not an sft server (it sent 'HTTP/1.1 400 Bad\\u{1b}[2J"));
+        assert!(said.ends_with("xxx…')") && !said.contains('\x1b'), "{said}");
+        assert!(looks_like_json(b" {\"ok\":true}\n"));
+        assert!(!looks_like_json(b"SSH-2.0\r\n") && !looks_like_json(b"\n"));
+    }
+}

@@ -61,8 +61,9 @@ pub enum Error {
         source: io::Error,
     },
     /// The server closed the connection before it sent a byte: what `sft-server --allow` does
-    /// to an address it does not admit (or a server stopping). Not transient: trying again
-    /// from the same address cannot help.
+    /// to an address it does not admit (or a server stopping, or one whose idle timeout ran
+    /// out before a first request sent late). Not transient: trying again from the same
+    /// address cannot help.
     ClosedAtOnce {
         /// What was going on.
         during: String,

@@ -250,6 +250,29 @@ fn a_connection_closed_by_allow_is_explained_and_not_retried() {
     assert_eq!(last["error"]["code"], "closed_at_once");
     assert_eq!(last["exit_code"], 3);
     assert!(names(dir.path()).is_empty());
+
+    // Over TLS the handshake meets the close, and says the same.
+    let certs = tempfile::tempdir().unwrap();
+    let tls_dir = certs.path().join("tls");
+    let args = [
+        "--host",
+        "127.0.0.1",
+        "--allow",
+        "10.0.0.0/8",
+        "--tls-self-signed",
+        s(&tls_dir),
+    ];
+    let server = ServerProcess::start(root.path(), &args);
+    // No handshake happens, so any pin will do.
+    let fingerprint = "ab".repeat(32);
+    let host = server.addr.to_string();
+    let out = sft(&["ls", "--fingerprint", &fingerprint, &host], dir.path());
+    expect_code(&out, 3);
+    let err = stderr(&out);
+    assert!(
+        err.contains("closed the connection at once, before the TLS handshake"),
+        "{err}"
+    );
 }
 
 #[test]
