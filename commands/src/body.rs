@@ -2,15 +2,16 @@
 //!
 //! The mechanisms themselves (block pipelines, sendfile, deadlines) live in `sft-io`, shared
 //! with the client; this file adapts them to a request's reader and writer. The built-in verbs
-//! and third-party ones use the same helpers: [`Context::send_file`],
-//! [`Context::receive_file`] and [`Context::discard_body`].
+//! and third-party ones use the same helpers: [`Context::send_file`], and the [`Body`] handle
+//! a go-ahead returns ([`Body::receive_file`], [`Body::discard`], [`Body::read_exact`],
+//! [`Body::read_line`]).
 
 use crate::command::CommandError;
 use crate::context::Context;
 use crate::sandbox::io_error;
-use crate::staging::Staged;
+use crate::staging::{Interrupted, Staged, Upload};
 use async_std::task::spawn_blocking;
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use sft_io::{confirm, BlockSink, FileSource, Pace, Version, CHUNK, RECV};
 use std::fs::File;
 use std::io;
@@ -223,12 +224,6 @@ where
     }
 }
 
-/// Bodies at least this large go out with `sendfile(2)`; smaller ones are copied into the
-/// socket buffer right behind the reply line, so that both leave in one write.
-fn use_sendfile(body: u64) -> bool {
-    sft_io::ZERO_COPY && body >= sft_io::SENDFILE_MIN
-}
-
 /// Sends bytes `offset..offset + body` of `file` as a body, with `sendfile(2)` where it
 /// applies and through the connection's writer otherwise, every wait within the writer's pace.
 /// With `hashing` (a hasher holding the hash of the bytes before `offset`, and the version the
@@ -241,9 +236,7 @@ pub(crate) async fn send_range(
     body: u64,
     hashing: Option<(blake3::Hasher, Version)>,
 ) -> Result<(File, Option<blake3::Hash>), CopyError> {
-    // Under TLS every byte goes through the session: no zero-copy.
-    let plain = ctx.writer.get_ref().get_ref().tcp().is_some();
-    if plain && use_sendfile(body) {
+    if ctx.writer.zero_copy(body) {
         send_zero_copy(ctx, file, offset, body, hashing).await
     } else {
         send_copied(ctx, file, offset, body, hashing).await
@@ -279,15 +272,11 @@ async fn send_zero_copy(
         None => (None, None),
     };
     let mut pos = offset;
-    let (socket, pace) = ctx.writer.get_mut().parts_mut();
-    let socket = socket
-        .tcp()
-        .ok_or_else(|| CopyError::Write(io::Error::other("sendfile needs a plain socket")))?;
     let stats = &mut ctx.stats;
-    let sent = sft_io::sendfile(&file, &mut pos, offset + body, socket, pace, |n| {
-        stats.bytes_out += n
-    })
-    .await;
+    let sent = ctx
+        .writer
+        .sendfile(&file, &mut pos, offset + body, |n| stats.bytes_out += n)
+        .await;
     let hash = match hashing {
         Some(task) => Some(task.await.map_err(CopyError::Read)?),
         None => None,
@@ -331,16 +320,12 @@ async fn send_copied(
     let mut source = FileSource::new(file, offset, body, hasher, version);
     while let Some(block) = source.next().await {
         let block = block.map_err(CopyError::Read)?;
-        ctx.writer
-            .write_all(&block)
-            .await
-            .map_err(CopyError::Write)?;
-        ctx.stats.bytes_out += block.len() as u64;
+        ctx.write_body(&block).await.map_err(CopyError::Write)?;
     }
     Ok((check, source.hash()))
 }
 
-/// A request body received into a staging file by [`Context::receive_file`].
+/// A request body received into a staging file by [`Body::receive_file`].
 #[derive(Debug)]
 pub struct ReceivedFile {
     /// The staging file, holding exactly the body. Put it in place with
@@ -389,8 +374,27 @@ impl Context<'_> {
             CopyError::Write(e) => e,
         })
     }
+}
 
-    /// Receives exactly `len` request body bytes (after the go-ahead) into a new staging file
+/// The body of a request, once its go-ahead was given ([`Context::go_ahead`]): the only way a
+/// verb reads what follows a header. Every read keeps the server's stall timeout and minimum
+/// rate, one [`Pace`] for the whole body from the go-ahead on, and counts what arrived in
+/// [`Stats::bytes_in`](crate::Stats). It is also the request's [`Context`] (it dereferences to
+/// it), for the replies that go with a body: the final one, or a refusal once the body is read.
+///
+/// Read exactly what the request declared, never past it: the next request follows.
+#[derive(Debug)]
+pub struct Body<'a, 'c> {
+    pub(crate) ctx: &'a mut Context<'c>,
+    pace: Pace,
+}
+
+impl<'a, 'c> Body<'a, 'c> {
+    pub(crate) fn new(ctx: &'a mut Context<'c>, pace: Pace) -> Self {
+        Body { ctx, pace }
+    }
+
+    /// Receives exactly `len` body bytes into a new staging file
     /// of the root ([`Root::stage`](crate::Root::stage)), hashing them if `hash`. Each block is
     /// written by a short task on the blocking pool while the next one arrives, and every read
     /// keeps the server's stall timeout and minimum rate. Counts the bytes in
@@ -406,13 +410,11 @@ impl Context<'_> {
         len: u64,
         hash: bool,
     ) -> Result<ReceivedFile, CommandError> {
-        // Reading it claims an eager body.
-        self.eager_claimed();
         let root = self.root.clone();
         let (staged, file) = match spawn_blocking(move || root.stage()).await {
             Ok(staged) => staged,
             Err(e) => {
-                self.discard_body(len).await?;
+                self.discard(len).await?;
                 return Err(io_error(&self.shown(), &e).into());
             }
         };
@@ -421,12 +423,17 @@ impl Context<'_> {
             hasher: hash.then(blake3::Hasher::new),
         };
         let mut got = 0;
-        let mut pace = self.limits.body_pace();
         // `keep_from` past any length: a body cut off is never kept, so its last block is
         // never written only to be removed.
-        let received = stream_to_file(&mut *self.reader, sink, 0, len, u64::MAX, &mut pace, |n| {
-            got += n
-        })
+        let received = stream_to_file(
+            &mut *self.ctx.reader,
+            sink,
+            0,
+            len,
+            u64::MAX,
+            &mut self.pace,
+            |n| got += n,
+        )
         .await;
         self.stats.bytes_in += got;
         match received {
@@ -440,7 +447,7 @@ impl Context<'_> {
                 match error {
                     CopyError::Read(e) => Err(CommandError::Abort(e)),
                     CopyError::Write(e) => {
-                        self.discard_body(len - got).await?;
+                        self.discard(len - got).await?;
                         Err(io_error(&self.shown(), &e).into())
                     }
                 }
@@ -448,18 +455,98 @@ impl Context<'_> {
         }
     }
 
-    /// Reads and drops exactly `len` request body bytes, within the server's stall timeout and
-    /// minimum rate: how a verb that refuses a body it was sent keeps the connection in step
-    /// before its error reply. Counts them in [`Stats::bytes_in`](crate::Stats). A client that
+    /// Reads and drops exactly `len` body bytes, within the server's stall timeout and minimum
+    /// rate: how a verb that refuses a body it was sent keeps the connection in step before its
+    /// error reply. Counts them in [`Stats::bytes_in`](crate::Stats). A client that
     /// stops sending is an [`CommandError::Abort`].
-    pub async fn discard_body(&mut self, len: u64) -> Result<(), CommandError> {
-        // Reading it claims an eager body.
-        self.eager_claimed();
-        let mut pace = self.limits.body_pace();
-        discard(&mut *self.reader, len, &mut pace)
+    pub async fn discard(&mut self, len: u64) -> Result<(), CommandError> {
+        discard(&mut *self.ctx.reader, len, &mut self.pace)
             .await
             .map_err(CommandError::Abort)?;
         self.stats.bytes_in += len;
         Ok(())
+    }
+
+    /// Fills `buf` with the next body bytes: first from what is already buffered (no wait, so
+    /// no timer), then within the pace. On failure, says how many bytes did arrive.
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), (u64, io::Error)> {
+        let reader = &mut *self.ctx.reader;
+        let buffered = reader.buffer();
+        let mut filled = buffered.len().min(buf.len());
+        buf[..filled].copy_from_slice(&buffered[..filled]);
+        futures::AsyncBufReadExt::consume_unpin(reader, filled);
+        let mut failed = None;
+        while filled < buf.len() {
+            match self.pace.read(reader, &mut buf[filled..]).await {
+                Ok(0) => {
+                    let left = buf.len() - filled;
+                    failed = Some(ended_early(left as u64, buf.len() as u64));
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.ctx.stats.bytes_in += filled as u64;
+        match failed {
+            None => Ok(()),
+            Some(e) => Err((filled as u64, e)),
+        }
+    }
+
+    /// Reads one line of the body (a chunk header, a trailer) into `line`, at most
+    /// [`MAX_HEADER_LEN`](sft_protocol::limits::MAX_HEADER_LEN) bytes, within the pace. `false`:
+    /// the client closed before a line began; an over-long line is `InvalidData` (its end was
+    /// not read: the connection is out of step).
+    pub async fn read_line(&mut self, line: &mut Vec<u8>) -> io::Result<bool> {
+        let reader = &mut *self.ctx.reader;
+        self.pace.limit(sft_protocol::read_line(reader, line)).await
+    }
+
+    /// Waits, within the pace, until the body's first bytes are here; `false` if the client
+    /// closed instead. A client that leaves before its first byte costs no more than this wait.
+    pub(crate) async fn ready(&mut self) -> io::Result<bool> {
+        let reader = &mut *self.ctx.reader;
+        self.pace
+            .limit(async {
+                futures::AsyncBufReadExt::fill_buf(reader)
+                    .await
+                    .map(|b| !b.is_empty())
+            })
+            .await
+    }
+
+    /// Receives the next `len` body bytes into `upload` (see [`Upload::receive`]), counting
+    /// them; `progress` hears of each block as it arrives.
+    pub(crate) async fn receive_upload(
+        &mut self,
+        upload: &mut Upload,
+        len: u64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), Interrupted> {
+        let stats = &mut self.ctx.stats;
+        upload
+            .receive(&mut *self.ctx.reader, len, &mut self.pace, |n| {
+                stats.bytes_in += n;
+                progress(n)
+            })
+            .await
+    }
+}
+
+impl<'c> std::ops::Deref for Body<'_, 'c> {
+    type Target = Context<'c>;
+
+    fn deref(&self) -> &Context<'c> {
+        self.ctx
+    }
+}
+
+impl std::ops::DerefMut for Body<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.ctx
     }
 }

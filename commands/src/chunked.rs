@@ -14,7 +14,7 @@
 //! dropped, so the connection stays in step. The disk space is free while the rest arrives. A malformed chunk header leaves the reader unable to find the end: it is
 //! answered with an error and the connection is closed.
 
-use crate::body::discard;
+use crate::body::Body;
 use crate::command::CommandError;
 use crate::context::Context;
 use crate::sandbox::io_error;
@@ -22,7 +22,7 @@ use crate::staging::{Interrupted, Upload};
 use async_std::task::spawn_blocking;
 use sft_protocol::body::decode_chunk_header;
 use sft_protocol::limits::MAX_HEADER_LEN;
-use sft_protocol::{read_line, ErrorCode, WireError};
+use sft_protocol::{ErrorCode, WireError};
 use std::io;
 
 /// How a chunked body ended.
@@ -42,21 +42,20 @@ pub(crate) enum Received {
     Refused,
 }
 
-/// Reads a chunked body from the connection into `upload`. `shown` names the upload in messages.
+/// Reads a chunked body into `upload`. `shown` names the upload in messages.
 pub(crate) async fn receive(
-    ctx: &mut Context<'_>,
+    body: &mut Body<'_, '_>,
     upload: Upload,
     shown: &str,
 ) -> Result<Received, CommandError> {
-    let stall = &mut ctx.limits.body_pace();
-    let max = ctx.limits.max_upload_bytes;
+    let max = body.limits.max_upload_bytes;
     let mut line = Vec::with_capacity(128);
     let mut total: u64 = 0;
     // `None` once the upload was refused: from then on chunks are read and dropped.
     let mut upload = Some(upload);
     loop {
         line.clear();
-        match stall.limit(read_line(&mut *ctx.reader, &mut line)).await {
+        match body.read_line(&mut line).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(CommandError::Abort(io::Error::new(
@@ -69,13 +68,13 @@ pub(crate) async fn receive(
                     ErrorCode::TooLarge,
                     format!("chunk header line longer than {MAX_HEADER_LEN} bytes"),
                 );
-                return Err(out_of_step(ctx, e).await);
+                return Err(out_of_step(body, e).await);
             }
             Err(e) => return Err(CommandError::Abort(e)),
         }
         let header = match decode_chunk_header(&line) {
             Ok(header) => header,
-            Err(e) => return Err(out_of_step(ctx, e).await),
+            Err(e) => return Err(out_of_step(body, e).await),
         };
         let len = header.size;
         if len == 0 {
@@ -101,33 +100,21 @@ pub(crate) async fn receive(
                      stored"
                 ),
             );
-            refuse(ctx, upload.take(), &e).await?;
+            refuse(body, upload.take(), &e).await?;
         }
         let Some(open) = upload.as_mut() else {
-            discard(&mut *ctx.reader, len, stall)
-                .await
-                .map_err(CommandError::Abort)?;
-            ctx.stats.bytes_in += len;
+            body.discard(len).await?;
             continue;
         };
         let mut got = 0;
-        let stats = &mut ctx.stats;
-        let stored = open
-            .receive(&mut *ctx.reader, len, stall, |n| {
-                got += n;
-                stats.bytes_in += n;
-            })
-            .await;
+        let stored = body.receive_upload(open, len, |n| got += n).await;
         match stored {
             Ok(()) => total += len,
             Err(Interrupted::Peer(e)) => return Err(CommandError::Abort(e)),
             Err(Interrupted::Storage(e)) => {
                 // Storage failed (disk full, quota…): refuse, then drop the rest of the body.
-                refuse(ctx, upload.take(), &io_error(shown, &e)).await?;
-                discard(&mut *ctx.reader, len - got, stall)
-                    .await
-                    .map_err(CommandError::Abort)?;
-                ctx.stats.bytes_in += len - got;
+                refuse(body, upload.take(), &io_error(shown, &e)).await?;
+                body.discard(len - got).await?;
             }
         }
     }

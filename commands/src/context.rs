@@ -4,23 +4,22 @@ use crate::registry::Registry;
 use crate::sandbox::Root;
 use crate::slots::{Slot, UploadSlots};
 use crate::staging::PartialLimits;
-use async_std::io::{BufReader, BufWriter};
+use crate::writer::Writer;
+use async_std::io::BufReader;
 use futures::AsyncWriteExt;
 use serde::Serialize;
-use sft_protocol::{encode_error, encode_ok, WireError};
+use sft_protocol::body::{encode_line, Upload};
+use sft_protocol::{encode_error, encode_ok, encode_trailer, RemotePath, WireError};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The connection's buffered reader (plain TCP or TLS). Bytes after a header line (a body) are
-/// read from here.
+/// read from here: by a verb only through the [`Body`](crate::Body) its go-ahead returns.
 pub type Reader = BufReader<StreamRead>;
-/// The connection's buffered writer. The session flushes it after each request. Every write
-/// and flush through it keeps the connection's [`Pace`](sft_io::Pace): a client that stops
-/// reading fails the write after the stall timeout (or below the minimum rate) instead of
-/// holding the session forever. The session restarts the pace for each request.
-pub type Writer = BufWriter<PacedWrite<StreamWrite>>;
 
-pub use sft_io::{Pace, PaceRule, PacedWrite, StreamRead, StreamWrite};
+pub use crate::body::Body;
+pub use sft_io::{Pace, PaceRule, StreamRead, StreamWrite};
 
 /// Server-wide limits a handler enforces before doing any work.
 #[derive(Debug, Clone)]
@@ -131,7 +130,23 @@ pub struct Buffers {
     body: Vec<u8>,
 }
 
-/// Everything a handler gets for one request.
+/// Where the request's body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// No body is owed: none was declared, or the go-ahead claimed it.
+    Nothing,
+    /// A body was declared, and the client waits for the go-ahead before it sends it.
+    GoAhead,
+    /// An eager body (PROTOCOL.md §3.1) of this length follows the header without a go-ahead,
+    /// and nothing has claimed it yet.
+    Eager(u64),
+}
+
+/// Everything a handler gets for one request: what the server is, and what it may do with the
+/// connection. The connection itself stays out of reach: replies, bodies and stream lines go
+/// out through the methods here, and a request body is read only through the [`Body`] that
+/// [`Context::go_ahead`] returns, so a verb can neither read what follows a header it did not
+/// accept nor answer an upload before its go-ahead.
 #[derive(Debug)]
 pub struct Context<'c> {
     /// The served folder; every path goes through it.
@@ -140,22 +155,18 @@ pub struct Context<'c> {
     pub limits: &'c Limits,
     /// Every verb the server answers (for verbs that describe the server, like `HELLO`).
     pub registry: &'c Registry,
-    /// The connection's reader, positioned just after the header line.
-    pub reader: &'c mut Reader,
-    /// The connection's writer.
-    pub writer: &'c mut Writer,
     /// The session's id, for log lines.
     pub session: u64,
     /// The client's address, for log lines.
     pub peer: SocketAddr,
-    /// Filled in by the handler for the request log line.
+    /// Filled in by the handler (and [`Context::resolve`]) for the request log line.
     pub stats: Stats,
+    pub(crate) reader: &'c mut Reader,
+    pub(crate) writer: &'c mut Writer,
     buffers: &'c mut Buffers,
     /// What the connection authenticated as (admission checks it; `AUTH` changes it).
     access: &'c mut Access,
-    /// The length of an eager body (PROTOCOL.md §3.1) that nothing has claimed yet: it follows
-    /// the header without a go-ahead.
-    eager: Option<u64>,
+    body: Pending,
 }
 
 impl<'c> Context<'c> {
@@ -183,8 +194,20 @@ impl<'c> Context<'c> {
             stats: Stats::default(),
             buffers,
             access,
-            eager: None,
+            body: Pending::Nothing,
         }
+    }
+
+    /// Says what follows the request's header: the `body` admission found it declares
+    /// ([`admit`](crate::admit)), and the length of an eager one, which follows without a
+    /// go-ahead (the session sets this).
+    pub fn with_body(mut self, body: Option<Upload>, eager: Option<u64>) -> Self {
+        self.body = match (body, eager) {
+            (_, Some(len)) => Pending::Eager(len),
+            (Some(_), None) => Pending::GoAhead,
+            (None, None) => Pending::Nothing,
+        };
+        self
     }
 
     /// What the connection authenticated as, if it did.
@@ -201,40 +224,58 @@ impl<'c> Context<'c> {
         self.access.granted(grant);
     }
 
-    /// Marks the request as an eager upload of `len` body bytes: they follow the header
-    /// without waiting for a go-ahead (the session sets this; see [`Context::go_ahead`]).
-    pub fn with_eager_body(mut self, len: Option<u64>) -> Self {
-        self.eager = len;
-        self
+    /// Checks a path the request names ([`Root::check`]) and records it for the request's log
+    /// line ([`Stats::path`]): normalized once checked, as sent (shortened) when refused.
+    pub fn resolve(&mut self, path: &str) -> Result<RemotePath, WireError> {
+        let checked = self.root.check(path);
+        self.stats.path = Some(match &checked {
+            Ok(rp) => rp.to_string(),
+            Err(_) => crate::sandbox::requested(path),
+        });
+        checked
     }
 
-    /// The handler reads the eager body itself (it needs no go-ahead).
-    pub(crate) fn eager_claimed(&mut self) {
-        self.eager = None;
-    }
-
-    /// Whether the request's body came eagerly and is still unclaimed: no go-ahead was given
-    /// and none of it read.
-    pub fn eager_body_pending(&self) -> bool {
-        self.eager.is_some()
+    /// [`Context::resolve`] for a verb that names two paths (`RENAME`): the log line's path is
+    /// `from -> to`.
+    pub fn resolve_pair(
+        &mut self,
+        from: &str,
+        to: &str,
+    ) -> Result<(RemotePath, RemotePath), WireError> {
+        let checked = self
+            .root
+            .check(from)
+            .and_then(|f| Ok((f, self.root.check(to)?)));
+        self.stats.path = Some(match &checked {
+            Ok((f, t)) => format!("{f} -> {t}"),
+            Err(_) => {
+                let requested = crate::sandbox::requested;
+                format!("{} -> {}", requested(from), requested(to))
+            }
+        });
+        checked
     }
 
     /// The go-ahead of an upload: a success reply with `fields` (usually none, `{"ok":true}`),
-    /// flushed, after which the client sends the body. For an eager upload the body is already
-    /// on its way and nothing is written: the request's only reply is its final one.
-    pub async fn go_ahead(&mut self, fields: &impl Serialize) -> std::io::Result<()> {
-        if self.eager.take().is_some() {
-            return Ok(());
+    /// flushed, after which the client sends the body; returns the [`Body`] to read it
+    /// through. For an eager upload the body is already on its way and nothing is written: the
+    /// request's only reply is its final one. This is the only way to a request's body.
+    pub async fn go_ahead(&mut self, fields: &impl Serialize) -> io::Result<Body<'_, 'c>> {
+        if !matches!(self.body, Pending::Eager(_)) {
+            self.write_ok(fields).await?;
+            self.flush().await?;
         }
-        self.reply_ok(fields).await?;
-        self.flush().await
+        self.body = Pending::Nothing;
+        let pace = self.limits.body_pace();
+        Ok(Body::new(self, pace))
     }
 
     /// Reads and drops an eager body nothing claimed (a request refused before its go-ahead),
     /// within the server's stall timeout and minimum rate: the session does this after the
     /// handler, before the refusal is sent, so the connection stays in step.
-    pub async fn settle_body(&mut self) -> std::io::Result<()> {
-        if let Some(len) = self.eager.take() {
+    pub async fn settle_body(&mut self) -> io::Result<()> {
+        if let Pending::Eager(len) = self.body {
+            self.body = Pending::Nothing;
             discard_eager(self.reader, len, self.limits).await?;
             self.stats.bytes_in += len;
         }
@@ -244,13 +285,21 @@ impl<'c> Context<'c> {
     /// Writes a success reply line with `fields` (buffered: it goes out with the next flush or
     /// with the body that follows it).
     ///
-    /// To an upload whose body came eagerly and is unclaimed, the first success reply can only
-    /// be the go-ahead, which an eager upload does without: it is not written (see
-    /// [`Context::go_ahead`]), and the body is the handler's to read.
-    pub async fn reply_ok(&mut self, fields: &impl Serialize) -> std::io::Result<()> {
-        if self.eager.take().is_some() {
-            return Ok(());
+    /// To a request that declared a body, the first success reply is the go-ahead, written by
+    /// [`Context::go_ahead`] (or, eager, not written at all): before it, this fails (an
+    /// `InvalidInput` error, which the verb returns as an abort) rather than let the client
+    /// take a final reply for a go-ahead, or drop one.
+    pub async fn reply_ok(&mut self, fields: &impl Serialize) -> io::Result<()> {
+        if self.body != Pending::Nothing {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a success reply to a request with a body before its go-ahead (Context::go_ahead)",
+            ));
         }
+        self.write_ok(fields).await
+    }
+
+    async fn write_ok(&mut self, fields: &impl Serialize) -> io::Result<()> {
         let scratch = &mut self.buffers.scratch;
         scratch.clear();
         encode_ok(fields, scratch);
@@ -259,8 +308,10 @@ impl<'c> Context<'c> {
 
     /// Writes an error reply line (buffered). An eager body nothing claimed is read and dropped
     /// first: the refusal comes after it.
-    pub async fn reply_error(&mut self, err: &WireError) -> std::io::Result<()> {
+    pub async fn reply_error(&mut self, err: &WireError) -> io::Result<()> {
         self.settle_body().await?;
+        // A refusal instead of a go-ahead: the client sends no body.
+        self.body = Pending::Nothing;
         self.stats.error = Some(err.code);
         let scratch = &mut self.buffers.scratch;
         scratch.clear();
@@ -280,7 +331,7 @@ impl<'c> Context<'c> {
         &mut self,
         fields: &impl Serialize,
         from: usize,
-    ) -> std::io::Result<()> {
+    ) -> io::Result<()> {
         self.reply_ok(fields).await?;
         let body = &self.buffers.body[from..];
         self.writer.write_all(body).await?;
@@ -288,8 +339,36 @@ impl<'c> Context<'c> {
         Ok(())
     }
 
+    /// Writes `bytes` of a body or a line stream a success reply announced (buffered), counted
+    /// in [`Stats::bytes_out`].
+    pub async fn write_body(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes).await?;
+        self.stats.bytes_out += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes one line of a line stream (`{"ok":true,"stream":"lines"}` announced it): an item,
+    /// or the `{"end":true,…}` line (buffered), counted in [`Stats::bytes_out`]. `item` must
+    /// serialize to a JSON object.
+    pub async fn write_line(&mut self, item: &impl Serialize) -> io::Result<()> {
+        let scratch = &mut self.buffers.scratch;
+        scratch.clear();
+        encode_line(item, scratch).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.writer.write_all(scratch).await?;
+        self.stats.bytes_out += scratch.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the trailer line that follows a body whose reply said `"trailer":true` (buffered).
+    pub async fn write_trailer(&mut self, fields: &impl Serialize) -> io::Result<()> {
+        let scratch = &mut self.buffers.scratch;
+        scratch.clear();
+        encode_trailer(fields, scratch);
+        self.writer.write_all(scratch).await
+    }
+
     /// Sends everything buffered so far.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
+    pub async fn flush(&mut self) -> io::Result<()> {
         self.writer.flush().await
     }
 }
@@ -297,7 +376,134 @@ impl<'c> Context<'c> {
 /// Reads and drops an eager body of `len` bytes that follows a refused request, within the
 /// server's stall timeout and minimum rate (for refusals the session makes before any handler
 /// runs: unknown verbs, [`admit`](crate::admit)).
-pub async fn discard_eager(reader: &mut Reader, len: u64, limits: &Limits) -> std::io::Result<()> {
+pub async fn discard_eager(reader: &mut Reader, len: u64, limits: &Limits) -> io::Result<()> {
     let mut pace = limits.body_pace();
     crate::body::discard(reader, len, &mut pace).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_std::os::unix::net::UnixStream;
+    use futures::AsyncReadExt;
+
+    /// A request's context over one end of a socket pair; the test is the client, at the other.
+    struct Harness {
+        root: Root,
+        limits: Limits,
+        registry: Registry,
+        reader: Reader,
+        writer: Writer,
+        buffers: Buffers,
+        access: Access,
+        client: UnixStream,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let (server, client) = UnixStream::pair().unwrap();
+            let (read, write) = sft_io::split(server);
+            let limits = Limits::default();
+            Harness {
+                root: Root::open(dir.path()).unwrap(),
+                reader: BufReader::new(read),
+                writer: Writer::new(write, limits.pace(), 4096),
+                limits,
+                registry: Registry::new(),
+                buffers: Buffers::default(),
+                access: Access::new(),
+                client,
+                _dir: dir,
+            }
+        }
+
+        fn context(&mut self, body: Option<Upload>, eager: Option<u64>) -> Context<'_> {
+            let peer = "127.0.0.1:1".parse().unwrap();
+            let h = self;
+            Context::new(
+                &h.root,
+                &h.limits,
+                &h.registry,
+                &mut h.reader,
+                &mut h.writer,
+                1,
+                peer,
+                &mut h.buffers,
+                &mut h.access,
+            )
+            .with_body(body, eager)
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Fields {
+        n: u64,
+    }
+
+    /// The only way to a body is the go-ahead; a success reply before it is an error, never
+    /// dropped or taken for the go-ahead.
+    #[test]
+    fn a_success_reply_before_the_go_ahead_is_refused_not_dropped() {
+        async_std::task::block_on(async {
+            let mut h = Harness::new();
+            send(&h.client, b"abc").await;
+            let mut client = h.client.clone();
+            // Eager: nothing written for the go-ahead; the final reply is the only one.
+            let mut ctx = h.context(Some(Upload::Sized(3)), Some(3));
+            let refused = ctx.reply_ok(&Fields { n: 0 }).await.unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::InvalidInput);
+            let mut body = ctx.go_ahead(&Fields { n: 1 }).await.unwrap();
+            let mut got = [0; 3];
+            body.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"abc");
+            body.reply_ok(&Fields { n: 2 }).await.unwrap();
+            body.flush().await.unwrap();
+            assert_eq!(body.stats.bytes_in, 3);
+            drop(ctx);
+            drop(h);
+            let mut out = String::new();
+            client.read_to_string(&mut out).await.unwrap();
+            assert_eq!(out, "{\"ok\":true,\"n\":2}\n");
+        });
+        async_std::task::block_on(async {
+            // Waiting for a go-ahead: it is written and flushed, then the final reply.
+            let mut h = Harness::new();
+            let mut client = h.client.clone();
+            let mut ctx = h.context(Some(Upload::Sized(0)), None);
+            assert!(ctx.reply_ok(&Fields { n: 0 }).await.is_err());
+            let mut body = ctx.go_ahead(&Fields { n: 1 }).await.unwrap();
+            body.reply_ok(&Fields { n: 2 }).await.unwrap();
+            body.flush().await.unwrap();
+            drop(ctx);
+            drop(h);
+            let mut out = String::new();
+            client.read_to_string(&mut out).await.unwrap();
+            assert_eq!(out, "{\"ok\":true,\"n\":1}\n{\"ok\":true,\"n\":2}\n");
+        });
+    }
+
+    /// A refusal before the go-ahead reads and drops an eager body first, and then no success
+    /// reply is owed a body any more.
+    #[test]
+    fn a_refusal_settles_an_eager_body_first() {
+        async_std::task::block_on(async {
+            let mut h = Harness::new();
+            send(&h.client, b"abcdef").await;
+            let mut ctx = h.context(Some(Upload::Sized(4)), Some(4));
+            ctx.reply_error(&WireError::too_large("no")).await.unwrap();
+            assert_eq!(ctx.stats.bytes_in, 4);
+            assert_eq!(ctx.stats.error, Some(sft_protocol::ErrorCode::TooLarge));
+            drop(ctx);
+            assert_eq!(h.reader.buffer(), b"ef");
+        });
+    }
+
+    /// The client sends `bytes`.
+    async fn send(client: &UnixStream, bytes: &[u8]) {
+        futures::AsyncWriteExt::write_all(&mut &*client, bytes)
+            .await
+            .unwrap();
+    }
 }

@@ -44,9 +44,7 @@ impl Command for Delete {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: DeleteRequest = request.args()?;
-            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-            let rp = ctx.root.check(&args.path)?;
-            ctx.stats.path = Some(rp.to_string());
+            let rp = ctx.resolve(&args.path)?;
             let root = ctx.root.clone();
             let folder = args.folder;
             let kind = spawn_blocking(move || {

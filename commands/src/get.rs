@@ -21,10 +21,9 @@ use crate::hashes::Lookup;
 use crate::sandbox::io_error;
 use crate::started::log_start;
 use async_std::task::spawn_blocking;
-use futures::AsyncWriteExt;
 use sft_io::{confirm, Version};
 use sft_protocol::verbs::{GetReply, GetRequest, GetTrailer, Verb};
-use sft_protocol::{encode_trailer, ErrorCode, Request, WireError};
+use sft_protocol::{ErrorCode, Request, WireError};
 use std::fs::File;
 
 /// The `GET` handler: streams a regular file inside the root, in bounded chunks.
@@ -47,10 +46,8 @@ impl Command for Get {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: GetRequest = request.args()?;
-            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-            let rp = ctx.root.check(&args.path)?;
+            let rp = ctx.resolve(&args.path)?;
             let shown = rp.to_string();
-            ctx.stats.path = Some(shown.clone());
             let (given, want_hash) = (args.offset, args.hash);
             let offset = given.unwrap_or(0);
             // Resolving and opening touch only metadata, fast on a local file system: done in
@@ -107,15 +104,10 @@ impl Command for Get {
                 .await
                 .map_err(|e| ctx.sending_failed(e))?;
             if let (Some(hash), Some(lookup)) = (hash, lookup) {
-                let mut line = Vec::with_capacity(96);
-                encode_trailer(
-                    &GetTrailer {
-                        blake3: hash.to_hex().to_string(),
-                    },
-                    &mut line,
-                );
-                ctx.writer
-                    .write_all(&line)
+                let trailer = GetTrailer {
+                    blake3: hash.to_hex().to_string(),
+                };
+                ctx.write_trailer(&trailer)
                     .await
                     .map_err(CommandError::Abort)?;
                 let root = ctx.root.clone();

@@ -2,12 +2,13 @@
 //!
 //! A verb is a type implementing [`Command`], registered under its name in a [`Registry`]. The
 //! server reads a header, looks the verb up and hands the handler a [`Context`]: the sandboxed
-//! [`Root`], the [`Limits`], and the connection's reader and writer. Adding a verb means adding a
+//! [`Root`], the [`Limits`], and methods to reply, send bodies and read an upload's [`Body`]
+//! after its go-ahead (never the raw connection). Adding a verb means adding a
 //! handler and registering it; the server's session loop never changes.
 //!
 //! The built-ins live one per file: [`get`], [`send`], [`list`], [`stat`], [`mkdir`], [`delete`],
-//! [`rename`] and [`hello`]. `EXTENDING.md` at
-//! the repository root shows how to write a verb in a crate of its own.
+//! [`rename`], [`hello`] and [`auth`]. `EXTENDING.md` at the repository root shows how to write
+//! a verb in a crate of its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]
@@ -36,18 +37,20 @@ mod slots;
 pub mod staging;
 pub mod started;
 pub mod stat;
+mod writer;
 
 pub use admission::{admit, Access};
 pub use body::ReceivedFile;
 pub use command::{Accepts, BoxFuture, Command, CommandError};
 pub use context::{
-    discard_eager, Buffers, Context, Limits, Pace, PaceRule, PacedWrite, Reader, Stats, StreamRead,
-    StreamWrite, Writer,
+    discard_eager, Body, Buffers, Context, Limits, Pace, PaceRule, Reader, Stats, StreamRead,
+    StreamWrite,
 };
 pub use registry::Registry;
 pub use sandbox::Root;
 pub use slots::{Slot, UploadSlots};
 pub use staging::PartialLimits;
+pub use writer::Writer;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`, `DELETE`,
 /// `RENAME`, `SETTIME`, `HELLO`, `AUTH`).

@@ -26,7 +26,6 @@ use crate::entry::describe;
 use crate::hashes::Lookup;
 use crate::sandbox::{io_error, is_partial_download, FileId, Root};
 use async_std::task::spawn_blocking;
-use futures::AsyncWriteExt;
 use rustix::fs::{self as rfs, AtFlags, Dir, Mode, OFlags};
 use sft_io::confirm;
 use sft_protocol::body::encode_line;
@@ -66,10 +65,8 @@ impl Command for List {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: ListRequest = request.args()?;
-            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-            let rp = ctx.root.check(&args.path)?;
+            let rp = ctx.resolve(&args.path)?;
             let shown = rp.to_string();
-            ctx.stats.path = Some(shown.clone());
             let root = ctx.root.clone();
             let (recursive, hash) = (args.recursive, args.hash);
             let mut walk = spawn_blocking(move || {
@@ -93,11 +90,7 @@ impl Command for List {
                 })
                 .await;
                 (walk, out) = (w, o);
-                ctx.writer
-                    .write_all(&out)
-                    .await
-                    .map_err(CommandError::Abort)?;
-                ctx.stats.bytes_out += out.len() as u64;
+                ctx.write_body(&out).await.map_err(CommandError::Abort)?;
                 out.clear();
                 match filled {
                     Ok(true) => break,
@@ -111,12 +104,7 @@ impl Command for List {
                 count: walk.count,
                 skipped: walk.skipped,
             };
-            encode_line(&end, &mut out).expect("an end line is short");
-            ctx.stats.bytes_out += out.len() as u64;
-            ctx.writer
-                .write_all(&out)
-                .await
-                .map_err(CommandError::Abort)
+            ctx.write_line(&end).await.map_err(CommandError::Abort)
         })
     }
 }

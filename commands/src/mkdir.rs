@@ -39,9 +39,7 @@ impl Command for Mkdir {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: MkdirRequest = request.args()?;
-            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-            let rp = ctx.root.check(&args.path)?;
-            ctx.stats.path = Some(rp.to_string());
+            let rp = ctx.resolve(&args.path)?;
             let root = ctx.root.clone();
             let created = spawn_blocking(move || root.make_folder(&rp)).await?;
             ctx.reply_ok(&MkdirReply { created })

@@ -42,14 +42,7 @@ impl Command for Rename {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: RenameRequest = request.args()?;
-            ctx.stats.path = Some(format!(
-                "{} -> {}",
-                crate::sandbox::requested(&args.from),
-                crate::sandbox::requested(&args.to)
-            ));
-            let from = ctx.root.check(&args.from)?;
-            let to = ctx.root.check(&args.to)?;
-            ctx.stats.path = Some(format!("{from} -> {to}"));
+            let (from, to) = ctx.resolve_pair(&args.from, &args.to)?;
             let root = ctx.root.clone();
             let overwrite = args.overwrite;
             let kind = spawn_blocking(move || root.rename(&from, &to, overwrite)).await?;

@@ -20,19 +20,18 @@
 use crate::attributes::Attributes;
 use crate::chunked::{self, Received};
 use crate::command::{Accepts, BoxFuture, Command, CommandError};
-use crate::context::{Context, Reader};
+use crate::context::{Body, Context};
 use crate::sandbox::{io_error, Target};
 use crate::staging::{Interrupted, Upload, MIN_KEPT_PARTIAL};
 use crate::started::log_start;
 use async_std::task::spawn_blocking;
-use futures::AsyncBufReadExt;
-use sft_protocol::body::Upload as Body;
+use sft_protocol::body::Upload as Declared;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
     is_blake3_hex, is_upload_id, SendReady, SendReply, SendRequest, SendStreamRequest, SendTrailer,
     Verb,
 };
-use sft_protocol::{decode_trailer, read_line, ErrorCode, RemotePath, Request, WireError};
+use sft_protocol::{decode_trailer, ErrorCode, RemotePath, Request, WireError};
 use std::io;
 
 /// The `SEND` handler.
@@ -96,21 +95,18 @@ fn integrity(args: &SendRequest) -> Result<Integrity, WireError> {
 }
 
 /// Reads the trailer line after a `SEND` body: the whole file's hash.
-async fn read_trailer(ctx: &mut Context<'_>) -> Result<blake3::Hash, CommandError> {
+async fn read_trailer(body: &mut Body<'_, '_>) -> Result<blake3::Hash, CommandError> {
     let mut line = Vec::with_capacity(96);
-    let stall = ctx.limits.stall_timeout;
-    match async_std::io::timeout(stall, read_line(&mut *ctx.reader, &mut line)).await {
+    match body.read_line(&mut line).await {
         Ok(true) => {}
         Ok(false) => return Err(CommandError::Abort(io::ErrorKind::UnexpectedEof.into())),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             // Over the line limit: the end of the line was not read, so the connection is out
             // of step. Say why (best effort), then close.
-            let err = WireError::new(
-                ErrorCode::TooLarge,
-                format!("trailer line longer than {MAX_HEADER_LEN} bytes"),
-            );
-            let _ = ctx.reply_error(&err).await;
-            let _ = ctx.flush().await;
+            let err =
+                WireError::too_large(format!("trailer line longer than {MAX_HEADER_LEN} bytes"));
+            let _ = body.reply_error(&err).await;
+            let _ = body.flush().await;
             return Err(CommandError::Abort(io::Error::new(e.kind(), err.message)));
         }
         Err(e) => return Err(CommandError::Abort(e)),
@@ -145,19 +141,14 @@ impl Order {
     /// The header checks, before anything is touched: path, size limit, hashes. (The session
     /// refused the request already if the server is read-only.)
     fn check(args: SendRequest, ctx: &mut Context<'_>) -> Result<Order, WireError> {
-        ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-        let rp = ctx.root.check(&args.path)?;
+        let rp = ctx.resolve(&args.path)?;
         let shown = rp.to_string();
-        ctx.stats.path = Some(shown.clone());
         if let Some(max) = ctx.limits.max_upload_bytes {
             if args.size > max {
-                return Err(WireError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "{} bytes is over this server's upload limit of {max} bytes",
-                        args.size
-                    ),
-                ));
+                return Err(WireError::too_large(format!(
+                    "{} bytes is over this server's upload limit of {max} bytes",
+                    args.size
+                )));
             }
         }
         if args.eager && (args.resume || args.trailer) {
@@ -206,7 +197,7 @@ impl Command for Send {
         ctx: &'a mut Context<'_>,
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
-            if request.body()? == Some(Body::Chunked) {
+            if request.body()? == Some(Declared::Chunked) {
                 return receive_chunked(request, ctx).await;
             }
             let order = Order::check(request.args()?, ctx)?;
@@ -218,38 +209,38 @@ impl Command for Send {
             let (target, mut upload) = begin(ctx, &order).await?;
             upload.set_attributes(order.attrs);
             let offset = upload.offset();
-            go_ahead(ctx, offset).await?;
-            log_start(ctx, SendRequest::NAME, Some(order.size - offset));
-            let received = match receive(ctx, &mut upload, order.size).await {
+            let mut body = go_ahead(ctx, offset).await?;
+            log_start(&body, SendRequest::NAME, Some(order.size - offset));
+            let received = match receive(&mut body, &mut upload, order.size).await {
                 Ok(()) => Ok(upload),
                 Err(Interrupted::Peer(e)) => {
                     // The client vanished or stalled: a resumable partial is kept.
-                    keep(ctx, upload).await;
+                    keep(&body, upload).await;
                     return Err(CommandError::Abort(e));
                 }
                 Err(Interrupted::Storage(e)) => {
                     // Storing failed (disk full, quota…): free the file at once, then read the
                     // rest of the body so the connection stays in step, and report.
                     spawn_blocking(move || upload.discard()).await;
-                    let left = order.size - offset - ctx.stats.bytes_in;
-                    ctx.discard_body(left).await?;
+                    let left = order.size - offset - body.stats.bytes_in;
+                    body.discard(left).await?;
                     Err(io_error(&order.shown, &e))
                 }
             };
             // The hash to check against: declared up front, or in the trailer after the body.
             let claimed = if order.trailer {
-                match read_trailer(ctx).await {
+                match read_trailer(&mut body).await {
                     Ok(hash) => Some(hash),
                     Err(CommandError::Abort(e)) => {
                         // Every byte arrived but not the hash: the partial can still finish.
                         if let Ok(upload) = received {
-                            keep(ctx, upload).await;
+                            keep(&body, upload).await;
                         }
                         return Err(CommandError::Abort(e));
                     }
                     // A malformed trailer line was read whole: the connection is in step.
                     Err(CommandError::Reply(e)) => {
-                        return ctx.reply_error(&e).await.map_err(CommandError::Abort)
+                        return body.reply_error(&e).await.map_err(CommandError::Abort)
                     }
                 }
             } else {
@@ -259,16 +250,8 @@ impl Command for Send {
                 Ok((upload, hash)) => commit(upload, target, order.overwrite).await.map(|()| hash),
                 Err(e) => Err(e),
             };
-            match stored {
-                Ok(hash) => {
-                    let blake3 = hash.map(|h| h.to_hex().to_string());
-                    let size = order.size;
-                    ctx.reply_ok(&SendReply { size, blake3 }).await
-                }
-                // The body was consumed, so the connection is in step: a plain error reply.
-                Err(e) => ctx.reply_error(&e).await,
-            }
-            .map_err(CommandError::Abort)
+            // The body was consumed, so the connection is in step: a plain error reply.
+            stored_reply(&mut body, stored, order.size).await
         })
     }
 }
@@ -292,67 +275,48 @@ const SMALL_UPLOAD: u64 = MIN_KEPT_PARTIAL;
 async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), CommandError> {
     let target = ctx.root.prepare_target(&order.rp, order.overwrite)?;
     // A resume has nothing to continue (see `SMALL_UPLOAD`): it starts at 0.
-    go_ahead(ctx, 0).await?;
-    let mut body = vec![0; order.size as usize];
-    let mut pace = ctx.limits.body_pace();
-    let got = read_exact(&mut *ctx.reader, &mut body, &mut pace).await;
-    ctx.stats.bytes_in += got.as_ref().map_or_else(|(n, _)| *n, |()| order.size);
-    got.map_err(|(_, e)| CommandError::Abort(e))?;
+    let mut body = go_ahead(ctx, 0).await?;
+    let mut bytes = vec![0; order.size as usize];
+    body.read_exact(&mut bytes)
+        .await
+        .map_err(|(_, e)| CommandError::Abort(e))?;
     let claimed = if order.trailer {
-        match read_trailer(ctx).await {
+        match read_trailer(&mut body).await {
             Ok(hash) => Some(hash),
             Err(CommandError::Abort(e)) => return Err(CommandError::Abort(e)),
             Err(CommandError::Reply(e)) => {
-                return ctx.reply_error(&e).await.map_err(CommandError::Abort)
+                return body.reply_error(&e).await.map_err(CommandError::Abort)
             }
         }
     } else {
         order.integrity.expected
     };
-    let hash = order.integrity.hashed.then(|| blake3::hash(&body));
+    let hash = order.integrity.hashed.then(|| blake3::hash(&bytes));
     let stored = match vouched(claimed, hash, &order.shown) {
-        Ok(()) => ctx
+        Ok(()) => body
             .root
-            .store_whole(&target, &body, order.attrs, order.overwrite),
+            .store_whole(&target, &bytes, order.attrs, order.overwrite)
+            .map(|()| hash),
         Err(e) => Err(e),
     };
-    match stored {
-        Ok(()) => {
-            let blake3 = hash.map(|h| h.to_hex().to_string());
-            let size = order.size;
-            ctx.reply_ok(&SendReply { size, blake3 }).await
-        }
-        Err(e) => ctx.reply_error(&e).await,
-    }
-    .map_err(CommandError::Abort)
+    stored_reply(&mut body, stored, order.size).await
 }
 
-/// Fills `buf` from `reader`: first from what it has buffered (no wait, so no deadline or
-/// timer), then within `pace`. On failure, says how many bytes did arrive.
-async fn read_exact(
-    reader: &mut Reader,
-    buf: &mut [u8],
-    pace: &mut sft_io::Pace,
-) -> Result<(), (u64, io::Error)> {
-    let buffered = reader.buffer();
-    let mut filled = buffered.len().min(buf.len());
-    buf[..filled].copy_from_slice(&buffered[..filled]);
-    reader.consume_unpin(filled);
-    while filled < buf.len() {
-        match pace.read(reader, &mut buf[filled..]).await {
-            Ok(0) => {
-                let left = buf.len() - filled;
-                let e = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("ended {left} bytes before the declared {}", buf.len()),
-                );
-                return Err((filled as u64, e));
-            }
-            Ok(n) => filled += n,
-            Err(e) => return Err((filled as u64, e)),
+/// The final reply of an upload whose body was read whole: what was stored (`size` bytes,
+/// hashing to `hash` if hashed), or why nothing was.
+async fn stored_reply(
+    body: &mut Body<'_, '_>,
+    stored: Result<Option<blake3::Hash>, WireError>,
+    size: u64,
+) -> Result<(), CommandError> {
+    match stored {
+        Ok(hash) => {
+            let blake3 = hash.map(|h| h.to_hex().to_string());
+            body.reply_ok(&SendReply { size, blake3 }).await
         }
+        Err(e) => body.reply_error(&e).await,
     }
-    Ok(())
+    .map_err(CommandError::Abort)
 }
 
 /// Prepares the target (creating missing parent folders) and begins storing the upload: in a
@@ -383,38 +347,37 @@ async fn begin(ctx: &Context<'_>, order: &Order) -> Result<(Target, Upload), Wir
 
 /// The go-ahead: from here on the client sends the body from `offset` on (an eager upload's
 /// body is on its way already: then nothing is sent).
-async fn go_ahead(ctx: &mut Context<'_>, offset: u64) -> Result<(), CommandError> {
+async fn go_ahead<'a, 'c>(
+    ctx: &'a mut Context<'c>,
+    offset: u64,
+) -> Result<Body<'a, 'c>, CommandError> {
     ctx.go_ahead(&SendReady { offset })
         .await
         .map_err(CommandError::Abort)
 }
 
 /// Receives the body: the upload's `size` bytes from its offset on.
-async fn receive(ctx: &mut Context<'_>, upload: &mut Upload, size: u64) -> Result<(), Interrupted> {
-    let body = size - upload.offset();
-    let pace = &mut ctx.limits.body_pace();
-    if body > 0 {
+async fn receive(
+    body: &mut Body<'_, '_>,
+    upload: &mut Upload,
+    size: u64,
+) -> Result<(), Interrupted> {
+    let len = size - upload.offset();
+    if len > 0 {
         // A client that leaves before its first byte costs no more than this wait: the body's
         // pipeline is only started once there is something to store.
-        let reader = &mut *ctx.reader;
-        match pace
-            .limit(async { reader.fill_buf().await.map(|b| b.is_empty()) })
-            .await
-        {
-            Ok(true) => {
+        match body.ready().await {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(Interrupted::Peer(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("ended {body} bytes before the declared {body}"),
+                    format!("ended {len} bytes before the declared {len}"),
                 )))
             }
-            Ok(false) => {}
             Err(e) => return Err(Interrupted::Peer(e)),
         }
     }
-    let stats = &mut ctx.stats;
-    upload
-        .receive(&mut *ctx.reader, body, pace, |n| stats.bytes_in += n)
-        .await
+    body.receive_upload(upload, len, |_| {}).await
 }
 
 /// Keeps an interrupted upload for a resume, if it is a partial worth keeping (see
@@ -467,10 +430,8 @@ async fn commit(upload: Upload, target: Target, overwrite: bool) -> Result<(), W
 /// a plain staging file (not resumable), hashed on the way.
 async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<(), CommandError> {
     let args: SendStreamRequest = request.args()?;
-    ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-    let rp = ctx.root.check(&args.path)?;
+    let rp = ctx.resolve(&args.path)?;
     let shown = rp.to_string();
-    ctx.stats.path = Some(shown.clone());
     let _slot = ctx.limits.upload_slot()?;
     let root = ctx.root.clone();
     let overwrite = args.overwrite;
@@ -487,11 +448,11 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
     })
     .await?;
     upload.set_attributes(attrs);
-    go_ahead(ctx, 0).await?;
-    log_start(ctx, SendRequest::NAME, None);
+    let mut body = go_ahead(ctx, 0).await?;
+    log_start(&body, SendRequest::NAME, None);
 
     // Dropping `upload` on any early return removes the staging file.
-    let (upload, size, declared) = match chunked::receive(ctx, upload, &shown).await? {
+    let (upload, size, declared) = match chunked::receive(&mut body, upload, &shown).await? {
         Received::Refused => return Ok(()),
         Received::Complete {
             upload,
@@ -503,12 +464,5 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
         Ok((upload, hash)) => commit(upload, target, overwrite).await.map(|()| hash),
         Err(e) => Err(e),
     };
-    match stored {
-        Ok(hash) => {
-            let blake3 = hash.map(|h| h.to_hex().to_string());
-            ctx.reply_ok(&SendReply { size, blake3 }).await
-        }
-        Err(e) => ctx.reply_error(&e).await,
-    }
-    .map_err(CommandError::Abort)
+    stored_reply(&mut body, stored, size).await
 }

@@ -57,10 +57,8 @@ impl Command for Stat {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: StatRequest = request.args()?;
-            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-            let rp = ctx.root.check(&args.path)?;
+            let rp = ctx.resolve(&args.path)?;
             let shown = rp.to_string();
-            ctx.stats.path = Some(shown.clone());
             let root = ctx.root.clone();
             let want_hash = args.hash;
             let entry = spawn_blocking(move || {

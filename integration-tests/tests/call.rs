@@ -6,7 +6,6 @@ use serde_json::{json, Map, Value};
 use sft_client::{Body, Client, Error};
 use sft_commands::{BoxFuture, Command, CommandError, Context};
 use sft_integration_tests::{random_bytes, sft, sft_stdin, TestServer};
-use sft_protocol::body::encode_line;
 use sft_protocol::verbs::{StreamFormat, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
 use std::fs;
@@ -39,28 +38,20 @@ impl Command for Count {
         ctx: &'a mut Context<'_>,
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
-            use futures::AsyncWriteExt;
             let args: CountRequest = request.args()?;
             ctx.reply_ok(&json!({"stream": StreamFormat::Lines}))
                 .await
                 .map_err(CommandError::Abort)?;
-            let mut out = Vec::new();
             for n in 1..=args.to {
                 if args.fail_at == Some(n) {
                     let err = WireError::internal(format!("failed at {n}"));
                     return ctx.reply_error(&err).await.map_err(CommandError::Abort);
                 }
-                out.clear();
-                encode_line(&json!({"n": n}), &mut out).unwrap();
-                ctx.writer
-                    .write_all(&out)
+                ctx.write_line(&json!({"n": n}))
                     .await
                     .map_err(CommandError::Abort)?;
             }
-            out.clear();
-            encode_line(&json!({"end": true, "count": args.to}), &mut out).unwrap();
-            ctx.writer
-                .write_all(&out)
+            ctx.write_line(&json!({"end": true, "count": args.to}))
                 .await
                 .map_err(CommandError::Abort)
         })

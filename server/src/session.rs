@@ -10,13 +10,11 @@ use crate::logging::escape;
 use crate::sessions::Registration;
 use crate::tls::Opened;
 use async_std::io::timeout;
-use async_std::io::{BufReader, BufWriter};
+use async_std::io::BufReader;
 use async_std::net::TcpStream;
 use futures::future::Either;
 use futures::{AsyncBufReadExt, AsyncWriteExt, Future, FutureExt};
-use sft_commands::{
-    admit, Access, Buffers, CommandError, Context, Limits, PacedWrite, Registry, Root,
-};
+use sft_commands::{admit, Access, Buffers, CommandError, Context, Limits, Registry, Root, Writer};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
@@ -258,8 +256,7 @@ async fn serve(
     };
     let mut reader = BufReader::with_capacity(IO_BUFFER, read);
     // Every write to the client keeps the pace rules, replies and flushes included.
-    let paced = PacedWrite::new(write, shared.limits.pace());
-    let mut writer = BufWriter::with_capacity(IO_BUFFER, paced);
+    let mut writer = Writer::new(write, shared.limits.pace(), IO_BUFFER);
     let end = requests(shared, &mut reader, &mut writer, registration, mailbox).await;
     if shared.tls.is_some() && !matches!(end, End::Failed(_)) {
         // A clean TLS close (close_notify), so the client tells it from a cut; bounded like
@@ -355,7 +352,7 @@ async fn requests(
         }
 
         let started = Instant::now();
-        writer.get_mut().pace_mut().restart();
+        writer.pace_mut().restart();
         let request = match decode_request(&line) {
             Ok(r) => r,
             Err(err) => {
@@ -403,16 +400,18 @@ async fn requests(
         // The same rules for every verb, in their order, before its handler runs: who you are,
         // may you write, what may follow the header (a body refused was not sent, since the
         // client waits for a go-ahead — or, eager, it is dropped).
-        if let Err(err) = admit(&**handler, &request, &shared.limits, &mut access) {
-            log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
-            if let Err(e) =
-                refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
-            {
-                return End::Failed(e);
+        let body = match admit(&**handler, &request, &shared.limits, &mut access) {
+            Ok(body) => body,
+            Err(err) => {
+                log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
+                if let Err(e) =
+                    refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
+                {
+                    return End::Failed(e);
+                }
+                continue;
             }
-            continue;
-        }
-
+        };
         let mut ctx = Context::new(
             &shared.root,
             &shared.limits,
@@ -424,7 +423,7 @@ async fn requests(
             &mut buffers,
             &mut access,
         )
-        .with_eager_body(eager);
+        .with_body(body, eager);
         let mut result = handler.run(request, &mut ctx).await;
         // A body the handler refused before its go-ahead is read before the refusal is sent.
         if !matches!(result, Err(CommandError::Abort(_))) {

@@ -71,8 +71,8 @@ impl Command for Head {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: HeadRequest = request.args()?;
-            let rp = ctx.root.check(&args.path)?;
-            ctx.stats.path = Some(rp.to_string());
+            // Checked through the sandbox, and recorded for the request's log line.
+            let rp = ctx.resolve(&args.path)?;
             let root = ctx.root.clone();
             let (file, _len) = spawn_blocking(move || root.open_file(&rp)).await?;
             let failed = |e: io::Error| WireError::internal(format!("reading {}: {e}", args.path));

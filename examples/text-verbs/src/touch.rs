@@ -89,8 +89,7 @@ impl Command for Touch {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: TouchRequest = request.args()?;
-            let rp = ctx.root.check(&args.path)?;
-            ctx.stats.path = Some(rp.to_string());
+            let rp = ctx.resolve(&args.path)?;
             let root = ctx.root.clone();
             // File-system work blocks: a short task on the blocking pool.
             let created = spawn_blocking(move || touch(&root, &rp)).await?;

@@ -82,9 +82,9 @@ impl Command for Wc {
             // A missing or mistyped argument becomes a `bad_request` reply.
             let args: WcRequest = request.args()?;
             // Every path goes through the sandbox: `..`, absolute paths, symlinks out of the
-            // root and the reserved `.sft/` folder are refused here.
-            let rp = ctx.root.check(&args.path)?;
-            ctx.stats.path = Some(rp.to_string());
+            // root and the reserved `.sft/` folder are refused here. The path is recorded for
+            // the request's log line, refused or not.
+            let rp = ctx.resolve(&args.path)?;
             let root = ctx.root.clone();
             let (file, _len) = spawn_blocking(move || root.open_file(&rp)).await?;
             let mut file = async_std::fs::File::from(file);
