@@ -42,9 +42,7 @@ impl Command for SetTime {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let args: SetTimeRequest = request.args()?;
-            ctx.stats.path = Some(crate::sandbox::requested(&args.path));
-            let rp = ctx.root.check(&args.path)?;
-            ctx.stats.path = Some(rp.to_string());
+            let rp = ctx.resolve(&args.path)?;
             let root = ctx.root.clone();
             let mtime = args.mtime;
             let kind = spawn_blocking(move || root.set_mtime(&rp, mtime)).await?;
