@@ -2,7 +2,7 @@
 //! limit within what the descriptors allow, so that a full house gets `busy` replies rather
 //! than failed `accept`s and failed opens for everyone.
 
-use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use rlimit::Resource;
 
 /// Descriptors one connection may hold at once, counted for a busy one:
 ///
@@ -24,28 +24,14 @@ pub const FDS_RESERVED: u64 = 64;
 /// without a reply, so a flood cannot use the descriptors kept for the server.
 pub const REFUSALS_IN_FLIGHT: usize = 32;
 
-/// Largest open-file limit tried when the hard limit is "unlimited" and the system refuses it
-/// as a soft limit (macOS caps it at `OPEN_MAX`).
-const UNLIMITED_FALLBACK: u64 = 10240;
-
-/// Raises the soft open-file limit to the hard limit and returns the limit now in force
+/// Raises the soft open-file limit to the hard limit (within what the system allows a
+/// process, such as macOS's `kern.maxfilesperproc`) and returns the limit now in force
 /// (`None`: unlimited). Failing to raise it is not an error: the current limit is returned.
 pub fn raise_open_file_limit() -> Option<u64> {
-    let now = getrlimit(Resource::Nofile);
-    if now.current != now.maximum {
-        let raised = Rlimit {
-            current: now.maximum,
-            maximum: now.maximum,
-        };
-        if setrlimit(Resource::Nofile, raised).is_err() && now.maximum.is_none() {
-            let capped = Rlimit {
-                current: Some(UNLIMITED_FALLBACK.max(now.current.unwrap_or(0))),
-                maximum: None,
-            };
-            let _ = setrlimit(Resource::Nofile, capped);
-        }
-    }
-    getrlimit(Resource::Nofile).current
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| Resource::NOFILE.get().map(|(soft, _)| soft))
+        .unwrap_or(rlimit::INFINITY);
+    (limit != rlimit::INFINITY).then_some(limit)
 }
 
 /// How many connections `limit` descriptors can serve (at least one); `None` (no limit)

@@ -1,48 +1,22 @@
 //! The address allow-list (`--allow CIDR`, repeatable): peers outside it are closed at accept.
 
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A network: an address and how many of its leading bits count (`10.0.0.0/8`, `::1/128`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    bits: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     /// Whether `ip` is inside. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`, what a dual-stack
     /// socket reports for an IPv4 peer) is the IPv4 address it carries.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.bits),
-            _ => false,
-        }
-    }
-}
-
-/// Whether the first `bits` bits of `a` and `b` are equal.
-fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
-    let (whole, rest) = ((bits / 8) as usize, bits % 8);
-    if a[..whole] != b[..whole] {
-        return false;
-    }
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        a[whole] & mask == b[whole] & mask
-    }
-}
-
-/// Keeps the first `bits` bits of `octets`, zeroes the rest.
-fn mask(octets: &mut [u8], bits: u8) {
-    for (i, byte) in octets.iter_mut().enumerate() {
-        let keep = (bits as usize).saturating_sub(i * 8).min(8);
-        *byte &= !(0xffu16 >> keep) as u8;
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -75,25 +49,14 @@ impl FromStr for Cidr {
             },
             _ => (net, bits),
         };
-        let net = match net {
-            IpAddr::V4(v4) => {
-                let mut o = v4.octets();
-                mask(&mut o, bits);
-                IpAddr::V4(Ipv4Addr::from(o))
-            }
-            IpAddr::V6(v6) => {
-                let mut o = v6.octets();
-                mask(&mut o, bits);
-                IpAddr::V6(Ipv6Addr::from(o))
-            }
-        };
-        Ok(Cidr { net, bits })
+        let net = IpNet::new(net, bits).map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(Cidr(net.trunc()))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.bits)
+        self.0.fmt(f)
     }
 }
 
@@ -197,6 +160,7 @@ impl RefusalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
