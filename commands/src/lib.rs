@@ -7,8 +7,8 @@
 //! handler and registering it; the server's session loop never changes.
 //!
 //! The built-ins live one per file: [`get`], [`send`], [`list`], [`stat`], [`mkdir`], [`delete`],
-//! [`rename`], [`hello`] and [`auth`]. `EXTENDING.md` at the repository root shows how to write
-//! a verb in a crate of its own.
+//! [`rename`], [`settime`], [`hello`] and [`auth`]. `EXTENDING.md` at the repository root
+//! shows how to write a verb in a crate of its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(missing_debug_implementations)]

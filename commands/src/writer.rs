@@ -15,7 +15,7 @@ use std::task::{Context as TaskContext, Poll};
 ///
 /// Verbs never hold it: they write through the [`Context`](crate::Context)'s methods, and send
 /// files with [`Context::send_file`](crate::Context::send_file), which asks the writer whether
-/// it can send zero-copy ([`Writer::sendfile`]).
+/// it can send zero-copy (`sendfile(2)`) and has it do so.
 #[derive(Debug)]
 pub struct Writer {
     inner: BufWriter<PacedWrite<StreamWrite>>,

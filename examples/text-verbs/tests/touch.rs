@@ -102,3 +102,25 @@ fn a_read_only_server_refuses_touch() {
         assert!(!r.join(".sft").exists(), "nothing written at all");
     });
 }
+
+/// What EXTENDING.md says of a file a verb stages and commits: created `0644` less the server's
+/// umask by `Root::stage`, and `Staged::commit` leaves its bits as they are.
+#[test]
+fn a_committed_staged_file_is_0644_less_the_umask() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let root = tempfile::tempdir().unwrap();
+    let probe = root.path().join("probe");
+    fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o777)
+        .open(&probe)
+        .unwrap();
+    let umask = !fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+    let r = root.path().to_owned();
+    with_server(root.path(), &[], |mut client| async move {
+        assert_eq!(touch(&mut client, "made").await, Ok(true));
+        let mode = fs::metadata(r.join("made")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644 & !umask, "umask {umask:o}");
+    });
+}
