@@ -7,9 +7,10 @@
 //!
 //! An existing `to` is refused with `exists` unless the request says `"overwrite":true`; a
 //! folder is never replaced. The target's parent folder must exist. Both ends are resolved to
-//! the handles of the folders holding them and the move is one `renameat2` between those handles
-//! ([`Root::rename`](crate::Root::rename)): no one ever sees a half-moved entry, and a folder on
-//! the way swapped for a symlink cannot redirect the move out of the root.
+//! the handles of the folders holding them and the move is a `renameat2` between those handles
+//! ([`Root::rename`](crate::Root::rename); how `overwrite` never replaces a folder, even one made
+//! during the move, is in `sandbox/moves.rs`): no one ever sees a half-moved entry, and a folder
+//! on the way swapped for a symlink cannot redirect the move out of the root.
 
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;

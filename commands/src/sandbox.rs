@@ -20,6 +20,7 @@
 
 mod change;
 mod handle;
+mod moves;
 mod resolve;
 
 use crate::hashes::HashCache;
@@ -34,6 +35,7 @@ use std::time::Instant;
 
 pub use crate::staging::{PartialLimits, Staged, Upload};
 pub(crate) use handle::{FileId, DIR_FLAGS};
+pub(crate) use moves::rename_no_replace;
 pub(crate) use resolve::is_partial_download;
 pub use resolve::{Folder, Kind, Target};
 

@@ -11,9 +11,10 @@
 //! the top of the root) by identity, so another spelling of `.sft` on a case-insensitive file
 //! system is refused too.
 
+use super::moves::move_entry;
 use super::resolve::{reserved, Last, Resolved};
 use super::{errno, exists, io_error, Kind, Root};
-use rustix::fs::{self as rfs, AtFlags, RenameFlags};
+use rustix::fs::{self as rfs, AtFlags};
 use rustix::io::Errno;
 use sft_protocol::{ErrorCode, RemotePath, WireError};
 
@@ -154,27 +155,25 @@ impl Root {
             Ok(_) | Err(Errno::NOENT) => {}
             Err(e) => return Err(io_error(&shown, &errno(e))),
         }
-        let (old_dir, old) = (&*source.at.parent.fd, source.name.as_str());
-        let (new_dir, new) = (&*dest.parent.fd, dest_name.as_str());
-        let result = if overwrite {
-            rfs::renameat(old_dir, old, new_dir, new)
-        } else {
-            match rfs::renameat_with(old_dir, old, new_dir, new, RenameFlags::NOREPLACE) {
-                // A file system or kernel without RENAME_NOREPLACE (EINVAL is also a folder
-                // moved into itself, which the plain rename reports again): check, then
-                // rename. A narrow race remains there, and only there.
-                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                    match rfs::statat(new_dir, new, AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(_) => Err(Errno::EXIST),
-                        Err(Errno::NOENT) => rfs::renameat(old_dir, old, new_dir, new),
-                        Err(e) => Err(e),
-                    }
-                }
-                other => other,
-            }
-        };
+        if same(&source, &dest, &dest_name) {
+            // Onto itself, with `overwrite` (without, `exists` above): nothing changes.
+            return Ok(source.kind);
+        }
+        // The look above gives the common refusals their words; the move itself never relies
+        // on it (see `moves.rs`): what is at either end may change meanwhile.
+        let replace = overwrite && source.kind != Kind::Folder;
+        let result = move_entry(
+            &source.at.parent.fd,
+            source.name.as_str(),
+            &dest.parent.fd,
+            dest_name.as_str(),
+            replace,
+        );
         result.map_err(|e| match e {
             Errno::EXIST if !overwrite => exists(to),
+            Errno::EXIST if source.kind == Kind::Folder => WireError::bad_request(format!(
+                "{from} is a folder and {to} exists: a folder replaces nothing"
+            )),
             Errno::EXIST | Errno::NOTEMPTY | Errno::ISDIR => {
                 WireError::bad_request(format!("{to} is a folder: a folder is never replaced"))
             }
@@ -207,6 +206,7 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
     use std::path::Path;
+    use std::sync::{Barrier, Mutex};
 
     fn remove(root: &Root, p: &str, folder: bool) -> Result<(), ErrorCode> {
         let rp = root.check(p).map_err(|e| e.code)?;
@@ -448,5 +448,96 @@ mod tests {
             Err(ErrorCode::Forbidden)
         );
         assert_eq!(tree(outside.path()), outside_before);
+    }
+
+    /// Rounds of each race below: without the kernel's checks in the move, the racing folder
+    /// was replaced in some of them. Each round ends by itself; the check is exact.
+    const RACE_ROUNDS: usize = 2000;
+
+    /// Removes whatever is at `p`, folder or not.
+    fn clear(p: &Path) {
+        let _ = fs::remove_file(p).or_else(|_| fs::remove_dir_all(p));
+    }
+
+    /// Makes an empty folder at `p` and opens it, if nothing is there.
+    fn make_folder(p: &Path) -> Option<fs::File> {
+        fs::create_dir(p).ok()?;
+        fs::File::open(p).ok()
+    }
+
+    /// Runs [`RACE_ROUNDS`] rounds of an overwriting rename of `from` to `to` while `racer`
+    /// changes the tree at the same moment; `prepare` sets each round up. A folder the racer
+    /// made (and opened) must never be replaced: it still has a name once the round is over.
+    /// Returns how many rounds the racer made its folder.
+    fn race(prepare: impl Fn(&Path), racer: impl Fn(&Path) -> Option<fs::File> + Sync) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, _outside, root) = setup();
+        let d = dir.path();
+        let (from, to) = (root.check("from").unwrap(), root.check("to").unwrap());
+        let (start, end) = (Barrier::new(2), Barrier::new(2));
+        let made = Mutex::new(None);
+        let (mut contested, mut replaced) = (0, Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..RACE_ROUNDS {
+                    start.wait();
+                    *made.lock().unwrap() = racer(d);
+                    end.wait();
+                }
+            });
+            for round in 0..RACE_ROUNDS {
+                clear(&d.join("from"));
+                clear(&d.join("to"));
+                prepare(d);
+                start.wait();
+                let _ = root.rename(&from, &to, true);
+                end.wait();
+                if let Some(folder) = made.lock().unwrap().take() {
+                    contested += 1;
+                    if folder.metadata().unwrap().nlink() == 0 {
+                        replaced.push(round);
+                    }
+                }
+            }
+        });
+        // Judged once both threads are done (a panic in a round would leave the racer waiting).
+        assert_eq!(
+            replaced,
+            [] as [usize; 0],
+            "rounds where a folder was replaced"
+        );
+        contested
+    }
+
+    #[test]
+    fn an_overwriting_rename_never_replaces_a_folder_made_meanwhile() {
+        // A folder is moved to a free name, where an empty folder appears.
+        let made = race(
+            |d| {
+                fs::create_dir(d.join("from")).unwrap();
+                fs::write(d.join("from/marker"), b"m").unwrap();
+            },
+            |d| make_folder(&d.join("to")),
+        );
+        assert!(made > 0, "the racer never made its folder");
+    }
+
+    #[test]
+    fn an_overwriting_rename_of_a_file_never_moves_a_folder_over_one() {
+        // A file is to replace a file; meanwhile both become folders.
+        let made = race(
+            |d| {
+                fs::write(d.join("from"), b"new").unwrap();
+                fs::write(d.join("to"), b"old").unwrap();
+            },
+            |d| {
+                clear(&d.join("from"));
+                let _ = fs::create_dir(d.join("from"));
+                let _ = fs::write(d.join("from/marker"), b"m");
+                clear(&d.join("to"));
+                make_folder(&d.join("to"))
+            },
+        );
+        assert!(made > 0, "the racer never made its folder");
     }
 }

@@ -5,10 +5,9 @@ use super::errno;
 use crate::locks::Folder;
 #[cfg(doc)]
 use crate::sandbox::Root;
-use crate::sandbox::{exists, io_error, Target};
+use crate::sandbox::{exists, io_error, rename_no_replace, Target};
 use rustix::fs::{self as rfs, AtFlags};
 use sft_protocol::WireError;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,23 +31,11 @@ impl Staged {
         let name = self.name.take().expect("committed once");
         let (dir, parent) = (&*self.dir, target.parent.fd());
         let result = if overwrite {
+            // The staged file is a regular file in this server's own folder: a rename of a
+            // non-folder never replaces a folder (`EISDIR`), whatever appeared at the target.
             rfs::renameat(dir, name.as_str(), parent, target.name.as_str())
         } else {
-            // A rename that refuses to replace (`renameat2` with `RENAME_NOREPLACE`): one call,
-            // atomic. Where the file system does not offer it, a hard link, which fails if the
-            // target exists, atomically too, then the staging name is removed.
-            match rfs::renameat_with(
-                dir,
-                name.as_str(),
-                parent,
-                target.name.as_str(),
-                rfs::RenameFlags::NOREPLACE,
-            ) {
-                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                    no_replace_by_link(dir, name.as_str(), parent, target.name.as_str())
-                }
-                other => other,
-            }
+            rename_no_replace(dir, name.as_str(), parent, target.name.as_str())
         };
         result.map_err(|e| {
             let _ = rfs::unlinkat(dir, name.as_str(), AtFlags::empty());
@@ -61,29 +48,6 @@ impl Staged {
                 e => io_error(&target.shown, &errno(e)),
             }
         })
-    }
-}
-
-/// Moves `name` in `dir` to `to` in `parent` unless something is there, where `renameat2` with
-/// `RENAME_NOREPLACE` is not available: a hard link fails if the target exists, atomically; a
-/// rename would replace it.
-fn no_replace_by_link(
-    dir: &OwnedFd,
-    name: &str,
-    parent: &OwnedFd,
-    to: &str,
-) -> Result<(), rustix::io::Errno> {
-    match rfs::linkat(dir, name, parent, to, AtFlags::empty()) {
-        Ok(()) => {
-            let _ = rfs::unlinkat(dir, name, AtFlags::empty());
-            Ok(())
-        }
-        Err(rustix::io::Errno::EXIST) => Err(rustix::io::Errno::EXIST),
-        // File systems without hard links: check, then rename (a narrow race remains).
-        Err(_) => match rfs::statat(parent, to, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => Err(rustix::io::Errno::EXIST),
-            Err(_) => rfs::renameat(dir, name, parent, to),
-        },
     }
 }
 
