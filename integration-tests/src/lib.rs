@@ -367,6 +367,20 @@ impl Raw {
         self.stream.write_all(bytes).await.expect("write");
     }
 
+    /// Sends `request`, a `SEND` header, with `body`: the header with `size` set, then, after
+    /// the go-ahead, the bytes. Returns the final reply, or the refusal that came instead of
+    /// the go-ahead.
+    pub async fn send(&mut self, mut request: serde_json::Value, body: &[u8]) -> serde_json::Value {
+        request["size"] = body.len().into();
+        self.write(format!("{request}\n").as_bytes()).await;
+        let ready = self.reply().await;
+        if ready["ok"] != true {
+            return ready;
+        }
+        self.write(body).await;
+        self.reply().await
+    }
+
     /// Reads one reply line (panics on EOF) and parses it as JSON.
     pub async fn reply(&mut self) -> serde_json::Value {
         let line = self.line().await.expect("a reply line, not end of stream");

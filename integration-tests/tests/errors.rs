@@ -2,6 +2,7 @@
 //! server keeps serving everyone else.
 
 use async_std::task;
+use serde_json::json;
 use sft_integration_tests::{random_bytes, Raw, TestServer};
 use std::os::unix::fs::symlink;
 
@@ -288,6 +289,43 @@ fn paths_that_leave_the_root_are_forbidden_both_ways() {
         vec!["secret"],
         "nothing was written outside the root"
     );
+}
+
+/// A `SEND` onto a symlink takes the link as an existing file, wherever it points (outside the
+/// root, inside it, nowhere): `exists` without `overwrite`; with it, the link itself is replaced
+/// by the upload, small or streamed, and nothing is written through it (PROTOCOL.md §4).
+#[test]
+fn a_send_onto_a_symlink_replaces_the_link_itself() {
+    let server = server();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "secret").unwrap();
+    symlink(outside.path().join("secret"), server.path("out")).unwrap();
+    symlink("hello.txt", server.path("in")).unwrap();
+    symlink("nowhere", server.path("dangling")).unwrap();
+    let streamed = random_bytes(300 * 1024, 7);
+    let uploads: [(&str, &[u8]); 3] = [("out", b"new"), ("in", &streamed), ("dangling", b"new")];
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        for (name, body) in uploads {
+            let refused = raw.send(json!({"verb": "SEND", "path": name}), body).await;
+            assert_eq!(refused["code"], "exists", "{name}: {refused}");
+            assert!(std::fs::symlink_metadata(server.path(name))
+                .unwrap()
+                .is_symlink());
+            let request = json!({"verb": "SEND", "path": name, "overwrite": true});
+            let stored = raw.send(request, body).await;
+            assert_eq!(stored["ok"], true, "{name}: {stored}");
+            let now = std::fs::symlink_metadata(server.path(name)).unwrap();
+            assert!(now.is_file(), "{name}: the link itself was replaced");
+            assert_eq!(std::fs::read(server.path(name)).unwrap(), body);
+        }
+        good_request_works(&mut raw).await;
+    });
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+        "secret"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
 }
 
 #[test]

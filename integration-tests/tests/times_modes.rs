@@ -30,15 +30,11 @@ fn mode_of(path: &Path) -> u32 {
 
 /// Sends a sized `SEND` with `extra` fields and `body`; returns the final reply.
 async fn send(raw: &mut Raw, path: &str, body: &[u8], extra: Value) -> Value {
-    let mut request = json!({"verb": "SEND", "path": path, "size": body.len()});
+    let mut request = json!({"verb": "SEND", "path": path});
     for (k, v) in extra.as_object().unwrap() {
         request[k] = v.clone();
     }
-    raw.write(format!("{request}\n").as_bytes()).await;
-    let ready = raw.reply().await;
-    assert_eq!(ready["ok"], true, "{ready}");
-    raw.write(body).await;
-    raw.reply().await
+    raw.send(request, body).await
 }
 
 #[test]

@@ -487,7 +487,8 @@ impl Root {
 
     /// Resolves where a new file at `rp` goes, creating missing parent folders inside the root.
     /// Fails with `exists` if something is there and `overwrite` is false, and with `bad_request`
-    /// if a folder is there.
+    /// if a folder is there. A symlink there is an existing file, wherever it points: it is
+    /// replaced itself, never followed (PROTOCOL.md §4).
     pub fn prepare_target(&self, rp: &RemotePath, overwrite: bool) -> Result<Target, WireError> {
         if rp.is_root() {
             return Err(WireError::bad_request(
