@@ -1,6 +1,6 @@
 //! The sft client library: connect to a server, GET and SEND files (one by one, many pipelined,
-//! or streams of unknown length), STAT, LIST, MKDIR, DELETE and RENAME in the served folder, ask
-//! the server about itself (HELLO), watch transfers with a [`Progress`], and call any verb
+//! or streams of unknown length), STAT, LIST, MKDIR, DELETE, RENAME and SETTIME in the served
+//! folder, ask the server about itself (HELLO), watch transfers with a [`Progress`], and call any verb
 //! generically (including ones this library was not built with).
 //!
 //! ```no_run
