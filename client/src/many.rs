@@ -9,6 +9,7 @@ use crate::partial::Partial;
 use crate::send::{check_reply, read_small, SendOptions, Small};
 use crate::walk::Upload;
 use async_std::task::spawn_blocking;
+use sft_protocol::limits::MIN_KEPT_PARTIAL;
 use sft_protocol::verbs::{GetRequest, HelloReply, HelloRequest, SendReply, SendRequest};
 use sft_protocol::{encode_request, ErrorCode};
 use std::collections::VecDeque;
@@ -31,10 +32,6 @@ const SEND_WINDOW_BYTES: u64 = 8 << 20;
 /// `eager` and, refusing such an upload, read its body as the next request: eager uploads go
 /// only to a server whose `HELLO` says it speaks this version.
 const EAGER_PROTOCOL: u32 = 2;
-
-/// A server never keeps an interrupted upload holding less than this (PROTOCOL.md, SEND): a
-/// smaller file has no partial to continue, so it goes eagerly even when resuming is asked for.
-const NEVER_KEPT: u64 = 64 * 1024;
 
 /// Small downloads stored by one blocking task, at most (or 1 MiB of them).
 const STORE_BATCH: usize = 32;
@@ -284,8 +281,8 @@ impl Client {
         mut done: impl FnMut(usize, Result<Transfer, Error>),
     ) -> Vec<usize> {
         // Whether a file goes eagerly (read whole, behind its request): a small one with no
-        // partial that resuming could continue.
-        let goes_eager = |size: u64| size <= SMALL && (!options.resume || size < NEVER_KEPT);
+        // partial that resuming could continue (the server keeps none below MIN_KEPT_PARTIAL).
+        let goes_eager = |size: u64| size <= SMALL && (!options.resume || size < MIN_KEPT_PARTIAL);
         let mut eager = self.takes_eager().await;
         // Eager uploads sent whose replies are still to come, and their body bytes.
         let mut inflight: VecDeque<(usize, SendRequest)> = VecDeque::new();

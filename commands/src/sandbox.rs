@@ -94,7 +94,8 @@ pub fn requested(path: &str) -> String {
     }
 }
 
-fn errno(e: rustix::io::Errno) -> io::Error {
+/// A system call's error as an `io::Error`, for the file-system code of the root and staging.
+pub(crate) fn errno(e: rustix::io::Errno) -> io::Error {
     io::Error::from(e)
 }
 
@@ -127,8 +128,9 @@ impl Root {
     }
 }
 
+/// `exists`, naming the path that does.
 pub(crate) fn exists(shown: &impl std::fmt::Display) -> WireError {
-    WireError::new(ErrorCode::Exists, format!("{shown} already exists"))
+    WireError::exists(format!("{shown} already exists"))
 }
 
 #[cfg(test)]

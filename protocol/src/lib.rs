@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod body;
 mod error;
+pub mod escape;
 mod header;
 pub mod limits;
 mod line;

@@ -19,3 +19,9 @@ pub const MAX_LIST_DEPTH: usize = 32;
 /// Largest chunk of a chunked upload body (PROTOCOL.md §3.3), in bytes. A chunk header that
 /// declares more is `too_large` and the connection is closed.
 pub const MAX_CHUNK_LEN: u64 = 1024 * 1024;
+
+/// The fewest bytes an interrupted upload must hold for the server to keep it for a resume
+/// (PROTOCOL.md, SEND): 64 KiB. Sending that much again costs a client less than the server
+/// spends keeping, indexing and later evicting a file. A client knows from it that a smaller
+/// upload has no partial to continue.
+pub const MIN_KEPT_PARTIAL: u64 = 64 * 1024;

@@ -124,35 +124,9 @@ fn json(record: &Record<'_>) -> String {
     line
 }
 
-/// Appends `s` with control characters (C0, DEL, C1: terminal escapes) and bidirectional
-/// formatting characters (which reorder what the operator sees) shown as `\u{…}`.
-pub fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if needs_escape(c) {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-}
-
-/// Whether `c` could drive a terminal or disguise a line: C0 controls, DEL, C1 controls
-/// (U+0080–U+009F, e.g. U+009B, a one-byte CSI), and the bidi controls (embeddings and
-/// overrides U+202A–U+202E, isolates U+2066–U+2069, marks U+200E, U+200F and U+061C).
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}'
-        )
-}
-
-/// `s` with control characters escaped, for logging names that came from the network.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    escape_into(&mut out, s);
-    out
-}
+/// Names and messages from the network are logged with the terminal-escape rules the client
+/// shows them with.
+pub use sft_protocol::escape::{escape, escape_into};
 
 /// The current UTC time as RFC 3339 with milliseconds.
 fn timestamp() -> String {
@@ -162,35 +136,6 @@ fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(
-            escape("a\x1b[31mred\nb\u{9b}"),
-            "a\\u{1b}[31mred\\u{a}b\\u{9b}"
-        );
-        assert_eq!(escape("plain ünï"), "plain ünï");
-    }
-
-    #[test]
-    fn del_c1_and_bidi_controls_are_escaped() {
-        assert_eq!(escape("a\x7fb"), "a\\u{7f}b");
-        assert_eq!(escape("\u{80}\u{9b}31m\u{9f}"), "\\u{80}\\u{9b}31m\\u{9f}");
-        // "txt.exe" shown as "exe.txt" by a right-to-left override.
-        assert_eq!(escape("a\u{202e}txt.exe"), "a\\u{202e}txt.exe");
-        for c in [
-            '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}',
-            '\u{2068}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{61c}',
-        ] {
-            assert_eq!(escape(&c.to_string()), format!("\\u{{{:x}}}", c as u32));
-        }
-        // Neighbours of the escaped ranges are printed as they are.
-        for c in [
-            '\u{a0}', '\u{2029}', '\u{202f}', '\u{2065}', '\u{206a}', '\u{200d}', 'é',
-        ] {
-            assert_eq!(escape(&c.to_string()), c.to_string());
-        }
-    }
 
     #[test]
     fn timestamp_is_rfc3339() {

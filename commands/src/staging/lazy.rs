@@ -3,8 +3,8 @@
 //! blocking task that creates the file, so that an upload ended at any moment removes exactly
 //! what exists.
 
-use super::errno;
 use crate::locks::{self, Claim, Folder};
+use crate::sandbox::errno;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use std::fs::File;
 use std::io;

@@ -62,10 +62,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The fewest bytes an interrupted upload must hold to be kept for a resume: 64 KiB. Sending
-/// that much again costs a client less than the server spends keeping, indexing and later
-/// evicting a file, and abandoned uploads below it cost no file-system work at all.
-pub const MIN_KEPT_PARTIAL: u64 = 64 * 1024;
+/// Abandoned uploads below it cost no file-system work at all.
+pub use sft_protocol::limits::MIN_KEPT_PARTIAL;
 
 /// The staging area of a served root: its folders and what is known about them.
 #[derive(Debug)]
@@ -133,8 +131,4 @@ impl Staging {
         // holds a consistent index.
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn errno(e: rustix::io::Errno) -> io::Error {
-    io::Error::from(e)
 }

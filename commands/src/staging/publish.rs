@@ -1,8 +1,8 @@
 //! Publishing: a staged file renamed into place under its target's folder handle, atomically,
 //! replacing what is there only when asked to.
 
-use super::errno;
 use crate::locks::Folder;
+use crate::sandbox::errno;
 #[cfg(doc)]
 use crate::sandbox::Root;
 use crate::sandbox::{exists, io_error, rename_no_replace, Target};

@@ -4,9 +4,10 @@
 
 use super::claim::{open_partial, partial_key, Found, Kept, PartialGuard};
 use super::lazy::{FileState, LazyFile};
-use super::{errno, Staged, Upload, MIN_KEPT_PARTIAL};
+use super::{Staged, Upload, MIN_KEPT_PARTIAL};
 use crate::attributes::{settle, Attributes};
 use crate::locks;
+use crate::sandbox::errno;
 use crate::sandbox::{io_error, Root, Target, STAGING_DIR};
 use rustix::fs::{self as rfs, Mode, OFlags};
 use sft_protocol::{RemotePath, WireError};
