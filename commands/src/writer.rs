@@ -30,6 +30,7 @@ impl Writer {
     }
 
     /// The pace its writes keep (the session restarts it for each request).
+    #[inline]
     pub fn pace_mut(&mut self) -> &mut Pace {
         self.inner.get_mut().pace_mut()
     }
@@ -65,6 +66,7 @@ impl Writer {
 }
 
 impl AsyncWrite for Writer {
+    #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
@@ -73,10 +75,12 @@ impl AsyncWrite for Writer {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    #[inline]
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_close(cx)
     }
