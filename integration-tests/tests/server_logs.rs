@@ -128,3 +128,19 @@ fn start_up_logs_the_settings_in_one_line() {
     assert_eq!(s["partial_ttl_s"], 60);
     assert!(s["max_uploads"].is_u64() && s["umask"].is_string(), "{s}");
 }
+
+#[test]
+fn a_writable_open_plaintext_server_on_the_network_warns_once_at_start_up() {
+    let warning = "writable, without tokens and without TLS on a network address: anyone who \
+                   can reach it may read, replace and delete files";
+    let root = tempfile::tempdir().unwrap();
+    // No --host: every address.
+    let open = ServerProcess::start(root.path(), &[]);
+    let warned = open.logs_with(warning);
+    assert_eq!(warned.len(), 1, "{:?}", open.logs.lock().unwrap());
+    assert_eq!(warned[0]["level"], "warn");
+    for quiet in [&["--host", "127.0.0.1"][..], &["--read-only"][..]] {
+        let server = ServerProcess::start(root.path(), quiet);
+        assert!(server.logs_with(warning).is_empty(), "{quiet:?}");
+    }
+}

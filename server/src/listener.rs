@@ -118,6 +118,17 @@ impl Server {
         let addr = listener.local_addr()?;
         // Before "listening": whoever waits for that line finds the settings logged already.
         log_settings(&config);
+        if !limits.read_only
+            && !gate.is_active()
+            && tls.is_none()
+            && !addr.ip().to_canonical().is_loopback()
+        {
+            log::warn!(
+                addr:% = addr,
+                hint = "--read-only, --tokens (with TLS), or --host 127.0.0.1 to serve this machine only";
+                "writable, without tokens and without TLS on a network address: anyone who can reach it may read, replace and delete files"
+            );
+        }
         if let Some(tls) = &tls {
             log::info!(
                 fingerprint = tls.fingerprint;
