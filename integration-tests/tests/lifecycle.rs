@@ -186,3 +186,42 @@ fn sighup_without_tokens_is_logged_and_the_server_keeps_serving() {
         assert_eq!(raw.body(6).await, b"hello\n");
     });
 }
+
+#[test]
+fn sessions_the_end_of_the_grace_cuts_still_log_their_request_and_their_close() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::File::create(root.path().join("big.bin"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let mut server = ServerProcess::start(
+        root.path(),
+        &[
+            "--host",
+            "127.0.0.1",
+            "--shutdown-grace",
+            "1",
+            "--stall-timeout",
+            "120",
+        ],
+    );
+    task::block_on(async {
+        // A download nobody reads: the server's writes wait until the grace runs out.
+        let mut download = Raw::connect(server.addr).await;
+        download
+            .write(b"{\"verb\":\"GET\",\"path\":\"big.bin\"}\n")
+            .await;
+        // The reply came: the GET is running.
+        assert_eq!(download.reply().await["size"], 1u64 << 30);
+        server.signal("TERM");
+        assert_eq!(server.wait_exit(LONG), Some(0));
+    });
+    let requests = server.logs_with("request");
+    let get: Vec<_> = requests.iter().filter(|l| l["verb"] == "GET").collect();
+    assert_eq!(get.len(), 1, "{requests:?}");
+    assert_eq!(get[0]["outcome"], "aborted", "{:?}", get[0]);
+    assert_eq!(get[0]["path"], "big.bin");
+    let closed = server.logs_with("connection closed by server shutdown: the grace period ran out");
+    assert_eq!(closed.len(), 1, "{:?}", server.logs.lock().unwrap());
+    assert_eq!(closed[0]["session"], get[0]["session"]);
+}

@@ -27,6 +27,8 @@ pub struct Server {
     sessions: Arc<Sessions>,
     stop_tx: Sender<()>,
     stop_rx: Receiver<()>,
+    /// Closed when the shutdown grace runs out: the sessions still running end at once.
+    cut: Sender<()>,
     max_connections: usize,
     grace: Duration,
     /// Peers outside it are closed at accept (`--allow`).
@@ -140,6 +142,7 @@ impl Server {
             "listening"
         );
         let (stop_tx, stop_rx) = channel::bounded(1);
+        let (cut, cut_rx) = channel::bounded(1);
         Ok(Server {
             listener,
             addr,
@@ -151,6 +154,7 @@ impl Server {
                 header_timeout: Duration::from_secs(config.header_timeout.max(1)),
                 gate,
                 tls,
+                cut: cut_rx,
             }),
             allow,
             max_connections: config.max_connections.max(1),
@@ -158,6 +162,7 @@ impl Server {
             sessions: Arc::new(Sessions::default()),
             stop_tx,
             stop_rx,
+            cut,
         })
     }
 
@@ -225,11 +230,16 @@ impl Server {
         if finished.is_err() {
             let left = self.sessions.len();
             log::warn!(sessions = left, grace_s = self.grace.as_secs(); "shutdown grace expired; closing the remaining sessions");
-            // Cancelling drops each session's future: its sockets, files and registration go
-            // with it, so when `run` returns nothing of the server is left running (which
-            // matters to a program that embeds it and carries on).
-            let tasks = self.sessions.take_tasks();
-            futures::future::join_all(tasks.into_iter().map(|t| t.cancel())).await;
+            // Each session cuts its request short and ends, logging both as usual.
+            self.cut.close();
+            let ended = async_std::future::timeout(CUT_WAIT, done_rx.recv()).await;
+            if ended.is_err() {
+                // Cancelling drops each session's future: its sockets, files and registration
+                // go with it, so when `run` returns nothing of the server is left running
+                // (which matters to a program that embeds it and carries on).
+                let tasks = self.sessions.take_tasks();
+                futures::future::join_all(tasks.into_iter().map(|t| t.cancel())).await;
+            }
             if !self.sessions.is_empty() {
                 log::warn!(sessions = self.sessions.len(); "sessions outlived cancellation");
             }
@@ -253,6 +263,10 @@ impl Server {
         self.sessions.attach(id, task);
     }
 }
+
+/// How long sessions cut short by the end of the shutdown grace may take to end on their own
+/// before they are cancelled.
+const CUT_WAIT: Duration = Duration::from_secs(2);
 
 /// The TLS settings of `--tls-cert`/`--tls-key` or `--tls-self-signed` (creating its
 /// certificate on the first start), if any.

@@ -59,12 +59,17 @@ pub(crate) struct Shared {
     pub(crate) gate: crate::access::Gate,
     /// With `--tls-cert` or `--tls-self-signed`: TLS only.
     pub(crate) tls: Option<crate::tls::Tls>,
+    /// Closed when the shutdown grace runs out: a session still running cuts its request short
+    /// and ends.
+    pub(crate) cut: async_std::channel::Receiver<()>,
 }
 
 /// Why a session ended, for its closing log line.
 enum End {
     ClientClosed,
     Stopped,
+    /// The shutdown grace ran out.
+    Cut,
     Protocol(&'static str),
     Failed(io::Error),
 }
@@ -198,9 +203,12 @@ pub(crate) async fn run(
 ) {
     let info = registration.info.clone();
     log::info!(session = info.id, peer:% = info.peer; "connection opened");
-    let result = std::panic::AssertUnwindSafe(serve(&shared, stream, &registration, mailbox))
-        .catch_unwind()
-        .await;
+    let served =
+        std::panic::AssertUnwindSafe(serve(&shared, stream, &registration, mailbox)).catch_unwind();
+    // Cut between requests (or anywhere a request is not running a handler): ended here.
+    let result = unless_cut(&shared.cut, served)
+        .await
+        .unwrap_or(Ok(End::Cut));
     let ms = millis(info.started.elapsed());
     match result {
         Ok(End::ClientClosed) => {
@@ -208,6 +216,9 @@ pub(crate) async fn run(
         }
         Ok(End::Stopped) => {
             log::info!(session = info.id, peer:% = info.peer, ms = ms; "connection closed by server shutdown")
+        }
+        Ok(End::Cut) => {
+            log::warn!(session = info.id, peer:% = info.peer, ms = ms; "connection closed by server shutdown: the grace period ran out")
         }
         Ok(End::Protocol(why)) => {
             log::warn!(session = info.id, peer:% = info.peer, ms = ms, reason = why; "connection closed")
@@ -424,7 +435,14 @@ async fn requests(
             &mut access,
         )
         .with_body(body, eager);
-        let mut result = handler.run(request, &mut ctx).await;
+        let ran = unless_cut(&shared.cut, handler.run(request, &mut ctx)).await;
+        let cut = ran.is_none();
+        let mut result = ran.unwrap_or_else(|| {
+            Err(CommandError::Abort(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the shutdown grace period ran out",
+            )))
+        });
         // A body the handler refused before its go-ahead is read before the refusal is sent.
         if !matches!(result, Err(CommandError::Abort(_))) {
             if let Err(e) = ctx.settle_body().await {
@@ -462,6 +480,9 @@ async fn requests(
                 "request"
             );
         }
+        if cut {
+            return End::Cut;
+        }
         if let Some(e) = abort {
             // Replies held back for earlier pipelined requests still go out (with whatever of
             // this one was buffered, as if the writer had filled), briefly: the peer may be
@@ -473,6 +494,21 @@ async fn requests(
             return End::Failed(e);
         }
     }
+}
+
+/// Runs `op`, unless the shutdown grace runs out first (`None`). Costs nothing while `op` is
+/// ready at once; the wait for the cut is made only once `op` waits.
+async fn unless_cut<F: Future>(cut: &async_std::channel::Receiver<()>, op: F) -> Option<F::Output> {
+    let mut op = std::pin::pin!(op);
+    let mut cutting = None;
+    futures::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = op.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let wait = cutting.get_or_insert_with(|| Box::pin(cut.recv()));
+        wait.as_mut().poll(cx).map(|_| None)
+    })
+    .await
 }
 
 /// The length of the body an eager upload request carries right behind its header, if it is
