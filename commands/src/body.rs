@@ -236,7 +236,13 @@ pub(crate) async fn send_range(
     body: u64,
     hashing: Option<(blake3::Hasher, Version)>,
 ) -> Result<(File, Option<blake3::Hash>), CopyError> {
-    if ctx.writer.zero_copy(body) {
+    let zero_copy = ctx.writer.zero_copy(body);
+    log::debug!(
+        session = ctx.session, offset = offset, bytes = body,
+        how = if zero_copy { "sendfile" } else { "copy" }, hashing = hashing.is_some();
+        "sending a file body"
+    );
+    if zero_copy {
         send_zero_copy(ctx, file, offset, body, hashing).await
     } else {
         send_copied(ctx, file, offset, body, hashing).await

@@ -232,6 +232,7 @@ impl<'c> Context<'c> {
             Ok(rp) => rp.to_string(),
             Err(_) => crate::sandbox::requested(path),
         });
+        log_resolved(self.session, self.stats.path.as_deref(), &checked);
         checked
     }
 
@@ -253,6 +254,7 @@ impl<'c> Context<'c> {
                 format!("{} -> {}", requested(from), requested(to))
             }
         });
+        log_resolved(self.session, self.stats.path.as_deref(), &checked);
         checked
     }
 
@@ -261,7 +263,9 @@ impl<'c> Context<'c> {
     /// through. For an eager upload the body is already on its way and nothing is written: the
     /// request's only reply is its final one. This is the only way to a request's body.
     pub async fn go_ahead(&mut self, fields: &impl Serialize) -> io::Result<Body<'_, 'c>> {
-        if !matches!(self.body, Pending::Eager(_)) {
+        let eager = matches!(self.body, Pending::Eager(_));
+        log::debug!(session = self.session, body = if eager { "eager" } else { "after go-ahead" }; "reading the request body");
+        if !eager {
             self.write_ok(fields).await?;
             self.flush().await?;
         }
@@ -379,6 +383,17 @@ impl<'c> Context<'c> {
 pub async fn discard_eager(reader: &mut Reader, len: u64, limits: &Limits) -> io::Result<()> {
     let mut pace = limits.body_pace();
     crate::body::discard(reader, len, &mut pace).await
+}
+
+/// For `SFT_LOG=debug`: the path a request names as the root resolved it, or why it was refused.
+fn log_resolved<T>(session: u64, path: Option<&str>, checked: &Result<T, WireError>) {
+    let path = path.unwrap_or_default();
+    match checked {
+        Ok(_) => log::debug!(session = session, path = path; "path resolved"),
+        Err(e) => {
+            log::debug!(session = session, path = path, code = e.code.as_str(), reason = e.message.as_str(); "path refused")
+        }
+    }
 }
 
 #[cfg(test)]

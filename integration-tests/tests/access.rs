@@ -701,3 +701,43 @@ fn a_token_in_a_call_is_never_sent_in_plaintext_off_this_machine_unless_told() {
     wait_until(Duration::from_secs(20), || auths() >= 2);
     assert_eq!(auths(), 2, "only the two told to");
 }
+
+#[test]
+fn at_trace_level_requests_are_described_and_a_token_never_shown() {
+    let setup = Setup::new();
+    let tokens = setup.tokens();
+    let args = ["--host", "127.0.0.1", "--tokens", tokens.to_str().unwrap()];
+    let server = ServerProcess::start_in_shell(&setup.root(), &args, Some("export SFT_LOG=trace"));
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        assert_eq!(auth(&mut raw, READ_TOKEN).await["name"], "alice");
+        get_a(&mut raw).await;
+        let refused = ask(&mut raw, r#"{"verb":"GET","path":"../x"}"#).await;
+        assert_eq!(code_of(&refused), "forbidden");
+        // Bad JSON that carries a token is not shown either.
+        raw.write(format!("{{\"verb\":\"AUTH\",\"token\":\"{WRITE_TOKEN}\"\n").as_bytes())
+            .await;
+        assert_eq!(code_of(&raw.reply().await), "bad_request");
+    });
+    wait_until(Duration::from_secs(20), || {
+        server.logs_with("request").len() >= 3 && !server.logs_with("malformed request").is_empty()
+    });
+    let headers = server.logs_with("request header");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["header"].as_str().is_some_and(|h| h.contains("a.txt"))),
+        "{headers:?}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["header"].as_str().is_some_and(|h| h.contains("(hidden)"))),
+        "{headers:?}"
+    );
+    assert_eq!(server.logs_with("path resolved")[0]["path"], "a.txt");
+    assert!(!server.logs_with("path refused").is_empty());
+    let sent = server.logs_with("sending a file body");
+    assert_eq!(sent[0]["bytes"], 6, "{sent:?}");
+    assert_no_token_in_logs(&server);
+}

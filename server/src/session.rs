@@ -364,6 +364,9 @@ async fn requests(
 
         let started = Instant::now();
         writer.pace_mut().restart();
+        if log::log_enabled!(log::Level::Debug) {
+            log::debug!(session = info.id, header = shown_header(&line); "request header");
+        }
         let request = match decode_request(&line) {
             Ok(r) => r,
             Err(err) => {
@@ -493,6 +496,36 @@ async fn requests(
         if let Err(e) = flushed {
             return End::Failed(e);
         }
+    }
+}
+
+/// A header line for the debug log: escaped by the logger, any `token` field's value hidden.
+fn shown_header(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end();
+    fn hide(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (key, field) in fields.iter_mut() {
+                    if key == "token" {
+                        *field = "(hidden)".into();
+                    } else {
+                        hide(field);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(hide),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut value) => {
+            hide(&mut value);
+            value.to_string()
+        }
+        // Not JSON: shown only if it cannot be carrying a token.
+        Err(_) if !text.contains("token") => text.to_owned(),
+        Err(_) => "(not JSON; hidden, it mentions a token)".to_owned(),
     }
 }
 

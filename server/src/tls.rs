@@ -138,6 +138,17 @@ impl Tls {
                 ),
                 _ => io::Error::new(e.kind(), format!("TLS handshake failed: {e}")),
             })?;
+        if log::log_enabled!(log::Level::Debug) {
+            let (_, conn) = tls.get_ref();
+            let version = conn.protocol_version().map(|v| format!("{v:?}"));
+            let cipher = conn
+                .negotiated_cipher_suite()
+                .map(|c| format!("{:?}", c.suite()));
+            log::debug!(
+                version = version.unwrap_or_default(), cipher = cipher.unwrap_or_default();
+                "TLS established"
+            );
+        }
         let (read, write) = sft_io::split(tls);
         Ok(Opened::Tls(read, write))
     }
