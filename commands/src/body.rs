@@ -8,9 +8,8 @@
 
 use crate::command::CommandError;
 use crate::context::Context;
-use crate::sandbox::io_error;
+use crate::sandbox::{io_error, Work};
 use crate::staging::{Interrupted, Staged, Upload};
-use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncWrite};
 use sft_io::{confirm, BlockSink, FileSource, Pace, Version, CHUNK, RECV};
 use std::fs::File;
@@ -173,7 +172,7 @@ where
         }
         let blocks = match (&mut blocks, create.take()) {
             (Some(blocks), _) => blocks,
-            (None, Some(create)) => match spawn_blocking(create).await {
+            (None, Some(create)) => match crate::sandbox::bulk(create).await {
                 Ok(file) => blocks.insert(BlockSink::new(Some(file), start, hasher.take())),
                 Err(e) => {
                     return Err(Stopped {
@@ -269,7 +268,7 @@ async fn send_zero_copy(
     let (hashing, version) = match hashing {
         Some((mut hasher, version)) => {
             let reader = file.try_clone().map_err(CopyError::Read)?;
-            let task = Some(spawn_blocking(move || {
+            let task = Some(crate::sandbox::bulk(move || {
                 sft_io::blocks::hash_range(&reader, &mut hasher, offset, body)
                     .map(|()| hasher.finalize())
             }));
@@ -294,7 +293,7 @@ async fn send_zero_copy(
     let (Some(hash), Some(version)) = (hash, version) else {
         return Ok((file, None));
     };
-    spawn_blocking(move || confirm(&file, &version, Some(&hash)).map(|()| file))
+    crate::sandbox::bulk(move || confirm(&file, &version, Some(&hash)).map(|()| file))
         .await
         .map(|file| (file, Some(hash)))
         .map_err(CopyError::Read)
@@ -416,8 +415,8 @@ impl<'a, 'c> Body<'a, 'c> {
         len: u64,
         hash: bool,
     ) -> Result<ReceivedFile, CommandError> {
-        let root = self.root.clone();
-        let (staged, file) = match spawn_blocking(move || root.stage()).await {
+        let stage = self.root.blocking(Work::Store, |root| root.stage());
+        let (staged, file) = match stage.await {
             Ok(staged) => staged,
             Err(e) => {
                 self.discard(len).await?;
@@ -449,7 +448,7 @@ impl<'a, 'c> Body<'a, 'c> {
             }),
             Err(Stopped { error, .. }) => {
                 // Removing the staging file touches the file system: on the blocking pool.
-                spawn_blocking(move || drop(staged)).await;
+                crate::sandbox::bulk(move || drop(staged)).await;
                 match error {
                     CopyError::Read(e) => Err(CommandError::Abort(e)),
                     CopyError::Write(e) => {

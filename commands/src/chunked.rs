@@ -19,7 +19,6 @@ use crate::command::CommandError;
 use crate::context::Context;
 use crate::sandbox::io_error;
 use crate::staging::{Interrupted, Upload};
-use async_std::task::spawn_blocking;
 use sft_protocol::body::decode_chunk_header;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{ErrorCode, WireError};
@@ -128,7 +127,7 @@ async fn refuse(
     e: &WireError,
 ) -> Result<(), CommandError> {
     if let Some(upload) = upload {
-        spawn_blocking(move || upload.discard()).await;
+        crate::sandbox::bulk(move || upload.discard()).await;
     }
     ctx.reply_error(e).await.map_err(CommandError::Abort)?;
     ctx.flush().await.map_err(CommandError::Abort)

@@ -16,7 +16,7 @@
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::wire_kind;
-use async_std::task::spawn_blocking;
+use crate::sandbox::Work;
 use sft_protocol::verbs::{DeleteReply, DeleteRequest, Verb};
 use sft_protocol::Request;
 
@@ -45,17 +45,18 @@ impl Command for Delete {
         Box::pin(async move {
             let args: DeleteRequest = request.args()?;
             let rp = ctx.resolve(&args.path)?;
-            let root = ctx.root.clone();
             let folder = args.folder;
-            let kind = spawn_blocking(move || {
-                if folder {
-                    root.remove_folder(&rp)
-                        .map(|()| crate::sandbox::Kind::Folder)
-                } else {
-                    root.remove_file(&rp)
-                }
-            })
-            .await?;
+            let kind = ctx
+                .root
+                .blocking(Work::Bulk, move |root| {
+                    if folder {
+                        root.remove_folder(&rp)
+                            .map(|()| crate::sandbox::Kind::Folder)
+                    } else {
+                        root.remove_file(&rp)
+                    }
+                })
+                .await?;
             ctx.reply_ok(&DeleteReply {
                 kind: wire_kind(kind),
             })

@@ -18,9 +18,8 @@ use crate::body::{hash_prefix, read_full_at, send_range};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::hashes::Lookup;
-use crate::sandbox::io_error;
+use crate::sandbox::{io_error, Root, Work};
 use crate::started::log_start;
-use async_std::task::spawn_blocking;
 use sft_io::{confirm, Version};
 use sft_protocol::verbs::{GetReply, GetRequest, GetTrailer, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
@@ -50,13 +49,16 @@ impl Command for Get {
             let shown = rp.to_string();
             let (given, want_hash) = (args.offset, args.hash);
             let offset = given.unwrap_or(0);
-            // Resolving and opening touch only metadata, fast on a local file system: done in
-            // place rather than through the blocking pool. Reading the body is not.
-            let (file, st) = ctx.root.open_file_stat(&rp)?;
+            // Resolving and opening touch only metadata: a lookup, which the root's policy runs
+            // in place on a local file system. Reading the body is bulk work.
+            let open = ctx
+                .root
+                .blocking(Work::Lookup, move |root| root.open_file_stat(&rp));
+            let (file, st) = open.await?;
             let size = st.st_size as u64;
             if offset > size {
                 return Err(WireError::bad_request(format!(
-                    "offset {offset} is past the end of {rp} ({size} bytes)"
+                    "offset {offset} is past the end of {shown} ({size} bytes)"
                 ))
                 .into());
             }
@@ -72,7 +74,7 @@ impl Command for Get {
                     // Resuming: the whole file's hash needs the part the client already has.
                     let reader = file.try_clone().map_err(|e| io_error(&shown, &e))?;
                     let what = shown.clone();
-                    let hasher = spawn_blocking(move || {
+                    let hasher = crate::sandbox::bulk(move || {
                         let mut hasher = blake3::Hasher::new();
                         hash_prefix(&reader, &mut hasher, offset).map(|()| hasher)
                     })
@@ -111,8 +113,8 @@ impl Command for Get {
                 ctx.write_trailer(&trailer)
                     .await
                     .map_err(CommandError::Abort)?;
-                let root = ctx.root.clone();
-                spawn_blocking(move || root.hashes().insert(&lookup, &file, hash)).await;
+                let insert = move |root: &Root| root.hashes().insert(&lookup, &file, hash);
+                ctx.root.blocking(Work::Bulk, insert).await;
             }
             Ok(())
         })
@@ -142,42 +144,27 @@ async fn send_small(
     shown: &str,
 ) -> Result<(), CommandError> {
     let offset = given.unwrap_or(0);
-    let mut before = opened;
-    let mut cached = lookup.and_then(|l| l.hash);
-    let mut tries = 0;
-    let hash = loop {
-        let buf = ctx.body_buffer();
-        buf.resize(before.size as usize, 0);
-        let n = read_full_at(&file, buf, 0).map_err(|e| io_error(shown, &e))?;
-        buf.truncate(n);
-        if lookup.is_none() {
-            // No hash vouches for these bytes: they are sent as read (as the large-file path
-            // does), without a second `fstat` on this hot path.
-            before.size = n as u64;
-            break None;
-        }
-        let hash = cached.unwrap_or_else(|| blake3::hash(buf));
-        let whole = Some(hash).filter(|_| before.is_racy());
-        if n as u64 == before.size && confirm(&file, &before, whole.as_ref()).is_ok() {
-            if cached.is_none() {
-                let read = Lookup {
-                    version: before,
-                    hash: None,
-                };
-                ctx.root.hashes().insert(&read, &file, hash);
-            }
-            break Some(hash);
-        }
-        tries += 1;
-        before = Version::of(&file).map_err(|e| io_error(shown, &e))?;
-        if tries == 3 || before.size > opened.size.max(SMALL_FILE) {
+    // The read is a lookup's worth of work: the root's policy decides where it runs. The
+    // connection's body buffer goes with it and comes back filled.
+    let buf = std::mem::take(ctx.body_buffer());
+    let root = ctx.root.clone();
+    let read = move || {
+        let mut buf = buf;
+        let read = read_small(&root, &file, opened, lookup, &mut buf);
+        (buf, read)
+    };
+    let (buf, read) = ctx.root.offload(Work::Lookup, read).await;
+    *ctx.body_buffer() = buf;
+    let (hash, before) = match read {
+        Ok(read) => read,
+        Err(SmallReadError::Io(e)) => return Err(io_error(shown, &e).into()),
+        Err(SmallReadError::Changing) => {
             return Err(WireError::new(
                 ErrorCode::Internal,
                 format!("{shown} is being changed as it is read; try again later"),
             )
-            .into());
+            .into())
         }
-        cached = None;
     };
     let size = before.size;
     if offset > size {
@@ -199,4 +186,56 @@ async fn send_small(
     ctx.reply_ok_with_body_buffer(&reply, offset as usize)
         .await
         .map_err(CommandError::Abort)
+}
+
+/// Why a small file could not be read.
+enum SmallReadError {
+    Io(std::io::Error),
+    /// It kept changing while it was read.
+    Changing,
+}
+
+/// Reads the small file `file`, opened as `opened`, whole into `buf` (blocking): with its hash
+/// when `lookup` asks for one (from the cache, or computed and cached), its version confirmed so
+/// that a file changed while it is read is read again (a few times at most). Returns the hash
+/// and the version whose bytes `buf` holds.
+fn read_small(
+    root: &Root,
+    file: &File,
+    opened: Version,
+    lookup: Option<Lookup>,
+    buf: &mut Vec<u8>,
+) -> Result<(Option<blake3::Hash>, Version), SmallReadError> {
+    let mut before = opened;
+    let mut cached = lookup.and_then(|l| l.hash);
+    let mut tries = 0;
+    loop {
+        buf.resize(before.size as usize, 0);
+        let n = read_full_at(file, buf, 0).map_err(SmallReadError::Io)?;
+        buf.truncate(n);
+        if lookup.is_none() {
+            // No hash vouches for these bytes: they are sent as read (as the large-file path
+            // does), without a second `fstat` on this hot path.
+            before.size = n as u64;
+            return Ok((None, before));
+        }
+        let hash = cached.unwrap_or_else(|| blake3::hash(buf));
+        let whole = Some(hash).filter(|_| before.is_racy());
+        if n as u64 == before.size && confirm(file, &before, whole.as_ref()).is_ok() {
+            if cached.is_none() {
+                let read = Lookup {
+                    version: before,
+                    hash: None,
+                };
+                root.hashes().insert(&read, file, hash);
+            }
+            return Ok((Some(hash), before));
+        }
+        tries += 1;
+        before = Version::of(file).map_err(SmallReadError::Io)?;
+        if tries == 3 || before.size > opened.size.max(SMALL_FILE) {
+            return Err(SmallReadError::Changing);
+        }
+        cached = None;
+    }
 }

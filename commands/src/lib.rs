@@ -28,6 +28,7 @@ pub mod hello;
 pub mod list;
 mod locks;
 pub mod mkdir;
+mod poison;
 mod registry;
 pub mod rename;
 pub mod sandbox;

@@ -24,8 +24,7 @@ use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::describe;
 use crate::hashes::Lookup;
-use crate::sandbox::{io_error, is_partial_download, FileId, Root};
-use async_std::task::spawn_blocking;
+use crate::sandbox::{io_error, is_partial_download, FileId, Root, Work};
 use rustix::fs::{self as rfs, AtFlags, Dir, Mode, OFlags};
 use sft_io::confirm;
 use sft_protocol::body::encode_line;
@@ -67,14 +66,13 @@ impl Command for List {
             let args: ListRequest = request.args()?;
             let rp = ctx.resolve(&args.path)?;
             let shown = rp.to_string();
-            let root = ctx.root.clone();
             let (recursive, hash) = (args.recursive, args.hash);
-            let mut walk = spawn_blocking(move || {
-                let mut walk = Walk::open(root, &rp, recursive)?;
+            let open = ctx.root.blocking(Work::Bulk, move |root| {
+                let mut walk = Walk::open(root.clone(), &rp, recursive)?;
                 walk.hash = hash;
                 Ok::<_, WireError>(walk)
-            })
-            .await?;
+            });
+            let mut walk = open.await?;
             ctx.reply_ok(&ListReply {
                 stream: StreamFormat::Lines,
                 path: shown,
@@ -84,7 +82,7 @@ impl Command for List {
 
             let mut out = Vec::with_capacity(BATCH_BYTES + MAX_HEADER_LEN);
             loop {
-                let (w, o, filled) = spawn_blocking(move || {
+                let (w, o, filled) = crate::sandbox::bulk(move || {
                     let filled = walk.fill(&mut out);
                     (walk, out, filled)
                 })

@@ -11,7 +11,7 @@
 
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
-use async_std::task::spawn_blocking;
+use crate::sandbox::Work;
 use sft_protocol::verbs::{MkdirReply, MkdirRequest, Verb};
 use sft_protocol::Request;
 
@@ -40,8 +40,10 @@ impl Command for Mkdir {
         Box::pin(async move {
             let args: MkdirRequest = request.args()?;
             let rp = ctx.resolve(&args.path)?;
-            let root = ctx.root.clone();
-            let created = spawn_blocking(move || root.make_folder(&rp)).await?;
+            let created = ctx
+                .root
+                .blocking(Work::Bulk, move |root| root.make_folder(&rp))
+                .await?;
             ctx.reply_ok(&MkdirReply { created })
                 .await
                 .map_err(CommandError::Abort)

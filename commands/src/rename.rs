@@ -15,7 +15,7 @@
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::wire_kind;
-use async_std::task::spawn_blocking;
+use crate::sandbox::Work;
 use sft_protocol::verbs::{RenameReply, RenameRequest, Verb};
 use sft_protocol::Request;
 
@@ -44,9 +44,11 @@ impl Command for Rename {
         Box::pin(async move {
             let args: RenameRequest = request.args()?;
             let (from, to) = ctx.resolve_pair(&args.from, &args.to)?;
-            let root = ctx.root.clone();
             let overwrite = args.overwrite;
-            let kind = spawn_blocking(move || root.rename(&from, &to, overwrite)).await?;
+            let kind = ctx
+                .root
+                .blocking(Work::Bulk, move |root| root.rename(&from, &to, overwrite))
+                .await?;
             ctx.reply_ok(&RenameReply {
                 kind: wire_kind(kind),
             })

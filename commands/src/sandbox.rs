@@ -15,12 +15,13 @@
 //! complete. Clients can neither read nor write anything in it by any name. It is created when
 //! the first upload needs it, never by opening the root.
 //!
-//! All methods here block on the file system; async callers run them with
-//! [`async_std::task::spawn_blocking`].
+//! All methods here block on the file system; async callers run them through
+//! [`Root::blocking`], which decides where (see `sandbox/offload.rs`).
 
 mod change;
 mod handle;
 mod moves;
+mod offload;
 mod resolve;
 
 use crate::hashes::HashCache;
@@ -36,6 +37,8 @@ use std::time::Instant;
 pub use crate::staging::{PartialLimits, Staged, Upload};
 pub(crate) use handle::{FileId, DIR_FLAGS};
 pub(crate) use moves::rename_no_replace;
+pub(crate) use offload::bulk;
+pub use offload::Work;
 pub(crate) use resolve::is_partial_download;
 pub use resolve::{Folder, Kind, Target};
 
@@ -65,6 +68,8 @@ struct Inner {
     /// Whether the root is known to have vanished (so that it is logged once).
     vanished: AtomicBool,
     hashes: HashCache,
+    /// Whether the root is on a local file system (see `sandbox/offload.rs`).
+    local: bool,
 }
 
 /// Maps an I/O error met while serving `what` to a wire error a person can act on.
@@ -105,6 +110,7 @@ impl Root {
     pub fn open(dir: &Path) -> io::Result<Root> {
         let dir = fs::canonicalize(dir)?;
         let handle = RootHandle::open(&dir)?;
+        let local = offload::is_local(&*handle.fd);
         Ok(Root {
             inner: Arc::new(Inner {
                 dir,
@@ -113,6 +119,7 @@ impl Root {
                 checked_ms: AtomicU64::new(0),
                 vanished: AtomicBool::new(false),
                 hashes: HashCache::default(),
+                local,
             }),
         })
     }

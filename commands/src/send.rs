@@ -21,10 +21,9 @@ use crate::attributes::Attributes;
 use crate::chunked::{self, Received};
 use crate::command::{Accepts, BoxFuture, Command, CommandError};
 use crate::context::{Body, Context};
-use crate::sandbox::{io_error, Target};
+use crate::sandbox::{io_error, Root, Target, Work};
 use crate::staging::{Interrupted, Upload, MIN_KEPT_PARTIAL};
 use crate::started::log_start;
-use async_std::task::spawn_blocking;
 use sft_protocol::body::Upload as Declared;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
@@ -221,7 +220,7 @@ impl Command for Send {
                 Err(Interrupted::Storage(e)) => {
                     // Storing failed (disk full, quota…): free the file at once, then read the
                     // rest of the body so the connection stays in step, and report.
-                    spawn_blocking(move || upload.discard()).await;
+                    crate::sandbox::bulk(move || upload.discard()).await;
                     let left = order.size - offset - body.stats.bytes_in;
                     body.discard(left).await?;
                     Err(io_error(&order.shown, &e))
@@ -247,7 +246,9 @@ impl Command for Send {
                 order.integrity.expected
             };
             let stored = match received.and_then(|upload| verify(upload, claimed, &order.shown)) {
-                Ok((upload, hash)) => commit(upload, target, order.overwrite).await.map(|()| hash),
+                Ok((upload, hash)) => commit(body.root, upload, target, order.overwrite)
+                    .await
+                    .map(|()| hash),
                 Err(e) => Err(e),
             };
             // The body was consumed, so the connection is in step: a plain error reply.
@@ -273,7 +274,9 @@ const SMALL_UPLOAD: u64 = MIN_KEPT_PARTIAL;
 /// 64 KiB cost a small file less than a hop to the blocking pool and back, which would double
 /// the server's work per file (see SECURITY.md, "Threads").
 async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), CommandError> {
-    let target = ctx.root.prepare_target(&order.rp, order.overwrite)?;
+    let (rp, overwrite) = (order.rp.clone(), order.overwrite);
+    let prepare = move |root: &Root| root.prepare_target(&rp, overwrite);
+    let target = ctx.root.blocking(Work::Store, prepare).await?;
     // A resume has nothing to continue (see `SMALL_UPLOAD`): it starts at 0.
     let mut body = go_ahead(ctx, 0).await?;
     let mut bytes = vec![0; order.size as usize];
@@ -293,10 +296,11 @@ async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), Comma
     };
     let hash = order.integrity.hashed.then(|| blake3::hash(&bytes));
     let stored = match vouched(claimed, hash, &order.shown) {
-        Ok(()) => body
-            .root
-            .store_whole(&target, &bytes, order.attrs, order.overwrite)
-            .map(|()| hash),
+        Ok(()) => {
+            let attrs = order.attrs;
+            let store = move |root: &Root| root.store_whole(&target, &bytes, attrs, overwrite);
+            body.root.blocking(Work::Store, store).await.map(|()| hash)
+        }
         Err(e) => Err(e),
     };
     stored_reply(&mut body, stored, order.size).await
@@ -323,26 +327,21 @@ async fn stored_reply(
 /// fresh staging file, or in its partial, continued from where it stopped.
 ///
 /// A fresh upload touches only metadata here (resolving, creating missing folders; its file is
-/// created with the first block), fast on a local file system: done in place, as `GET` opens
-/// its file, rather than through the blocking pool — a hop there and back costs a small file
-/// more than the work. Resuming may read the partial to restore its hash state: on the pool.
+/// created with the first block): a small store, which the root's policy runs in place on a
+/// local file system. Resuming may read the partial to restore its hash state: bulk work.
 async fn begin(ctx: &Context<'_>, order: &Order) -> Result<(Target, Upload), WireError> {
-    let root = ctx.root.clone();
     let (rp, overwrite, size, resume) =
         (order.rp.clone(), order.overwrite, order.size, order.resume);
     let (key, hashed) = (order.integrity.key.clone(), order.integrity.hashed);
-    let work = move || {
+    let work = if resume { Work::Bulk } else { Work::Store };
+    let begin = move |root: &Root| {
         let target = root.prepare_target(&rp, overwrite)?;
         let upload = root
             .begin_upload(&rp, size, key.as_deref(), hashed, resume)
             .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
         Ok((target, upload))
     };
-    if resume {
-        spawn_blocking(work).await
-    } else {
-        work()
-    }
+    ctx.root.blocking(work, begin).await
 }
 
 /// The go-ahead: from here on the client sends the body from `offset` on (an eager upload's
@@ -388,7 +387,7 @@ async fn keep(ctx: &Context<'_>, upload: Upload) {
         return;
     }
     let limits = ctx.limits.partials();
-    spawn_blocking(move || upload.keep(&limits)).await;
+    crate::sandbox::bulk(move || upload.keep(&limits)).await;
 }
 
 /// Checks the received bytes against the hash the client vouched for, if any; returns the
@@ -421,9 +420,15 @@ fn vouched(
 }
 
 /// Renames the complete upload into place, with its attributes. Metadata only (a few calls:
-/// permission bits, time, link or rename): done in place, like [`begin`].
-async fn commit(upload: Upload, target: Target, overwrite: bool) -> Result<(), WireError> {
-    upload.commit(&target, overwrite)
+/// permission bits, time, link or rename): a small store, like [`begin`].
+async fn commit(
+    root: &Root,
+    upload: Upload,
+    target: Target,
+    overwrite: bool,
+) -> Result<(), WireError> {
+    let commit = move |_: &Root| upload.commit(&target, overwrite);
+    root.blocking(Work::Store, commit).await
 }
 
 /// A `SEND` with `"body":"chunked"`: checked like a sized one, then received chunk by chunk into
@@ -433,20 +438,19 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
     let rp = ctx.resolve(&args.path)?;
     let shown = rp.to_string();
     let _slot = ctx.limits.upload_slot()?;
-    let root = ctx.root.clone();
     let overwrite = args.overwrite;
     let attrs = Attributes {
         mtime: args.mtime,
         mode: args.mode,
     };
-    let (target, mut upload) = spawn_blocking(move || {
+    let begin = ctx.root.blocking(Work::Store, move |root| {
         let target = root.prepare_target(&rp, overwrite)?;
         let upload = root
             .begin_upload(&rp, 0, None, true, false)
             .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
         Ok::<_, WireError>((target, upload))
-    })
-    .await?;
+    });
+    let (target, mut upload) = begin.await?;
     upload.set_attributes(attrs);
     let mut body = go_ahead(ctx, 0).await?;
     log_start(&body, SendRequest::NAME, None);
@@ -461,7 +465,9 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
         } => (upload, size, declared),
     };
     let stored = match verify(*upload, declared, &shown) {
-        Ok((upload, hash)) => commit(upload, target, overwrite).await.map(|()| hash),
+        Ok((upload, hash)) => commit(body.root, upload, target, overwrite)
+            .await
+            .map(|()| hash),
         Err(e) => Err(e),
     };
     stored_reply(&mut body, stored, size).await

@@ -14,7 +14,7 @@
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::wire_kind;
-use async_std::task::spawn_blocking;
+use crate::sandbox::Work;
 use sft_protocol::verbs::{SetTimeReply, SetTimeRequest, Verb};
 use sft_protocol::Request;
 
@@ -43,9 +43,11 @@ impl Command for SetTime {
         Box::pin(async move {
             let args: SetTimeRequest = request.args()?;
             let rp = ctx.resolve(&args.path)?;
-            let root = ctx.root.clone();
             let mtime = args.mtime;
-            let kind = spawn_blocking(move || root.set_mtime(&rp, mtime)).await?;
+            let kind = ctx
+                .root
+                .blocking(Work::Bulk, move |root| root.set_mtime(&rp, mtime))
+                .await?;
             ctx.reply_ok(&SetTimeReply {
                 kind: wire_kind(kind),
             })

@@ -15,8 +15,8 @@ use crate::body::hash_prefix;
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::entry::describe;
+use crate::sandbox::Work;
 use crate::sandbox::{io_error, Root};
-use async_std::task::spawn_blocking;
 use sft_protocol::verbs::{StatReply, StatRequest, Verb};
 use sft_protocol::{RemotePath, Request, WireError};
 
@@ -59,17 +59,20 @@ impl Command for Stat {
             let args: StatRequest = request.args()?;
             let rp = ctx.resolve(&args.path)?;
             let shown = rp.to_string();
-            let root = ctx.root.clone();
             let want_hash = args.hash;
-            let entry = spawn_blocking(move || {
-                let st = root.stat_entry(&rp)?;
-                let mut entry = describe(shown.clone(), &st);
-                if want_hash && entry.kind == sft_protocol::verbs::Kind::File {
-                    entry.blake3 = Some(file_hash(&root, &rp, &shown)?.to_hex().to_string());
-                }
-                Ok::<_, WireError>(entry)
-            })
-            .await?;
+            // Hashing reads the file; describing it is a lookup.
+            let work = if want_hash { Work::Bulk } else { Work::Lookup };
+            let entry = ctx
+                .root
+                .blocking(work, move |root| {
+                    let st = root.stat_entry(&rp)?;
+                    let mut entry = describe(shown.clone(), &st);
+                    if want_hash && entry.kind == sft_protocol::verbs::Kind::File {
+                        entry.blake3 = Some(file_hash(root, &rp, &shown)?.to_hex().to_string());
+                    }
+                    Ok::<_, WireError>(entry)
+                })
+                .await?;
             ctx.reply_ok(&StatReply { entry })
                 .await
                 .map_err(CommandError::Abort)

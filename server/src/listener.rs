@@ -10,6 +10,7 @@ use async_std::channel::{self, Receiver, Sender};
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use futures::{AsyncWriteExt, FutureExt};
+use sft_commands::sandbox::Work;
 use sft_commands::{Registry, Root};
 use sft_protocol::{encode_error, ErrorCode, WireError};
 use std::io;
@@ -245,8 +246,8 @@ impl Server {
             }
             // Their uploads can no longer complete: leave no staging debris behind (in this
             // server's own staging folder; other servers sharing the root keep theirs).
-            let root = self.shared.root.clone();
-            let _ = task::spawn_blocking(move || root.clean_staging()).await;
+            let clean = |root: &Root| root.clean_staging();
+            let _ = self.shared.root.blocking(Work::Bulk, clean).await;
         }
         log::info!("stopped");
         Ok(())
@@ -321,8 +322,9 @@ async fn expire_partials_periodically(shared: Arc<Shared>) {
         (shared.limits.partial_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     loop {
         task::sleep(every).await;
-        let (root, partials) = (shared.root.clone(), shared.limits.partials());
-        match task::spawn_blocking(move || root.expire_partials(&partials)).await {
+        let partials = shared.limits.partials();
+        let expire = move |root: &Root| root.expire_partials(&partials);
+        match shared.root.blocking(Work::Bulk, expire).await {
             0 => {}
             n => log::info!(removed = n; "expired partial uploads"),
         }

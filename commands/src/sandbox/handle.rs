@@ -10,13 +10,14 @@
 //! caller then opens the folder found at the path, if any, and serves it from then on.
 
 use super::{errno, LOCK_DIR, PARTIAL_DIR, RESERVED_DIR, STAGING_DIR};
+use crate::poison::{lock, read, write};
 use crate::staging::Staging;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Flags for opening a folder: never through a symlink, never inherited by children.
 pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
@@ -50,8 +51,13 @@ pub(crate) struct RootHandle {
     id: FileId,
     /// The identity of `.sft/` once it is known (it may not exist yet).
     reserved_id: Mutex<Option<FileId>>,
-    /// `.sft/` and its sub-folders, once an upload needed them.
-    reserved: Mutex<Option<Arc<Staging>>>,
+    /// `.sft/` and its sub-folders, once an upload needed them. Read without waiting: loading
+    /// it (which sweeps what servers that are gone left) holds `loading`, never this.
+    reserved: OnceLock<Arc<Staging>>,
+    /// Held while the staging area is loaded, so that it is loaded once. Only file-system work
+    /// on the blocking pool ever waits for it (see `offload.rs`: a small store runs in place
+    /// only once the staging area is loaded).
+    loading: Mutex<()>,
     /// The canonical path of the folder, for log lines and the staging area's paths.
     path: std::path::PathBuf,
 }
@@ -77,43 +83,46 @@ impl RootHandle {
             fd: Arc::new(fd),
             id,
             reserved_id: Mutex::new(reserved_id),
-            reserved: Mutex::new(None),
+            reserved: OnceLock::new(),
+            loading: Mutex::new(()),
             path: dir.to_owned(),
         })
     }
 
     /// Whether `st` describes the reserved folder `.sft/` of this root.
     pub(crate) fn is_reserved(&self, st: &rfs::Stat) -> bool {
-        *self.reserved_id.lock().expect("not poisoned") == Some(FileId::of(st))
+        *lock(&self.reserved_id) == Some(FileId::of(st))
     }
 
     /// The identity of `.sft/`, if it exists.
     pub(crate) fn reserved_id(&self) -> Option<FileId> {
-        *self.reserved_id.lock().expect("not poisoned")
+        *lock(&self.reserved_id)
     }
 
     /// The server's own folders, created if missing (the first time an upload needs them).
     /// The first time, this server claims a staging folder of its own, and what servers that
     /// are gone left in theirs is removed (see `locks.rs`).
     pub(crate) fn reserved(&self) -> io::Result<Arc<Staging>> {
-        let mut slot = self.reserved.lock().expect("not poisoned");
-        if let Some(reserved) = &*slot {
+        if let Some(reserved) = self.reserved.get() {
+            return Ok(Arc::clone(reserved));
+        }
+        let _loading = lock(&self.loading);
+        if let Some(reserved) = self.reserved.get() {
             return Ok(Arc::clone(reserved));
         }
         let reserved = Arc::new(self.create_reserved()?);
-        *slot = Some(Arc::clone(&reserved));
+        let _ = self.reserved.set(Arc::clone(&reserved));
         Ok(reserved)
     }
 
-    /// The staging area, if an upload already needed it.
+    /// The staging area, if an upload already needed it. Never waits.
     pub(crate) fn loaded(&self) -> Option<Arc<Staging>> {
-        self.reserved.lock().expect("not poisoned").clone()
+        self.reserved.get().cloned()
     }
 
     fn create_reserved(&self) -> io::Result<Staging> {
         let top = open_dir(&self.fd, RESERVED_DIR, true)?.expect("created");
-        *self.reserved_id.lock().expect("not poisoned") =
-            Some(FileId::of(&rfs::fstat(&top).map_err(errno)?));
+        *lock(&self.reserved_id) = Some(FileId::of(&rfs::fstat(&top).map_err(errno)?));
         let sub = |name| open_dir(&top, name, true).map(|fd| fd.expect("created"));
         Staging::open(
             sub(STAGING_DIR)?,
@@ -162,7 +171,7 @@ impl super::Root {
     /// The root's current handle; checks now and then whether the root vanished.
     pub(crate) fn handle(&self) -> Arc<RootHandle> {
         let inner = &self.inner;
-        let handle = Arc::clone(&inner.handle.read().expect("not poisoned"));
+        let handle = Arc::clone(&read(&inner.handle));
         let now = inner.opened.elapsed().as_millis() as u64;
         let last = inner.checked_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= CHECK_EVERY_MS
@@ -172,7 +181,7 @@ impl super::Root {
                 .is_ok()
             && self.recheck(&handle)
         {
-            return Arc::clone(&inner.handle.read().expect("not poisoned"));
+            return Arc::clone(&read(&inner.handle));
         }
         handle
     }
@@ -187,7 +196,7 @@ impl super::Root {
         }
         match RootHandle::open(&inner.dir) {
             Ok(fresh) if !fresh.moved(&inner.dir) => {
-                let mut slot = inner.handle.write().expect("not poisoned");
+                let mut slot = write(&inner.handle);
                 if Arc::ptr_eq(&slot, seen) {
                     *slot = Arc::new(fresh);
                     if inner.vanished.swap(false, Ordering::Relaxed) {

@@ -205,7 +205,7 @@ impl Root {
 
     /// After a lookup from `used` found nothing: a newer handle if the root was replaced.
     fn recheck_after_miss(&self, used: &Arc<RootHandle>) -> Option<Arc<RootHandle>> {
-        let current = || Arc::clone(&self.inner.handle.read().expect("not poisoned"));
+        let current = || Arc::clone(&crate::poison::read(&self.inner.handle));
         let now = current();
         if !Arc::ptr_eq(&now, used) {
             return Some(now);

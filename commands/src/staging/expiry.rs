@@ -22,7 +22,7 @@ impl Staging {
     /// [`RESCAN_EVERY`] — unless another thread is reading it right now: then the index as it
     /// is will do.
     fn rescan(&self, always: bool) {
-        let Ok(mut scanned) = self.scanned.try_lock() else {
+        let Some(mut scanned) = crate::poison::try_lock(&self.scanned) else {
             return;
         };
         if !always && scanned.elapsed() < RESCAN_EVERY {

@@ -44,12 +44,12 @@ pub(super) struct LazyFile {
 
 impl LazyFile {
     pub(super) fn state(&self) -> MutexGuard<'_, FileState> {
-        // Only ever set by short, panic-free steps.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        // Only ever set by short, panic-free steps (see `poison.rs`).
+        crate::poison::lock(&self.state)
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Option<File>> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+        crate::poison::lock(&self.lock)
     }
 
     pub(super) fn created(&self) -> bool {

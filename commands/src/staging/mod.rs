@@ -18,8 +18,8 @@
 //! removes one being written; a partial another server kept is resumed from what it holds (its
 //! hash state re-read from disk unless this server saved it for that very version of the file).
 //!
-//! All methods here block on the file system; async callers run them with
-//! [`async_std::task::spawn_blocking`].
+//! All methods here block on the file system; async callers run them through
+//! [`Root::blocking`].
 //!
 //! One concern a file, each readable alone:
 //! - `root.rs`: what [`Root`] offers: [`Root::begin_upload`], [`Root::stage`],
@@ -127,8 +127,7 @@ impl Staging {
     }
 
     fn kept(&self) -> MutexGuard<'_, KeptIndex> {
-        // The index is only ever changed by short, panic-free steps: a poisoned lock still
-        // holds a consistent index.
-        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+        // The index is only ever changed by short, panic-free steps (see `poison.rs`).
+        crate::poison::lock(&self.kept)
     }
 }
