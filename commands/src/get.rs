@@ -131,7 +131,8 @@ fn permissions(st: &rustix::fs::Stat) -> u32 {
 /// reply line), and sent with the reply in one write.
 const SMALL_FILE: u64 = 64 * 1024;
 
-/// The small-file path: one read, one write, no hop to the blocking pool, no allocation. When a
+/// The small-file path: one read (where the root's policy says: in place on a local file
+/// system), one write, no allocation. When a
 /// hash was asked, the file is read whole before anything is sent and its version confirmed,
 /// so a file that changes while it is read is simply read again (a few times at most).
 async fn send_small(

@@ -270,9 +270,10 @@ const SMALL_UPLOAD: u64 = MIN_KEPT_PARTIAL;
 /// published in one step ([`Root::store_whole`](crate::Root)). A client that vanishes mid-body,
 /// or whose bytes do not hash to what it declared, leaves nothing at all behind.
 ///
-/// That step runs in place, as `GET` reads a small file in place: a few system calls on at most
-/// 64 KiB cost a small file less than a hop to the blocking pool and back, which would double
-/// the server's work per file (see SECURITY.md, "Threads").
+/// That step is a small store ([`Work::Store`]): on a local file system the root's policy runs
+/// it in place, as it does `GET`'s read of a small file — a few system calls on at most 64 KiB
+/// cost a small file less than a hop to the blocking pool and back (see SECURITY.md, "Threads",
+/// and BENCHMARKS.md).
 async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), CommandError> {
     let (rp, overwrite) = (order.rp.clone(), order.overwrite);
     let prepare = move |root: &Root| root.prepare_target(&rp, overwrite);

@@ -10,9 +10,9 @@
 //! handler measures the lines first, then sends them with [`Context::send_file`], the helper
 //! the built-in `GET` uses too.
 
-use async_std::task::spawn_blocking;
 use futures::AsyncReadExt;
 use serde::{Deserialize, Serialize};
+use sft_commands::sandbox::Work;
 use sft_commands::{BoxFuture, Command, CommandError, Context};
 use sft_protocol::verbs::Verb;
 use sft_protocol::{Request, WireError};
@@ -73,8 +73,10 @@ impl Command for Head {
             let args: HeadRequest = request.args()?;
             // Checked through the sandbox, and recorded for the request's log line.
             let rp = ctx.resolve(&args.path)?;
-            let root = ctx.root.clone();
-            let (file, _len) = spawn_blocking(move || root.open_file(&rp)).await?;
+            let open = ctx
+                .root
+                .blocking(Work::Lookup, move |root| root.open_file(&rp));
+            let (file, _len) = open.await?;
             let failed = |e: io::Error| WireError::internal(format!("reading {}: {e}", args.path));
             // Measured through a second handle: the first one is sent afterwards.
             let mut reader = async_std::fs::File::from(file.try_clone().map_err(failed)?);

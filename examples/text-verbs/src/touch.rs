@@ -11,8 +11,8 @@
 //! that resolution opened ([`Root::prepare_target`], [`Root::stage`], `Staged::commit`), so no one
 //! ever sees a half-made file and a folder swapped for a symlink cannot redirect it.
 
-use async_std::task::spawn_blocking;
 use serde::{Deserialize, Serialize};
+use sft_commands::sandbox::Work;
 use sft_commands::{BoxFuture, Command, CommandError, Context, Root};
 use sft_protocol::verbs::Verb;
 use sft_protocol::{ErrorCode, RemotePath, Request, WireError};
@@ -41,8 +41,8 @@ pub struct TouchReply {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Touch;
 
-/// Creates `rp` empty, or sets its times to now if it exists (blocking: run it with
-/// `spawn_blocking`). Returns whether it was created.
+/// Creates `rp` empty, or sets its times to now if it exists (blocking: run it through
+/// `Root::blocking`). Returns whether it was created.
 pub fn touch(root: &Root, rp: &RemotePath) -> Result<bool, WireError> {
     let shown = rp.to_string();
     match root.prepare_target(rp, false) {
@@ -90,9 +90,11 @@ impl Command for Touch {
         Box::pin(async move {
             let args: TouchRequest = request.args()?;
             let rp = ctx.resolve(&args.path)?;
-            let root = ctx.root.clone();
-            // File-system work blocks: a short task on the blocking pool.
-            let created = spawn_blocking(move || touch(&root, &rp)).await?;
+            // File-system work blocks: the root's policy decides where it runs.
+            let created = ctx
+                .root
+                .blocking(Work::Bulk, move |root| touch(root, &rp))
+                .await?;
             ctx.reply_ok(&TouchReply { created })
                 .await
                 .map_err(CommandError::Abort)

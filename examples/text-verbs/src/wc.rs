@@ -8,9 +8,9 @@
 //! The reply carries no body, so it names the byte count `bytes`, not `size`: a reply's `size`
 //! declares a body (PROTOCOL.md §3.1).
 
-use async_std::task::spawn_blocking;
 use futures::AsyncReadExt;
 use serde::{Deserialize, Serialize};
+use sft_commands::sandbox::Work;
 use sft_commands::{BoxFuture, Command, CommandError, Context};
 use sft_protocol::verbs::Verb;
 use sft_protocol::{Request, WireError};
@@ -85,8 +85,10 @@ impl Command for Wc {
             // root and the reserved `.sft/` folder are refused here. The path is recorded for
             // the request's log line, refused or not.
             let rp = ctx.resolve(&args.path)?;
-            let root = ctx.root.clone();
-            let (file, _len) = spawn_blocking(move || root.open_file(&rp)).await?;
+            let open = ctx
+                .root
+                .blocking(Work::Lookup, move |root| root.open_file(&rp));
+            let (file, _len) = open.await?;
             let mut file = async_std::fs::File::from(file);
             let mut counter = Counter::default();
             let mut buf = vec![0u8; 64 * 1024];
