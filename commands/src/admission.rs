@@ -68,15 +68,21 @@ pub fn admit(
     limits: &Limits,
     access: &mut Access,
 ) -> Result<Option<Upload>, WireError> {
-    let grant = identify(command, limits, access)?;
+    let grant =
+        identify(command, limits, access).inspect_err(|e| refused(command, "identity", e))?;
+    if let Some(grant) = grant {
+        log::trace!(verb = command.verb(), name = grant.name.as_str(); "admission: under the token");
+    }
     if command.writes() {
         if limits.read_only {
+            log::debug!(verb = command.verb(), step = "writing", reason = "read-only server"; "admission refused");
             return Err(WireError::new(
                 ErrorCode::ReadOnly,
                 "this server is read-only",
             ));
         }
         if let Some(grant) = grant.filter(|g| g.access == TokenAccess::Read) {
+            log::debug!(verb = command.verb(), step = "writing", reason = "read token"; "admission refused");
             return Err(WireError::forbidden(format!(
                 "this token ({}) may only read: {} writes",
                 grant.name,
@@ -84,7 +90,12 @@ pub fn admit(
             )));
         }
     }
-    body_rule(command, request)
+    body_rule(command, request).inspect_err(|e| refused(command, "body", e))
+}
+
+/// The debug line of a refusal at `step` (`identity`, `writing` or `body`: the steps above).
+fn refused(command: &dyn Command, step: &str, err: &WireError) {
+    log::debug!(verb = command.verb(), step = step, outcome = err.code.as_str(), reason = err.message.as_str(); "admission refused");
 }
 
 /// Step 1: who the connection is, on a server that requires a token; `None` where none is

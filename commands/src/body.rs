@@ -235,13 +235,15 @@ pub(crate) async fn send_range(
     body: u64,
     hashing: Option<(blake3::Hasher, Version)>,
 ) -> Result<(File, Option<blake3::Hash>), CopyError> {
-    let zero_copy = ctx.writer.zero_copy(body);
-    log::debug!(
-        session = ctx.session, offset = offset, bytes = body,
-        how = if zero_copy { "sendfile" } else { "copy" }, hashing = hashing.is_some();
-        "sending a file body"
-    );
-    if zero_copy {
+    if log::log_enabled!(log::Level::Debug) {
+        let (how, why) = ctx.writer.why_zero_copy(body);
+        log::debug!(
+            session = ctx.session, offset = offset, bytes = body, how = how, why = why,
+            hashing = hashing.is_some();
+            "sending a file body"
+        );
+    }
+    if ctx.writer.zero_copy(body) {
         send_zero_copy(ctx, file, offset, body, hashing).await
     } else {
         send_copied(ctx, file, offset, body, hashing).await

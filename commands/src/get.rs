@@ -65,7 +65,7 @@ impl Command for Get {
             let version = Version::from_stat(&st);
             let lookup = want_hash.then(|| ctx.root.hashes().lookup_version(version));
             if size <= SMALL_FILE {
-                log::debug!(session = ctx.session, bytes = size, how = "read whole, behind the reply"; "sending a file body");
+                log::debug!(session = ctx.session, bytes = size, how = "copy", why = "small: read whole, sent with the reply line"; "sending a file body");
                 let mode = permissions(&st);
                 return send_small(ctx, file, version, mode, given, lookup, &shown).await;
             }

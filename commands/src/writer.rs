@@ -45,6 +45,23 @@ impl Writer {
             && self.inner.get_ref().get_ref().tcp().is_some()
     }
 
+    /// How a body of `len` bytes goes out (`sendfile` or `copy`) and why, for a debug line:
+    /// [`Writer::zero_copy`]'s reasons.
+    pub(crate) fn why_zero_copy(&self, len: u64) -> (&'static str, &'static str) {
+        if !sft_io::ZERO_COPY {
+            ("copy", "this platform has no sendfile")
+        } else if self.inner.get_ref().get_ref().tcp().is_none() {
+            ("copy", "TLS: every byte goes through the session")
+        } else if len < sft_io::SENDFILE_MIN {
+            (
+                "copy",
+                "small: copied behind the reply line, to leave in one write",
+            )
+        } else {
+            ("sendfile", "plain TCP and a large body")
+        }
+    }
+
     /// Sends `file` from `*pos` to `end` with `sendfile(2)`, after what is buffered, advancing
     /// `*pos`; every wait keeps the pace, and `sent` hears of every step. Only where
     /// [`Writer::zero_copy`] said so; a file that ends early is an `UnexpectedEof`.

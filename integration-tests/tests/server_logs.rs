@@ -144,3 +144,120 @@ fn a_writable_open_plaintext_server_on_the_network_warns_once_at_start_up() {
         assert!(server.logs_with(warning).is_empty(), "{quiet:?}");
     }
 }
+
+/// Log lines (parsed) at `level` whose `msg` is `msg`.
+fn at(server: &ServerProcess, level: &str, msg: &str) -> Vec<Value> {
+    let lines = server.logs_with(msg);
+    lines.into_iter().filter(|l| l["level"] == level).collect()
+}
+
+#[test]
+fn debug_shows_each_header_and_how_each_body_goes() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.txt"), "hello\n").unwrap();
+    let big = vec![7u8; 256 * 1024];
+    std::fs::write(root.path().join("big.bin"), &big).unwrap();
+    let server = ServerProcess::start_in_shell(root.path(), &[], Some("export SFT_LOG=debug"));
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        for (path, len) in [("a.txt", 6), ("big.bin", big.len())] {
+            let request = serde_json::json!({"verb": "GET", "path": path});
+            raw.write(format!("{request}\n").as_bytes()).await;
+            assert_eq!(raw.reply().await["size"], len);
+            assert_eq!(raw.body(len).await.len(), len);
+        }
+    });
+    wait_until(Duration::from_secs(20), || {
+        requests(&server, "GET").len() == 2
+    });
+    let headers = at(&server, "debug", "request header");
+    let header = headers[0]["header"].as_str().unwrap();
+    assert_eq!(header, r#"{"path":"a.txt","verb":"GET"}"#, "as received");
+    let bodies = at(&server, "debug", "sending a file body");
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0]["how"], "copy");
+    assert!(bodies[0]["why"].as_str().unwrap().starts_with("small"));
+    assert_eq!(bodies[1]["how"], "sendfile");
+    let resolved = at(&server, "debug", "path resolved");
+    assert_eq!(resolved[0]["path"], "a.txt");
+}
+
+#[test]
+fn debug_names_the_admission_step_and_the_sandbox_refusal() {
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc", root.path().join("out")).unwrap();
+    let server =
+        ServerProcess::start_in_shell(root.path(), &["--read-only"], Some("export SFT_LOG=debug"));
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(b"{\"verb\":\"DELETE\",\"path\":\"x\"}\n").await;
+        assert_eq!(raw.reply().await["code"], "read_only");
+        raw.write(b"{\"verb\":\"STAT\",\"path\":\"x\",\"size\":3}\n")
+            .await;
+        assert_eq!(raw.reply().await["ok"], false);
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"out/passwd\"}\n")
+            .await;
+        assert_eq!(raw.reply().await["code"], "forbidden");
+    });
+    wait_until(Duration::from_secs(20), || {
+        requests(&server, "GET").len() == 1
+    });
+    let refused = at(&server, "debug", "admission refused");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0]["step"], "writing");
+    assert_eq!(refused[0]["verb"], "DELETE");
+    assert_eq!(refused[1]["step"], "body");
+    assert_eq!(refused[1]["outcome"], "bad_request");
+    let sandbox = at(&server, "debug", "sandbox refused");
+    assert!(
+        sandbox[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside the served root"),
+        "{sandbox:?}"
+    );
+}
+
+#[test]
+fn trace_never_shows_a_token_but_names_it() {
+    use sha2::{Digest, Sha256};
+    const TOKEN: &str = "s3cret-t0ken-4e1f9a";
+    let dir = tempfile::tempdir().unwrap();
+    let digest: String = Sha256::digest(TOKEN)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("carol write {digest}\n")).unwrap();
+    let args = ["--host", "127.0.0.1", "--tokens", tokens.to_str().unwrap()];
+    let server = ServerProcess::start_in_shell(dir.path(), &args, Some("export SFT_LOG=trace"));
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        let auth = serde_json::json!({"verb": "AUTH", "token": TOKEN});
+        raw.write(format!("{auth}\n").as_bytes()).await;
+        assert_eq!(raw.reply().await["ok"], true);
+        // A third-party verb's argument named token, and a header that is not JSON.
+        raw.write(format!("{{\"verb\":\"NOPE\",\"args\":{{\"token\":\"{TOKEN}\"}}}}\n").as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["ok"], false);
+        raw.write(format!("{{\"verb\":\"AUTH\",\"token\":\"{TOKEN}\"\n").as_bytes())
+            .await;
+        assert_eq!(raw.reply().await["ok"], false);
+        raw.write(b"{\"verb\":\"STAT\",\"path\":\"tokens\"}\n")
+            .await;
+        assert_eq!(raw.reply().await["ok"], true);
+    });
+    wait_until(Duration::from_secs(20), || {
+        requests(&server, "STAT").len() == 1
+    });
+    let logs = server.logs.lock().unwrap();
+    assert!(
+        logs.iter().any(|l| l.contains("\"level\":\"trace\"")),
+        "trace lines"
+    );
+    for line in logs.iter() {
+        assert!(!line.contains(TOKEN), "the token in the log: {line}");
+    }
+    assert!(logs.iter().any(|l| l.contains("(hidden)")));
+    assert!(logs.iter().any(|l| l.contains("\"name\":\"carol\"")));
+}

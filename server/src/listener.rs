@@ -205,15 +205,20 @@ impl Server {
                         self.allow.refused(peer);
                         drop(stream);
                     } else if self.sessions.len() >= self.max_connections {
+                        log::debug!(peer:% = peer, sessions = self.sessions.len(); "connection over --max-connections");
                         refuse_busy(stream, peer, self.max_connections, &refusing);
                     } else {
                         self.spawn_session(stream, peer, done_tx.clone());
                     }
                 }
-                Err(e) if is_transient(&e) => continue,
+                Err(e) if is_transient(&e) => {
+                    log::debug!(error:% = e; "accept: a transient error, accepting on at once");
+                    continue;
+                }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS…: the loop survives; wait for resources to free.
                     backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    log::debug!(error:% = e, kind:? = e.kind(), sessions = self.sessions.len(); "accept backs off: out of descriptors or buffers until sessions end");
                     log::warn!(error:% = e, retry_ms = backoff.as_millis() as u64; "accept failed");
                     task::sleep(backoff).await;
                 }

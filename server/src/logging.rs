@@ -128,6 +128,61 @@ fn json(record: &Record<'_>) -> String {
 /// shows them with.
 pub use sft_protocol::escape::{escape, escape_into};
 
+/// How much of a header line a debug line shows.
+const HEADER_SHOWN: usize = 300;
+
+/// A request's header line for a debug line: as received, cut to [`HEADER_SHOWN`] characters,
+/// with the value of every field named `token` (any case, at any depth: `AUTH`'s and any
+/// third-party verb's) replaced by `"(hidden)"`; such a line is shown re-encoded, its keys
+/// in order of name. A line that is not JSON is shown only if it cannot hold a token (no
+/// `token`, no escape that could spell one). The logger escapes what it writes.
+pub(crate) fn header(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = String::from_utf8_lossy(line);
+    let shown = match serde_json::from_slice::<serde_json::Value>(line) {
+        Ok(mut value) => match redact(&mut value) {
+            true => value.to_string(),
+            false => text.into_owned(),
+        },
+        Err(_) if text.to_ascii_lowercase().contains("token") || text.contains('\\') => {
+            format!(
+                "<{} bytes, not JSON, not shown: it may hold a token>",
+                line.len()
+            )
+        }
+        Err(_) => text.into_owned(),
+    };
+    match shown.char_indices().nth(HEADER_SHOWN) {
+        Some((cut, _)) => format!("{}…", &shown[..cut]),
+        None => shown,
+    }
+}
+
+/// Replaces the value of every `token` field in `value`; whether there was one.
+fn redact(value: &mut serde_json::Value) -> bool {
+    let mut found = false;
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key.eq_ignore_ascii_case("token") {
+                    *v = "(hidden)".into();
+                    found = true;
+                } else {
+                    found |= redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                found |= redact(v);
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
 /// The current UTC time as RFC 3339 with milliseconds.
 fn timestamp() -> String {
     format!("{:.3}", jiff::Timestamp::now())
@@ -136,6 +191,25 @@ fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_are_shown_without_tokens() {
+        let plain = br#"{"verb":"GET","path":"a.txt"}"#;
+        assert_eq!(header(plain), r#"{"verb":"GET","path":"a.txt"}"#);
+        for line in [
+            &br#"{"verb":"AUTH","token":"s3cret"}"#[..],
+            br#"{"verb":"X","args":{"inner":[{"Token":"s3cret"}]}}"#,
+            br#"{"verb":"AUTH","tok\u0065n":"s3cret"}"#,
+            br#"{"verb":"AUTH","token":"s3cret""#,
+            br#"{"verb":"AUTH","t\u006fken":"s3cret""#,
+        ] {
+            let shown = header(line);
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert!(header(br#"{"verb":"AUTH","token":"s3cret"}"#).contains(r#""token":"(hidden)""#));
+        let long = format!(r#"{{"verb":"GET","path":"{}"}}"#, "a".repeat(1000));
+        assert_eq!(header(long.as_bytes()).chars().count(), HEADER_SHOWN + 1);
+    }
 
     #[test]
     fn timestamp_is_rfc3339() {

@@ -365,7 +365,7 @@ async fn requests(
         let started = Instant::now();
         writer.pace_mut().restart();
         if log::log_enabled!(log::Level::Debug) {
-            log::debug!(session = info.id, header = shown_header(&line); "request header");
+            log::debug!(session = info.id, header = crate::logging::header(&line); "request header");
         }
         let request = match decode_request(&line) {
             Ok(r) => r,
@@ -438,6 +438,7 @@ async fn requests(
             &mut access,
         )
         .with_body(body, eager);
+        let admitted = log::log_enabled!(log::Level::Trace).then(Instant::now);
         let ran = unless_cut(&shared.cut, handler.run(request, &mut ctx)).await;
         let cut = ran.is_none();
         let mut result = ran.unwrap_or_else(|| {
@@ -446,6 +447,7 @@ async fn requests(
                 "the shutdown grace period ran out",
             )))
         });
+        let ran = admitted.map(|_| Instant::now());
         // A body the handler refused before its go-ahead is read before the refusal is sent.
         if !matches!(result, Err(CommandError::Abort(_))) {
             if let Err(e) = ctx.settle_body().await {
@@ -474,6 +476,13 @@ async fn requests(
         } else {
             Ok(())
         };
+        if let (Some(admitted), Some(ran)) = (admitted, ran) {
+            log::trace!(
+                session = info.id, verb = handler.verb(), admit_ms = millis(admitted - started),
+                run_ms = millis(ran - admitted), reply_ms = millis(ran.elapsed());
+                "request phases"
+            );
+        }
         if log::log_enabled!(log::Level::Info) {
             let path = stats.path.as_deref().map(escape).unwrap_or_default();
             let ms = millis(started.elapsed());
@@ -496,36 +505,6 @@ async fn requests(
         if let Err(e) = flushed {
             return End::Failed(e);
         }
-    }
-}
-
-/// A header line for the debug log: escaped by the logger, any `token` field's value hidden.
-fn shown_header(line: &[u8]) -> String {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end();
-    fn hide(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(fields) => {
-                for (key, field) in fields.iter_mut() {
-                    if key == "token" {
-                        *field = "(hidden)".into();
-                    } else {
-                        hide(field);
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(hide),
-            _ => {}
-        }
-    }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(mut value) => {
-            hide(&mut value);
-            value.to_string()
-        }
-        // Not JSON: shown only if it cannot be carrying a token.
-        Err(_) if !text.contains("token") => text.to_owned(),
-        Err(_) => "(not JSON; hidden, it mentions a token)".to_owned(),
     }
 }
 

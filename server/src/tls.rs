@@ -123,6 +123,7 @@ impl Tls {
             return Ok(Opened::Closed);
         }
         if first[0] != HANDSHAKE {
+            log::debug!(first_byte = first[0]; "not a TLS handshake: answering tls_required");
             refuse_plaintext(stream, handshake).await;
             return Ok(Opened::Plaintext);
         }
@@ -139,13 +140,15 @@ impl Tls {
                 _ => io::Error::new(e.kind(), format!("TLS handshake failed: {e}")),
             })?;
         if log::log_enabled!(log::Level::Debug) {
-            let (_, conn) = tls.get_ref();
+            let (stream, conn) = tls.get_ref();
+            let peer = stream.peer_addr().map(|a| a.to_string());
             let version = conn.protocol_version().map(|v| format!("{v:?}"));
             let cipher = conn
                 .negotiated_cipher_suite()
                 .map(|c| format!("{:?}", c.suite()));
             log::debug!(
-                version = version.unwrap_or_default(), cipher = cipher.unwrap_or_default();
+                peer = peer.unwrap_or_default(), version = version.unwrap_or_default(),
+                cipher = cipher.unwrap_or_default(), sni = conn.server_name().unwrap_or("-");
                 "TLS established"
             );
         }

@@ -116,10 +116,12 @@ pub(super) enum Last {
 }
 
 fn forbidden(shown: &impl std::fmt::Display, why: &str) -> WireError {
+    log::debug!(path:% = shown, reason = why; "sandbox refused");
     WireError::new(ErrorCode::Forbidden, format!("{shown} {why}"))
 }
 
 pub(super) fn reserved() -> WireError {
+    log::debug!(reason = "the reserved folder"; "sandbox refused");
     WireError::new(
         ErrorCode::Forbidden,
         format!("{RESERVED_DIR}/ is reserved for the server's own use"),

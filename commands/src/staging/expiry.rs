@@ -62,9 +62,12 @@ impl Staging {
                 break;
             };
             if self.active.contains_key(&name) {
+                log::debug!(partial = name.as_str(); "partial not expired: an upload is writing it");
                 continue;
             }
-            match remove_partial(&self.partial_fd, &name, Some((at, size))) {
+            let removal = remove_partial(&self.partial_fd, &name, Some((at, size)));
+            log::debug!(partial = name.as_str(), bytes = size, result:? = removal; "partial expiry");
+            match removal {
                 Removal::Removed => {
                     self.hashers.remove(&name);
                     removed += 1;

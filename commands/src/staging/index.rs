@@ -80,6 +80,7 @@ impl KeptIndex {
         if !expired && !over {
             return None;
         }
+        log::debug!(partial = name.as_str(), reason = if expired { "older than --partial-ttl" } else { "over the partials' count or size cap" }; "partial to expire");
         let name = name.clone();
         let (at, size) = self.take(&name)?;
         Some((name, at, size))

@@ -62,6 +62,7 @@ impl Root {
         };
         let key = partial_key(rp, size, key);
         if staging.active.insert(key.clone(), ()).is_some() {
+            log::debug!(path:% = rp, reason = "the same upload runs on another connection"; "upload staged apart, not resumable");
             // The same upload is already running on another connection: do not share its
             // partial; this one stages separately and is not resumable.
             return Ok(Upload::staged(&staging, Some(blake3::Hasher::new())));
@@ -94,8 +95,12 @@ impl Root {
             lock: Mutex::new(None),
         };
         let (file, version) = match found {
-            Found::Held(file, version) => (file, version),
+            Found::Held(file, version) => {
+                log::debug!(path:% = rp, partial = lazy.name.as_str(), bytes = version.size; "partial resumed");
+                (file, version)
+            }
             Found::Nothing => {
+                log::debug!(path:% = rp, partial = lazy.name.as_str(), resume = resume; "no partial to resume: starting afresh");
                 return Ok(Upload {
                     file: Arc::new(lazy),
                     open: None,
@@ -106,10 +111,11 @@ impl Root {
                     keep_from: MIN_KEPT_PARTIAL,
                     claim: Some(claim),
                     attrs: Attributes::default(),
-                })
+                });
             }
             Found::Busy => {
                 // Another server is receiving the same upload into this partial right now.
+                log::debug!(path:% = rp, reason = "another server is writing its partial"; "upload staged apart, not resumable");
                 drop(claim);
                 return Ok(Upload::staged(&staging, Some(blake3::Hasher::new())));
             }
@@ -126,6 +132,7 @@ impl Root {
             // No state in memory (the server restarted, or another server kept the partial):
             // re-read the partial once.
             _ => {
+                log::debug!(partial = lazy.name.as_str(), bytes = held; "partial's hash state not in memory: reading it again");
                 let mut hasher = blake3::Hasher::new();
                 crate::body::hash_prefix(&file, &mut hasher, held)?;
                 hasher

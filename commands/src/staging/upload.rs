@@ -226,9 +226,18 @@ impl Upload {
     pub fn keep(mut self, limits: &PartialLimits) -> bool {
         drop(self.open.take());
         if self.failed || self.held < self.keep_from || !self.file.created() {
+            let why = if self.failed {
+                "writing it failed"
+            } else if self.keep_from == u64::MAX {
+                "not resumable (no key, or staged apart)"
+            } else {
+                "too small to be worth a resume"
+            };
+            log::debug!(bytes = self.held, reason = why; "partial not kept");
             return false;
         }
         let (Some(mut claim), Some(hasher)) = (self.claim.take(), self.hasher.take()) else {
+            log::debug!(bytes = self.held, reason = "not resumable"; "partial not kept");
             return false;
         };
         // Kept under its own name: no longer the upload's to remove, nor the older partial's
@@ -260,6 +269,7 @@ impl Upload {
             .insert(key.clone(), version.size, written_at(&version));
         staging.enforce(limits, false);
         let still_kept = staging.kept().entries.contains_key(&key);
+        log::debug!(partial = key.as_str(), bytes = version.size, kept = still_kept; "partial kept for a resume (unless over the caps)");
         still_kept
     }
 
