@@ -3,13 +3,13 @@
 
 use crate::address::{parse_server, ServerAddr};
 use crate::auth::check_token_destination;
-use crate::conn::{with_stall, Conn};
+use crate::conn::{stalled, Conn};
 use crate::error::Error;
 use crate::partial::Partial;
 use crate::progress::Progress;
 use async_std::net::{TcpStream, ToSocketAddrs};
 use async_std::task::spawn_blocking;
-use sft_io::RateLimit;
+use sft_io::{Deadline, RateLimit};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,22 +96,16 @@ async fn with_deadline<T>(
     limit: Option<Duration>,
     op: impl std::future::Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
-    match share {
-        None => op.await,
-        Some(share) => async_std::io::timeout(share, op).await.map_err(|e| {
-            match (e.kind(), limit) {
-                (io::ErrorKind::TimedOut, Some(limit)) => io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "no answer within {:.1} s (the connect may take {} s in all; see --timeout)",
-                        share.as_secs_f64(),
-                        limit.as_secs()
-                    ),
-                ),
-                _ => e,
-            }
-        }),
-    }
+    Deadline::within(share).run(op).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no answer within {:.1} s (the connect may take {} s in all; see --timeout)",
+                share.unwrap_or_default().as_secs_f64(),
+                limit.unwrap_or_default().as_secs()
+            ),
+        )
+    })?
 }
 
 /// What a finished transfer did.
@@ -191,16 +185,19 @@ impl Client {
         limit: Option<Duration>,
         tls: Option<&crate::tls::TlsSettings>,
     ) -> Result<Client, Error> {
-        let deadline = limit.map(|l| std::time::Instant::now() + l);
-        let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let mut deadline = Deadline::within(limit);
+        let at = deadline.at();
+        let left = || at.map(|d| d.saturating_duration_since(std::time::Instant::now()));
         let resolving = async {
             (server.host.as_str(), server.port)
                 .to_socket_addrs()
                 .await
                 .map(Iterator::collect::<Vec<_>>)
         };
-        let addrs = with_stall(left(), resolving)
+        let addrs = deadline
+            .run(resolving)
             .await
+            .unwrap_or_else(|_| Err(stalled(limit.unwrap_or_default())))
             .map_err(|source| Error::Resolve {
                 server: server.clone(),
                 source,
@@ -231,21 +228,16 @@ impl Client {
             None => sft_io::split_plain(stream),
             Some(tls) => {
                 let handshake = tls.handshake(&server, stream);
-                match left() {
-                    None => handshake.await?,
-                    Some(left) => async_std::future::timeout(left, handshake)
-                        .await
-                        .map_err(|_| Error::Tls {
-                            server: server.clone(),
-                            source: io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                format!(
-                                    "no TLS handshake within the connect timeout ({} s; see --timeout)",
-                                    limit.map_or(0, |l| l.as_secs())
-                                ),
-                            ),
-                        })??,
-                }
+                deadline.run(handshake).await.map_err(|_| Error::Tls {
+                    server: server.clone(),
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no TLS handshake within the connect timeout ({} s; see --timeout)",
+                            limit.map_or(0, |l| l.as_secs())
+                        ),
+                    ),
+                })??
             }
         };
         Ok(Client {
@@ -269,7 +261,7 @@ impl Client {
     /// the default is [`DEFAULT_TIMEOUT`]). A stalled transfer is reported as cut off, so
     /// `--retries` and `--continue` recover from it like from a dropped connection.
     pub fn set_timeout(&mut self, stall: Option<Duration>) {
-        self.conn.stall = stall;
+        self.conn.stall.limit = stall;
     }
 
     /// Reports every later transfer's progress to `progress` (`None`: to nobody).

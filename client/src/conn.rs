@@ -12,8 +12,8 @@ use crate::progress::Progress;
 use async_std::io::{BufReader, BufWriter};
 use futures::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use serde::de::DeserializeOwned;
-use sft_io::RateLimit;
 use sft_io::RECV;
+use sft_io::{Deadline, RateLimit};
 use sft_io::{StreamRead, StreamWrite};
 use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
@@ -22,28 +22,47 @@ use sft_protocol::{decode_reply, encode_request, read_line, Reply, WireError};
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Socket buffer sizes.
 const IO_BUFFER: usize = 256 * 1024;
 
-/// Runs `op`, failing with `TimedOut` if it takes longer than `stall`.
-pub(crate) async fn with_stall<T>(
-    stall: Option<Duration>,
-    op: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    match stall {
-        None => op.await,
-        Some(limit) => async_std::io::timeout(limit, op)
-            .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::TimedOut => io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("nothing moved for {} s (see --timeout)", limit.as_secs()),
-                ),
-                _ => e,
-            }),
+/// The client's deadline on every wait for the server: a read or a write that moves nothing
+/// for `limit` (`--timeout`) fails. One [`Deadline`] serves the connection's life.
+#[derive(Debug, Default)]
+pub(crate) struct Stall {
+    /// `None`: waits forever.
+    pub(crate) limit: Option<Duration>,
+    deadline: Deadline,
+}
+
+impl Stall {
+    pub(crate) fn new(limit: Option<Duration>) -> Stall {
+        Stall {
+            limit,
+            deadline: Deadline::never(),
+        }
     }
+
+    /// Runs `op` (one read or write), failing with `TimedOut` if it moves nothing for the limit.
+    pub(crate) async fn run<T>(
+        &mut self,
+        op: impl std::future::Future<Output = io::Result<T>>,
+    ) -> io::Result<T> {
+        let Some(limit) = self.limit else {
+            return op.await;
+        };
+        self.deadline.set(Some(Instant::now() + limit));
+        self.deadline.run(op).await.map_err(|_| stalled(limit))?
+    }
+}
+
+/// The error of a wait on the server that moved nothing for `limit`.
+pub(crate) fn stalled(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("nothing moved for {} s (see --timeout)", limit.as_secs()),
+    )
 }
 
 /// One connection's state.
@@ -58,8 +77,8 @@ pub(crate) struct Conn {
     broken: bool,
     /// Told about every transfer's bytes as they move.
     pub(crate) progress: Option<Arc<dyn Progress>>,
-    /// A read or write that moves nothing for this long fails (`None`: wait forever).
-    pub(crate) stall: Option<Duration>,
+    /// A read or write that moves nothing for this long fails.
+    pub(crate) stall: Stall,
     /// The bandwidth limit of body bytes, both ways.
     pub(crate) rate: Option<RateLimit>,
     /// Whether the server takes eager uploads, once asked.
@@ -163,7 +182,7 @@ impl Conn {
             scratch: Vec::with_capacity(256),
             broken: false,
             progress: None,
-            stall,
+            stall: Stall::new(stall),
             rate: None,
             eager: None,
             heard: false,
@@ -222,14 +241,14 @@ impl Conn {
     /// Writes the request line in `scratch` and flushes it.
     async fn write_scratch(&mut self, verb: &str) -> Result<(), Error> {
         let during = format!("the {verb} request");
-        let written = with_stall(self.stall, self.writer.write_all(&self.scratch)).await;
+        let written = self.stall.run(self.writer.write_all(&self.scratch)).await;
         written.map_err(|e| self.cut_off(&during, e))?;
         self.flush(&during).await
     }
 
     /// Sends everything buffered.
     pub(crate) async fn flush(&mut self, during: &str) -> Result<(), Error> {
-        let flushed = with_stall(self.stall, self.writer.flush()).await;
+        let flushed = self.stall.run(self.writer.flush()).await;
         flushed.map_err(|e| self.cut_off(during, e))
     }
 
@@ -254,7 +273,9 @@ impl Conn {
         let read = if self.reader.buffer().contains(&b'\n') {
             read_line(&mut self.reader, &mut self.line).await
         } else {
-            with_stall(self.stall, read_line(&mut self.reader, &mut self.line)).await
+            self.stall
+                .run(read_line(&mut self.reader, &mut self.line))
+                .await
         };
         let first = !self.heard;
         match read {
@@ -316,7 +337,7 @@ impl Conn {
             if buf.len() - filled < RECV {
                 // The rest of a small body: through the reader's buffer, so that the bodies and
                 // replies that follow it arrive with the same read.
-                let got = match with_stall(self.stall, self.reader.fill_buf()).await {
+                let got = match self.stall.run(self.reader.fill_buf()).await {
                     Ok([]) => Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection early",
@@ -339,7 +360,7 @@ impl Conn {
                 None => buf.len(),
             };
             let read = self.reader.get_mut().read(&mut buf[filled..end]);
-            let n = match with_stall(self.stall, read).await {
+            let n = match self.stall.run(read).await {
                 Ok(0) => Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the server closed the connection early",
@@ -361,7 +382,7 @@ impl Conn {
         let fits = self.writer.buffer().len() + data.len() <= IO_BUFFER;
         let written = match fits {
             true => self.writer.write_all(data).await,
-            false => with_stall(self.stall, self.writer.write_all(data)).await,
+            false => self.stall.run(self.writer.write_all(data)).await,
         };
         written.map_err(Error::cut_off(during))
     }
@@ -373,7 +394,7 @@ impl Conn {
             Some(rate) => buf.len().min(rate.step()),
             None => buf.len(),
         };
-        let n = with_stall(self.stall, self.reader.read(&mut buf[..want])).await?;
+        let n = self.stall.run(self.reader.read(&mut buf[..want])).await?;
         if let Some(rate) = &mut self.rate {
             rate.take(n as u64).await;
         }
@@ -389,7 +410,8 @@ impl Conn {
             if let Some(rate) = &mut self.rate {
                 rate.take(piece.len() as u64).await;
             }
-            with_stall(self.stall, self.writer.write_all(piece))
+            self.stall
+                .run(self.writer.write_all(piece))
                 .await
                 .map_err(Error::cut_off(during))?;
             // Paced bytes leave as they are paced, not when the buffer fills.

@@ -323,7 +323,7 @@ async fn send_zero_copy(
     let result = {
         let progress = x.progress.clone();
         let mut pace = Pace::new(PaceRule {
-            stall: x.stall,
+            stall: x.stall.limit,
             min_rate: 0,
         });
         let Some(socket) = x.writer.get_ref().tcp() else {

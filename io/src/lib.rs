@@ -6,8 +6,10 @@
 //!   tasks on the blocking pool while the next block arrives;
 //! - [`FileSource`]: a file read one block ahead of the socket, hashing exactly the bytes read;
 //! - [`sendfile`]: zero-copy sending from a file to a socket, driven by the runtime's reactor;
-//! - [`Pace`] and [`PacedWrite`]: a deadline on every wait for a peer — no progress for the
-//!   stall timeout, or an average below the minimum rate, fails the transfer;
+//! - [`Deadline`]: when a wait on a peer must end, one cheaply re-armed timer; every such wait,
+//!   on the server and in the client, keeps one;
+//! - [`Pace`] and [`PacedWrite`]: the deadline of a transfer — no progress for the stall
+//!   timeout, or an average below the minimum rate, fails it;
 //! - [`Version`]: which version of a file was sent, so that a file rewritten during a
 //!   transfer is never reported as verified;
 //! - [`RateLimit`]: a bandwidth limit (token bucket) for a connection's reads and writes;
@@ -20,6 +22,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod blocks;
+mod deadline;
 mod pace;
 mod rate;
 #[cfg(target_os = "linux")]
@@ -30,6 +33,7 @@ mod stream;
 mod version;
 
 pub use blocks::{CHUNK, RECV};
+pub use deadline::{Deadline, Elapsed};
 pub use pace::{Pace, PaceRule, PacedWrite, PROGRESS};
 pub use rate::RateLimit;
 #[cfg(target_os = "linux")]

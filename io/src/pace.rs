@@ -1,4 +1,4 @@
-//! Deadlines on every wait for a peer.
+//! The pace a transfer must keep, as a [`Deadline`] for every wait on its peer.
 //!
 //! Two rules, both in the style of Apache's `mod_reqtimeout`: a wait during which no byte moves
 //! fails after the *stall* timeout, and once a transfer is older than the stall timeout it must
@@ -11,6 +11,7 @@
 //! reads still lets its kernel accept a few bytes now and then (TCP's zero-window probes, every
 //! 0.2, 0.4, 0.8… s), and that must not pass for a peer that is reading.
 
+use crate::deadline::{Deadline, Elapsed};
 use futures::{AsyncRead, AsyncWrite};
 use std::future::Future;
 use std::io;
@@ -41,8 +42,9 @@ impl PaceRule {
     }
 }
 
-/// The progress of one transfer under a [`PaceRule`].
-#[derive(Debug, Clone)]
+/// The progress of one transfer under a [`PaceRule`], and the one [`Deadline`] that every
+/// wait of the transfer keeps: progress moves it later, at no cost per wait.
+#[derive(Debug)]
 pub struct Pace {
     rule: PaceRule,
     started: Instant,
@@ -50,6 +52,7 @@ pub struct Pace {
     last: Instant,
     moved_at_last: u64,
     moved: u64,
+    timer: Deadline,
 }
 
 impl Pace {
@@ -62,6 +65,7 @@ impl Pace {
             last: now,
             moved_at_last: 0,
             moved: 0,
+            timer: Deadline::never(),
         }
     }
 
@@ -70,9 +74,13 @@ impl Pace {
         self.rule
     }
 
-    /// Starts a new transfer now (a new request on the same connection).
+    /// Starts a new transfer now (a new request on the same connection), keeping the timer.
     pub fn restart(&mut self) {
-        *self = Pace::new(self.rule);
+        let now = Instant::now();
+        self.started = now;
+        self.last = now;
+        self.moved_at_last = 0;
+        self.moved = 0;
     }
 
     /// Records that `n` bytes moved; once [`PROGRESS`] bytes moved since the stall clock last
@@ -120,18 +128,21 @@ impl Pace {
 
     /// Runs `op` (one read or write), failing with `TimedOut` at the deadline. The caller
     /// reports what moved with [`Pace::advance`].
-    pub async fn limit<T>(&self, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-        let Some(deadline) = self.deadline() else {
-            return op.await;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        async_std::io::timeout(left, op).await.map_err(|e| {
-            if e.kind() == io::ErrorKind::TimedOut {
-                self.expired(Instant::now())
-            } else {
-                e
-            }
-        })
+    pub async fn limit<T>(&mut self, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        self.timer.set(self.deadline());
+        match self.timer.run(op).await {
+            Ok(done) => done,
+            Err(Elapsed) => Err(self.expired(Instant::now())),
+        }
+    }
+
+    /// For a stream that is not ready: the error once the deadline has passed, pending (with
+    /// the task's waker registered) until then.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.timer.set(self.deadline());
+        self.timer
+            .poll_passed(cx)
+            .map(|()| self.expired(Instant::now()))
     }
 
     /// Reads into `buf` within the deadline and records what arrived (0 at end of stream).
@@ -170,7 +181,6 @@ impl Pace {
 pub struct PacedWrite<S> {
     io: S,
     pace: Pace,
-    timer: Option<async_io::Timer>,
 }
 
 impl<S> PacedWrite<S> {
@@ -179,7 +189,6 @@ impl<S> PacedWrite<S> {
         PacedWrite {
             io,
             pace: Pace::new(rule),
-            timer: None,
         }
     }
 
@@ -197,24 +206,6 @@ impl<S> PacedWrite<S> {
     pub fn parts_mut(&mut self) -> (&S, &mut Pace) {
         (&self.io, &mut self.pace)
     }
-
-    /// Called when the stream is not ready: pending until the deadline, then the error.
-    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let Some(at) = self.pace.deadline() else {
-            return Poll::Pending;
-        };
-        let timer = match &mut self.timer {
-            Some(t) => {
-                t.set_at(at);
-                t
-            }
-            None => self.timer.insert(async_io::Timer::at(at)),
-        };
-        match Pin::new(timer).poll(cx) {
-            Poll::Ready(_) => Poll::Ready(self.pace.expired(Instant::now())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for PacedWrite<S> {
@@ -227,29 +218,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PacedWrite<S> {
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 this.pace.advance(n as u64);
-                this.timer = None;
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => this.wait(cx).map(Err),
+            Poll::Pending => this.pace.poll_expired(cx).map(Err),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_flush(cx) {
-            Poll::Ready(r) => {
-                this.timer = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.wait(cx).map(Err),
+            Poll::Pending => this.pace.poll_expired(cx).map(Err),
+            ready => ready,
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_close(cx) {
-            Poll::Pending => this.wait(cx).map(Err),
+            Poll::Pending => this.pace.poll_expired(cx).map(Err),
             ready => ready,
         }
     }

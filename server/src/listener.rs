@@ -12,6 +12,7 @@ use async_std::task;
 use futures::{AsyncWriteExt, FutureExt};
 use sft_commands::sandbox::Work;
 use sft_commands::{Registry, Root};
+use sft_io::Deadline;
 use sft_protocol::{encode_error, ErrorCode, WireError};
 use std::io;
 use std::net::SocketAddr;
@@ -355,7 +356,9 @@ fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize, refusing: &A
             format!("the server is at its limit of {max} connections; try again later"),
         );
         encode_error(&err, &mut line);
-        let _ = async_std::io::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+        let _ = Deadline::after(Duration::from_secs(1))
+            .run(stream.write_all(&line))
+            .await;
         drop(stream);
         refusing.fetch_sub(1, Ordering::Relaxed);
     });

@@ -9,12 +9,11 @@
 use crate::logging::escape;
 use crate::sessions::Registration;
 use crate::tls::Opened;
-use async_std::io::timeout;
 use async_std::io::BufReader;
 use async_std::net::TcpStream;
-use futures::future::Either;
 use futures::{AsyncBufReadExt, AsyncWriteExt, Future, FutureExt};
 use sft_commands::{admit, Access, Buffers, CommandError, Context, Limits, Registry, Root, Writer};
+use sft_io::Deadline;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
@@ -124,28 +123,28 @@ async fn next_header(
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(HeaderError::Io(e)),
     }
-    timeout(slow, read_line(reader, line))
-        .await
+    let read = Deadline::after(slow).run(read_line(reader, line)).await;
+    read.map_err(|_| HeaderError::Slow)?
         .map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => HeaderError::Slow,
             io::ErrorKind::InvalidData => HeaderError::TooLong,
             io::ErrorKind::UnexpectedEof => HeaderError::Truncated,
             _ => HeaderError::Io(e),
         })
 }
 
-/// A session's idle deadline: one timer for the session's life. A timer registered for every
-/// wait costs the reactor a message and a wake-up per request; this one is re-armed only when
-/// it fires before the session has been idle for the whole timeout, at most once per timeout.
+/// A session's idle deadline: one [`Deadline`] for the session's life. A timer registered for
+/// every wait costs the reactor a message and a wake-up per request; this one is re-armed only
+/// when it fires before the session has been idle for the whole timeout, at most once per
+/// timeout.
 struct IdleTimer {
-    timer: async_io::Timer,
+    deadline: Deadline,
     limit: Duration,
 }
 
 impl IdleTimer {
     fn new(limit: Duration) -> IdleTimer {
         IdleTimer {
-            timer: async_io::Timer::after(limit),
+            deadline: Deadline::never(),
             limit,
         }
     }
@@ -159,14 +158,10 @@ impl IdleTimer {
     /// `read` again before the socket wakes the task: the session's one timer serves.
     async fn wait<F: Future + Unpin>(&mut self, mut read: F, company: bool) -> Option<F::Output> {
         if !company {
-            let timer = async_io::Timer::after(self.limit);
-            return match futures::future::select(read, timer).await {
-                Either::Left((r, _)) => Some(r),
-                Either::Right(_) => None,
-            };
+            return Deadline::after(self.limit).run(read).await.ok();
         }
-        let expired = self.expired(Instant::now());
-        futures::pin_mut!(expired);
+        // Deadlines only move forward: the timer stays where it is until it fires.
+        self.deadline.set(Some(Instant::now() + self.limit));
         let mut woken = false;
         futures::future::poll_fn(|cx| {
             if std::mem::replace(&mut woken, true) {
@@ -174,22 +169,9 @@ impl IdleTimer {
                     return Poll::Ready(Some(r));
                 }
             }
-            expired.as_mut().poll_unpin(cx).map(|()| None)
+            self.deadline.poll_passed(cx).map(|()| None)
         })
         .await
-    }
-
-    /// Completes once the session has been idle for the whole timeout since `since`. The timer
-    /// is never set later than that: deadlines only move forward.
-    async fn expired(&mut self, since: Instant) {
-        let deadline = since + self.limit;
-        loop {
-            (&mut self.timer).await;
-            if Instant::now() >= deadline {
-                return;
-            }
-            self.timer.set_at(deadline);
-        }
     }
 }
 
@@ -499,7 +481,7 @@ async fn requests(
             // Replies held back for earlier pipelined requests still go out (with whatever of
             // this one was buffered, as if the writer had filled), briefly: the peer may be
             // gone or no longer reading.
-            let _ = timeout(ABORT_FLUSH, writer.flush()).await;
+            let _ = Deadline::after(ABORT_FLUSH).run(writer.flush()).await;
             return End::Failed(e);
         }
         if let Err(e) = flushed {

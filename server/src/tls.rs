@@ -5,14 +5,13 @@
 //! connection starts with a handshake record (0x16); anything else (an sft request starts with
 //! `{`) gets one `tls_required` error line and a close, and no request is read.
 
-use async_std::io::timeout;
 use async_std::net::TcpStream;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use futures_rustls::TlsAcceptor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
-use sft_io::{StreamRead, StreamWrite};
+use sft_io::{Deadline, StreamRead, StreamWrite};
 use sft_protocol::{encode_error, ErrorCode, WireError};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -110,15 +109,15 @@ impl Tls {
         handshake: Duration,
     ) -> io::Result<Opened> {
         let mut first = [0u8; 1];
-        let n = timeout(idle, stream.peek(&mut first))
+        let n = Deadline::after(idle)
+            .run(stream.peek(&mut first))
             .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::TimedOut => io::Error::new(
+            .map_err(|_| {
+                io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("no request within the idle timeout ({} s)", idle.as_secs()),
-                ),
-                _ => e,
-            })?;
+                )
+            })??;
         if n == 0 {
             return Ok(Opened::Closed);
         }
@@ -127,18 +126,19 @@ impl Tls {
             refuse_plaintext(stream, handshake).await;
             return Ok(Opened::Plaintext);
         }
-        let tls = timeout(handshake, self.acceptor.accept(stream))
+        let tls = Deadline::after(handshake)
+            .run(self.acceptor.accept(stream))
             .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::TimedOut => io::Error::new(
+            .map_err(|_| {
+                io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
                         "TLS handshake not completed within {} s",
                         handshake.as_secs()
                     ),
-                ),
-                _ => io::Error::new(e.kind(), format!("TLS handshake failed: {e}")),
-            })?;
+                )
+            })?
+            .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
         if log::log_enabled!(log::Level::Debug) {
             let (stream, conn) = tls.get_ref();
             let peer = stream.peer_addr().map(|a| a.to_string());
@@ -170,20 +170,26 @@ async fn refuse_plaintext(mut stream: TcpStream, limit: Duration) {
     let mut line = Vec::new();
     encode_error(&err, &mut line);
     let _ = async {
-        timeout(limit, stream.write_all(&line)).await?;
+        Deadline::after(limit)
+            .run(stream.write_all(&line))
+            .await
+            .map_err(|_| io::ErrorKind::TimedOut)??;
         stream.shutdown(std::net::Shutdown::Write)?;
         let mut sink = [0u8; 4096];
         let mut left: usize = 64 * 1024;
-        timeout(limit, async {
+        let drain = async {
             while left > 0 {
                 match stream.read(&mut sink).await? {
                     0 => break,
                     n => left = left.saturating_sub(n),
                 }
             }
-            Ok(())
-        })
-        .await
+            Ok::<_, io::Error>(())
+        };
+        Deadline::after(limit)
+            .run(drain)
+            .await
+            .map_err(|_| io::ErrorKind::TimedOut)?
     }
     .await;
 }
