@@ -327,6 +327,7 @@ async fn send_copied(
     let mut source = FileSource::new(file, offset, body, hasher, version);
     while let Some(block) = source.next().await {
         let block = block.map_err(CopyError::Read)?;
+        log::trace!(session = ctx.session, bytes = block.len(); "body: a block copied");
         ctx.write_body(&block).await.map_err(CopyError::Write)?;
     }
     Ok((check, source.hash()))

@@ -273,6 +273,7 @@ impl Walk {
             }
             if entry.kind == Kind::File && self.hash != ListHash::None {
                 let lookup = self.root.hashes().lookup_stat(&st);
+                log::trace!(name = entry.name.as_str(), cached = lookup.hash.is_some(); "LIST: a file's hash");
                 entry.blake3 = lookup.hash.map(|h| h.to_hex().to_string());
                 if entry.blake3.is_none() && self.hash == ListHash::All {
                     if let Some(file) = open_to_hash(folder, raw, &st) {
@@ -319,6 +320,7 @@ fn hash_some(root: &Root, mut h: Hashing, budget: &mut u64) -> Result<Entry, Box
     let size = h.lookup.version.size;
     let len = (size - h.done).min(*budget);
     let read = sft_io::blocks::hash_range(&h.file, &mut h.hasher, h.done, len);
+    log::trace!(name = h.entry.name.as_str(), from = h.done, bytes = len, size = size; "LIST: hashed a step");
     *budget -= len;
     h.done += len;
     if read.is_ok() && h.done < size {

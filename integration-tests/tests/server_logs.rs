@@ -250,6 +250,13 @@ fn trace_never_shows_a_token_but_names_it() {
     wait_until(Duration::from_secs(20), || {
         requests(&server, "STAT").len() == 1
     });
+    let phases = server.logs_with("request phases");
+    assert!(
+        phases
+            .iter()
+            .any(|l| l["verb"] == "STAT" && l["run_ms"].is_f64()),
+        "{phases:?}"
+    );
     let logs = server.logs.lock().unwrap();
     assert!(
         logs.iter().any(|l| l.contains("\"level\":\"trace\"")),

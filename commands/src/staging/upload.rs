@@ -136,6 +136,7 @@ impl Upload {
             dest,
             hasher: self.hasher.take(),
         };
+        log::trace!(from = self.held, bytes = len, created = self.file.created(); "upload: receiving a stretch of the body");
         let received =
             stream_to_file(src, sink, self.held, len, self.keep_from, pace, progress).await;
         match received {
