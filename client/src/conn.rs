@@ -22,26 +22,22 @@ use sft_protocol::{decode_reply, encode_request, read_line, Reply, WireError};
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Socket buffer sizes.
 const IO_BUFFER: usize = 256 * 1024;
 
 /// The client's deadline on every wait for the server: a read or a write that moves nothing
-/// for `limit` (`--timeout`) fails. One [`Deadline`] serves the connection's life.
+/// for `limit` (`--timeout`) fails.
 #[derive(Debug, Default)]
 pub(crate) struct Stall {
     /// `None`: waits forever.
     pub(crate) limit: Option<Duration>,
-    deadline: Deadline,
 }
 
 impl Stall {
     pub(crate) fn new(limit: Option<Duration>) -> Stall {
-        Stall {
-            limit,
-            deadline: Deadline::never(),
-        }
+        Stall { limit }
     }
 
     /// Runs `op` (one read or write), failing with `TimedOut` if it moves nothing for the limit.
@@ -52,8 +48,14 @@ impl Stall {
         let Some(limit) = self.limit else {
             return op.await;
         };
-        self.deadline.set(Some(Instant::now() + limit));
-        self.deadline.run(op).await.map_err(|_| stalled(limit))?
+        // A deadline of its own for each wait, whose timer is registered with the reactor when
+        // the wait begins: that registration wakes the reactor's thread, which then sees the
+        // socket ready sooner. Measured side by side (20 alternating runs, medians), a 1 GiB
+        // unverified GET took 1.10-1.27x as long with one deadline kept for the connection's
+        // life, and the same as before with this (a lone connection's wait, as the server's
+        // IdleTimer found too).
+        let mut deadline = Deadline::after(limit);
+        deadline.run(op).await.map_err(|_| stalled(limit))?
     }
 }
 
