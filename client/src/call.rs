@@ -252,6 +252,13 @@ impl Response<'_> {
             Body::None => 0,
             Body::Sized(size) => self.copy_sized(size, sink, local, &during).await?,
             Body::Lines => self.copy_lines(sink, local, &during).await?,
+            // Only sent to a request that asked for compression, which a generic call does
+            // not know how to ask: the reply cannot be followed.
+            Body::Chunked => {
+                return Err(Error::Protocol(format!(
+                    "{during} is a chunked stream, which was not asked for"
+                )))
+            }
         };
         self.x.done();
         sink.flush().await.map_err(Error::local(local, "write"))?;

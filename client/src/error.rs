@@ -229,6 +229,7 @@ impl fmt::Display for Error {
                     ErrorCode::UnknownVerb => "unknown verb",
                     ErrorCode::Unsupported => "unsupported",
                     ErrorCode::ChecksumMismatch => "checksum mismatch",
+                    ErrorCode::Changed => "changed",
                     ErrorCode::Internal => "server error",
                     ErrorCode::Unknown => "refused",
                 };

@@ -107,13 +107,13 @@ impl Client {
     {
         let mut x = self.conn.begin()?;
         let reply = get_start(&mut x, remote, 0, verify).await?;
-        x.progress_start(remote, Some(reply.size), 0);
+        x.progress_start(remote, Some(reply.body_len()), 0);
         // Hashing runs beside the receiving and the writing: each 256 KiB block is hashed by a
         // short task while the next one arrives (smaller blocks would cost a hand-off each).
         let mut hashing = verify.then(|| BlockSink::new(None, 0, Some(blake3::Hasher::new())));
         let stdout = Path::new("-");
         let during = format!("the download of {remote}");
-        let mut left = reply.size;
+        let mut left = reply.body_len();
         while left > 0 {
             let len = left.min(CHUNK as u64) as usize;
             let mut block = match hashing.as_mut() {
@@ -149,8 +149,8 @@ impl Client {
         let expected = expected_hash(&mut x, &reply, remote).await?;
         x.finish(check_hash(remote, expected, hash))
             .map(|blake3| Transfer {
-                size: reply.size,
-                bytes_transferred: reply.size,
+                size: reply.body_len(),
+                bytes_transferred: reply.body_len(),
                 resumed_from: 0,
                 blake3,
             })
@@ -200,6 +200,7 @@ async fn get_start(
         path: remote.to_owned(),
         offset: (offset > 0).then_some(offset),
         hash,
+        ..GetRequest::default()
     })
     .await?;
     get_reply(x, remote, offset).await
@@ -212,6 +213,11 @@ pub(crate) async fn get_reply(
     offset: u64,
 ) -> Result<GetReply, Error> {
     let reply: GetReply = x.reply(&format!("GET {remote}")).await?;
+    if reply.size.is_none() {
+        return Err(Error::Protocol(format!(
+            "the reply to GET {remote} has no \"size\""
+        )));
+    }
     let got = reply.offset.unwrap_or(0);
     if got != offset {
         return Err(Error::Protocol(format!(
@@ -249,7 +255,7 @@ pub(crate) async fn get_file_body(
     partial: Option<Partial>,
 ) -> Result<Transfer, Error> {
     let offset = reply.offset.unwrap_or(0);
-    if partial.is_none() && offset == 0 && reply.size <= SMALL {
+    if partial.is_none() && offset == 0 && reply.body_len() <= SMALL {
         return get_small(x, remote, local, reply, opts).await;
     }
     let verify = opts.verify;
@@ -281,8 +287,8 @@ pub(crate) async fn get_file_body(
     ))?;
     let mut writer = BlockSink::new(Some(file), offset, hasher);
     let during = format!("the download of {remote}");
-    x.progress_start(remote, Some(offset + reply.size), offset);
-    let mut left = reply.size;
+    x.progress_start(remote, Some(offset + reply.body_len()), offset);
+    let mut left = reply.body_len();
     let mut received = Ok(());
     'body: while left > 0 {
         let mut buf = writer.buffer(left.min(CHUNK as u64) as usize);
@@ -345,10 +351,10 @@ pub(crate) async fn get_file_body(
     })
     .await
     .map_err(Error::local(local, "rename into"))?;
-    let size = reply.file_size.unwrap_or(reply.size);
+    let size = reply.file_size.unwrap_or(reply.body_len());
     Ok(Transfer {
         size,
-        bytes_transferred: reply.size,
+        bytes_transferred: reply.body_len(),
         resumed_from: offset,
         blake3,
     })
@@ -414,8 +420,8 @@ pub(crate) async fn receive_small(
     opts: GetOptions,
 ) -> Result<SmallBody, Error> {
     let during = format!("the download of {remote}");
-    let mut body = vec![0u8; reply.size as usize];
-    x.progress_start(remote, Some(reply.size), 0);
+    let mut body = vec![0u8; reply.body_len() as usize];
+    x.progress_start(remote, Some(reply.body_len()), 0);
     if let Err((arrived, e)) = x.fill(&mut body, &during).await {
         // Cut off: what did arrive is kept for `--continue`, like a large file's.
         if arrived > 0 {
@@ -429,7 +435,7 @@ pub(crate) async fn receive_small(
         }
         return Err(e);
     }
-    x.progress_advance(reply.size);
+    x.progress_advance(reply.body_len());
     let expected = expected_hash(x, &reply, remote).await?;
     x.done();
     let actual = opts.verify.then(|| blake3::hash(&body));
@@ -438,8 +444,8 @@ pub(crate) async fn receive_small(
         body,
         stamp: opts.stamp(&reply),
         transfer: Transfer {
-            size: reply.size,
-            bytes_transferred: reply.size,
+            size: reply.body_len(),
+            bytes_transferred: reply.body_len(),
             resumed_from: 0,
             blake3,
         },

@@ -186,6 +186,7 @@ impl Client {
                         path: job.remote.clone(),
                         offset: (offset > 0).then_some(offset),
                         hash: opts.verify,
+                        ..GetRequest::default()
                     },
                     &mut x.scratch,
                 );
@@ -232,8 +233,8 @@ impl Client {
                     continue;
                 }
                 Err(e) => Err(e),
-                Ok(reply) if partial.is_none() && offset == 0 && reply.size <= SMALL => {
-                    let size = reply.size;
+                Ok(reply) if partial.is_none() && offset == 0 && reply.body_len() <= SMALL => {
+                    let size = reply.body_len();
                     match receive_small(&mut x, &job.remote, &job.local, reply, opts).await {
                         Ok(small) => {
                             drop(x);

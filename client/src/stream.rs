@@ -47,6 +47,7 @@ impl Client {
             overwrite,
             mtime: None,
             mode: None,
+            ..SendStreamRequest::default()
         })
         .await?;
         let ready: SendReady = match x.reply(&during).await {

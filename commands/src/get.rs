@@ -85,7 +85,8 @@ impl Command for Get {
                 _ => None,
             };
             let reply = GetReply {
-                size: size - offset,
+                size: Some(size - offset),
+                stream: None,
                 offset: given,
                 file_size: given.map(|_| size),
                 blake3: lookup.and_then(|l| l.hash).map(|h| h.to_hex().to_string()),
@@ -175,7 +176,8 @@ async fn send_small(
         .into());
     }
     let reply = GetReply {
-        size: size - offset,
+        size: Some(size - offset),
+        stream: None,
         offset: given,
         file_size: given.map(|_| size),
         blake3: hash.map(|h| h.to_hex().to_string()),

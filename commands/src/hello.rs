@@ -58,6 +58,7 @@ impl Command for Hello {
                     max_upload_bytes: ctx.limits.max_upload_bytes,
                     max_connections: ctx.limits.max_connections.map(|n| n as u64),
                     auth: ctx.limits.tokens.is_some(),
+                    zstd_max_level: None,
                 },
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)

@@ -317,7 +317,12 @@ async fn stored_reply(
     match stored {
         Ok(hash) => {
             let blake3 = hash.map(|h| h.to_hex().to_string());
-            body.reply_ok(&SendReply { size, blake3 }).await
+            body.reply_ok(&SendReply {
+                size,
+                blake3,
+                reused: None,
+            })
+            .await
         }
         Err(e) => body.reply_error(&e).await,
     }

@@ -13,7 +13,9 @@
 //! - [`Version`]: which version of a file was sent, so that a file rewritten during a
 //!   transfer is never reported as verified;
 //! - [`RateLimit`]: a bandwidth limit (token bucket) for a connection's reads and writes;
-//! - [`StreamRead`] and [`StreamWrite`]: a connection's halves, plain TCP or TLS.
+//! - [`StreamRead`] and [`StreamWrite`]: a connection's halves, plain TCP or TLS;
+//! - [`chunker`] and [`zblock`]: content-defined chunking and per-block zstd, for delta
+//!   transfers and compressed bodies (PROTOCOL.md §8).
 //!
 //! A pool thread never waits on a socket or a channel here: each blocking task does one bounded
 //! piece of file work and returns.
@@ -22,6 +24,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod blocks;
+pub mod chunker;
 mod deadline;
 mod pace;
 mod rate;
@@ -31,6 +34,7 @@ mod sink;
 mod source;
 mod stream;
 mod version;
+pub mod zblock;
 
 pub use blocks::{CHUNK, RECV};
 pub use deadline::{Deadline, Elapsed};

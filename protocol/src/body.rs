@@ -28,6 +28,9 @@ pub enum Body {
     Sized(u64),
     /// A line stream, read with [`decode_stream_line`] until its end line.
     Lines,
+    /// A chunked body (PROTOCOL.md §3.3, §8.3), read with [`crate::delta::decode_chunk`] until its
+    /// terminator: `"stream":"chunked"`, only in reply to a request that asked for compression.
+    Chunked,
 }
 
 /// What follows a request line, after the go-ahead: the body of an upload.
@@ -144,6 +147,7 @@ pub fn reply_body(reply_line: &[u8], to_upload: bool) -> Result<Body, WireError>
         (None, None) => Ok(Body::None),
         (Some(size), None) => size_of(size).map(Body::Sized),
         (None, Some(Value::String(s))) if s == "lines" => Ok(Body::Lines),
+        (None, Some(Value::String(s))) if s == "chunked" => Ok(Body::Chunked),
         (None, Some(other)) => Err(WireError::new(
             ErrorCode::Unsupported,
             format!("unknown stream format {other}"),

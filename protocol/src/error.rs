@@ -35,6 +35,9 @@ pub enum ErrorCode {
     Unsupported,
     /// Transferred bytes do not match the declared checksum.
     ChecksumMismatch,
+    /// The file is no longer the version the request names (a delta's basis, PROTOCOL.md §8):
+    /// look at it again, or transfer it whole.
+    Changed,
     /// The server failed (disk full, permission denied, …); the request may succeed later.
     Internal,
     /// A code this build does not know (sent by a newer peer).
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::Changed => "changed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }

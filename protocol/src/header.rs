@@ -621,14 +621,14 @@ mod tests {
         let mut out = Vec::new();
         encode_ok(
             &GetReply {
-                size: 42,
+                size: Some(42),
                 ..Default::default()
             },
             &mut out,
         );
         assert!(out.starts_with(b"{\"ok\":true,\"size\":42"));
         match decode_reply(&out).unwrap() {
-            r @ Reply::Ok(_) => assert_eq!(r.fields::<GetReply>().unwrap().size, 42),
+            r @ Reply::Ok(_) => assert_eq!(r.fields::<GetReply>().unwrap().size, Some(42)),
             Reply::Err(e) => panic!("{e}"),
         }
 

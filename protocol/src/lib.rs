@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod delta;
 mod error;
 pub mod escape;
 mod header;
@@ -36,7 +37,8 @@ pub use path::{normalize, PathError, RemotePath};
 
 /// The protocol version this crate speaks. Requests without a `"v"` field are version 1.
 /// Version 2 adds eager uploads (PROTOCOL.md §3.1): a client sends one only to a server whose
-/// `HELLO` reports at least 2.
+/// `HELLO` reports at least 2. Version 3 (PROTOCOL.md §8: `SIGN`, `GET`'s `ranges` and
+/// `compress`, `SEND`'s `delta` and `compress`) is spoken once the server implements it.
 pub const VERSION: u32 = 2;
 
 /// The TCP port a server listens on, and a client connects to, unless told otherwise.

@@ -4,6 +4,7 @@
 //! sides share one definition. Fields added later are optional (`#[serde(default)]`), which keeps
 //! older peers working.
 
+use crate::delta::{Compress, DeltaSpec, Range};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,20 @@ pub struct GetRequest {
     /// Ask for the whole file's BLAKE3 hash, in the reply or in a trailer after the body.
     #[serde(default, skip_serializing_if = "is_false")]
     pub hash: bool,
+    /// Version 3: compress the body (the reply then says `"stream":"chunked"`, PROTOCOL.md §8.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<Compress>,
+    /// Version 3: the zstd level asked for (the server may cap it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+    /// Version 3: only these `[offset,length]` ranges of the file, in order (§8.4). Excludes
+    /// `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<Vec<Range>>,
+    /// Version 3, with `ranges`: the whole file's hash the client expects (`changed` if the
+    /// server knows the file's current hash and it differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
 }
 
 impl Verb for GetRequest {
@@ -49,8 +64,14 @@ impl Verb for GetRequest {
 /// Fields of a successful `GET` reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetReply {
-    /// How many body bytes follow the reply line (the file's size minus `offset`).
-    pub size: u64,
+    /// How many body bytes follow the reply line (the file's size minus `offset`, or the sum of
+    /// the `ranges`). Absent (`None`) exactly when `stream` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Version 3, to a request that asked for `compress`: `chunked`, a chunked body follows
+    /// (PROTOCOL.md §8.3) instead of `size` bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<BodyFraming>,
     /// The offset the body starts at, echoed when the request gave one (0 included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
@@ -70,6 +91,14 @@ pub struct GetReply {
     /// The file's permission bits (`0o777` at most; no set-id or sticky bits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+}
+
+impl GetReply {
+    /// The raw body bytes that follow a sized reply (`size`); 0 for a chunked one, whose chunk
+    /// headers say their sizes.
+    pub fn body_len(&self) -> u64 {
+        self.size.unwrap_or(0)
+    }
 }
 
 /// The line after a `GET` body whose reply said `"trailer":true`.
@@ -159,6 +188,9 @@ pub struct SendReply {
     /// The stored file's BLAKE3 hash, when the request declared one (it matched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
+    /// Version 3, after a delta: the bytes of the file taken from the basis (PROTOCOL.md §8.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<u64>,
 }
 
 /// How an upload body of unknown length is framed: the value of a request's `body` field.
@@ -191,6 +223,12 @@ pub struct SendStreamRequest {
     /// As in [`SendRequest::mode`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+    /// Version 3: chunks may be zstd-compressed (PROTOCOL.md §8.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<Compress>,
+    /// Version 3: the body is a delta against the server's current file (§8.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaSpec>,
 }
 
 impl Verb for SendStreamRequest {
@@ -529,4 +567,8 @@ pub struct HelloLimits {
     /// on an open server.
     #[serde(default, skip_serializing_if = "is_false")]
     pub auth: bool,
+    /// Version 3: the highest zstd level the server compresses at; absent when it refuses
+    /// compression (PROTOCOL.md §8.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zstd_max_level: Option<i32>,
 }

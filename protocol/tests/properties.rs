@@ -285,7 +285,7 @@ proptest! {
         trailer in any::<bool>(),
     ) {
         let mut get = GetReply::default();
-        get.size = size;
+        get.size = Some(size);
         get.offset = offset;
         get.file_size = file_size;
         get.blake3 = blake3.clone();
