@@ -109,12 +109,20 @@ async fn with_deadline<T>(
 }
 
 /// What a finished transfer did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transfer {
     /// The whole file's size.
     pub size: u64,
-    /// Bytes that crossed the network in this transfer.
+    /// Bytes of this file's payload that crossed the network in this transfer: its body as
+    /// sent (compressed, if it was), and for a delta also the signatures (PROTOCOL.md §8).
     pub bytes_transferred: u64,
+    /// Bytes of the file that did not cross the network because the destination's old version
+    /// held them (a delta transfer); 0 otherwise.
+    pub bytes_reused: u64,
+    /// The file was built from the destination's old version and the parts that differ.
+    pub delta: bool,
+    /// Its bytes crossed the network zstd-compressed (where that made them smaller).
+    pub compressed: bool,
     /// Where this transfer started (non-zero when it continued an interrupted one).
     pub resumed_from: u64,
     /// The verified BLAKE3 hash (64 hex digits), when verified.

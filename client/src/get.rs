@@ -153,6 +153,7 @@ impl Client {
                 bytes_transferred: reply.body_len(),
                 resumed_from: 0,
                 blake3,
+                ..Transfer::default()
             })
     }
 
@@ -357,6 +358,7 @@ pub(crate) async fn get_file_body(
         bytes_transferred: reply.body_len(),
         resumed_from: offset,
         blake3,
+        ..Transfer::default()
     })
 }
 
@@ -448,6 +450,7 @@ pub(crate) async fn receive_small(
             bytes_transferred: reply.body_len(),
             resumed_from: 0,
             blake3,
+            ..Transfer::default()
         },
     })
 }

@@ -416,6 +416,7 @@ impl Client {
                             bytes_transferred: args.size,
                             resumed_from: 0,
                             blake3: reply.blake3.or(args.blake3),
+                            ..Transfer::default()
                         }),
                         Err(e) => Err(e),
                     },

@@ -295,6 +295,7 @@ async fn send_opened(
         bytes_transferred: size - ready.offset,
         resumed_from: ready.offset,
         blake3: reply.blake3.or(ours),
+        ..Transfer::default()
     })
 }
 

@@ -98,6 +98,7 @@ impl Client {
             bytes_transferred: sent.size,
             resumed_from: 0,
             blake3: Some(ours),
+            ..Transfer::default()
         })
     }
 

@@ -119,6 +119,9 @@ impl Line<'_> {
             "local": self.local,
             "size": t.size,
             "bytes_transferred": t.bytes_transferred,
+            "bytes_reused": t.bytes_reused,
+            "method": if t.delta { "delta" } else { "whole" },
+            "compressed": t.compressed,
             "resumed_from": t.resumed_from,
             "blake3": t.blake3,
             "elapsed_ms": (secs * 1e3 * 1e3).round() / 1e3,
@@ -182,12 +185,17 @@ pub(crate) fn report_single(
 /// bytes moved now: `1.2 GiB, 120 MiB moved in 0.31 s (387 MiB/s, resumed at 1.1 GiB, …)`.
 fn summary(t: &Transfer, secs: f64, attempts: u32) -> String {
     let mut text = human(t.size);
-    if t.resumed_from > 0 {
+    if t.delta {
+        text += &format!(", {} moved (delta)", human(t.bytes_transferred));
+    } else if t.resumed_from > 0 || t.compressed {
         text += &format!(", {} moved", human(t.bytes_transferred));
     }
     text += &format!(" in {secs:.2} s ({}", rate(t.bytes_transferred, secs));
     if t.resumed_from > 0 {
         text += &format!(", resumed at {}", human(t.resumed_from));
+    }
+    if t.compressed {
+        text += ", zstd";
     }
     if t.blake3.is_some() {
         text += ", verified";
@@ -208,6 +216,10 @@ pub(crate) struct Tally {
     files: u64,
     folders: u64,
     bytes: u64,
+    /// The transferred files' sizes, and how much of them came from the destination's old
+    /// versions (deltas).
+    size: u64,
+    reused: u64,
     failed: u64,
     /// Files already at the destination, identical: not transferred.
     skipped: u64,
@@ -225,6 +237,8 @@ impl Tally {
             files: 0,
             folders: 0,
             bytes: 0,
+            size: 0,
+            reused: 0,
             failed: 0,
             skipped: 0,
             first: None,
@@ -237,6 +251,8 @@ impl Tally {
         self.last = Instant::now();
         self.files += 1;
         self.bytes += t.bytes_transferred;
+        self.size += t.size;
+        self.reused += t.bytes_reused;
         let line = Line {
             verb: self.verb,
             remote,
@@ -358,6 +374,8 @@ impl Tally {
                 "failed": self.failed,
                 "folders": self.folders,
                 "bytes_transferred": self.bytes,
+                "bytes_reused": self.reused,
+                "size": self.size,
                 "elapsed_ms": (secs * 1e3 * 1e3).round() / 1e3,
             });
             ui.line_out(&json.to_string());
@@ -378,11 +396,16 @@ impl Tally {
             } else {
                 String::new()
             };
+            // What a delta or compression saved shows as the files' size beside what moved.
+            let moved = if self.bytes < self.size {
+                format!("{}, {} moved", human(self.size), human(self.bytes))
+            } else {
+                human(self.bytes)
+            };
             eprintln!(
-                "{}: {} file(s), {} in {secs:.2} s ({}){folders}{skipped}{failed}",
+                "{}: {} file(s), {moved} in {secs:.2} s ({}){folders}{skipped}{failed}",
                 self.verb,
                 self.files,
-                human(self.bytes),
                 rate(self.bytes, secs)
             );
         }
