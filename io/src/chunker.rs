@@ -35,79 +35,121 @@ fn cutter(data: &[u8], cut: Cut) -> FastCDC<'_> {
     FastCDC::with_level(data, cut.min, cut.avg, cut.max, Normalization::Level1)
 }
 
-/// Cuts the first `len` bytes of `file` into segments, calling `each` for every one in order,
-/// and returns the BLAKE3 hash of those bytes. The file is read once, `BLOCK` bytes at a time
-/// (memory: two blocks); the whole-file hash runs on a second thread beside the cutting. A file
-/// shorter than `len` is an `UnexpectedEof` error. `each` may stop the work with an error.
-pub fn segments(
-    file: &File,
+/// Cuts the first `len` bytes of a file into segments one bounded step at a time: each
+/// [`Segmenter::step`] reads one block (8 MiB), hashes it into the whole-file hash on a second
+/// thread beside the cutting, and returns the segments it completed. A server runs each step as
+/// one short task on the blocking pool and sends the entries between steps, so no pool thread
+/// waits on a socket; memory is one block, whatever the file's size.
+#[derive(Debug)]
+pub struct Segmenter {
     len: u64,
-    mut each: impl FnMut(Segment) -> io::Result<()>,
-) -> io::Result<blake3::Hash> {
-    let mut whole = blake3::Hasher::new();
-    let mut buf = vec![0u8; BLOCK];
-    // `buf[..held]` holds the bytes from file offset `base` on, not yet cut.
-    let (mut base, mut held, mut read) = (0u64, 0usize, 0u64);
-    loop {
-        let want = ((len - read) as usize).min(BLOCK - held);
-        let n = read_full_at(file, &mut buf[held..held + want], read)?;
+    whole: blake3::Hasher,
+    buf: Vec<u8>,
+    /// `buf[..held]` holds the file's bytes from offset `base` on, not yet cut.
+    base: u64,
+    held: usize,
+    read: u64,
+}
+
+impl Segmenter {
+    /// A segmenter of the first `len` bytes of a file.
+    pub fn new(len: u64) -> Self {
+        Segmenter {
+            len,
+            whole: blake3::Hasher::new(),
+            buf: Vec::new(),
+            base: 0,
+            held: 0,
+            read: 0,
+        }
+    }
+
+    /// Whether every segment was returned: [`Segmenter::finish`] gives the hash.
+    pub fn done(&self) -> bool {
+        self.read == self.len && self.held == 0
+    }
+
+    /// Reads and cuts the next block of `file`, appending the segments completed to `out`.
+    /// A file shorter than `len` is an `UnexpectedEof` error.
+    pub fn step(&mut self, file: &File, out: &mut Vec<Segment>) -> io::Result<()> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; BLOCK.min(self.len as usize).max(1)];
+        }
+        let want = ((self.len - self.read) as usize).min(self.buf.len() - self.held);
+        let held = self.held;
+        let n = read_full_at(file, &mut self.buf[held..held + want], self.read)?;
         if n < want {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the file is shorter than it was",
             ));
         }
-        let fresh = held..held + n;
-        read += n as u64;
-        held += n;
-        let last = read == len;
-        let (hashed, cut) = std::thread::scope(|s| {
-            let data = &buf[..held];
+        self.read += n as u64;
+        self.held += n;
+        let last = self.read == self.len;
+        let (data, whole) = (&self.buf[..self.held], &mut self.whole);
+        let fresh = &data[held..];
+        let (hashed, used) = std::thread::scope(|s| {
             let hashing = s.spawn(|| {
-                whole.update(&data[fresh]);
+                whole.update(fresh);
             });
-            let cut = cut_block(data, last, base, &mut each);
-            (hashing.join(), cut)
+            let used = cut_block(data, last, self.base, out);
+            (hashing.join(), used)
         });
         if hashed.is_err() {
             return Err(io::Error::other("hashing thread panicked"));
         }
-        let used = cut?;
-        buf.copy_within(used..held, 0);
-        held -= used;
-        base += used as u64;
-        if last {
-            debug_assert_eq!(held, 0);
-            return Ok(whole.finalize());
-        }
+        self.buf.copy_within(used..self.held, 0);
+        self.held -= used;
+        self.base += used as u64;
+        Ok(())
+    }
+
+    /// The whole file's BLAKE3 hash, once [`Segmenter::done`].
+    pub fn finish(&self) -> blake3::Hash {
+        debug_assert!(self.done());
+        self.whole.finalize()
     }
 }
 
-/// Cuts `data` (file bytes from `base` on) into segments and hands each to `each`; the last cut
-/// is kept back (returned as the bytes not used) unless `last`, since more data may move it.
-fn cut_block(
-    data: &[u8],
-    last: bool,
-    base: u64,
-    each: &mut impl FnMut(Segment) -> io::Result<()>,
-) -> io::Result<usize> {
+/// Cuts the first `len` bytes of `file` into segments, calling `each` for every one in order,
+/// and returns the BLAKE3 hash of those bytes: [`Segmenter`] in a loop, for a caller that may
+/// block for the whole file (a client thread). `each` may stop the work with an error.
+pub fn segments(
+    file: &File,
+    len: u64,
+    mut each: impl FnMut(Segment) -> io::Result<()>,
+) -> io::Result<blake3::Hash> {
+    let mut cutter = Segmenter::new(len);
+    let mut out = Vec::new();
+    while !cutter.done() {
+        cutter.step(file, &mut out)?;
+        for s in out.drain(..) {
+            each(s)?;
+        }
+    }
+    Ok(cutter.finish())
+}
+
+/// Cuts `data` (file bytes from `base` on) into segments, appending them to `out`; the last cut
+/// is kept back unless `last`, since more data may move it. Returns the bytes used.
+fn cut_block(data: &[u8], last: bool, base: u64, out: &mut Vec<Segment>) -> usize {
     let mut used = 0;
     for c in cutter(data, SEGMENTS) {
         let end = c.offset + c.length;
         if end == data.len() && !last {
             break;
         }
-        let bytes = &data[c.offset..end];
-        each(Segment {
+        out.push(Segment {
             offset: base + c.offset as u64,
             entry: Entry {
                 len: c.length as u32,
-                digest: digest(bytes),
+                digest: digest(&data[c.offset..end]),
             },
-        })?;
+        });
         used = end;
     }
-    Ok(used)
+    used
 }
 
 /// Cuts one segment's bytes into chunks (level 0), appending their entries to `out`.
