@@ -79,6 +79,11 @@ impl Upload {
     }
 }
 
+/// Why the walk left out a folder that changed while it was read.
+const FOLDER_CHANGED: &str = "a folder that changed while it was read";
+/// Why the walk left out an entry it could not describe.
+const UNREADABLE: &str = "it could not be read";
+
 fn not_a_file() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
 }
@@ -100,6 +105,18 @@ pub struct Walk {
     pub folders: Vec<String>,
     /// Entries left out, and why.
     pub skipped: Vec<(PathBuf, &'static str)>,
+}
+
+impl Walk {
+    /// Whether the walk saw everything in the folder: no entry it could not read, no folder
+    /// that changed under it. What it left out on purpose (symlinks, sockets, names that are
+    /// not UTF-8) was still seen.
+    pub fn complete(&self) -> bool {
+        !self
+            .skipped
+            .iter()
+            .any(|(_, why)| *why == FOLDER_CHANGED || *why == UNREADABLE)
+    }
 }
 
 /// A folder still to read: its path, where it goes, and its identity when found.
@@ -142,15 +159,13 @@ pub fn walk(base: &Path, remote: &str) -> io::Result<Walk> {
             Ok(fd) => fd,
             Err(e) if dir.identity.is_none() => return Err(e.into()),
             Err(_) => {
-                out.skipped
-                    .push((dir.path, "a folder that changed while it was read"));
+                out.skipped.push((dir.path, FOLDER_CHANGED));
                 continue;
             }
         };
         let st = rustix::fs::fstat(&fd)?;
         if dir.identity.is_some_and(|id| id != identity(&st)) {
-            out.skipped
-                .push((dir.path, "a folder that changed while it was read"));
+            out.skipped.push((dir.path, FOLDER_CHANGED));
             continue;
         }
         let mut names = entries(&fd)?;
@@ -165,7 +180,7 @@ pub fn walk(base: &Path, remote: &str) -> io::Result<Walk> {
             };
             let remote_path = join(&dir.remote, &utf8);
             let Ok(st) = rustix::fs::statat(&fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) else {
-                out.skipped.push((path, "it could not be read"));
+                out.skipped.push((path, UNREADABLE));
                 continue;
             };
             let identity = identity(&st);

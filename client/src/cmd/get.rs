@@ -3,6 +3,7 @@
 
 use super::glob;
 use super::local::{ensure_dir, remote_join, remote_name, safe_relative};
+use super::mirror::{self, Gap};
 use super::plan::{Kind as PlanKind, Plan};
 use super::sync::{self, Action, Policy};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
@@ -61,6 +62,15 @@ pub(crate) struct GetArgs {
     /// modification time without reading them (like rsync -c; the server reads them all).
     #[structopt(long)]
     checksum: bool,
+    /// With -r: after every transfer succeeded, remove what the LOCAL folder holds and the
+    /// server's folder does not (files, folders, symlinks themselves; like rsync
+    /// --delete-after). Nothing is removed if a transfer or a listing failed.
+    #[structopt(long)]
+    delete: bool,
+    /// Only say what would be done — new, replace, skip, and with --delete the deletions —
+    /// changing nothing on either side.
+    #[structopt(short = "n", long)]
+    dry_run: bool,
     /// Keep the files' permission bits too (modification times are always kept). (`-p` is
     /// --port here.)
     #[structopt(long = "preserve")]
@@ -86,6 +96,7 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
     let c = &args.common;
     let ui = Ui::new(c).stdout_is_data(args.writes_stdout());
     let server = server_addr(&args.server, c)?;
+    args.check_mirror()?;
     match &args.output_dir {
         Some(dir) => {
             let remotes = args
@@ -136,6 +147,12 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
                         })?),
                     };
                     return folder(&args, &ui, &server, client, &remote, &local).await;
+                }
+                if args.delete {
+                    return Err(Failure::Usage(format!(
+                        "--delete mirrors a folder, and {} is a file",
+                        escape(&remote)
+                    )));
                 }
                 return single(&args, &ui, &server, Some(client), &remote, local).await;
             }
@@ -196,7 +213,38 @@ impl GetArgs {
         Policy {
             checksum: self.checksum,
             overwrite: self.overwrite,
+            dry_run: self.dry_run,
         }
+    }
+
+    /// `--delete` mirrors one folder into one (`-r SERVER REMOTE_DIR [LOCAL_DIR]`); a dry run
+    /// needs a local destination to compare with.
+    fn check_mirror(&self) -> Result<(), Failure> {
+        if self.dry_run && self.writes_stdout() {
+            return Err(Failure::Usage(
+                "-n compares with a local destination: give one instead of `-`".into(),
+            ));
+        }
+        if !self.delete {
+            return Ok(());
+        }
+        let why = if !self.recursive {
+            "--delete works with -r only (it mirrors a folder: `sft get -r --delete SERVER \
+             REMOTE_DIR LOCAL_DIR`)"
+        } else if self.output_dir.is_some() {
+            "--delete mirrors one folder into one: give REMOTE_DIR LOCAL_DIR, not -o"
+        } else if self.writes_stdout() {
+            "--delete mirrors a folder into a local folder, not into `-`"
+        } else if self
+            .paths
+            .iter()
+            .any(|p| p.to_str().is_some_and(glob::has_glob))
+        {
+            "--delete mirrors one folder: give its name, not a pattern"
+        } else {
+            return Ok(());
+        };
+        Err(Failure::Usage(why.into()))
     }
 
     /// Whether a kept partial download is continued: by default, since the BLAKE3 check at
@@ -231,8 +279,12 @@ fn utf8(p: &Path) -> Result<String, Failure> {
 }
 
 /// Where a single download goes: `None` for stdout. A LOCAL ending in `/` is a folder,
-/// created if missing (with its parents), like an existing folder.
-fn local_target(remote: &str, local: Option<PathBuf>) -> Result<Option<PathBuf>, Failure> {
+/// created if missing (with its parents; not in a dry run), like an existing folder.
+fn local_target(
+    remote: &str,
+    local: Option<PathBuf>,
+    dry_run: bool,
+) -> Result<Option<PathBuf>, Failure> {
     let name = || {
         remote
             .rsplit('/')
@@ -246,7 +298,9 @@ fn local_target(remote: &str, local: Option<PathBuf>) -> Result<Option<PathBuf>,
         Some(p) if p.is_dir() => Ok(Some(p.join(name()?))),
         Some(p) if p.as_os_str().as_encoded_bytes().ends_with(b"/") => {
             let file = p.join(name()?);
-            std::fs::create_dir_all(&p).map_err(local_error(&p, "create the folder"))?;
+            if !dry_run {
+                std::fs::create_dir_all(&p).map_err(local_error(&p, "create the folder"))?;
+            }
             Ok(Some(file))
         }
         Some(p) => Ok(Some(p)),
@@ -272,15 +326,23 @@ async fn single(
     local: Option<PathBuf>,
 ) -> Result<(), Failure> {
     let started = Instant::now();
-    let target = local_target(remote, local)?;
+    let target = local_target(remote, local, args.dry_run)?;
     let mut client = match client {
         Some(client) => client,
         None => connect(server, ui).await?,
     };
+    let mut action = None;
     if let Some(path) = &target {
         let shown = path.display().to_string();
         match args.policy().get(&mut client, remote, None, path).await {
-            Ok(Action::Transfer) => {}
+            Ok(would @ (Action::New | Action::Replace)) if args.dry_run => {
+                let size = client.stat_quick(remote).await.map_or(0, |e| e.size);
+                Tally::new("get")
+                    .dry_run(true)
+                    .planned(ui, remote, &shown, would, size);
+                return Ok(());
+            }
+            Ok(chosen @ (Action::New | Action::Replace)) => action = Some(chosen),
             Ok(Action::Skip) => {
                 sync::report_skipped(ui, "get", remote, &shown);
                 return Ok(());
@@ -340,7 +402,7 @@ async fn single(
         remote,
         local: &to,
     };
-    report_single(ui, &line, &transfer, started, retry.attempts());
+    report_single(ui, &line, action, &transfer, started, retry.attempts());
     Ok(())
 }
 
@@ -370,10 +432,16 @@ async fn folder(
     remote: &str,
     local: &Path,
 ) -> Result<(), Failure> {
-    let mut tally = Tally::new("get");
-    let mut plan = Plan::new().map_err(local_error(std::env::temp_dir(), "write in"))?;
+    let mut tally = Tally::new("get").dry_run(args.dry_run);
+    let mut plan = Plan::new()
+        .map_err(local_error(std::env::temp_dir(), "write in"))?
+        .for_delete(args.delete);
     expand(args, &mut client, remote, local, ui, &mut plan).await?;
+    let (seen, gap) = (plan.seen.take(), plan.gap.take());
     carry_out(args, ui, server, client, plan, &mut tally).await?;
+    if let Some(seen) = seen {
+        mirror::delete_local(local, &seen, gap.as_ref(), args.dry_run, &mut tally, ui);
+    }
     tally.finish(ui)
 }
 
@@ -398,12 +466,14 @@ async fn many(
             )));
         }
     }
-    std::fs::create_dir_all(dir).map_err(local_error(dir, "create the folder"))?;
+    if !args.dry_run {
+        std::fs::create_dir_all(dir).map_err(local_error(dir, "create the folder"))?;
+    }
     let mut client = match client {
         Some(client) => client,
         None => connect(server, ui).await?,
     };
-    let mut tally = Tally::new("get");
+    let mut tally = Tally::new("get").dry_run(args.dry_run);
     let mut plan = Plan::new().map_err(local_error(std::env::temp_dir(), "write in"))?;
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
     for remote in remotes {
@@ -455,14 +525,16 @@ async fn expand(
             ))
             .into());
         };
+        let remote_path = remote_join(remote, &entry.name);
         if let Some(err) = &entry.error {
             ui.warn(&format!(
                 "{}: contents not listed: {}",
-                escape(&remote_join(remote, &entry.name)),
+                escape(&remote_path),
                 escape(&err.message)
             ));
+            plan.gap(Gap::unlisted(&remote_path, err));
         }
-        let remote_path = remote_join(remote, &entry.name);
+        plan.saw(&rel);
         match entry.kind {
             Kind::Folder => plan.push(PlanKind::Folder, local, &rel, &remote_path, None),
             Kind::File => {
@@ -492,9 +564,12 @@ async fn expand(
             end.skipped,
             escape(remote)
         ));
+        plan.gap(Gap::unsent(remote, end.skipped));
     }
     drop(listing);
-    std::fs::create_dir_all(local).map_err(local_error(local, "create the folder"))?;
+    if !args.dry_run {
+        std::fs::create_dir_all(local).map_err(local_error(local, "create the folder"))?;
+    }
     Ok(())
 }
 
@@ -516,7 +591,7 @@ async fn carry_out(
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "read")(e));
     for record in plan.read().map_err(spill)? {
         let record = record.map_err(spill)?;
-        if record.kind != PlanKind::Folder {
+        if record.kind != PlanKind::Folder || args.dry_run {
             continue;
         }
         let at = record.base.join(&record.rel);
@@ -543,7 +618,13 @@ async fn carry_out(
         let parent = record.rel.parent().unwrap_or(Path::new(""));
         let local_path = record.base.join(&record.rel);
         let shown = local_path.display().to_string();
-        if let Err(e) = ensure_dir(&record.base, parent) {
+        // A dry run creates nothing: what is not there yet is compared as missing.
+        let made = if args.dry_run {
+            Ok(())
+        } else {
+            ensure_dir(&record.base, parent)
+        };
+        if let Err(e) = made {
             let e = local_error(record.base.join(parent), "create the folder")(e);
             tally.failed(ui, &record.remote, &shown, &e);
             continue;
@@ -565,8 +646,16 @@ async fn carry_out(
                 &local_path,
             )
             .await;
+        let size = record.listed.as_ref().map_or(0, |e| e.size);
         match compared {
-            Ok(Action::Transfer) => {
+            Ok(action @ (Action::New | Action::Replace)) if args.dry_run => {
+                ui.file_skipped(size);
+                tally.planned(ui, &record.remote, &shown, action, size);
+            }
+            Ok(action @ (Action::New | Action::Replace)) => {
+                if action == Action::Replace {
+                    tally.replacing(&shown);
+                }
                 // Only a partial that is there is continued: none is created before the reply.
                 let resume = args.resume() && has_partial(&local_path).await;
                 held.push(resume);

@@ -9,6 +9,7 @@ mod glob;
 pub(crate) mod info;
 pub(crate) mod local;
 pub(crate) mod ls;
+mod mirror;
 pub(crate) mod mv;
 pub(crate) mod paths;
 mod plan;
@@ -157,7 +158,12 @@ pub(crate) fn exit_closed_pipe() -> ! {
 /// or on standard error when standard output carries data (`sft get SERVER REMOTE -`): never
 /// into the data. A closed standard output ends the program quietly.
 pub(crate) fn machine_line(line: &str, stdout_is_data: bool) {
-    let line = terminal::json(line);
+    text_line(&terminal::json(line), stdout_is_data);
+}
+
+/// Writes one line of a result meant for people (a dry run's list), already escaped: where
+/// [`machine_line`] would.
+pub(crate) fn text_line(line: &str, stdout_is_data: bool) {
     if stdout_is_data {
         eprintln!("{line}");
         return;

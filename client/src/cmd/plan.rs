@@ -2,6 +2,7 @@
 //! listing of any length (a hostile server can send millions of names) costs the same few
 //! hundred KiB, read back a batch at a time.
 
+use super::mirror::{Gap, Seen};
 use sft_client::{Entry, Kind as EntryKind};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
@@ -38,6 +39,10 @@ pub(crate) struct Plan {
     out: BufWriter<File>,
     /// Files planned.
     pub(crate) files: usize,
+    /// With `--delete`: every name the listings held, whatever its kind.
+    pub(crate) seen: Option<Seen>,
+    /// With `--delete`: the first thing a listing could not tell.
+    pub(crate) gap: Option<Gap>,
 }
 
 impl Plan {
@@ -45,7 +50,29 @@ impl Plan {
         Ok(Plan {
             out: BufWriter::new(tempfile::tempfile()?),
             files: 0,
+            seen: None,
+            gap: None,
         })
+    }
+
+    /// The same, keeping what `--delete` needs to know (when `yes`).
+    pub(crate) fn for_delete(self, yes: bool) -> Plan {
+        Plan {
+            seen: yes.then(Seen::default),
+            ..self
+        }
+    }
+
+    /// A listing held `rel` (any kind): `--delete` keeps it.
+    pub(crate) fn saw(&mut self, rel: &Path) {
+        if let Some(seen) = &mut self.seen {
+            seen.insert(rel);
+        }
+    }
+
+    /// A listing could not tell everything: `--delete` removes nothing.
+    pub(crate) fn gap(&mut self, gap: Gap) {
+        self.gap.get_or_insert(gap);
     }
 
     pub(crate) fn push(

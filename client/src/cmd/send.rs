@@ -3,6 +3,7 @@
 //! resumable, with `--retries`.
 
 use super::local::{local_name, remote_join};
+use super::mirror::{self, Extras, Gap, Keep};
 use super::sync::{self, Action, Policy};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
 use super::ui::Ui;
@@ -51,6 +52,16 @@ pub(crate) struct SendArgs {
     /// modification time without reading them (like rsync -c; the server reads them all).
     #[structopt(long)]
     checksum: bool,
+    /// With -r: after every transfer succeeded, remove what the REMOTE folder holds and the
+    /// local folder does not (with DELETE: files and symlinks themselves first, then folders,
+    /// the deepest first; like rsync --delete-after). Nothing is removed if a transfer or a
+    /// listing failed.
+    #[structopt(long)]
+    delete: bool,
+    /// Only say what would be done — new, replace, skip, and with --delete the deletions —
+    /// changing nothing on either side.
+    #[structopt(short = "n", long)]
+    dry_run: bool,
     /// Keep the files' permission bits too (modification times are always kept). (`-p` is
     /// --port here.)
     #[structopt(long = "preserve")]
@@ -81,7 +92,33 @@ impl SendArgs {
         Policy {
             checksum: self.checksum,
             overwrite: self.overwrite,
+            dry_run: self.dry_run,
         }
+    }
+
+    /// `--delete` mirrors one folder into one (`-r SERVER LOCAL_DIR [REMOTE_DIR]`); a dry run
+    /// needs a local file to compare.
+    fn check_mirror(&self) -> Result<(), Failure> {
+        let stdin = self.paths.iter().any(|p| p.as_os_str() == "-");
+        if self.dry_run && stdin {
+            return Err(Failure::Usage(
+                "-n compares local files with the server's: standard input cannot be".into(),
+            ));
+        }
+        if !self.delete {
+            return Ok(());
+        }
+        let why = if !self.recursive {
+            "--delete works with -r only (it mirrors a folder: `sft send -r --delete SERVER \
+             LOCAL_DIR REMOTE_DIR`)"
+        } else if self.output_dir.is_some() {
+            "--delete mirrors one folder into one: give LOCAL_DIR REMOTE_DIR, not -o"
+        } else if stdin || !self.paths[0].is_dir() {
+            "--delete mirrors a folder: LOCAL must be one"
+        } else {
+            return Ok(());
+        };
+        Err(Failure::Usage(why.into()))
     }
 
     /// What LIST asks the server to hash: what it has cached (free), or with --checksum all.
@@ -99,6 +136,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
     let c = &args.common;
     let ui = Ui::new(c);
     let server = server_addr(&args.server, c)?;
+    args.check_mirror()?;
     if let Some(dir) = &args.output_dir {
         return many(&args, &ui, &server, dir).await;
     }
@@ -133,10 +171,22 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
             None => named(local)?,
         };
         let walked = walk_reporting(local, &remote, &ui)?;
+        let keep = args.delete.then(|| Keep::of(&walked, local, &remote));
         let mut client = connect(&server, &ui).await?;
-        let there = listed(&args, &mut client, &remote, true, &walked).await?;
-        let mut tally = Tally::new("send");
+        let (there, mut extras) =
+            listed(&args, &mut client, &remote, true, &walked, keep.as_ref()).await?;
+        if keep.is_some() && !walked.complete() {
+            extras.gap.get_or_insert(Gap {
+                why: format!("{} could not be read whole", local.display()),
+                code: sft_client::ExitCode::Local,
+                name: "local_io",
+            });
+        }
+        let mut tally = Tally::new("send").dry_run(args.dry_run);
         upload(&args, &ui, &server, client, walked, there, &mut tally).await?;
+        if keep.is_some() {
+            mirror::delete_remote(&server, extras, args.dry_run, &mut tally, &ui).await;
+        }
         return tally.finish(&ui);
     }
     single(&args, &ui, &server, local, remote).await
@@ -204,7 +254,13 @@ async fn single(
         )
         .await?;
     match compared {
-        Action::Transfer => {}
+        Action::New | Action::Replace if args.dry_run => {
+            Tally::new("send")
+                .dry_run(true)
+                .planned(ui, &remote, &from, compared, file.size);
+            return Ok(());
+        }
+        Action::New | Action::Replace => {}
         Action::Skip => {
             sync::report_skipped(ui, "send", &remote, &from);
             return Ok(());
@@ -231,7 +287,14 @@ async fn single(
         remote: &remote,
         local: &from,
     };
-    report_single(ui, &line, &transfer, started, retry.attempts());
+    report_single(
+        ui,
+        &line,
+        Some(compared),
+        &transfer,
+        started,
+        retry.attempts(),
+    );
     Ok(())
 }
 
@@ -239,39 +302,72 @@ async fn single(
 /// (with the hashes it has cached, or all with --checksum): for each file, its entry, or
 /// `None` when nothing is there. Only the walked files' entries are kept, whatever the listing
 /// holds. `None` when the listing failed: each file is then asked about on its own.
+///
+/// With `keep` (`--delete`), also what the server holds that `keep` does not: the
+/// [`Extras`] to remove, or why they cannot be known.
 async fn listed(
     args: &SendArgs,
     client: &mut Client,
     root: &str,
     recursive: bool,
     walked: &Walk,
-) -> Result<Option<HashMap<String, Entry>>, Failure> {
+    keep: Option<&Keep>,
+) -> Result<(Option<HashMap<String, Entry>>, Extras), Failure> {
     let wanted: HashSet<&str> = walked.files.iter().map(|u| u.remote.as_str()).collect();
     let mut found = HashMap::new();
+    let mut extras = Extras::default();
+    let failed = |e: &sft_client::WireError| {
+        Some(Gap {
+            why: format!(
+                "the listing of {} failed: {}",
+                escape(root),
+                escape(&e.message)
+            ),
+            code: sft_client::ExitCode::Refused,
+            name: e.code.as_str(),
+        })
+    };
     let mut listing = match client.list_with(root, recursive, args.list_hash()).await {
         Ok(listing) => listing,
-        Err(Error::Remote(e)) if e.code == ErrorCode::NotFound => return Ok(Some(found)),
-        Err(Error::Remote(_)) => return Ok(None),
+        Err(Error::Remote(e)) if e.code == ErrorCode::NotFound => return Ok((Some(found), extras)),
+        Err(Error::Remote(e)) => {
+            extras.gap = failed(&e);
+            return Ok((None, extras));
+        }
         Err(e) => return Err(e.into()),
     };
     loop {
         match listing.next().await {
             Ok(Some(entry)) => {
                 let path = remote_join(root, &entry.name);
+                if let Some(keep) = keep {
+                    if let Some(e) = &entry.error {
+                        extras.gap.get_or_insert_with(|| Gap::unlisted(&path, e));
+                    }
+                    if !keep.holds(root, &path) {
+                        extras.entries.push((path.clone(), entry.kind));
+                    }
+                }
                 if wanted.contains(path.as_str()) {
                     found.insert(path, entry);
                 }
             }
             Ok(None) => break,
-            Err(Error::Remote(_)) => return Ok(None),
+            Err(Error::Remote(e)) => {
+                extras.gap = failed(&e);
+                return Ok((None, extras));
+            }
             Err(e) => return Err(e.into()),
         }
     }
     // Entries left out of the listing (names that cannot be sent) are asked about one by one.
-    if listing.end().is_some_and(|end| end.skipped > 0) {
-        return Ok(None);
+    if let Some(end) = listing.end().filter(|end| end.skipped > 0) {
+        extras
+            .gap
+            .get_or_insert_with(|| Gap::unsent(root, end.skipped));
+        return Ok((None, extras));
     }
-    Ok(Some(found))
+    Ok((Some(found), extras))
 }
 
 /// `send SERVER - REMOTE`: standard input, of unknown length, as a chunked body.
@@ -307,7 +403,7 @@ async fn stdin(
         remote: &remote,
         local: "-",
     };
-    report_single(ui, &line, &transfer?, started, 1);
+    report_single(ui, &line, None, &transfer?, started, 1);
     Ok(())
 }
 
@@ -356,8 +452,8 @@ async fn many(args: &SendArgs, ui: &Ui, server: &ServerAddr, dir: &str) -> Resul
         }
     }
     let mut client = connect(server, ui).await?;
-    let there = listed(args, &mut client, dir, args.recursive, &all).await?;
-    let mut tally = Tally::new("send");
+    let (there, _) = listed(args, &mut client, dir, args.recursive, &all, None).await?;
+    let mut tally = Tally::new("send").dry_run(args.dry_run);
     upload(args, ui, server, client, all, there, &mut tally).await?;
     tally.finish(ui)
 }
@@ -379,7 +475,7 @@ async fn upload(
     let mut retry = Retry::new(args.retries);
     let total = walked.folders.len() + walked.files.len();
     let mut step = 0;
-    for folder in &walked.folders {
+    for folder in walked.folders.iter().filter(|_| !args.dry_run) {
         step += 1;
         let made = loop {
             match client.mkdir(folder).await {
@@ -421,8 +517,18 @@ async fn upload(
                 known,
             )
             .await;
+        if let Ok(action @ (Action::New | Action::Replace)) = compared {
+            if args.dry_run {
+                ui.file_skipped(file.size);
+                tally.planned(ui, &file.remote, &local, action, file.size);
+                continue;
+            }
+            if action == Action::Replace {
+                tally.replacing(&file.remote);
+            }
+        }
         let (sent, attempts) = match compared {
-            Ok(Action::Transfer) if args.retries == 0 => {
+            Ok(Action::New | Action::Replace) if args.retries == 0 => {
                 to_send.push(file.clone());
                 continue;
             }
@@ -437,7 +543,7 @@ async fn upload(
                 continue;
             }
             Err(e) => (Err(e), 1),
-            Ok(Action::Transfer) => {
+            Ok(Action::New | Action::Replace) => {
                 let mut resumed = false;
                 let mut attempts = 1;
                 let sent = loop {

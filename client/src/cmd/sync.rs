@@ -11,6 +11,9 @@
 //!   quick check hits.
 //! - Otherwise the file changed: replaced with `--overwrite`, else reported and left alone,
 //!   with the `exists` exit code.
+//!
+//! A dry run (`-n`) decides the same way but touches neither side: an identical file's time is
+//! left as it is.
 
 use super::ui::Ui;
 use crate::{escape, Failure};
@@ -28,13 +31,17 @@ pub(crate) struct Policy {
     pub(crate) checksum: bool,
     /// Replace a destination file that differs.
     pub(crate) overwrite: bool,
+    /// Only decide (`-n`): an identical file's time is not given to the destination.
+    pub(crate) dry_run: bool,
 }
 
 /// What to do with one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
-    /// Transfer it: nothing is there, or what is there differs and may be replaced.
-    Transfer,
+    /// Transfer it: nothing (no regular file) is there.
+    New,
+    /// Transfer it: what is there differs, and `--overwrite` replaces it.
+    Replace,
     /// The destination already holds this file.
     Skip,
     /// The destination holds another version, and `--overwrite` was not given.
@@ -60,10 +67,21 @@ fn quick(source: (u64, i64), dest: (u64, i64), checksum: bool) -> Quick {
     }
 }
 
+impl Action {
+    /// The name `--json` gives it (`"action"`): what happens to the file.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Action::New => "new",
+            Action::Replace => "replace",
+            Action::Skip | Action::Changed => "skip",
+        }
+    }
+}
+
 impl Policy {
     fn differ(&self) -> Action {
         if self.overwrite {
-            Action::Transfer
+            Action::Replace
         } else {
             Action::Changed
         }
@@ -79,7 +97,7 @@ impl Policy {
         local: &Path,
     ) -> Result<Action, Error> {
         let Some((size, mtime)) = local_file(local).await? else {
-            return Ok(Action::Transfer);
+            return Ok(Action::New);
         };
         let asked;
         let entry = match listed {
@@ -91,7 +109,7 @@ impl Policy {
         };
         if entry.kind != Kind::File {
             // The download itself says what is wrong.
-            return Ok(Action::Transfer);
+            return Ok(Action::New);
         }
         match quick((entry.size, entry.mtime), (size, mtime), self.checksum) {
             Quick::Same => return Ok(Action::Skip),
@@ -99,7 +117,9 @@ impl Policy {
             Quick::Hash => {}
         }
         if self.same_hash(client, remote, entry, local, false).await? {
-            set_mtime(local, entry.mtime).await;
+            if !self.dry_run {
+                set_mtime(local, entry.mtime).await;
+            }
             Ok(Action::Skip)
         } else {
             Ok(self.differ())
@@ -119,28 +139,26 @@ impl Policy {
     ) -> Result<Action, Error> {
         let asked;
         let entry = match there {
-            Some(None) => return Ok(Action::Transfer),
+            Some(None) => return Ok(Action::New),
             Some(Some(entry)) => entry,
             None => match client.stat_quick(remote).await {
                 Ok(entry) => {
                     asked = entry;
                     &asked
                 }
-                Err(Error::Remote(e)) if e.code == ErrorCode::NotFound => {
-                    return Ok(Action::Transfer)
-                }
+                Err(Error::Remote(e)) if e.code == ErrorCode::NotFound => return Ok(Action::New),
                 Err(e) => return Err(e),
             },
         };
         if entry.kind != Kind::File {
-            return Ok(Action::Transfer);
+            return Ok(Action::New);
         }
         match quick((size, mtime), (entry.size, entry.mtime), self.checksum) {
             Quick::Same => Ok(Action::Skip),
             Quick::Differ => Ok(self.differ()),
             // The file to send may be a symlink the user named or the walk allowed.
             Quick::Hash if self.same_hash(client, remote, entry, local, true).await? => {
-                if entry.mtime != mtime {
+                if entry.mtime != mtime && !self.dry_run {
                     set_remote_mtime(client, remote, mtime).await?;
                 }
                 Ok(Action::Skip)
@@ -248,6 +266,7 @@ pub(crate) fn report_skipped(ui: &Ui, verb: &str, remote: &str, local: &str) {
             "verb": verb,
             "remote": remote,
             "local": local,
+            "action": "skip",
             "skipped": true,
             "bytes_transferred": 0,
         });

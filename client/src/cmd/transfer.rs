@@ -2,11 +2,13 @@
 //! each transfer and the whole batch.
 
 use super::size::{human, rate};
+use super::sync::Action;
 use super::ui::Ui;
 use super::Common;
 use crate::{escape, Failure};
 use async_std::task;
-use sft_client::{parse_server, Client, Error, ExitCode, ServerAddr, Transfer};
+use sft_client::{parse_server, Client, Error, ExitCode, Kind, ServerAddr, Transfer};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -111,7 +113,13 @@ pub(crate) struct Line<'a> {
 
 impl Line<'_> {
     /// The JSON line of a transfer that succeeded (the fields the README documents).
-    pub(crate) fn json_ok(&self, t: &Transfer, secs: f64, attempts: u32) -> serde_json::Value {
+    pub(crate) fn json_ok(
+        &self,
+        action: Option<Action>,
+        t: &Transfer,
+        secs: f64,
+        attempts: u32,
+    ) -> serde_json::Value {
         let rate = t.bytes_transferred as f64 / secs.max(1e-9);
         let mut line = serde_json::json!({
             "verb": self.verb,
@@ -127,6 +135,9 @@ impl Line<'_> {
             "elapsed_ms": (secs * 1e3 * 1e3).round() / 1e3,
             "bytes_per_sec": rate.round(),
         });
+        if let Some(action) = action {
+            line["action"] = action.name().into();
+        }
         if attempts > 1 {
             line["attempts"] = attempts.into();
         }
@@ -144,6 +155,15 @@ impl Line<'_> {
         })
     }
 
+    /// The destination: the local file of a download, the remote one of an upload.
+    fn dest(&self) -> &str {
+        if self.verb == "get" {
+            self.local
+        } else {
+            self.remote
+        }
+    }
+
     /// `from → to`, in the transfer's direction.
     pub(crate) fn arrow(&self) -> String {
         let (from, to) = if self.verb == "get" {
@@ -155,11 +175,12 @@ impl Line<'_> {
     }
 }
 
-/// Reports one transfer done on its own: a JSON line with `--json`, else a summary unless `-q`
-/// (with its hash under `-v`).
+/// Reports one transfer done on its own (`action`: of a new file or a replaced one, when
+/// known): a JSON line with `--json`, else a summary unless `-q` (with its hash under `-v`).
 pub(crate) fn report_single(
     ui: &Ui,
     line: &Line<'_>,
+    action: Option<Action>,
     t: &Transfer,
     started: Instant,
     attempts: u32,
@@ -167,7 +188,7 @@ pub(crate) fn report_single(
     ui.finish();
     let secs = started.elapsed().as_secs_f64();
     if ui.json {
-        ui.line_out(&line.json_ok(t, secs, attempts).to_string());
+        ui.line_out(&line.json_ok(action, t, secs, attempts).to_string());
     } else if ui.summary {
         eprintln!(
             "{} {}: {}",
@@ -223,6 +244,21 @@ pub(crate) struct Tally {
     failed: u64,
     /// Files already at the destination, identical: not transferred.
     skipped: u64,
+    /// Of `files`, those that replaced another version (the others were new).
+    replaced: u64,
+    /// Files left alone because the destination holds another version (counted in `failed`
+    /// too): a decision, not a failure, so `--delete` still goes ahead.
+    changed: u64,
+    /// Entries `--delete` removed (in a dry run: would remove).
+    deleted: u64,
+    /// Deletions that failed (counted in `failed` too).
+    delete_failed: u64,
+    /// Why `--delete` removed nothing, when the run was not complete.
+    withheld: Option<String>,
+    /// `-n`: nothing moves, and `files` counts what would.
+    dry_run: bool,
+    /// Destinations being replaced now, for the `"action"` of their lines.
+    replacing: HashSet<String>,
     /// The first failure's exit code and name.
     first: Option<(ExitCode, &'static str)>,
 }
@@ -241,8 +277,132 @@ impl Tally {
             reused: 0,
             failed: 0,
             skipped: 0,
+            replaced: 0,
+            changed: 0,
+            deleted: 0,
+            delete_failed: 0,
+            withheld: None,
+            dry_run: false,
+            replacing: HashSet::new(),
             first: None,
         }
+    }
+
+    /// The same, for a dry run (`-n`) when `yes`.
+    pub(crate) fn dry_run(self, yes: bool) -> Tally {
+        Tally {
+            dry_run: yes,
+            ..self
+        }
+    }
+
+    /// Whether nothing failed so far but files left alone as changed: what `--delete` needs
+    /// before it removes anything.
+    pub(crate) fn clean(&self) -> bool {
+        self.failed == self.changed && self.withheld.is_none()
+    }
+
+    /// The file going to `dest` (local for `get`, remote for `send`) replaces another
+    /// version: its line says so when it is done.
+    pub(crate) fn replacing(&mut self, dest: &str) {
+        self.replacing.insert(dest.to_owned());
+    }
+
+    /// A dry run's decision for one file that would move (`action` is [`Action::New`] or
+    /// [`Action::Replace`]): a line on standard output, `--json` or text.
+    pub(crate) fn planned(
+        &mut self,
+        ui: &Ui,
+        remote: &str,
+        local: &str,
+        action: Action,
+        size: u64,
+    ) {
+        self.files += 1;
+        if action == Action::Replace {
+            self.replaced += 1;
+        }
+        let line = Line {
+            verb: self.verb,
+            remote,
+            local,
+        };
+        if ui.json {
+            let json = serde_json::json!({
+                "verb": self.verb, "remote": remote, "local": local,
+                "action": action.name(), "size": size, "dry_run": true,
+            });
+            ui.line_out(&json.to_string());
+        } else {
+            ui.text_out(&format!(
+                "{} {}: {}",
+                self.verb,
+                line.arrow(),
+                action.name()
+            ));
+        }
+    }
+
+    /// `--delete` removed `path` (local for `get`, remote for `send`), a `kind`; in a dry run,
+    /// would remove it. Text: `deleting PATH` (a folder with a `/`), always in a dry run, with
+    /// `-v` otherwise.
+    pub(crate) fn deleted(&mut self, ui: &Ui, path: &str, kind: Kind) {
+        self.deleted += 1;
+        if ui.json {
+            let mut json = self.delete_json(path);
+            json["kind"] = kind.as_str().into();
+            if self.dry_run {
+                json["dry_run"] = true.into();
+            }
+            ui.line_out(&json.to_string());
+            return;
+        }
+        let slash = if kind == Kind::Folder { "/" } else { "" };
+        let text = format!("deleting {}{slash}", escape(path));
+        if self.dry_run {
+            ui.text_out(&text);
+        } else {
+            ui.note(&text);
+        }
+    }
+
+    /// `--delete` could not remove `path`.
+    pub(crate) fn delete_failed(&mut self, ui: &Ui, path: &str, e: &Error) {
+        self.failed += 1;
+        self.delete_failed += 1;
+        self.first.get_or_insert((e.exit_code(), e.code_name()));
+        if ui.json {
+            let mut json = self.delete_json(path);
+            json["error"] = serde_json::json!({
+                "code": e.code_name(), "message": escape(&e.to_string()),
+            });
+            json["exit_code"] = (e.exit_code() as i32).into();
+            ui.line_out(&json.to_string());
+        }
+        ui.line(&format!(
+            "error: deleting {}: {}",
+            escape(path),
+            escape(&e.to_string())
+        ));
+    }
+
+    fn delete_json(&self, path: &str) -> serde_json::Value {
+        let side = if self.verb == "get" {
+            "local"
+        } else {
+            "remote"
+        };
+        let mut json = serde_json::json!({"verb": self.verb, "action": "delete"});
+        json[side] = path.into();
+        json
+    }
+
+    /// `--delete` removes nothing, because of `why` (failed with `code` and `name` unless the
+    /// run failed already).
+    pub(crate) fn withhold(&mut self, ui: &Ui, why: String, code: ExitCode, name: &'static str) {
+        self.first.get_or_insert((code, name));
+        ui.line(&format!("error: nothing deleted: {why}"));
+        self.withheld = Some(why);
     }
 
     /// A transfer succeeded.
@@ -258,8 +418,14 @@ impl Tally {
             remote,
             local,
         };
+        let action = if self.replacing.remove(line.dest()) {
+            self.replaced += 1;
+            Action::Replace
+        } else {
+            Action::New
+        };
         if ui.json {
-            ui.line_out(&line.json_ok(t, secs, attempts).to_string());
+            ui.line_out(&line.json_ok(Some(action), t, secs, attempts).to_string());
         } else if ui.verbose {
             // Only shown with -v: not even formatted otherwise (one per file of a folder).
             ui.note(&format!(
@@ -288,9 +454,13 @@ impl Tally {
             local,
         };
         if ui.json {
-            let json = serde_json::json!({
-                "verb": self.verb, "remote": remote, "local": local, "skipped": true,
+            let mut json = serde_json::json!({
+                "verb": self.verb, "remote": remote, "local": local, "action": "skip",
+                "skipped": true,
             });
+            if self.dry_run {
+                json["dry_run"] = true.into();
+            }
             ui.line_out(&json.to_string());
         } else {
             ui.note(&format!(
@@ -306,16 +476,20 @@ impl Tally {
     pub(crate) fn changed(&mut self, ui: &Ui, remote: &str, local: &str) {
         self.last = Instant::now();
         self.failed += 1;
+        self.changed += 1;
         self.first
             .get_or_insert((ExitCode::Refused, sft_client::ErrorCode::Exists.as_str()));
         let dest = if self.verb == "get" { local } else { remote };
         let message = super::sync::changed_line(dest);
         if ui.json {
-            let json = serde_json::json!({
-                "verb": self.verb, "remote": remote, "local": local,
+            let mut json = serde_json::json!({
+                "verb": self.verb, "remote": remote, "local": local, "action": "skip",
                 "error": {"code": "exists", "message": message},
                 "exit_code": ExitCode::Refused as i32,
             });
+            if self.dry_run {
+                json["dry_run"] = true.into();
+            }
             ui.line_out(&json.to_string());
         }
         ui.line(&message);
@@ -331,6 +505,7 @@ impl Tally {
             remote,
             local,
         };
+        self.replacing.remove(line.dest());
         if ui.json {
             ui.line_out(&line.json_err(e).to_string());
         }
@@ -366,11 +541,14 @@ impl Tally {
         ui.finish();
         let secs = self.started.elapsed().as_secs_f64();
         if ui.json {
-            let json = serde_json::json!({
+            let mut json = serde_json::json!({
                 "verb": self.verb,
                 "summary": true,
                 "transferred": self.files,
+                "new": self.files - self.replaced,
+                "replaced": self.replaced,
                 "skipped": self.skipped,
+                "deleted": self.deleted,
                 "failed": self.failed,
                 "folders": self.folders,
                 "bytes_transferred": self.bytes,
@@ -378,48 +556,73 @@ impl Tally {
                 "size": self.size,
                 "elapsed_ms": (secs * 1e3 * 1e3).round() / 1e3,
             });
+            if self.dry_run {
+                json["dry_run"] = true.into();
+            }
             ui.line_out(&json.to_string());
         }
         if ui.summary && !ui.json {
-            let folders = if self.folders > 0 {
-                format!(", {} folder(s)", self.folders)
-            } else {
-                String::new()
+            let counted = |n: u64, what: &str| {
+                if n > 0 {
+                    format!(", {n} {what}")
+                } else {
+                    String::new()
+                }
             };
-            let skipped = if self.skipped > 0 {
-                format!(", {} skipped", self.skipped)
+            let skipped = counted(self.skipped, "skipped");
+            let failed = counted(self.failed, "failed");
+            if self.dry_run {
+                eprintln!(
+                    "{} (dry run, nothing changed): {} file(s) to transfer ({} new, {} to \
+                     replace){skipped}{}{failed}",
+                    self.verb,
+                    self.files,
+                    self.files - self.replaced,
+                    self.replaced,
+                    counted(self.deleted, "to delete"),
+                );
             } else {
-                String::new()
-            };
-            let failed = if self.failed > 0 {
-                format!(", {} failed", self.failed)
-            } else {
-                String::new()
-            };
-            // What a delta or compression saved shows as the files' size beside what moved.
-            let moved = if self.bytes < self.size {
-                format!("{}, {} moved", human(self.size), human(self.bytes))
-            } else {
-                human(self.bytes)
-            };
-            eprintln!(
-                "{}: {} file(s), {moved} in {secs:.2} s ({}){folders}{skipped}{failed}",
-                self.verb,
-                self.files,
-                rate(self.bytes, secs)
-            );
+                // What a delta or compression saved shows as the files' size beside what moved.
+                let moved = if self.bytes < self.size {
+                    format!("{}, {} moved", human(self.size), human(self.bytes))
+                } else {
+                    human(self.bytes)
+                };
+                eprintln!(
+                    "{}: {} file(s), {moved} in {secs:.2} s ({}){}{skipped}{}{failed}",
+                    self.verb,
+                    self.files,
+                    rate(self.bytes, secs),
+                    counted(self.folders, "folder(s)"),
+                    counted(self.deleted, "deleted"),
+                );
+            }
         }
-        match self.first {
-            None => Ok(()),
-            Some((code, name)) => Err(Failure::Batch {
-                code,
-                name,
-                message: format!(
-                    "{} of {} transfers failed",
-                    self.failed,
-                    self.failed + self.files + self.folders + self.skipped
-                ),
-            }),
+        let Some((code, name)) = self.first else {
+            return Ok(());
+        };
+        let transfers = self.failed - self.delete_failed;
+        let mut parts = Vec::new();
+        if transfers > 0 {
+            parts.push(format!(
+                "{transfers} of {} transfers failed",
+                transfers + self.files + self.folders + self.skipped
+            ));
         }
+        if self.delete_failed > 0 {
+            parts.push(format!(
+                "{} of {} deletions failed",
+                self.delete_failed,
+                self.delete_failed + self.deleted
+            ));
+        }
+        if let Some(why) = self.withheld {
+            parts.push(format!("nothing deleted: {why}"));
+        }
+        Err(Failure::Batch {
+            code,
+            name,
+            message: parts.join("; "),
+        })
     }
 }

@@ -139,6 +139,17 @@ impl Ui {
         }
     }
 
+    /// Prints a line of a result meant for people (escaped already) on standard output,
+    /// above any bars.
+    pub(crate) fn text_out(&self, line: &str) {
+        match &self.bars {
+            Some(bars) => bars
+                .multi
+                .suspend(|| super::text_line(line, self.stdout_is_data)),
+            None => super::text_line(line, self.stdout_is_data),
+        }
+    }
+
     /// A line for `-v` only.
     pub(crate) fn note(&self, line: &str) {
         if self.verbose {
