@@ -21,6 +21,8 @@ const EXAMPLES: &str = "EXAMPLES:
     sft send -p 9000 10.0.0.5 data.csv --overwrite    replace data.csv on the server
     sft send host *.csv -o reports/                   many files into reports/ on the server
     sft send -r host ./site www                       a folder, empty folders included
+    sft send -rn --delete --overwrite host ./site www what a mirror would do (changes nothing)
+    sft get -r --delete host photos/2024 ./2024       mirror: remove local files gone there
     tar c src | sft send host - backup/src.tar        standard input, streamed and verified
     sft ls files.example.org reports -r               list a folder and all below it
     sft stat files.example.org reports/q3.pdf         kind, size, modification time
