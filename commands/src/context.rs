@@ -2,7 +2,7 @@ use crate::admission::Access;
 use crate::auth::Grant;
 use crate::registry::Registry;
 use crate::sandbox::Root;
-use crate::slots::{Slot, UploadSlots};
+use crate::slots::{SignSlots, Slot, UploadSlots};
 use crate::staging::PartialLimits;
 use crate::writer::Writer;
 use async_std::io::BufReader;
@@ -47,12 +47,21 @@ pub struct Limits {
     pub partial_ttl: Duration,
     /// Most interrupted uploads kept at once (the oldest go first).
     pub max_partials: usize,
+    /// Signatures computed at once (`SIGN`), server-wide; others wait their turn.
+    pub signing: SignSlots,
+    /// The highest zstd level the server compresses at (what it is asked is capped to it);
+    /// `None`: it refuses compression (`unsupported`), in both directions.
+    pub compress_level_max: Option<i32>,
 }
 
 impl Limits {
     /// The default minimum average rate of a transfer, bytes a second: far below any real link
     /// (a 9600 baud modem moves about 1,200), far above a trickle meant to hold a slot.
     pub const DEFAULT_MIN_RATE: u64 = 256;
+
+    /// The default cap on the zstd level the server compresses at: what a client asks above it
+    /// would cost the server's CPU more than it saves the link.
+    pub const DEFAULT_COMPRESS_LEVEL_MAX: i32 = 9;
 
     /// The deadlines every transfer to or from a client keeps.
     pub fn pace(&self) -> PaceRule {
@@ -93,6 +102,8 @@ impl Default for Limits {
             uploads: UploadSlots::default(),
             partial_ttl: Duration::from_secs(24 * 3600),
             max_partials: 1000,
+            signing: SignSlots::default(),
+            compress_level_max: Some(Limits::DEFAULT_COMPRESS_LEVEL_MAX),
         }
     }
 }

@@ -14,12 +14,15 @@
 //! confirmed after the last byte left. A file rewritten meanwhile cuts the connection before
 //! the trailer, so the client never sees a complete, verified transfer of a torn file.
 
+mod parts;
+
 use crate::body::{hash_prefix, read_full_at, send_range};
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
 use crate::hashes::Lookup;
 use crate::sandbox::{io_error, Root, Work};
 use crate::started::log_start;
+use crate::version3::{needs_v3, not_yet};
 use sft_io::{confirm, Version};
 use sft_protocol::verbs::{GetReply, GetRequest, GetTrailer, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
@@ -44,17 +47,21 @@ impl Command for Get {
         ctx: &'a mut Context<'_>,
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
-            let args: GetRequest = request.args()?;
-            let rp = ctx.resolve(&args.path)?;
-            let shown = rp.to_string();
+            let mut args: GetRequest = request.args()?;
+            if let Some(ranges) = args.ranges.take() {
+                needs_v3(&request, "\"ranges\"")?;
+                if args.compress.is_some() {
+                    return Err(not_yet().into());
+                }
+                return parts::run(args, ranges, ctx).await;
+            }
+            if args.compress.is_some() {
+                needs_v3(&request, "\"compress\"")?;
+                return Err(not_yet().into());
+            }
             let (given, want_hash) = (args.offset, args.hash);
             let offset = given.unwrap_or(0);
-            // Resolving and opening touch only metadata: a lookup, which the root's policy runs
-            // in place on a local file system. Reading the body is bulk work.
-            let open = ctx
-                .root
-                .blocking(Work::Lookup, move |root| root.open_file_stat(&rp));
-            let (file, st) = open.await?;
+            let Opened { file, st, shown } = open(ctx, &args.path).await?;
             let size = st.st_size as u64;
             if offset > size {
                 return Err(WireError::bad_request(format!(
@@ -122,9 +129,31 @@ impl Command for Get {
     }
 }
 
-/// The permission bits a `GET` reply reports: no set-id or sticky bits.
+/// A regular file a request reads, open.
+pub(crate) struct Opened {
+    pub(crate) file: File,
+    /// Its metadata as opened.
+    pub(crate) st: rustix::fs::Stat,
+    /// Its path as shown in messages.
+    pub(crate) shown: String,
+}
+
+/// Opens the regular file at `path` to read it (`GET`, `SIGN`). Resolving and opening touch
+/// only metadata: a lookup, which the root's policy runs in place on a local file system.
+/// Reading the file is bulk work.
+pub(crate) async fn open(ctx: &mut Context<'_>, path: &str) -> Result<Opened, WireError> {
+    let rp = ctx.resolve(path)?;
+    let shown = rp.to_string();
+    let open = ctx
+        .root
+        .blocking(Work::Lookup, move |root| root.open_file_stat(&rp));
+    let (file, st) = open.await?;
+    Ok(Opened { file, st, shown })
+}
+
+/// The permission bits a `GET` or `SIGN` reply reports: no set-id or sticky bits.
 #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-fn permissions(st: &rustix::fs::Stat) -> u32 {
+pub(crate) fn permissions(st: &rustix::fs::Stat) -> u32 {
     st.st_mode as u32 & 0o777
 }
 

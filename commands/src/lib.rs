@@ -7,7 +7,7 @@
 //! handler and registering it; the server's session loop never changes.
 //!
 //! The built-ins live one per file: [`get`], [`send`], [`list`], [`stat`], [`mkdir`], [`delete`],
-//! [`rename`], [`settime`], [`hello`] and [`auth`]. `EXTENDING.md` at the repository root
+//! [`rename`], [`settime`], [`sign`], [`hello`] and [`auth`]. `EXTENDING.md` at the repository root
 //! shows how to write a verb in a crate of its own.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
@@ -29,15 +29,19 @@ pub mod list;
 mod locks;
 pub mod mkdir;
 mod poison;
+mod ranges;
 mod registry;
 pub mod rename;
 pub mod sandbox;
 pub mod send;
 pub mod settime;
+pub mod sign;
+pub mod signatures;
 mod slots;
 pub mod staging;
 pub mod started;
 pub mod stat;
+mod version3;
 mod writer;
 
 pub use admission::{admit, Access};
@@ -49,12 +53,12 @@ pub use context::{
 };
 pub use registry::Registry;
 pub use sandbox::Root;
-pub use slots::{Slot, UploadSlots};
+pub use slots::{SignSlots, Slot, UploadSlots};
 pub use staging::PartialLimits;
 pub use writer::Writer;
 
 /// A registry holding every built-in verb (`GET`, `SEND`, `LIST`, `STAT`, `MKDIR`, `DELETE`,
-/// `RENAME`, `SETTIME`, `HELLO`, `AUTH`).
+/// `RENAME`, `SETTIME`, `SIGN`, `HELLO`, `AUTH`).
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register(get::Get);
@@ -65,6 +69,7 @@ pub fn builtins() -> Registry {
     registry.register(delete::Delete);
     registry.register(rename::Rename);
     registry.register(settime::SetTime);
+    registry.register(sign::Sign);
     registry.register(hello::Hello);
     registry.register(auth::Auth);
     registry

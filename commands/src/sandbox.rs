@@ -25,6 +25,7 @@ mod offload;
 mod resolve;
 
 use crate::hashes::HashCache;
+use crate::signatures::SignatureCache;
 use handle::RootHandle;
 use sft_protocol::{ErrorCode, WireError};
 use std::fs;
@@ -68,6 +69,7 @@ struct Inner {
     /// Whether the root is known to have vanished (so that it is logged once).
     vanished: AtomicBool,
     hashes: HashCache,
+    signatures: SignatureCache,
     /// Whether the root is on a local file system (see `sandbox/offload.rs`).
     local: bool,
 }
@@ -119,6 +121,7 @@ impl Root {
                 checked_ms: AtomicU64::new(0),
                 vanished: AtomicBool::new(false),
                 hashes: HashCache::default(),
+                signatures: SignatureCache::default(),
                 local,
             }),
         })
@@ -127,6 +130,11 @@ impl Root {
     /// The cache of served files' BLAKE3 hashes.
     pub fn hashes(&self) -> &HashCache {
         &self.inner.hashes
+    }
+
+    /// The cache of served files' level-1 signatures (`SIGN`).
+    pub fn signatures(&self) -> &SignatureCache {
+        &self.inner.signatures
     }
 
     /// The canonical path of the served folder.

@@ -24,6 +24,7 @@ use crate::context::{Body, Context};
 use crate::sandbox::{io_error, Root, Target, Work};
 use crate::staging::{Interrupted, Upload, MIN_KEPT_PARTIAL};
 use crate::started::log_start;
+use crate::version3::{needs_v3, not_yet};
 use sft_protocol::body::Upload as Declared;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
@@ -196,8 +197,19 @@ impl Command for Send {
         ctx: &'a mut Context<'_>,
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
+            let v3: Version3 = request.args()?;
             if request.body()? == Some(Declared::Chunked) {
+                if v3.compress.is_some() || v3.delta.is_some() {
+                    needs_v3(&request, "\"compress\" or \"delta\"")?;
+                    return Err(not_yet().into());
+                }
                 return receive_chunked(request, ctx).await;
+            }
+            if v3.compress.is_some() || v3.delta.is_some() {
+                return Err(WireError::bad_request(
+                    "\"compress\" and \"delta\" go with \"body\":\"chunked\", not \"size\"",
+                )
+                .into());
             }
             let order = Order::check(request.args()?, ctx)?;
             // Held until the upload ends: past the bound, `busy` before any go-ahead.
@@ -255,6 +267,13 @@ impl Command for Send {
             stored_reply(&mut body, stored, order.size).await
         })
     }
+}
+
+/// Version 3's fields of a `SEND`, looked at whatever the body, so that none is ignored.
+#[derive(serde::Deserialize)]
+struct Version3 {
+    compress: Option<serde::de::IgnoredAny>,
+    delta: Option<serde::de::IgnoredAny>,
 }
 
 /// Sized uploads smaller than this are received whole in memory and stored in one step, in

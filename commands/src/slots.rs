@@ -1,4 +1,4 @@
-//! A bound on uploads in progress.
+//! Bounds on uploads in progress and on signatures being computed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -68,9 +68,63 @@ impl Drop for Slot {
     }
 }
 
+/// Bounds the signatures (PROTOCOL.md §8.2) computed at once, server-wide
+/// (`--max-signatures`). A `SIGN` that finds every place taken waits for one: computing one
+/// reads a whole file, and a few at once keep the disk and the blocking pool for everyone else.
+#[derive(Debug, Clone)]
+pub struct SignSlots {
+    max: usize,
+    places: Arc<async_lock::Semaphore>,
+}
+
+impl SignSlots {
+    /// The default bound on signatures computed at once.
+    pub const DEFAULT: usize = 2;
+
+    /// At most `max` at once (at least one).
+    pub fn new(max: usize) -> SignSlots {
+        let max = max.max(1);
+        SignSlots {
+            max,
+            places: Arc::new(async_lock::Semaphore::new(max)),
+        }
+    }
+
+    /// The maximum.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A place, once one is free (held until dropped).
+    pub async fn take(&self) -> async_lock::SemaphoreGuardArc {
+        self.places.acquire_arc().await
+    }
+
+    /// A place if one is free now.
+    pub fn try_take(&self) -> Option<async_lock::SemaphoreGuardArc> {
+        self.places.try_acquire_arc()
+    }
+}
+
+impl Default for SignSlots {
+    fn default() -> Self {
+        SignSlots::new(SignSlots::DEFAULT)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_slots_wait_their_turn() {
+        let slots = SignSlots::new(1);
+        let held = async_std::task::block_on(slots.take());
+        assert!(slots.try_take().is_none());
+        drop(held);
+        assert!(slots.try_take().is_some());
+        assert_eq!(SignSlots::new(0).max(), 1);
+    }
 
     #[test]
     fn slots_are_bounded_and_given_back() {

@@ -326,7 +326,7 @@ fn info_names_the_server_its_verbs_and_limits() {
     assert_eq!(code(&out), Some(0), "{out:?}");
     let hello = &json_lines(&out)[0];
     assert_eq!(hello["server"], "sft-server");
-    assert_eq!(hello["protocol"], 2);
+    assert_eq!(hello["protocol"], 3);
     assert!(!hello["version"].as_str().unwrap().is_empty());
     assert_eq!(
         hello["limits"],
@@ -336,7 +336,10 @@ fn info_names_the_server_its_verbs_and_limits() {
     let names: Vec<&str> = verbs.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["AUTH", "DELETE", "GET", "HELLO", "LIST", "MKDIR", "RENAME", "SEND", "SETTIME", "STAT"]
+        [
+            "AUTH", "DELETE", "GET", "HELLO", "LIST", "MKDIR", "RENAME", "SEND", "SETTIME", "SIGN",
+            "STAT"
+        ]
     );
     for v in verbs {
         let writes = matches!(

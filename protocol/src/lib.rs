@@ -39,7 +39,7 @@ pub use path::{normalize, PathError, RemotePath};
 /// Version 2 adds eager uploads (PROTOCOL.md §3.1): a client sends one only to a server whose
 /// `HELLO` reports at least 2. Version 3 (PROTOCOL.md §8: `SIGN`, `GET`'s `ranges` and
 /// `compress`, `SEND`'s `delta` and `compress`) is spoken once the server implements it.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The TCP port a server listens on, and a client connects to, unless told otherwise.
 pub const DEFAULT_PORT: u16 = 7005;

@@ -1,7 +1,7 @@
 //! Command-line configuration (structopt).
 
 use crate::access::Cidr;
-use sft_commands::{Limits, UploadSlots};
+use sft_commands::{Limits, SignSlots, UploadSlots};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -95,6 +95,11 @@ pub struct Config {
     #[structopt(long, default_value = "128")]
     pub max_uploads: usize,
 
+    /// Most file signatures (SIGN, for delta transfers) computed at once, server-wide; more
+    /// wait their turn. Each reads a whole file once; signatures already cached cost nothing.
+    #[structopt(long, default_value = "2")]
+    pub max_signatures: usize,
+
     /// Keep interrupted uploads (for `sft send --continue`) this many seconds.
     #[structopt(long, default_value = "86400")]
     pub partial_ttl: u64,
@@ -170,6 +175,8 @@ impl Config {
             uploads: UploadSlots::new(self.max_uploads),
             partial_ttl: Duration::from_secs(self.partial_ttl),
             max_partials: self.max_partials,
+            signing: SignSlots::new(self.max_signatures),
+            ..Limits::default()
         }
     }
 }

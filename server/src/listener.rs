@@ -316,6 +316,7 @@ fn log_settings(config: &Config) {
         idle_timeout_s = config.idle_timeout.max(1), header_timeout_s = config.header_timeout.max(1),
         stall_timeout_s = limits.stall_timeout.as_secs(), min_rate = limits.min_rate,
         partial_ttl_s = config.partial_ttl, max_partials = config.max_partials,
+        max_signatures = limits.signing.max(),
         shutdown_grace_s = config.shutdown_grace, threads = threads,
         umask = format!("{:03o}", sft_commands::attributes::umask());
         "settings"
