@@ -527,6 +527,20 @@ impl<'a, 'c> Body<'a, 'c> {
             .await
     }
 
+    /// Stores `bytes` the body stood for but did not carry as such (decompressed, or copied from
+    /// the server's own file) into `upload`, as [`Body::receive_upload`] stores body bytes; not
+    /// counted as received.
+    pub(crate) async fn store(
+        &mut self,
+        upload: &mut Upload,
+        bytes: &[u8],
+    ) -> Result<(), Interrupted> {
+        let mut src = bytes;
+        upload
+            .receive(&mut src, bytes.len() as u64, &mut self.pace, |_| {})
+            .await
+    }
+
     /// Receives the next `len` body bytes into `upload` (see [`Upload::receive`]), counting
     /// them; `progress` hears of each block as it arrives.
     pub(crate) async fn receive_upload(

@@ -131,6 +131,11 @@ pub struct Stats {
     pub bytes_out: u64,
     /// The error code of an error reply the handler wrote itself (after a body).
     pub error: Option<sft_protocol::ErrorCode>,
+    /// For a compressed body (version 3): the file bytes it carried, before compression (in
+    /// either direction), where `bytes_in`/`bytes_out` count what crossed the wire.
+    pub uncompressed: Option<u64>,
+    /// For a delta upload (version 3): the file bytes taken from the server's own copy.
+    pub reused: Option<u64>,
 }
 
 /// Buffers a connection keeps from one request to the next, so that the small-request path

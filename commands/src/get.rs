@@ -15,6 +15,7 @@
 //! the trailer, so the client never sees a complete, verified transfer of a torn file.
 
 mod parts;
+mod zstd;
 
 use crate::body::{hash_prefix, read_full_at, send_range};
 use crate::command::{BoxFuture, Command, CommandError};
@@ -22,7 +23,7 @@ use crate::context::Context;
 use crate::hashes::Lookup;
 use crate::sandbox::{io_error, Root, Work};
 use crate::started::log_start;
-use crate::version3::{needs_v3, not_yet};
+use crate::version3::{compress_level, needs_v3};
 use sft_io::{confirm, Version};
 use sft_protocol::verbs::{GetReply, GetRequest, GetTrailer, Verb};
 use sft_protocol::{ErrorCode, Request, WireError};
@@ -50,14 +51,16 @@ impl Command for Get {
             let mut args: GetRequest = request.args()?;
             if let Some(ranges) = args.ranges.take() {
                 needs_v3(&request, "\"ranges\"")?;
-                if args.compress.is_some() {
-                    return Err(not_yet().into());
-                }
-                return parts::run(args, ranges, ctx).await;
+                let level = match args.compress {
+                    Some(_) => Some(compress_level(ctx.limits, args.level)?),
+                    None => None,
+                };
+                return parts::run(args, ranges, level, ctx).await;
             }
             if args.compress.is_some() {
                 needs_v3(&request, "\"compress\"")?;
-                return Err(not_yet().into());
+                let level = compress_level(ctx.limits, args.level)?;
+                return zstd::run(args, level, ctx).await;
             }
             let (given, want_hash) = (args.offset, args.hash);
             let offset = given.unwrap_or(0);

@@ -58,7 +58,7 @@ impl Command for Hello {
                     max_upload_bytes: ctx.limits.max_upload_bytes,
                     max_connections: ctx.limits.max_connections.map(|n| n as u64),
                     auth: ctx.limits.tokens.is_some(),
-                    zstd_max_level: None,
+                    zstd_max_level: ctx.limits.compress_level_max,
                 },
             };
             ctx.reply_ok(&reply).await.map_err(CommandError::Abort)

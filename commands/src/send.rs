@@ -19,20 +19,25 @@
 
 use crate::attributes::Attributes;
 use crate::chunked::{self, Received};
+use crate::chunked::{Basis, Kinds};
 use crate::command::{Accepts, BoxFuture, Command, CommandError};
 use crate::context::{Body, Context};
 use crate::sandbox::{io_error, Root, Target, Work};
 use crate::staging::{Interrupted, Upload, MIN_KEPT_PARTIAL};
 use crate::started::log_start;
-use crate::version3::{needs_v3, not_yet};
+use crate::version3::{accepts_compressed, changed, expected_hash, needs_v3};
+use sft_io::{confirm, Version};
 use sft_protocol::body::Upload as Declared;
+use sft_protocol::delta::{DeltaBook, DeltaSpec};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::{
     is_blake3_hex, is_upload_id, SendReady, SendReply, SendRequest, SendStreamRequest, SendTrailer,
     Verb,
 };
 use sft_protocol::{decode_trailer, ErrorCode, RemotePath, Request, WireError};
+use std::fs::File;
 use std::io;
+use std::sync::Arc;
 
 /// The `SEND` handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -200,8 +205,7 @@ impl Command for Send {
             let v3: Version3 = request.args()?;
             if request.body()? == Some(Declared::Chunked) {
                 if v3.compress.is_some() || v3.delta.is_some() {
-                    needs_v3(&request, "\"compress\" or \"delta\"")?;
-                    return Err(not_yet().into());
+                    needs_v3(&request, "\"compress\" and \"delta\"")?;
                 }
                 return receive_chunked(request, ctx).await;
             }
@@ -264,7 +268,7 @@ impl Command for Send {
                 Err(e) => Err(e),
             };
             // The body was consumed, so the connection is in step: a plain error reply.
-            stored_reply(&mut body, stored, order.size).await
+            stored_reply(&mut body, stored, order.size, None).await
         })
     }
 }
@@ -323,7 +327,7 @@ async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), Comma
         }
         Err(e) => Err(e),
     };
-    stored_reply(&mut body, stored, order.size).await
+    stored_reply(&mut body, stored, order.size, None).await
 }
 
 /// The final reply of an upload whose body was read whole: what was stored (`size` bytes,
@@ -332,6 +336,7 @@ async fn stored_reply(
     body: &mut Body<'_, '_>,
     stored: Result<Option<blake3::Hash>, WireError>,
     size: u64,
+    reused: Option<u64>,
 ) -> Result<(), CommandError> {
     match stored {
         Ok(hash) => {
@@ -339,7 +344,7 @@ async fn stored_reply(
             body.reply_ok(&SendReply {
                 size,
                 blake3,
-                reused: None,
+                reused,
             })
             .await
         }
@@ -457,12 +462,29 @@ async fn commit(
 }
 
 /// A `SEND` with `"body":"chunked"`: checked like a sized one, then received chunk by chunk into
-/// a plain staging file (not resumable), hashed on the way.
+/// a plain staging file (not resumable), hashed on the way. Version 3: its chunks may be
+/// compressed (`compress`), and with `delta` copy from the file it replaces (the *basis*),
+/// whose hash is checked before the go-ahead and whose version is confirmed at the end.
 async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<(), CommandError> {
     let args: SendStreamRequest = request.args()?;
+    if args.compress.is_some() {
+        accepts_compressed(ctx.limits)?;
+    }
     let rp = ctx.resolve(&args.path)?;
     let shown = rp.to_string();
+    let delta = match &args.delta {
+        Some(spec) => Some(check_delta(spec, args.overwrite, ctx)?),
+        None => None,
+    };
     let _slot = ctx.limits.upload_slot()?;
+    let basis = match delta {
+        Some((want, file_size)) => {
+            let (file, version) = open_basis(ctx, &rp, want, &shown).await?;
+            let book = DeltaBook::new(file_size, version.size);
+            Some((Basis { file, book }, version))
+        }
+        None => None,
+    };
     let overwrite = args.overwrite;
     let attrs = Attributes {
         mtime: args.mtime,
@@ -477,11 +499,17 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
     });
     let (target, mut upload) = begin.await?;
     upload.set_attributes(attrs);
+    let (basis, version) = basis.unzip();
+    let mut kinds = Kinds {
+        zstd: args.compress.is_some(),
+        basis,
+    };
     let mut body = go_ahead(ctx, 0).await?;
     log_start(&body, SendRequest::NAME, None);
 
     // Dropping `upload` on any early return removes the staging file.
-    let (upload, size, declared) = match chunked::receive(&mut body, upload, &shown).await? {
+    let received = chunked::receive(&mut body, upload, &shown, &mut kinds).await?;
+    let (upload, size, declared) = match received {
         Received::Refused => return Ok(()),
         Received::Complete {
             upload,
@@ -489,11 +517,125 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
             declared,
         } => (upload, size, declared),
     };
-    let stored = match verify(*upload, declared, &shown) {
+    if kinds.zstd {
+        body.stats.uncompressed = Some(size);
+    }
+    let reused = kinds.basis.as_ref().map(|b| b.book.reused());
+    body.stats.reused = reused;
+    let built = match (&kinds.basis, version) {
+        (Some(basis), Some(version)) => delta_built(&body, basis, version, declared, &shown).await,
+        _ => Ok(()),
+    };
+    let stored = match built.and_then(|()| verify(*upload, declared, &shown)) {
         Ok((upload, hash)) => commit(body.root, upload, target, overwrite)
             .await
             .map(|()| hash),
         Err(e) => Err(e),
     };
-    stored_reply(&mut body, stored, size).await
+    stored_reply(&mut body, stored, size, reused).await
+}
+
+/// A delta's header, checked: the basis hash it names and the size it builds. It replaces
+/// a file, so it needs `overwrite`; what it builds counts against the upload limit.
+fn check_delta(
+    spec: &DeltaSpec,
+    overwrite: bool,
+    ctx: &Context<'_>,
+) -> Result<(blake3::Hash, u64), WireError> {
+    if !overwrite {
+        return Err(WireError::bad_request(
+            "\"delta\" replaces the file at \"path\": it needs \"overwrite\":true",
+        ));
+    }
+    let Some(basis) = expected_hash(Some(&spec.basis))? else {
+        return Err(WireError::bad_request("\"delta\" needs its \"basis\" hash"));
+    };
+    if let Some(max) = ctx.limits.max_upload_bytes.filter(|&m| spec.file_size > m) {
+        return Err(WireError::too_large(format!(
+            "{} bytes is over this server's upload limit of {max} bytes",
+            spec.file_size
+        )));
+    }
+    Ok((basis, spec.file_size))
+}
+
+/// Bytes of the basis hashed per trip to the blocking pool, when its hash is not cached.
+const BASIS_HASH_STEP: u64 = 8 * 1024 * 1024;
+
+/// Opens the file a delta is built against and checks it is the version the client signed
+/// (`changed` otherwise): by its cached hash (a `SIGN` leaves it there), or hashed now, a
+/// bounded step per trip to the blocking pool.
+async fn open_basis(
+    ctx: &Context<'_>,
+    rp: &RemotePath,
+    want: blake3::Hash,
+    shown: &str,
+) -> Result<(Arc<File>, Version), WireError> {
+    let rp = rp.clone();
+    let open = ctx
+        .root
+        .blocking(Work::Lookup, move |root| root.open_file_stat(&rp));
+    let (file, st) = open.await?;
+    let version = Version::from_stat(&st);
+    let file = Arc::new(file);
+    let known = ctx.root.hashes().lookup_version(version).hash;
+    let hash = match known {
+        Some(hash) => hash,
+        None => {
+            let mut hasher = blake3::Hasher::new();
+            let mut done = 0;
+            while done < version.size {
+                let step = (version.size - done).min(BASIS_HASH_STEP);
+                let f = Arc::clone(&file);
+                let hashed = crate::sandbox::bulk(move || {
+                    sft_io::blocks::hash_range(&f, &mut hasher, done, step).map(|()| hasher)
+                });
+                hasher = hashed.await.map_err(|_| changed(shown))?;
+                done += step;
+            }
+            let (hash, f) = (hasher.finalize(), Arc::clone(&file));
+            let keep = move |root: &Root| {
+                confirm(&f, &version, Some(&hash))?;
+                let lookup = crate::hashes::Lookup {
+                    version,
+                    hash: None,
+                };
+                root.hashes().insert(&lookup, &f, hash);
+                Ok::<_, io::Error>(())
+            };
+            ctx.root
+                .blocking(Work::Bulk, keep)
+                .await
+                .map_err(|_| changed(shown))?;
+            hash
+        }
+    };
+    if hash != want {
+        return Err(changed(shown));
+    }
+    Ok((file, version))
+}
+
+/// Checks, at the end of a delta body, what only the end can show: a terminator hash (which a
+/// delta must carry), exactly the declared size, and a basis still the version it was when it
+/// was opened (`changed` otherwise: the copies may have read a mix).
+async fn delta_built(
+    body: &Body<'_, '_>,
+    basis: &Basis,
+    version: Version,
+    declared: Option<blake3::Hash>,
+    shown: &str,
+) -> Result<(), WireError> {
+    if declared.is_none() {
+        return Err(WireError::bad_request(
+            "a delta's terminator must carry the built file's \"blake3\"",
+        ));
+    }
+    basis.book.finish()?;
+    let file = Arc::clone(&basis.file);
+    let check = move |_: &Root| confirm(&file, &version, None);
+    body.root
+        .blocking(Work::Bulk, check)
+        .await
+        .map_err(|_| changed(shown))
 }

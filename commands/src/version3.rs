@@ -2,6 +2,8 @@
 //! version they need, and the server's stand on compression. Shared by `GET`, `SEND` and `SIGN`
 //! so a feature is never taken, or ignored, by one verb and refused by another.
 
+use crate::context::Limits;
+use sft_protocol::delta::DEFAULT_ZSTD_LEVEL;
 use sft_protocol::verbs::is_blake3_hex;
 use sft_protocol::{ErrorCode, Request, WireError};
 
@@ -19,11 +21,27 @@ pub(crate) fn needs_v3(request: &Request<'_>, what: &str) -> Result<(), WireErro
     )))
 }
 
-/// Refuses compression, which this server does not serve yet: never ignored.
-pub(crate) fn not_yet() -> WireError {
+/// The zstd level the server compresses at for a request that asked for `asked` (default 3):
+/// capped to the server's maximum. `unsupported` when the server refuses compression.
+pub(crate) fn compress_level(limits: &Limits, asked: Option<i32>) -> Result<i32, WireError> {
+    let Some(max) = limits.compress_level_max else {
+        return Err(refused());
+    };
+    Ok(asked.unwrap_or(DEFAULT_ZSTD_LEVEL).min(max))
+}
+
+/// Refuses a compressed upload on a server that refuses compression; any level is taken.
+pub(crate) fn accepts_compressed(limits: &Limits) -> Result<(), WireError> {
+    match limits.compress_level_max {
+        Some(_) => Ok(()),
+        None => Err(refused()),
+    }
+}
+
+fn refused() -> WireError {
     WireError::new(
         ErrorCode::Unsupported,
-        "this server does not compress: ask without \"compress\"",
+        "this server does not compress (started with --no-compress): ask without \"compress\"",
     )
 }
 
@@ -72,6 +90,15 @@ mod tests {
             ErrorCode::BadRequest
         );
         needs_v3(&new, "\"ranges\"").unwrap();
+        let mut limits = Limits::default();
+        assert_eq!(compress_level(&limits, None).unwrap(), DEFAULT_ZSTD_LEVEL);
+        assert_eq!(compress_level(&limits, Some(19)).unwrap(), 9);
+        limits.compress_level_max = None;
+        assert_eq!(
+            compress_level(&limits, None).unwrap_err().code,
+            ErrorCode::Unsupported
+        );
+        assert!(accepts_compressed(&limits).is_err());
         let h = blake3::hash(b"x");
         assert!(still(Some(h), Some(blake3::hash(b"y")), "f").is_err());
         still(None, Some(h), "f").unwrap();

@@ -330,7 +330,7 @@ fn info_names_the_server_its_verbs_and_limits() {
     assert!(!hello["version"].as_str().unwrap().is_empty());
     assert_eq!(
         hello["limits"],
-        serde_json::json!({"read_only": false, "max_upload_bytes": 1000, "max_connections": 7})
+        serde_json::json!({"read_only": false, "max_upload_bytes": 1000, "max_connections": 7, "zstd_max_level": 9})
     );
     let verbs = hello["verbs"].as_array().unwrap();
     let names: Vec<&str> = verbs.iter().map(|v| v["name"].as_str().unwrap()).collect();

@@ -245,3 +245,164 @@ fn get_ranges_sends_exactly_the_bytes_asked_for() {
         assert_eq!(raw.body(4).await, &data[4_194_300..]);
     });
 }
+
+/// Reads a chunked body: its bytes, decompressed, and its terminator's hash.
+async fn chunked_body(raw: &mut Raw) -> (Vec<u8>, Option<String>, u64) {
+    let (mut out, mut wire) = (Vec::new(), 0u64);
+    let mut d = sft_io::zblock::BlockDecompressor::new().unwrap();
+    loop {
+        let line = raw.reply().await;
+        let size = line["size"].as_u64().unwrap();
+        if size == 0 {
+            return (out, line["blake3"].as_str().map(str::to_owned), wire);
+        }
+        wire += size;
+        let bytes = raw.body(size as usize).await;
+        match line["zstd"].as_u64() {
+            Some(n) => {
+                let mut plain = Vec::new();
+                d.decompress(&bytes, n as usize, &mut plain).unwrap();
+                out.extend_from_slice(&plain);
+            }
+            None => out.extend_from_slice(&bytes),
+        }
+    }
+}
+
+#[test]
+fn get_compress_sends_a_chunked_body_that_shrinks_text_and_not_noise() {
+    let server = TestServer::start();
+    let text: Vec<u8> = (0..400_000u32)
+        .flat_map(|i| format!("line {i} of a log\n").into_bytes())
+        .collect();
+    let noise = random_bytes(3 * 1024 * 1024 + 7, 3);
+    std::fs::write(server.path("t.log"), &text).unwrap();
+    std::fs::write(server.path("n.bin"), &noise).unwrap();
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        for (name, data) in [("t.log", &text), ("n.bin", &noise)] {
+            let request = json!({"verb":"GET","v":3,"path":name,"compress":"zstd","hash":true});
+            raw.write(format!("{request}\n").as_bytes()).await;
+            let reply = raw.reply().await;
+            assert_eq!(reply["stream"], "chunked", "{reply}");
+            assert_eq!(reply["file_size"], data.len() as u64);
+            assert!(reply.get("size").is_none());
+            let (body, hash, wire) = chunked_body(&mut raw).await;
+            assert_eq!(&body, data);
+            assert_eq!(hash.unwrap(), blake3::hash(data).to_hex().as_str());
+            if name == "t.log" {
+                assert!(wire < data.len() as u64 / 4, "{wire}");
+            } else {
+                assert_eq!(wire, data.len() as u64);
+            }
+        }
+        // From an offset, and ranges compressed: the bytes asked for.
+        let request = json!({"verb":"GET","v":3,"path":"t.log","compress":"zstd","offset":1000});
+        raw.write(format!("{request}\n").as_bytes()).await;
+        assert_eq!(raw.reply().await["offset"], 1000);
+        let (body, hash, _) = chunked_body(&mut raw).await;
+        assert_eq!(body, &text[1000..]);
+        assert!(hash.is_none());
+        let request = json!({"verb":"GET","v":3,"path":"t.log","compress":"zstd","ranges":[[5,10],[2000000,3000000]]});
+        raw.write(format!("{request}\n").as_bytes()).await;
+        assert_eq!(raw.reply().await["stream"], "chunked");
+        let (body, _, _) = chunked_body(&mut raw).await;
+        let want = [&text[5..15], &text[2_000_000..5_000_000]].concat();
+        assert_eq!(body, want);
+        // Without v:3, refused; a plain GET is unchanged.
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"t.log\",\"compress\":\"zstd\"}\n")
+            .await;
+        assert_eq!(raw.reply().await["code"], "bad_request");
+    });
+}
+
+#[test]
+fn a_server_without_compression_says_so_and_refuses_it() {
+    let server = TestServer::start_with(&["--no-compress"], sft_commands::builtins());
+    std::fs::write(server.path("f"), b"hello").unwrap();
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(b"{\"verb\":\"HELLO\"}\n").await;
+        assert!(raw.reply().await["limits"].get("zstd_max_level").is_none());
+        raw.write(b"{\"verb\":\"GET\",\"v\":3,\"path\":\"f\",\"compress\":\"zstd\"}\n")
+            .await;
+        assert_eq!(raw.reply().await["code"], "unsupported");
+        let send = json!({"verb":"SEND","v":3,"path":"g","body":"chunked","compress":"zstd"});
+        raw.write(format!("{send}\n").as_bytes()).await;
+        assert_eq!(raw.reply().await["code"], "unsupported");
+        raw.write(b"{\"verb\":\"GET\",\"path\":\"f\"}\n").await;
+        assert_eq!(raw.reply().await["size"], 5);
+    });
+}
+
+/// Sends a chunked upload of `chunks` (header line, bytes) after `request`'s go-ahead.
+async fn upload(raw: &mut Raw, request: Value, chunks: &[(Value, Vec<u8>)]) -> Value {
+    raw.write(format!("{request}\n").as_bytes()).await;
+    let ready = raw.reply().await;
+    if ready["ok"] != true {
+        return ready;
+    }
+    for (header, bytes) in chunks {
+        raw.write(format!("{header}\n").as_bytes()).await;
+        raw.write(bytes).await;
+    }
+    raw.reply().await
+}
+
+#[test]
+fn send_compressed_and_delta_build_the_file() {
+    let server = TestServer::start();
+    let old = random_bytes(3 * 1024 * 1024, 21);
+    std::fs::write(server.path("f.bin"), &old).unwrap();
+    let mut new = old.clone();
+    new[1_000_000..1_004_096].copy_from_slice(&random_bytes(4096, 22));
+    new.extend_from_slice(&[b'z'; 70_000]);
+    let zeros = zstd::bulk::compress(&[b'z'; 70_000], 3).unwrap();
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        let (_, _, end) = sign(&mut raw, json!({"verb":"SIGN","v":3,"path":"f.bin"})).await;
+        let basis = end["blake3"].as_str().unwrap().to_owned();
+        let hash = blake3::hash(&new).to_hex().to_string();
+        let request = json!({"verb":"SEND","v":3,"path":"f.bin","body":"chunked","overwrite":true,
+            "compress":"zstd","mode":0o600,
+            "delta":{"basis":basis,"file_size":new.len()}});
+        let chunks = [
+            (json!({"copy":0,"len":1_000_000}), vec![]),
+            (json!({"size":4096}), new[1_000_000..1_004_096].to_vec()),
+            (
+                json!({"copy":1_004_096,"len":old.len() - 1_004_096}),
+                vec![],
+            ),
+            (json!({"size":zeros.len(),"zstd":70_000}), zeros.clone()),
+            (json!({"size":0,"blake3":hash}), vec![]),
+        ];
+        let reply = upload(&mut raw, request.clone(), &chunks).await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        assert_eq!(reply["size"], new.len() as u64);
+        assert_eq!(reply["reused"], old.len() as u64 - 4096);
+        assert_eq!(std::fs::read(server.path("f.bin")).unwrap(), new);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(server.path("f.bin"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The same delta again: its basis is gone, so `changed`, and nothing is stored.
+        let reply = upload(&mut raw, request, &chunks).await;
+        assert_eq!(reply["code"], "changed");
+        assert_eq!(std::fs::read(server.path("f.bin")).unwrap(), new);
+        // A compressed upload of a new file.
+        let request = json!({"verb":"SEND","v":3,"path":"z","body":"chunked","compress":"zstd"});
+        let chunks = [
+            (json!({"size":zeros.len(),"zstd":70_000}), zeros.clone()),
+            (json!({"size":3}), b"abc".to_vec()),
+            (json!({"size":0}), vec![]),
+        ];
+        let reply = upload(&mut raw, request, &chunks).await;
+        assert_eq!(reply["size"], 70_003, "{reply}");
+        assert_eq!(
+            std::fs::read(server.path("z")).unwrap(),
+            [&[b'z'; 70_000][..], b"abc"].concat()
+        );
+    });
+}

@@ -343,6 +343,87 @@ pub fn decode_chunk(line: &[u8], kinds: ChunkKinds) -> Result<Chunk, WireError> 
     }
 }
 
+/// The bookkeeping of a delta body as its chunks arrive (PROTOCOL.md §8.5): where the file
+/// being built stands against the `file_size` it declared, and each copy against the basis. No
+/// chunk can take the file past `file_size`, so the work a delta can cause is bounded by it,
+/// however often its copies name the same basis bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaBook {
+    file_size: u64,
+    basis_len: u64,
+    written: u64,
+    reused: u64,
+}
+
+impl DeltaBook {
+    /// A delta building `file_size` bytes from a basis of `basis_len` bytes.
+    pub fn new(file_size: u64, basis_len: u64) -> Self {
+        DeltaBook {
+            file_size,
+            basis_len,
+            written: 0,
+            reused: 0,
+        }
+    }
+
+    /// Records `len` bytes of the body's own (raw or decompressed); `bad_request` past
+    /// `file_size`.
+    pub fn data(&mut self, len: u64) -> Result<(), WireError> {
+        self.advance(len)
+    }
+
+    /// Records a copy of `len` basis bytes from `offset`: `bad_request` for one that does not
+    /// lie inside the basis, or would take the file past `file_size`.
+    pub fn copy(&mut self, offset: u64, len: u64) -> Result<(), WireError> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.basis_len)
+        {
+            return Err(WireError::bad_request(format!(
+                "a copy of [{offset},{len}] does not lie inside the basis ({} bytes)",
+                self.basis_len
+            )));
+        }
+        self.advance(len)?;
+        self.reused += len;
+        Ok(())
+    }
+
+    fn advance(&mut self, len: u64) -> Result<(), WireError> {
+        match self.written.checked_add(len) {
+            Some(end) if end <= self.file_size => {
+                self.written = end;
+                Ok(())
+            }
+            _ => Err(WireError::bad_request(format!(
+                "the delta builds more than the {} bytes it declared",
+                self.file_size
+            ))),
+        }
+    }
+
+    /// Checks, at the terminator, that the file is exactly `file_size` bytes.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if self.written == self.file_size {
+            return Ok(());
+        }
+        Err(WireError::bad_request(format!(
+            "the delta built {} bytes, not the {} it declared",
+            self.written, self.file_size
+        )))
+    }
+
+    /// Bytes of the file so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes of it taken from the basis.
+    pub fn reused(&self) -> u64 {
+        self.reused
+    }
+}
+
 /// Appends the header line of a compressed chunk: `size` bytes of zstd that decompress to
 /// `raw`.
 pub fn encode_zstd_chunk(size: u64, raw: u64, out: &mut Vec<u8>) {
@@ -456,7 +537,39 @@ mod tests {
         assert_eq!(line, b"{\"size\":7,\"zstd\":70}\n{\"copy\":1,\"len\":2}\n");
     }
 
+    #[test]
+    fn a_delta_book_bounds_copies_and_size() {
+        let mut book = DeltaBook::new(100, 50);
+        book.copy(0, 50).unwrap();
+        book.copy(0, 40).unwrap();
+        assert!(book.copy(40, 11).is_err(), "outside the basis");
+        assert!(book.copy(u64::MAX, 2).is_err());
+        assert!(book.data(11).is_err(), "past file_size");
+        assert!(book.finish().is_err());
+        book.data(10).unwrap();
+        book.finish().unwrap();
+        assert_eq!((book.written(), book.reused()), (100, 90));
+        assert!(
+            book.copy(0, 1).is_err(),
+            "past file_size by repeating the basis"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn a_delta_book_never_passes_file_size(
+            size in 0u64..10_000,
+            basis in 0u64..10_000,
+            steps in proptest::collection::vec((any::<bool>(), 0u64..5_000, 0u64..5_000), 0..50),
+        ) {
+            let mut book = DeltaBook::new(size, basis);
+            for (copy, a, b) in steps {
+                let _ = if copy { book.copy(a, b) } else { book.data(b) };
+                prop_assert!(book.written() <= size);
+                prop_assert!(book.reused() <= book.written());
+            }
+        }
+
         #[test]
         fn decode_chunk_never_panics(line in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_chunk(&line, ChunkKinds { zstd: true, copy: true });

@@ -100,6 +100,16 @@ pub struct Config {
     #[structopt(long, default_value = "2")]
     pub max_signatures: usize,
 
+    /// Refuse compressed transfers (`"compress":"zstd"`, protocol 3) with `unsupported`, in
+    /// both directions; HELLO then offers no compression.
+    #[structopt(long)]
+    pub no_compress: bool,
+
+    /// The highest zstd level the server compresses downloads at: a client asking more gets
+    /// this (uploads are taken at any level).
+    #[structopt(long, default_value = "9", value_name = "N")]
+    pub compress_level_max: i32,
+
     /// Keep interrupted uploads (for `sft send --continue`) this many seconds.
     #[structopt(long, default_value = "86400")]
     pub partial_ttl: u64,
@@ -176,7 +186,7 @@ impl Config {
             partial_ttl: Duration::from_secs(self.partial_ttl),
             max_partials: self.max_partials,
             signing: SignSlots::new(self.max_signatures),
-            ..Limits::default()
+            compress_level_max: (!self.no_compress).then_some(self.compress_level_max.clamp(1, 19)),
         }
     }
 }

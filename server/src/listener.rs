@@ -317,6 +317,7 @@ fn log_settings(config: &Config) {
         stall_timeout_s = limits.stall_timeout.as_secs(), min_rate = limits.min_rate,
         partial_ttl_s = config.partial_ttl, max_partials = config.max_partials,
         max_signatures = limits.signing.max(),
+        compress_level_max = limits.compress_level_max.map_or_else(|| "off".to_owned(), |n| n.to_string()),
         shutdown_grace_s = config.shutdown_grace, threads = threads,
         umask = format!("{:03o}", sft_commands::attributes::umask());
         "settings"

@@ -468,11 +468,21 @@ async fn requests(
         if log::log_enabled!(log::Level::Info) {
             let path = stats.path.as_deref().map(escape).unwrap_or_default();
             let ms = millis(started.elapsed());
-            log::info!(
-                session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
-                bytes_out = stats.bytes_out, ms = ms, outcome = outcome;
-                "request"
-            );
+            if stats.uncompressed.is_some() || stats.reused.is_some() {
+                // A version-3 transfer: what crossed the wire, and the file bytes it stood for.
+                log::info!(
+                    session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
+                    bytes_out = stats.bytes_out, uncompressed = stats.uncompressed.unwrap_or(0),
+                    reused = stats.reused.unwrap_or(0), ms = ms, outcome = outcome;
+                    "request"
+                );
+            } else {
+                log::info!(
+                    session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
+                    bytes_out = stats.bytes_out, ms = ms, outcome = outcome;
+                    "request"
+                );
+            }
         }
         if cut {
             return End::Cut;

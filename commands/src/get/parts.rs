@@ -7,7 +7,8 @@
 //! < …12286 bytes…
 //! ```
 //!
-//! Large ranges go out like any body (`sendfile(2)` where it applies); runs of small ones are
+//! With `compress`, the same bytes go as a compressed chunked body (see `zstd.rs`), without a
+//! hash in its terminator. Large ranges go out like any body (`sendfile(2)` where it applies); runs of small ones are
 //! read together on the blocking pool and written behind each other. The file's version is
 //! taken when it is opened and confirmed after the last byte: a file rewritten meanwhile closes
 //! the connection, so a pipelined next request fails and the client starts over.
@@ -22,7 +23,7 @@ use crate::started::log_start;
 use crate::version3::{expected_hash, still};
 use sft_io::{confirm, Version, SENDFILE_MIN};
 use sft_protocol::delta::{check_ranges, Range};
-use sft_protocol::verbs::{GetReply, GetRequest, Verb};
+use sft_protocol::verbs::{BodyFraming, GetReply, GetRequest, Verb};
 use sft_protocol::WireError;
 
 /// Bytes of small ranges read per trip to the blocking pool.
@@ -32,6 +33,7 @@ const SMALL_BATCH: u64 = 1024 * 1024;
 pub(super) async fn run(
     args: GetRequest,
     ranges: Vec<Range>,
+    level: Option<i32>,
     ctx: &mut Context<'_>,
 ) -> Result<(), CommandError> {
     if args.offset.is_some() {
@@ -47,6 +49,19 @@ pub(super) async fn run(
         &shown,
     )?;
     let total: u64 = ranges.iter().map(|r| r[1]).sum();
+    if let Some(level) = level {
+        let compressor = super::zstd::compressor(level)?;
+        let reply = GetReply {
+            stream: Some(BodyFraming::Chunked),
+            file_size: Some(version.size),
+            mtime: Some(version.mtime.0),
+            mode: Some(permissions(&st)),
+            ..GetReply::default()
+        };
+        ctx.reply_ok(&reply).await.map_err(CommandError::Abort)?;
+        log_start(ctx, GetRequest::NAME, Some(total));
+        return super::zstd::send_spans(ctx, file, version, ranges, compressor).await;
+    }
     let reply = GetReply {
         size: Some(total),
         file_size: Some(version.size),
