@@ -289,6 +289,13 @@ impl Client {
     pub fn is_broken(&self) -> bool {
         self.conn.is_broken()
     }
+
+    /// Whether downloads requested while a listing arrived
+    /// ([`Listing::get_ahead`](crate::Listing::get_ahead)) still wait to be received with
+    /// [`Client::get_files_with`]; until then no other request can be made.
+    pub fn owes_replies(&self) -> bool {
+        !self.conn.ahead.is_empty()
+    }
 }
 
 /// Opens (and locks) the partial download of `local`, see [`Partial::open`].

@@ -8,6 +8,7 @@
 //! whatever way the code left: an error returned with `?`, a panic, a future dropped midway.
 
 use crate::error::Error;
+use crate::many::Ahead;
 use crate::progress::Progress;
 use async_std::io::{BufReader, BufWriter};
 use futures::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -19,6 +20,7 @@ use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::verbs::Verb;
 use sft_protocol::{decode_reply, encode_request, read_line, Reply, WireError};
+use std::collections::VecDeque;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -85,6 +87,9 @@ pub(crate) struct Conn {
     pub(crate) rate: Option<RateLimit>,
     /// Whether the server takes eager uploads, once asked.
     pub(crate) eager: Option<bool>,
+    /// `GET`s written while a listing still arrived, whose replies follow it: owed to the
+    /// downloads that take them over; any other exchange would read them as its own reply.
+    pub(crate) ahead: VecDeque<Ahead>,
     /// Whether a line has arrived yet: until one has, a close is the server refusing the
     /// connection itself, and a line that is no JSON object is another protocol's greeting.
     heard: bool,
@@ -187,6 +192,7 @@ impl Conn {
             stall: Stall::new(stall),
             rate: None,
             eager: None,
+            ahead: VecDeque::new(),
             heard: false,
         }
     }
@@ -215,8 +221,21 @@ impl Conn {
         Ok(reply)
     }
 
-    /// Starts an exchange: fails at once on a broken connection.
+    /// Marks the connection out of step: every later exchange fails.
+    pub(crate) fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Starts an exchange: fails at once on a broken connection, and on one that owes the
+    /// replies of `GET`s sent ahead to downloads not started (it is then out of step).
     pub(crate) fn begin(&mut self) -> Result<Exchange<'_>, Error> {
+        if !self.ahead.is_empty() {
+            self.ahead.clear();
+            self.broken = true;
+            return Err(Error::Protocol(
+                "downloads requested ahead were never received".into(),
+            ));
+        }
         if self.broken {
             return Err(Error::Protocol(
                 "the connection was broken by an earlier failure".into(),
@@ -275,6 +294,10 @@ impl Conn {
         let read = if self.reader.buffer().contains(&b'\n') {
             read_line(&mut self.reader, &mut self.line).await
         } else {
+            // Requests written ahead (pipelined) go before the wait for this reply.
+            if !self.writer.buffer().is_empty() {
+                self.flush(during).await?;
+            }
             self.stall
                 .run(read_line(&mut self.reader, &mut self.line))
                 .await

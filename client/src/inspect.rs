@@ -3,6 +3,7 @@
 use crate::client::Client;
 use crate::conn::{Exchange, StreamItem};
 use crate::error::Error;
+use crate::many::{encode_get, Ahead, GetJob, Window};
 use sft_protocol::verbs::{
     Entry, ListEnd, ListHash, ListReply, ListRequest, StatReply, StatRequest,
 };
@@ -115,6 +116,41 @@ impl Listing<'_> {
                 Err(malformed(e))
             }
         }
+    }
+
+    /// Requests the download of `job` now, while the listing still arrives, if the window
+    /// of requests in flight has room (else returns `false`, and nothing was sent): its reply
+    /// follows the listing's end, so the server has it to send as soon as the listing ends,
+    /// without waiting a round trip. The job must then be given, first and in the order
+    /// requested, to [`Client::get_files_with`] (with `verify` as its options say), once the
+    /// listing is read to its end; no other request may go on the connection before. A job
+    /// that resumes a partial cannot be requested ahead.
+    pub async fn get_ahead(&mut self, job: &GetJob, verify: bool) -> Result<bool, Error> {
+        let mut window = Window::default();
+        for a in &self.x.ahead {
+            window.add(a.request_bytes, a.size);
+        }
+        if job.resume || !window.has_room() {
+            return Ok(false);
+        }
+        let conn = &mut *self.x;
+        encode_get(&mut conn.scratch, &job.remote, 0, verify);
+        let line = std::mem::take(&mut conn.scratch);
+        let during = format!("the GET {} request", job.remote);
+        let written = conn.write_buffered(&line, &during).await;
+        conn.scratch = line;
+        if let Err(e) = written {
+            self.finished = true;
+            conn.mark_broken();
+            return Err(e);
+        }
+        conn.ahead.push_back(Ahead {
+            remote: job.remote.clone(),
+            verify,
+            request_bytes: conn.scratch.len(),
+            size: job.size,
+        });
+        Ok(true)
     }
 
     /// The end line's summary (how many entries, how many left out), once `next` returned

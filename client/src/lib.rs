@@ -20,7 +20,7 @@
 //! let mut stdin = async_std::io::stdin();
 //! client.send_stream(&mut stdin, "inbox/from-a-pipe.txt", false).await?;
 //! // Many files, pipelined over this one connection:
-//! let jobs = vec![sft_client::GetJob { remote: "a.txt".into(), local: "a.txt".into(), resume: false }];
+//! let jobs = vec![sft_client::GetJob { remote: "a.txt".into(), local: "a.txt".into(), resume: false, size: None }];
 //! client.get_files(&jobs, true, |i, result| println!("{}: {:?}", jobs[i].remote, result.map(|t| t.size))).await;
 //! // Any verb, known to this library or not:
 //! let args = serde_json::json!({"path": "notes.txt"});

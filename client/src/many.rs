@@ -15,18 +15,93 @@ use sft_protocol::{encode_request, ErrorCode};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-/// Requests on the wire at once, at most…
-const WINDOW: usize = 32;
-/// …and their bytes, at most (beyond one request): little enough that the server's receive
-/// buffers always hold them, so writing requests can never wait for replies nobody reads yet.
-const WINDOW_BYTES: usize = 16 * 1024;
+/// Downloads requested and not yet received, at most: enough to cover the bandwidth-delay
+/// product of a long link with small files, whose requests stay within [`WINDOW_REQUEST_BYTES`].
+const WINDOW: usize = 1024;
+/// …their request bytes, at most (beyond one request): little enough that the server's
+/// receive buffer always holds them, so writing requests can never wait for replies nobody
+/// reads yet (the server answers strictly in order, PROTOCOL.md §1).
+const WINDOW_REQUEST_BYTES: usize = 32 * 1024;
+/// …and the body bytes they are known to bring (beyond the one being received), at least
+/// while there are more to ask for: more than the bandwidth-delay product of the links sft is
+/// used over (8 MiB: 50 ms at 1.3 Gbit/s, 200 ms at 330 Mbit/s), so that the server always has
+/// the next reply to send when one ends, and the link never idles between files.
+const WINDOW_BODY_BYTES: u64 = 8 << 20;
+
+/// How full the window of pipelined downloads is: one request goes out per reply read, as
+/// long as every bound holds.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    /// Requests sent whose replies have not been read.
+    pub(crate) requests: usize,
+    /// Their request bytes.
+    pub(crate) request_bytes: usize,
+    /// The body bytes their sizes (as listed) announce.
+    pub(crate) body_bytes: u64,
+}
+
+impl Window {
+    /// Whether one more request may go out.
+    pub(crate) fn has_room(&self) -> bool {
+        self.requests == 0
+            || (self.requests < WINDOW
+                && self.request_bytes < WINDOW_REQUEST_BYTES
+                && self.body_bytes < WINDOW_BODY_BYTES)
+    }
+
+    pub(crate) fn add(&mut self, request_bytes: usize, size: Option<u64>) {
+        self.requests += 1;
+        self.request_bytes += request_bytes;
+        self.body_bytes += size.unwrap_or(0);
+    }
+
+    pub(crate) fn remove(&mut self, request_bytes: usize, size: Option<u64>) {
+        self.requests -= 1;
+        self.request_bytes -= request_bytes;
+        self.body_bytes -= size.unwrap_or(0);
+    }
+}
+
+/// A `GET` written before the replies to earlier requests were read (while a listing still
+/// arrived, [`Listing::get_ahead`](crate::Listing::get_ahead)): its reply is owed to
+/// [`Client::get_files_with`], which must be given its job first.
+#[derive(Debug)]
+pub(crate) struct Ahead {
+    pub(crate) remote: String,
+    pub(crate) verify: bool,
+    pub(crate) request_bytes: usize,
+    pub(crate) size: Option<u64>,
+}
+
+/// The body bytes a download from `offset` brings, as far as its listed size tells.
+fn remaining(job: &GetJob, offset: u64) -> Option<u64> {
+    job.size.map(|size| size.saturating_sub(offset))
+}
+
+/// Encodes the `GET` of `remote` from `offset` into `scratch`.
+pub(crate) fn encode_get(scratch: &mut Vec<u8>, remote: &str, offset: u64, verify: bool) {
+    scratch.clear();
+    encode_request(
+        &GetRequest {
+            path: remote.to_owned(),
+            offset: (offset > 0).then_some(offset),
+            hash: verify,
+            ..GetRequest::default()
+        },
+        scratch,
+    );
+}
 
 /// Eager uploads on the wire at once, at most: their replies (about a hundred bytes each)
 /// always fit the socket buffers, so the server never waits to write one while this client
 /// writes bodies — and it reads every body whole, so writing never waits on a reply either.
-const SEND_WINDOW: usize = 64;
-/// …and their body bytes, at most (beyond one upload): a bound on memory.
+const SEND_WINDOW: usize = 256;
+/// …and their body bytes, at most (beyond one upload): a bound on memory, and more than the
+/// bandwidth-delay product of the links sft is used over, so that a long link stays full.
 const SEND_WINDOW_BYTES: u64 = 8 << 20;
+/// The window is topped up as soon as this many uploads have room in it (or the next file's
+/// bytes do): small files are read a few at a time by one blocking task, not one by one.
+const SEND_REFILL: usize = 8;
 
 /// The protocol version from which a server takes eager uploads. An older one would ignore
 /// `eager` and, refusing such an upload, read its body as the next request: eager uploads go
@@ -87,10 +162,15 @@ pub struct GetJob {
     pub local: PathBuf,
     /// Continue from the partial download an earlier attempt left, if any.
     pub resume: bool,
+    /// Its size as a listing gave it, if known: what sizes the window of requests in flight
+    /// (by the bytes they bring, so that a long link stays full).
+    pub size: Option<u64>,
 }
 
 impl Client {
-    /// Downloads every job as [`Client::get_file`] would, with up to 32 requests in flight.
+    /// Downloads every job as [`Client::get_file`] would, pipelined: a new request goes out
+    /// as each reply is read, keeping up to 8 MiB of the files' listed sizes (or 1024 requests,
+    /// or 32 KiB of request lines) in flight, enough to keep a long link full.
     /// Each outcome goes to `done(index, result)` as soon as it is known, in the order the
     /// jobs are given (except a job whose partial no longer fits, which is asked for again
     /// from the start). A refusal (not found…) or a failed check of one file does not stop the
@@ -114,22 +194,42 @@ impl Client {
     }
 
     /// [`Client::get_files`] with every option of [`Client::get_file`] (its `resume` is each
-    /// job's own).
+    /// job's own). The downloads a listing requested ahead ([`Listing::get_ahead`]) must be
+    /// the first jobs, in the same order, none resuming.
+    ///
+    /// [`Listing::get_ahead`]: crate::Listing::get_ahead
     pub async fn get_files_with(
         &mut self,
         jobs: &[GetJob],
         opts: GetOptions,
         mut done: impl FnMut(usize, Result<Transfer, Error>),
     ) -> Vec<usize> {
-        let mut queue: VecDeque<(usize, bool)> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (i, j.resume))
-            .collect();
         // Requests sent whose replies are still to come: job, offset asked for, request bytes,
         // and the partial a resume continues (open and locked from the request on).
         let mut inflight: VecDeque<(usize, u64, usize, Option<Partial>)> = VecDeque::new();
-        let mut inflight_bytes = 0;
+        let mut window = Window::default();
+        let ahead = std::mem::take(&mut self.conn.ahead);
+        let matches = ahead.len() <= jobs.len()
+            && ahead.iter().zip(jobs).all(|(a, j)| {
+                a.remote == j.remote && a.verify == opts.verify && a.size == j.size && !j.resume
+            });
+        if !matches {
+            // The replies on the wire answer other requests than these jobs'.
+            self.conn.mark_broken();
+            let e = Error::Protocol("requests sent ahead do not match the downloads".into());
+            done(0, Err(e));
+            return (1..jobs.len()).collect();
+        }
+        for (i, a) in ahead.iter().enumerate() {
+            inflight.push_back((i, 0, a.request_bytes, None));
+            window.add(a.request_bytes, a.size);
+        }
+        let mut queue: VecDeque<(usize, bool)> = jobs
+            .iter()
+            .enumerate()
+            .skip(ahead.len())
+            .map(|(i, j)| (i, j.resume))
+            .collect();
         // Small downloads received and checked, stored together by one blocking task; every
         // other outcome waits for them, so that outcomes come in order.
         let mut batch: Vec<(usize, PathBuf, SmallBody)> = Vec::new();
@@ -144,20 +244,14 @@ impl Client {
                 .collect::<Vec<usize>>()
         };
         loop {
-            // Write what the window takes, under one guard: a failed write breaks the
-            // connection.
+            // Write what the window takes — once it is full, one request per reply read —
+            // under one guard: a failed write breaks the connection.
             let Ok(mut x) = self.conn.begin() else {
                 store_all(&mut batch, &mut storing, &mut done).await;
                 return leftovers(&inflight, &queue);
             };
             let mut wrote = None;
-            // Refilled once half the window is answered: requests go out a batch per write,
-            // not one per reply.
-            let refill = inflight.len() <= WINDOW / 2;
-            while refill
-                && inflight.len() < WINDOW
-                && (inflight.is_empty() || inflight_bytes < WINDOW_BYTES)
-            {
+            while window.has_room() {
                 let Some((i, resume)) = queue.pop_front() else {
                     break;
                 };
@@ -180,16 +274,7 @@ impl Client {
                         continue;
                     }
                 };
-                x.scratch.clear();
-                encode_request(
-                    &GetRequest {
-                        path: job.remote.clone(),
-                        offset: (offset > 0).then_some(offset),
-                        hash: opts.verify,
-                        ..GetRequest::default()
-                    },
-                    &mut x.scratch,
-                );
+                encode_get(&mut x.scratch, &job.remote, offset, opts.verify);
                 let len = x.scratch.len();
                 let during = format!("the GET {} request", job.remote);
                 if let Err(e) = x.queue_scratch(&during).await {
@@ -199,7 +284,7 @@ impl Client {
                     return leftovers(&inflight, &queue);
                 }
                 inflight.push_back((i, offset, len, partial));
-                inflight_bytes += len;
+                window.add(len, remaining(job, offset));
                 wrote = Some(i);
             }
             if let Some(i) = wrote {
@@ -218,8 +303,10 @@ impl Client {
                 store_all(&mut batch, &mut storing, &mut done).await;
                 return Vec::new();
             };
-            inflight_bytes -= len;
             let job = &jobs[i];
+            // Counted out before its body arrives: the window then asks for the next file
+            // while this one is received.
+            window.remove(len, remaining(job, offset));
             // One exchange: this job's reply, body and trailer.
             let Ok(mut x) = self.conn.begin() else {
                 inflight.push_front((i, offset, len, partial));
@@ -383,15 +470,17 @@ impl Client {
                 }
                 drop(x);
             }
-            // Read replies: down to half a window while there are more small files to send,
-            // all of them before a large file (or at the end).
-            let keep =
-                match eager && later.is_empty() && next < jobs.len() && goes_eager(jobs[next].size)
-                {
-                    true => SEND_WINDOW / 2,
-                    false => 0,
-                };
-            while inflight.len() > keep {
+            // Read replies: while there are more small files to send, until the window has
+            // room for a few more (or the next one's bytes), so that it stays full; all of
+            // them before a large file (or at the end).
+            let more =
+                eager && later.is_empty() && next < jobs.len() && goes_eager(jobs[next].size);
+            let next_size = jobs.get(next).map_or(0, |j| j.size);
+            while !inflight.is_empty()
+                && (!more
+                    || inflight.len() > SEND_WINDOW - SEND_REFILL
+                    || inflight_bytes + next_size > SEND_WINDOW_BYTES)
+            {
                 let (i, args) = inflight.pop_front().expect("one is in flight");
                 inflight_bytes -= args.size;
                 let Ok(mut x) = self.conn.begin() else {

@@ -2,7 +2,7 @@
 //! whole folders (`-r`), over one connection, pipelined, resumable, with `--retries`.
 
 use super::glob;
-use super::local::{ensure_dir, remote_join, remote_name, safe_relative};
+use super::local::{ensure_dir, fresh, remote_join, remote_name, safe_relative};
 use super::mirror::{self, Gap};
 use super::plan::{Kind as PlanKind, Plan};
 use super::sync::{self, Action, Policy};
@@ -12,7 +12,7 @@ use super::{local_error, Common};
 use crate::{escape, Failure};
 use sft_client::{
     partial_path, BlockingWriter, Client, Error, ErrorCode, GetJob, GetOptions, Kind, ListHash,
-    ServerAddr,
+    Listing, ServerAddr,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -136,25 +136,7 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Failure> {
                 return many(&args, &ui, &server, Some(client), &dir, &remotes).await;
             }
             if args.recursive && local.as_deref() != Some(Path::new("-")) {
-                let mut client = connect(&server, &ui).await?;
-                if client.stat_quick(&remote).await?.kind == Kind::Folder {
-                    let local = match local {
-                        Some(local) => local,
-                        None => PathBuf::from(remote_name(&remote).ok_or_else(|| {
-                            Failure::Usage(format!(
-                                "{remote:?} names no folder to create here; give a LOCAL folder"
-                            ))
-                        })?),
-                    };
-                    return folder(&args, &ui, &server, client, &remote, &local).await;
-                }
-                if args.delete {
-                    return Err(Failure::Usage(format!(
-                        "--delete mirrors a folder, and {} is a file",
-                        escape(&remote)
-                    )));
-                }
-                return single(&args, &ui, &server, Some(client), &remote, local).await;
+                return folder(&args, &ui, &server, &remote, local).await;
             }
             single(&args, &ui, &server, None, &remote, local).await
         }
@@ -423,26 +405,104 @@ async fn explain(client: &mut Client, remote: &str, e: Error, recursive: bool) -
     e.into()
 }
 
-/// `get -r SERVER DIR [LOCAL_DIR]`.
+/// `get -r SERVER DIR [LOCAL_DIR]` (or a file named with -r, downloaded as one).
+///
+/// No round trip is spent before the listing: `LIST` itself tells a file (`bad_request`,
+/// then downloaded alone). And the downloads of files with nothing in their place yet are
+/// requested while the listing arrives, so that the first one follows its end at once.
 async fn folder(
     args: &GetArgs,
     ui: &Ui,
     server: &ServerAddr,
-    mut client: Client,
     remote: &str,
-    local: &Path,
+    local: Option<PathBuf>,
 ) -> Result<(), Failure> {
+    let mut client = connect(server, ui).await?;
     let mut tally = Tally::new("get").dry_run(args.dry_run);
     let mut plan = Plan::new()
         .map_err(local_error(std::env::temp_dir(), "write in"))?
         .for_delete(args.delete);
-    expand(args, &mut client, remote, local, ui, &mut plan).await?;
+    let Some((local, ahead)) =
+        list_folder(args, ui, &mut client, remote, &local, &mut plan).await?
+    else {
+        if args.delete {
+            return Err(Failure::Usage(format!(
+                "--delete mirrors a folder, and {} is a file",
+                escape(remote)
+            )));
+        }
+        return single(args, ui, server, Some(client), remote, local).await;
+    };
     let (seen, gap) = (plan.seen.take(), plan.gap.take());
-    carry_out(args, ui, server, client, plan, &mut tally).await?;
+    carry_out(args, ui, server, client, plan, ahead, &mut tally).await?;
     if let Some(seen) = seen {
-        mirror::delete_local(local, &seen, gap.as_ref(), args.dry_run, &mut tally, ui);
+        mirror::delete_local(&local, &seen, gap.as_ref(), args.dry_run, &mut tally, ui);
     }
     tally.finish(ui)
+}
+
+/// Lists the folder `remote` into `plan` (see [`expand`]), requesting downloads ahead (not in
+/// a dry run); the local folder and those downloads, or `None` if `remote` is not a folder.
+async fn list_folder(
+    args: &GetArgs,
+    ui: &Ui,
+    client: &mut Client,
+    remote: &str,
+    local: &Option<PathBuf>,
+    plan: &mut Plan,
+) -> Result<Option<(PathBuf, Ahead)>, Failure> {
+    let listing = match client.list_with(remote, true, args.list_hash()).await {
+        Ok(listing) => listing,
+        Err(Error::Remote(e)) if e.code == ErrorCode::BadRequest => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let local = match local {
+        Some(local) => local.clone(),
+        None => PathBuf::from(remote_name(remote).ok_or_else(|| {
+            Failure::Usage(format!(
+                "{remote:?} names no folder to create here; give a LOCAL folder"
+            ))
+        })?),
+    };
+    let mut ahead = match args.dry_run {
+        true => Ahead::none(),
+        false => Ahead::new(&local),
+    };
+    expand(args, listing, remote, &local, ui, plan, Some(&mut ahead)).await?;
+    Ok(Some((local, ahead)))
+}
+
+/// Downloads requested while the listing arrived (their replies follow its end), in order:
+/// the first jobs of the first batch.
+#[derive(Debug)]
+struct Ahead {
+    /// The local folder they go into.
+    base: PathBuf,
+    /// Each one's path below `base`, and its job.
+    jobs: Vec<(PathBuf, GetJob)>,
+    /// Their places among the plan's files.
+    at: HashSet<usize>,
+    /// Whether the window still had room at the last one: once full, the rest of the files
+    /// wait for the listing's end.
+    open: bool,
+}
+
+impl Ahead {
+    fn new(base: &Path) -> Ahead {
+        Ahead {
+            base: base.to_owned(),
+            jobs: Vec::new(),
+            at: HashSet::new(),
+            open: true,
+        }
+    }
+
+    fn none() -> Ahead {
+        Ahead {
+            open: false,
+            ..Ahead::new(Path::new(""))
+        }
+    }
 }
 
 /// `get -o DIR SERVER REMOTE…` (with -r, folders among them).
@@ -482,7 +542,8 @@ async fn many(
         if args.recursive {
             match client.stat_quick(remote).await {
                 Ok(entry) if entry.kind == Kind::Folder => {
-                    expand(args, &mut client, remote, &local, ui, &mut plan).await?;
+                    let listing = client.list_with(remote, true, args.list_hash()).await?;
+                    expand(args, listing, remote, &local, ui, &mut plan, None).await?;
                     continue;
                 }
                 Ok(entry) => ui.expect(entry.size),
@@ -496,23 +557,24 @@ async fn many(
         plan.push(PlanKind::File, dir, Path::new(name), remote, None)
             .map_err(spill)?;
     }
-    carry_out(args, ui, server, client, plan, &mut tally).await?;
+    carry_out(args, ui, server, client, plan, Ahead::none(), &mut tally).await?;
     tally.finish(ui)
 }
 
-/// Lists the remote folder `remote` into `plan` as downloads below `local`, one entry at a
+/// Reads the listing of the remote folder `remote` into `plan` as downloads below `local`, one entry at a
 /// time (never the whole listing in memory): every name is checked before anything is written
-/// (a server naming `../x` or `/etc/x` is refused whole). Symlinks are skipped, with a warning.
+/// (a server naming `../x` or `/etc/x` is refused whole: downloads requested `ahead` are
+/// received only once the listing ended). Symlinks are skipped, with a warning.
 async fn expand(
     args: &GetArgs,
-    client: &mut Client,
+    mut listing: Listing<'_>,
     remote: &str,
     local: &Path,
     ui: &Ui,
     plan: &mut Plan,
+    mut ahead: Option<&mut Ahead>,
 ) -> Result<(), Failure> {
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
-    let mut listing = client.list_with(remote, true, args.list_hash()).await?;
     while let Some(entry) = listing.next().await? {
         let Some(rel) = safe_relative(&entry.name) else {
             drop(listing);
@@ -539,7 +601,25 @@ async fn expand(
             Kind::Folder => plan.push(PlanKind::Folder, local, &rel, &remote_path, None),
             Kind::File => {
                 ui.expect(entry.size);
+                let at = plan.files;
                 plan.push(PlanKind::File, local, &rel, &remote_path, Some(&entry))
+                    .map_err(spill)?;
+                if let Some(ahead) = ahead.as_deref_mut().filter(|a| a.open) {
+                    let job = GetJob {
+                        remote: remote_path,
+                        local: local.join(&rel),
+                        resume: false,
+                        size: Some(entry.size),
+                    };
+                    if fresh(local, &rel) && !has_partial(&job.local).await {
+                        ahead.open = listing.get_ahead(&job, !args.no_verify).await?;
+                        if ahead.open {
+                            ahead.at.insert(at);
+                            ahead.jobs.push((rel, job));
+                        }
+                    }
+                }
+                Ok(())
             }
             Kind::Symlink => {
                 ui.warn(&format!(
@@ -574,18 +654,21 @@ async fn expand(
 }
 
 /// Downloads at most this many files per round of [`fetch`]: the plan is read back this many
-/// at a time, so memory stays bounded whatever the listing held.
-const BATCH: usize = 1024;
+/// at a time, so memory stays bounded whatever the listing held (a few MiB). The window of
+/// requests in flight drains at the end of each round: rounds this long make that a round
+/// trip per 8192 files.
+const BATCH: usize = 8192;
 
 /// Carries out `plan`: first creates its folders (empty ones included), then downloads its
 /// files, a batch at a time, over `client` (and new connections after a cut-off, with
-/// `--retries`).
+/// `--retries`): first those requested `ahead`, whose replies are on their way.
 async fn carry_out(
     args: &GetArgs,
     ui: &Ui,
     server: &ServerAddr,
     mut client: Client,
     mut plan: Plan,
+    ahead: Ahead,
     tally: &mut Tally,
 ) -> Result<(), Failure> {
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "read")(e));
@@ -606,12 +689,40 @@ async fn carry_out(
     ui.batch(plan.files, ui.expected_bytes(plan.files));
     let policy = args.policy();
     let mut retry = Retry::new(args.retries);
-    let mut later = plan.files;
-    let mut jobs = Vec::with_capacity(BATCH.min(later));
-    let mut held = Vec::with_capacity(BATCH.min(later));
+    let mut later = plan.files - ahead.jobs.len();
+    let mut jobs = Vec::with_capacity(BATCH.min(plan.files));
+    let mut held = Vec::with_capacity(BATCH.min(plan.files));
+    let mut in_the_way = false;
+    for (rel, job) in ahead.jobs {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        if let Err(e) = ensure_dir(&ahead.base, parent) {
+            // Something came in the way since the listing: this reply is not to be stored,
+            // so the connection that carries it is given up.
+            let e = local_error(ahead.base.join(parent), "create the folder")(e);
+            tally.failed(ui, &job.remote, &job.local.display().to_string(), &e);
+            in_the_way = true;
+            continue;
+        }
+        held.push(false);
+        jobs.push(job);
+    }
+    if in_the_way {
+        match connect(server, ui).await {
+            Ok(c) => client = c,
+            Err(e) => {
+                tally.abandoned(ui, jobs.len() + later, &e);
+                return Ok(());
+            }
+        }
+    }
+    let mut file = 0;
     for record in plan.read().map_err(spill)? {
         let record = record.map_err(spill)?;
         if record.kind != PlanKind::File {
+            continue;
+        }
+        file += 1;
+        if ahead.at.contains(&(file - 1)) {
             continue;
         }
         later -= 1;
@@ -628,6 +739,25 @@ async fn carry_out(
             let e = local_error(record.base.join(parent), "create the folder")(e);
             tally.failed(ui, &record.remote, &shown, &e);
             continue;
+        }
+        if client.owes_replies() && !policy.get_decides_locally(record.listed.as_ref(), &local_path)
+        {
+            // The server is asked about this file once the downloads requested ahead arrived.
+            let batch = (std::mem::take(&mut jobs), std::mem::take(&mut held));
+            let go_on = fetch(
+                args,
+                ui,
+                server,
+                &mut client,
+                batch,
+                tally,
+                &mut retry,
+                later + 1,
+            )
+            .await?;
+            if !go_on {
+                return Ok(());
+            }
         }
         if client.is_broken() {
             match connect(server, ui).await {
@@ -660,6 +790,7 @@ async fn carry_out(
                 let resume = args.resume() && has_partial(&local_path).await;
                 held.push(resume);
                 jobs.push(GetJob {
+                    size: record.listed.as_ref().map(|e| e.size),
                     remote: record.remote,
                     local: local_path,
                     resume,

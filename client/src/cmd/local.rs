@@ -54,6 +54,23 @@ pub(crate) fn ensure_dir(base: &Path, rel: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether nothing is at `base/rel` and every folder on the way there that exists is a real
+/// folder (no file or symlink in the way): a download there needs nothing compared, and
+/// [`ensure_dir`] will create its folder.
+pub(crate) fn fresh(base: &Path, rel: &Path) -> bool {
+    let mut at = base.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+            Ok(meta) if meta.is_dir() && parts.peek().is_some() => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// `name` inside the remote folder `dir` (`""` or `.` for the served root).
 pub(crate) fn remote_join(dir: &str, name: &str) -> String {
     match dir.trim_end_matches('/') {

@@ -126,6 +126,21 @@ impl Policy {
         }
     }
 
+    /// Whether [`Policy::get`] decides about the listed file `listed` and `local` without
+    /// asking the server anything (it asks only for a hash the listing did not carry).
+    pub(crate) fn get_decides_locally(&self, listed: Option<&Entry>, local: &Path) -> bool {
+        let Some(entry) = listed else {
+            return false;
+        };
+        let there = match std::fs::symlink_metadata(local) {
+            Ok(meta) if meta.is_file() => (meta.len(), meta.mtime()),
+            _ => return true,
+        };
+        entry.kind != Kind::File
+            || entry.blake3.is_some()
+            || quick((entry.size, entry.mtime), there, self.checksum) != Quick::Hash
+    }
+
     /// Compares the local file `local` (`size` bytes, modified at `mtime`) with what the server
     /// holds at `remote`: `there` when a listing told (`Some(None)`: nothing), else it is asked
     /// for. For an upload.
