@@ -11,6 +11,7 @@
 
 mod hist;
 mod load;
+mod relay;
 mod threads;
 
 use load::{Engine, Plan, Stats, Work};
@@ -25,6 +26,7 @@ const EXAMPLES: &str = "EXAMPLES:
     sft-bench get 127.0.0.1:7005 big.bin --connections 1 --requests 5 --json
     sft-bench send 127.0.0.1:7005 --size 4K -c 8 -d 10 --warmup 2
     sft-bench http 127.0.0.1:8080 /small.bin -c 100 -d 10   (nginx, to check against wrk)
+    sft-bench relay --listen 127.0.0.1:17005 --to 127.0.0.1:7005 --delay-ms 25 --rate-mbit 100
 
 SEND uploads go to bench/<connection>-<i> on the server (overwriting), with i cycling through
 0..--files, so a run leaves at most connections x files files behind.";
@@ -70,6 +72,24 @@ enum Cli {
         files: u64,
         #[structopt(flatten)]
         opts: LoadOpts,
+    },
+    /// Relay TCP connections from --listen to --to as over a long link: every byte delayed
+    /// by --delay-ms each way (a round trip takes twice that), and each direction paced to
+    /// --rate-mbit shared by all connections. Runs until killed.
+    #[structopt(after_help = EXAMPLES)]
+    Relay {
+        /// Address to accept connections on.
+        #[structopt(long)]
+        listen: String,
+        /// Address to relay them to.
+        #[structopt(long)]
+        to: String,
+        /// One-way delay in milliseconds, each direction.
+        #[structopt(long, default_value = "25")]
+        delay_ms: u64,
+        /// Rate limit each way, in Mbit/s (none by default).
+        #[structopt(long)]
+        rate_mbit: Option<u64>,
     },
 }
 
@@ -288,6 +308,24 @@ fn main() {
         }
     };
     let (verb, server, work, opts) = match cli {
+        Cli::Relay {
+            listen,
+            to,
+            delay_ms,
+            rate_mbit,
+        } => {
+            let link = relay::Link {
+                delay: Duration::from_millis(delay_ms),
+                rate_bps: rate_mbit.map(|m| m * 1_000_000),
+            };
+            match relay::run(&listen, &to, link) {
+                Ok(()) => exit(0),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit(1);
+                }
+            }
+        }
         Cli::Get { server, path, opts } => ("get", server, Work::Get { path }, opts),
         Cli::Http { server, path, opts } => {
             if opts.engine != Engine::Threads || !path.starts_with('/') {
