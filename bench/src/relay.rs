@@ -49,8 +49,10 @@ pub(crate) fn run(listen: &str, to: &str, link: Link) -> io::Result<()> {
         "relay {} -> {target}: {} ms each way, {}",
         listener.local_addr()?,
         link.delay.as_millis(),
-        link.rate_bps
-            .map_or("no rate limit".into(), |r| format!("{} Mbit/s each way", r / 1_000_000))
+        link.rate_bps.map_or("no rate limit".into(), |r| format!(
+            "{} Mbit/s each way",
+            r / 1_000_000
+        ))
     );
     let up: Clock = Arc::new(Mutex::new(Instant::now()));
     let down: Clock = Arc::new(Mutex::new(Instant::now()));

@@ -19,7 +19,8 @@ const WINDOW: usize = 4;
 /// Reads the next request line and returns its JSON.
 fn request(r: &mut BufReader<TcpStream>) -> serde_json::Value {
     let mut line = String::new();
-    r.read_line(&mut line).expect("a request line (none came: the client is waiting too)");
+    r.read_line(&mut line)
+        .expect("a request line (none came: the client is waiting too)");
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
 }
 
@@ -43,7 +44,8 @@ fn downloads_start_during_the_listing_and_one_goes_out_per_reply() {
         .spawn()
         .unwrap();
     let (conn, _) = listener.accept().unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
 
@@ -51,7 +53,8 @@ fn downloads_start_during_the_listing_and_one_goes_out_per_reply() {
     let list = request(&mut r);
     assert_eq!(list["verb"], "LIST", "{list}");
     assert_eq!(list["path"], "dir", "{list}");
-    w.write_all(b"{\"ok\":true,\"stream\":\"lines\",\"path\":\"dir\"}\n").unwrap();
+    w.write_all(b"{\"ok\":true,\"stream\":\"lines\",\"path\":\"dir\"}\n")
+        .unwrap();
     for n in 0..FILES {
         let entry = format!(
             "{{\"name\":\"f{n}\",\"kind\":\"file\",\"size\":{SIZE},\"mtime\":1700000000}}\n"
