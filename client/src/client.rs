@@ -284,6 +284,14 @@ impl Client {
         self.conn.rate = bytes_per_second.map(RateLimit::new);
     }
 
+    /// Whether the server compresses bodies on request (its `HELLO` gives a zstd level, protocol
+    /// version 3): [`GetOptions::compress`](crate::GetOptions::compress) and
+    /// [`SendOptions::compress`](crate::SendOptions::compress) are otherwise ignored. Asks once
+    /// per connection.
+    pub async fn compresses(&mut self) -> bool {
+        self.conn.caps().await.zstd_max_level.is_some()
+    }
+
     /// Whether an earlier failure left the connection out of step (every call then fails;
     /// connect again).
     pub fn is_broken(&self) -> bool {

@@ -18,7 +18,7 @@ use sft_io::{Deadline, RateLimit};
 use sft_io::{StreamRead, StreamWrite};
 use sft_protocol::body::{decode_stream_line, StreamLine};
 use sft_protocol::limits::MAX_HEADER_LEN;
-use sft_protocol::verbs::Verb;
+use sft_protocol::verbs::{HelloReply, HelloRequest, Verb};
 use sft_protocol::{decode_reply, encode_request, read_line, Reply, WireError};
 use std::collections::VecDeque;
 use std::io;
@@ -85,14 +85,25 @@ pub(crate) struct Conn {
     pub(crate) stall: Stall,
     /// The bandwidth limit of body bytes, both ways.
     pub(crate) rate: Option<RateLimit>,
-    /// Whether the server takes eager uploads, once asked.
-    pub(crate) eager: Option<bool>,
+    /// What the server said it can do, once asked (`HELLO`).
+    pub(crate) caps: Option<Caps>,
     /// `GET`s written while a listing still arrived, whose replies follow it: owed to the
     /// downloads that take them over; any other exchange would read them as its own reply.
     pub(crate) ahead: VecDeque<Ahead>,
     /// Whether a line has arrived yet: until one has, a close is the server refusing the
     /// connection itself, and a line that is no JSON object is another protocol's greeting.
     heard: bool,
+}
+
+/// What a server's `HELLO` says it can do, as far as this client cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Caps {
+    /// The highest protocol version it speaks (1 for a server without `HELLO`).
+    pub(crate) protocol: u32,
+    /// It answers `SIGN` (and so takes deltas, version 3).
+    pub(crate) sign: bool,
+    /// The highest zstd level it compresses at; `None`: it refuses compression.
+    pub(crate) zstd_max_level: Option<i32>,
 }
 
 /// An exchange in progress on a [`Conn`]; see the module documentation.
@@ -120,6 +131,12 @@ impl Exchange<'_> {
     /// request is written under this guard, which starts a new exchange).
     pub(crate) fn done(&mut self) {
         self.in_step = true;
+    }
+
+    /// The exchange is out of step again (replies to pipelined requests are still to come,
+    /// even though one of them was an error).
+    pub(crate) fn out_of_step(&mut self) {
+        self.in_step = false;
     }
 
     /// Ends the exchange in step and passes `result` on.
@@ -191,7 +208,7 @@ impl Conn {
             progress: None,
             stall: Stall::new(stall),
             rate: None,
-            eager: None,
+            caps: None,
             ahead: VecDeque::new(),
             heard: false,
         }
@@ -219,6 +236,56 @@ impl Conn {
         let reply = x.reply(during).await?;
         x.done();
         Ok(reply)
+    }
+
+    /// What the server can do (asked with `HELLO` once per connection). A server without
+    /// `HELLO`, or one whose answer cannot be read, is taken for the oldest kind; so is any
+    /// while replies to requests sent ahead are owed (nothing else may be asked then).
+    pub(crate) async fn caps(&mut self) -> Caps {
+        let oldest = Caps {
+            protocol: 1,
+            ..Caps::default()
+        };
+        if let Some(known) = self.caps {
+            return known;
+        }
+        if !self.ahead.is_empty() {
+            return oldest;
+        }
+        let Ok(mut x) = self.begin() else {
+            return oldest;
+        };
+        if x.request(&HelloRequest {}).await.is_err() {
+            return oldest;
+        }
+        let known = match x.reply::<HelloReply>("HELLO").await {
+            Ok(hello) => {
+                x.done();
+                let v3 = hello.protocol >= 3;
+                Caps {
+                    protocol: hello.protocol,
+                    sign: v3 && hello.verbs.iter().any(|v| v.name == "SIGN"),
+                    zstd_max_level: hello.limits.zstd_max_level.filter(|_| v3),
+                }
+            }
+            // A server without HELLO is an older one.
+            Err(_) => oldest,
+        };
+        drop(x);
+        self.caps = Some(known);
+        known
+    }
+
+    /// The zstd level to ask for, when `wanted` and the server compresses (at most at its cap).
+    pub(crate) async fn compress_level(&mut self, wanted: Option<i32>) -> Option<i32> {
+        let wanted = wanted?;
+        let max = self.caps().await.zstd_max_level?;
+        Some(wanted.min(max))
+    }
+
+    /// [`Conn::compress_level`] from what the server already said, without asking.
+    pub(crate) fn known_compress_level(&self, wanted: Option<i32>) -> Option<i32> {
+        Some(wanted?.min(self.caps?.zstd_max_level?))
     }
 
     /// Marks the connection out of step: every later exchange fails.

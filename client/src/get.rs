@@ -2,14 +2,17 @@
 
 use crate::client::{open_partial, partial_path, Client, Transfer};
 use crate::conn::Exchange;
+use crate::delta::body::ReplyBody;
+use crate::delta::{self, Outcome};
 use crate::error::Error;
 use crate::files::{self, CHUNK, RECV};
+use crate::many::encode_get;
 use crate::partial::Partial;
 use async_std::task::spawn_blocking;
 use futures::{AsyncWrite, AsyncWriteExt};
 use sft_io::BlockSink;
 use sft_protocol::decode_trailer;
-use sft_protocol::verbs::{GetReply, GetRequest, GetTrailer};
+use sft_protocol::verbs::{GetReply, GetTrailer};
 use sft_protocol::ErrorCode;
 use std::io;
 use std::path::Path;
@@ -32,6 +35,13 @@ pub struct GetOptions {
     /// Give the local file the remote file's permission bits (`0o777` at most), when the
     /// server tells them (off by default: the local umask decides).
     pub mode: bool,
+    /// Replace an existing local file of at least 1 MiB by delta: only the parts that differ
+    /// cross the network (on by default; used with a server that speaks protocol version 3,
+    /// PROTOCOL.md §8.4, and never to continue a partial download).
+    pub delta: bool,
+    /// Ask for the bytes zstd-compressed at this level, if the server allows compression
+    /// (`None`, the default: uncompressed).
+    pub compress: Option<i32>,
 }
 
 impl Default for GetOptions {
@@ -41,6 +51,8 @@ impl Default for GetOptions {
             resume: false,
             times: true,
             mode: false,
+            delta: true,
+            compress: None,
         }
     }
 }
@@ -106,7 +118,7 @@ impl Client {
         W: AsyncWrite + Unpin + ?Sized,
     {
         let mut x = self.conn.begin()?;
-        let reply = get_start(&mut x, remote, 0, verify).await?;
+        let reply = get_start(&mut x, remote, 0, verify, None).await?;
         x.progress_start(remote, Some(reply.body_len()), 0);
         // Hashing runs beside the receiving and the writing: each 256 KiB block is hashed by a
         // short task while the next one arrives (smaller blocks would cost a hand-off each).
@@ -169,6 +181,49 @@ impl Client {
         local: &Path,
         opts: GetOptions,
     ) -> Result<Transfer, Error> {
+        let mut spent = 0;
+        if opts.delta && !(opts.resume && has_partial(local)) {
+            match self.try_delta(remote, local, opts).await? {
+                Some(Outcome::Done(t)) => return Ok(t),
+                Some(Outcome::Whole(moved)) => spent = moved,
+                None => {}
+            }
+        }
+        let mut t = self.get_whole(remote, local, opts).await?;
+        t.bytes_transferred += spent;
+        Ok(t)
+    }
+
+    /// A delta download of `remote` over `local`, if the server and the local file allow one.
+    async fn try_delta(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: GetOptions,
+    ) -> Result<Option<Outcome>, Error> {
+        let at = local.to_owned();
+        let basis = spawn_blocking(move || delta::get::open_basis(&at))
+            .await
+            .map_err(Error::local(local, "read"))?;
+        let Some(basis) = basis else {
+            return Ok(None);
+        };
+        if !self.conn.caps().await.sign {
+            return Ok(None);
+        }
+        let compress = self.conn.compress_level(opts.compress).await;
+        delta::get::get(&mut self.conn, remote, local, basis, opts, compress)
+            .await
+            .map(Some)
+    }
+
+    /// [`Client::get_file`] of the whole file.
+    async fn get_whole(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: GetOptions,
+    ) -> Result<Transfer, Error> {
         // With a resume the partial is opened (and locked) first: its length is the offset.
         let partial = match opts.resume {
             true => Some(open_partial(local, true).await?),
@@ -178,11 +233,12 @@ impl Client {
             Some(p) => p.len().map_err(Error::local(p.path(), "read"))?,
             None => 0,
         };
+        let level = self.conn.compress_level(opts.compress).await;
         let mut x = self.conn.begin()?;
-        let reply = match get_start(&mut x, remote, held, opts.verify).await {
+        let reply = match get_start(&mut x, remote, held, opts.verify, level).await {
             // The partial is longer than the file now is: it belongs to another version.
             Err(Error::Remote(e)) if held > 0 && e.code == ErrorCode::BadRequest => {
-                get_start(&mut x, remote, 0, opts.verify).await?
+                get_start(&mut x, remote, 0, opts.verify, level).await?
             }
             other => other?,
         };
@@ -190,20 +246,21 @@ impl Client {
     }
 }
 
-/// Starts a GET; returns the reply.
+/// Whether a partial download of `local` holds anything to continue (one `lstat`).
+pub(crate) fn has_partial(local: &Path) -> bool {
+    std::fs::symlink_metadata(partial_path(local)).is_ok_and(|m| m.len() > 0)
+}
+
+/// Starts a GET, compressed at `level` if given; returns the reply.
 async fn get_start(
     x: &mut Exchange<'_>,
     remote: &str,
     offset: u64,
     hash: bool,
+    level: Option<i32>,
 ) -> Result<GetReply, Error> {
-    x.request(&GetRequest {
-        path: remote.to_owned(),
-        offset: (offset > 0).then_some(offset),
-        hash,
-        ..GetRequest::default()
-    })
-    .await?;
+    encode_get(&mut x.scratch, remote, offset, hash, level);
+    x.write_scratch("GET").await?;
     get_reply(x, remote, offset).await
 }
 
@@ -214,7 +271,7 @@ pub(crate) async fn get_reply(
     offset: u64,
 ) -> Result<GetReply, Error> {
     let reply: GetReply = x.reply(&format!("GET {remote}")).await?;
-    if reply.size.is_none() {
+    if reply.size.is_none() && reply.stream.is_none() {
         return Err(Error::Protocol(format!(
             "the reply to GET {remote} has no \"size\""
         )));
@@ -256,36 +313,14 @@ pub(crate) async fn get_file_body(
     partial: Option<Partial>,
 ) -> Result<Transfer, Error> {
     let offset = reply.offset.unwrap_or(0);
+    if reply.stream.is_some() {
+        return get_file_chunked(x, remote, local, reply, opts, partial).await;
+    }
     if partial.is_none() && offset == 0 && reply.body_len() <= SMALL {
         return get_small(x, remote, local, reply, opts).await;
     }
-    let verify = opts.verify;
     let stamp = opts.stamp(&reply);
-    let opened = {
-        let local = local.to_owned();
-        spawn_blocking(move || {
-            let partial = match partial {
-                Some(p) => p,
-                None => Partial::open(&local, false)?,
-            };
-            let mut file = partial.file()?;
-            file.set_len(offset)?;
-            io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
-            let hasher = if verify {
-                Some(files::hash_prefix(&file, offset)?)
-            } else {
-                None
-            };
-            Ok::<_, io::Error>((partial, file, hasher))
-        })
-        .await
-    };
-    // On failure the body is on its way and nobody will read it: the guard breaks the
-    // connection.
-    let (partial, file, hasher) = opened.map_err(Error::local(
-        partial_path(local),
-        "open the partial download",
-    ))?;
+    let (partial, file, hasher) = open_for_body(local, partial, offset, opts.verify).await?;
     let mut writer = BlockSink::new(Some(file), offset, hasher);
     let during = format!("the download of {remote}");
     x.progress_start(remote, Some(offset + reply.body_len()), offset);
@@ -318,32 +353,75 @@ pub(crate) async fn get_file_body(
             break;
         }
     }
+    let (partial, file, actual) = settle(writer, received, partial, local).await?;
+    let expected = expected_hash(x, &reply, remote).await?;
+    // Body and hash read: whatever happens to the file now, the connection is in step.
+    x.done();
+    let blake3 = land(remote, local, (partial, file, stamp), expected, actual).await?;
+    let size = reply.file_size.unwrap_or(reply.body_len());
+    Ok(Transfer {
+        size,
+        bytes_transferred: reply.body_len(),
+        resumed_from: offset,
+        blake3,
+        ..Transfer::default()
+    })
+}
+
+/// Ends the writing of a body into `partial`: the file and its hash when every byte arrived
+/// (`received`) and was written. Cut off, the partial stays for `--continue` (what arrived,
+/// decompressed if it was, is the file's start); after a local failure it goes, to start over.
+async fn settle(
+    writer: BlockSink,
+    received: Result<(), Error>,
+    partial: Partial,
+    local: &Path,
+) -> Result<(Partial, std::fs::File, Option<blake3::Hash>), Error> {
     let done = writer.finish().await;
     let actual = done.hasher.map(|h| h.finalize());
     let finished = done
         .written
         .map(|()| done.file.expect("the sink writes to a file"))
         .map_err(Error::local(partial_path(local), "write"));
-    let file = match (received, finished) {
-        (Ok(()), Ok(file)) => file,
-        // Cut off: the partial stays for `--continue`. A local failure: start over next time.
-        (Err(e @ Error::CutOff { .. }), _) => return Err(e),
+    match (received, finished) {
+        (Ok(()), Ok(file)) => Ok((partial, file, actual)),
+        (Err(e @ Error::CutOff { .. }), _) => Err(e),
         (Err(e), _) | (Ok(()), Err(e)) => {
             spawn_blocking(move || partial.discard()).await;
-            return Err(e);
+            Err(e)
         }
-    };
-    let expected = expected_hash(x, &reply, remote).await?;
-    // Body and hash read: whatever happens to the file now, the connection is in step.
-    x.done();
-    let blake3 = match check_hash(remote, expected, actual) {
-        Ok(b) => b,
+    }
+}
+
+/// Keeps a download that arrived whole in `partial` (open as `file`) if it hashes to what the
+/// server vouches for: stamped and renamed to `local`. Otherwise the partial goes — it is
+/// useless for a resume too — and the mismatch is the error.
+async fn land(
+    remote: &str,
+    local: &Path,
+    (partial, file, stamp): (Partial, std::fs::File, Stamp),
+    expected: Option<String>,
+    actual: Option<blake3::Hash>,
+) -> Result<Option<String>, Error> {
+    match check_hash(remote, expected, actual) {
+        Ok(blake3) => {
+            place(partial, file, stamp, local).await?;
+            Ok(blake3)
+        }
         Err(e) => {
-            // What arrived does not match: it is useless for a resume too.
             spawn_blocking(move || partial.discard()).await;
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// Gives the finished `file` (the open `partial`) its time and bits and renames it to `local`.
+pub(crate) async fn place(
+    partial: Partial,
+    file: std::fs::File,
+    stamp: Stamp,
+    local: &Path,
+) -> Result<(), Error> {
     let target = local.to_owned();
     spawn_blocking(move || {
         stamp.apply(&file)?;
@@ -351,11 +429,97 @@ pub(crate) async fn get_file_body(
         partial.commit(&target)
     })
     .await
-    .map_err(Error::local(local, "rename into"))?;
-    let size = reply.file_size.unwrap_or(reply.body_len());
+    .map_err(Error::local(local, "rename into"))
+}
+
+/// Opens `local`'s partial download — the one given, already open, or a new one — for a body
+/// from `offset`: cut to that length, positioned there, and its first `offset` bytes hashed
+/// when verifying. On failure the body is on its way and nobody will read it: the caller's
+/// guard breaks the connection.
+async fn open_for_body(
+    local: &Path,
+    partial: Option<Partial>,
+    offset: u64,
+    verify: bool,
+) -> Result<(Partial, std::fs::File, Option<blake3::Hasher>), Error> {
+    let at = local.to_owned();
+    spawn_blocking(move || {
+        let partial = match partial {
+            Some(p) => p,
+            None => Partial::open(&at, false)?,
+        };
+        let mut file = partial.file()?;
+        file.set_len(offset)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+        let hasher = if verify {
+            Some(files::hash_prefix(&file, offset)?)
+        } else {
+            None
+        };
+        Ok::<_, io::Error>((partial, file, hasher))
+    })
+    .await
+    .map_err(Error::local(
+        partial_path(local),
+        "open the partial download",
+    ))
+}
+
+/// [`get_file_body`] for a chunked (compressed) body: decoded as it arrives, its hash in the
+/// terminator.
+async fn get_file_chunked(
+    x: &mut Exchange<'_>,
+    remote: &str,
+    local: &Path,
+    reply: GetReply,
+    opts: GetOptions,
+    partial: Option<Partial>,
+) -> Result<Transfer, Error> {
+    let during = format!("the download of {remote}");
+    let offset = reply.offset.unwrap_or(0);
+    let Some(size) = reply.file_size.filter(|&s| s >= offset) else {
+        return Err(Error::Protocol(format!(
+            "{during}: a compressed reply without a usable \"file_size\""
+        )));
+    };
+    let stamp = opts.stamp(&reply);
+    let (partial, file, hasher) = open_for_body(local, partial, offset, opts.verify).await?;
+    let mut writer = BlockSink::new(Some(file), offset, hasher);
+    let mut body = ReplyBody::of(&reply);
+    x.progress_start(remote, Some(size), offset);
+    let mut at = offset;
+    let received = loop {
+        match body.next(x, &during).await {
+            Ok(Some(block)) => {
+                at += block.len() as u64;
+                if at > size {
+                    break Err(Error::Protocol(format!(
+                        "{during}: more bytes than the file's {size}"
+                    )));
+                }
+                x.progress_advance(block.len() as u64);
+                if let Err(e) = writer.write(block).await {
+                    break Err(Error::local(partial_path(local), "write")(e));
+                }
+            }
+            Ok(None) if at == size => break Ok(()),
+            Ok(None) => {
+                break Err(Error::Protocol(format!(
+                    "{during}: {at} of {size} bytes came"
+                )))
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let (partial, file, actual) = settle(writer, received, partial, local).await?;
+    // The terminator was read: in step.
+    x.done();
+    let expected = body.finish(x, &during).await?;
+    let blake3 = land(remote, local, (partial, file, stamp), expected, actual).await?;
     Ok(Transfer {
         size,
-        bytes_transferred: reply.body_len(),
+        bytes_transferred: body.wire,
+        compressed: body.compressed,
         resumed_from: offset,
         blake3,
         ..Transfer::default()

@@ -122,10 +122,16 @@ impl Listing<'_> {
     /// of requests in flight has room (else returns `false`, and nothing was sent): its reply
     /// follows the listing's end, so the server has it to send as soon as the listing ends,
     /// without waiting a round trip. The job must then be given, first and in the order
-    /// requested, to [`Client::get_files_with`] (with `verify` as its options say), once the
+    /// requested, to [`Client::get_files_with`] (with `verify` and `compress` as its options
+    /// say; `compress` counts only if the server already said it compresses), once the
     /// listing is read to its end; no other request may go on the connection before. A job
     /// that resumes a partial cannot be requested ahead.
-    pub async fn get_ahead(&mut self, job: &GetJob, verify: bool) -> Result<bool, Error> {
+    pub async fn get_ahead(
+        &mut self,
+        job: &GetJob,
+        verify: bool,
+        compress: Option<i32>,
+    ) -> Result<bool, Error> {
         let mut window = Window::default();
         for a in &self.x.ahead {
             window.add(a.request_bytes, a.size);
@@ -134,7 +140,8 @@ impl Listing<'_> {
             return Ok(false);
         }
         let conn = &mut *self.x;
-        encode_get(&mut conn.scratch, &job.remote, 0, verify);
+        let level = conn.known_compress_level(compress);
+        encode_get(&mut conn.scratch, &job.remote, 0, verify, level);
         let line = std::mem::take(&mut conn.scratch);
         let during = format!("the GET {} request", job.remote);
         let written = conn.write_buffered(&line, &during).await;
@@ -147,6 +154,7 @@ impl Listing<'_> {
         conn.ahead.push_back(Ahead {
             remote: job.remote.clone(),
             verify,
+            level,
             request_bytes: conn.scratch.len(),
             size: job.size,
         });

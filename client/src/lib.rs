@@ -1,7 +1,10 @@
 //! The sft client library: connect to a server, GET and SEND files (one by one, many pipelined,
 //! or streams of unknown length), STAT, LIST, MKDIR, DELETE, RENAME and SETTIME in the served
 //! folder, ask the server about itself (HELLO), watch transfers with a [`Progress`], and call any verb
-//! generically (including ones this library was not built with).
+//! generically (including ones this library was not built with). A file that replaces an older
+//! version of itself moves by delta (`SIGN`, `GET` with ranges, `SEND` with copies) when the
+//! server speaks protocol version 3, and bodies go zstd-compressed when asked
+//! ([`GetOptions::compress`], [`SendOptions::compress`]) and the server allows it.
 //!
 //! ```no_run
 //! # async_std::task::block_on(async {
@@ -45,6 +48,7 @@ mod auth;
 mod call;
 mod client;
 mod conn;
+mod delta;
 mod error;
 mod files;
 mod get;

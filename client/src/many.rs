@@ -3,15 +3,19 @@
 //! trip per file. The server answers strictly in order.
 
 use crate::client::{open_partial, Client, Transfer};
+use crate::delta::V3;
 use crate::error::Error;
-use crate::get::{get_file_body, get_reply, receive_small, GetOptions, SmallBody, SMALL};
+use crate::get::{
+    get_file_body, get_reply, has_partial, receive_small, GetOptions, SmallBody, SMALL,
+};
 use crate::partial::Partial;
 use crate::send::{check_reply, read_small, SendOptions, Small};
 use crate::walk::Upload;
 use async_std::task::spawn_blocking;
+use sft_protocol::delta::{Compress, MIN_DELTA_FILE};
 use sft_protocol::limits::MIN_KEPT_PARTIAL;
-use sft_protocol::verbs::{GetRequest, HelloReply, HelloRequest, SendReply, SendRequest};
-use sft_protocol::{encode_request, ErrorCode};
+use sft_protocol::verbs::{GetRequest, SendReply, SendRequest};
+use sft_protocol::{encode_request, encode_request_v, ErrorCode};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -69,6 +73,8 @@ impl Window {
 pub(crate) struct Ahead {
     pub(crate) remote: String,
     pub(crate) verify: bool,
+    /// The zstd level it asked for, if any.
+    pub(crate) level: Option<i32>,
     pub(crate) request_bytes: usize,
     pub(crate) size: Option<u64>,
 }
@@ -78,18 +84,28 @@ fn remaining(job: &GetJob, offset: u64) -> Option<u64> {
     job.size.map(|size| size.saturating_sub(offset))
 }
 
-/// Encodes the `GET` of `remote` from `offset` into `scratch`.
-pub(crate) fn encode_get(scratch: &mut Vec<u8>, remote: &str, offset: u64, verify: bool) {
+/// Encodes the `GET` of `remote` from `offset` into `scratch`, compressed at `level` if given
+/// (a version-3 request).
+pub(crate) fn encode_get(
+    scratch: &mut Vec<u8>,
+    remote: &str,
+    offset: u64,
+    verify: bool,
+    level: Option<i32>,
+) {
     scratch.clear();
-    encode_request(
-        &GetRequest {
-            path: remote.to_owned(),
-            offset: (offset > 0).then_some(offset),
-            hash: verify,
-            ..GetRequest::default()
-        },
-        scratch,
-    );
+    let request = GetRequest {
+        path: remote.to_owned(),
+        offset: (offset > 0).then_some(offset),
+        hash: verify,
+        compress: level.map(|_| Compress::Zstd),
+        level,
+        ..GetRequest::default()
+    };
+    match level {
+        Some(_) => encode_request_v(&request, V3, scratch),
+        None => encode_request(&request, scratch),
+    }
 }
 
 /// Eager uploads on the wire at once, at most: their replies (about a hundred bytes each)
@@ -153,6 +169,16 @@ async fn store_all(
     stored(storing, done).await;
 }
 
+/// Whether `job` may replace its local file by delta (one `lstat`, in place, as for partials):
+/// an existing regular file of at least [`MIN_DELTA_FILE`] bytes, with no partial download to
+/// continue instead.
+fn delta_candidate(job: &GetJob, resume: bool, opts: GetOptions) -> bool {
+    opts.delta
+        && !(resume && has_partial(&job.local))
+        && std::fs::symlink_metadata(&job.local)
+            .is_ok_and(|m| m.is_file() && m.len() >= MIN_DELTA_FILE)
+}
+
 /// One download of [`Client::get_files`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetJob {
@@ -208,10 +234,19 @@ impl Client {
         // and the partial a resume continues (open and locked from the request on).
         let mut inflight: VecDeque<(usize, u64, usize, Option<Partial>)> = VecDeque::new();
         let mut window = Window::default();
+        // Replies to requests sent ahead are owed: nothing may be asked before them.
+        let level = match self.conn.ahead.is_empty() {
+            true => self.conn.compress_level(opts.compress).await,
+            false => self.conn.known_compress_level(opts.compress),
+        };
         let ahead = std::mem::take(&mut self.conn.ahead);
         let matches = ahead.len() <= jobs.len()
             && ahead.iter().zip(jobs).all(|(a, j)| {
-                a.remote == j.remote && a.verify == opts.verify && a.size == j.size && !j.resume
+                a.remote == j.remote
+                    && a.verify == opts.verify
+                    && a.level == level
+                    && a.size == j.size
+                    && !j.resume
             });
         if !matches {
             // The replies on the wire answer other requests than these jobs'.
@@ -244,6 +279,24 @@ impl Client {
                 .collect::<Vec<usize>>()
         };
         loop {
+            // A file that replaces a local one by delta goes by itself, once the window is
+            // empty: a delta is several exchanges of its own.
+            if let Some(&(i, resume)) = queue.front().filter(|_| inflight.is_empty()) {
+                if delta_candidate(&jobs[i], resume, opts) {
+                    queue.pop_front();
+                    store_all(&mut batch, &mut storing, &mut done).await;
+                    batch_bytes = 0;
+                    let job = &jobs[i];
+                    let result = self
+                        .get_file(&job.remote, &job.local, GetOptions { resume, ..opts })
+                        .await;
+                    done(i, result);
+                    if self.conn.is_broken() {
+                        return leftovers(&inflight, &queue);
+                    }
+                    continue;
+                }
+            }
             // Write what the window takes — once it is full, one request per reply read —
             // under one guard: a failed write breaks the connection.
             let Ok(mut x) = self.conn.begin() else {
@@ -256,6 +309,11 @@ impl Client {
                     break;
                 };
                 let job = &jobs[i];
+                if delta_candidate(job, resume, opts) {
+                    // After the replies in flight.
+                    queue.push_front((i, resume));
+                    break;
+                }
                 let partial = match resume {
                     true => match open_partial(&job.local, true).await {
                         Ok(p) => Some(p),
@@ -274,7 +332,7 @@ impl Client {
                         continue;
                     }
                 };
-                encode_get(&mut x.scratch, &job.remote, offset, opts.verify);
+                encode_get(&mut x.scratch, &job.remote, offset, opts.verify, level);
                 let len = x.scratch.len();
                 let during = format!("the GET {} request", job.remote);
                 if let Err(e) = x.queue_scratch(&during).await {
@@ -320,7 +378,12 @@ impl Client {
                     continue;
                 }
                 Err(e) => Err(e),
-                Ok(reply) if partial.is_none() && offset == 0 && reply.body_len() <= SMALL => {
+                Ok(reply)
+                    if partial.is_none()
+                        && offset == 0
+                        && reply.stream.is_none()
+                        && reply.body_len() <= SMALL =>
+                {
                     let size = reply.body_len();
                     match receive_small(&mut x, &job.remote, &job.local, reply, opts).await {
                         Ok(small) => {
@@ -539,27 +602,8 @@ impl Client {
         }
     }
 
-    /// Whether the server takes eager uploads (asked once per connection).
+    /// Whether the server takes eager uploads.
     async fn takes_eager(&mut self) -> bool {
-        if let Some(known) = self.conn.eager {
-            return known;
-        }
-        let Ok(mut x) = self.conn.begin() else {
-            return false;
-        };
-        if x.request(&HelloRequest {}).await.is_err() {
-            return false;
-        }
-        let known = match x.reply::<HelloReply>("HELLO").await {
-            Ok(hello) => {
-                x.done();
-                hello.protocol >= EAGER_PROTOCOL
-            }
-            // A server without HELLO is an older one.
-            Err(_) => false,
-        };
-        drop(x);
-        self.conn.eager = Some(known);
-        known
+        self.conn.caps().await.protocol >= EAGER_PROTOCOL
     }
 }

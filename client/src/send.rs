@@ -3,17 +3,21 @@
 
 use crate::client::{Client, Transfer};
 use crate::conn::{Conn, Exchange};
+use crate::delta::send::Source;
+use crate::delta::{self, Outcome};
 use crate::error::Error;
 use crate::files::{self, CHUNK};
 use crate::walk::Upload;
 use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncReadExt};
 use sft_io::{confirm, FileSource, Pace, PaceRule, Version};
+use sft_protocol::delta::MIN_DELTA_FILE;
 use sft_protocol::encode_trailer;
 use sft_protocol::verbs::{SendReady, SendReply, SendRequest, SendTrailer};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Options of an upload.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +34,13 @@ pub struct SendOptions {
     /// Give the remote file the local file's permission bits (`0o777` at most; off by
     /// default: the server's umask decides for a new file).
     pub mode: bool,
+    /// With `overwrite`, replace a remote file of at least 1 MiB by delta: only the parts that
+    /// differ cross the network (on by default; used with a server that speaks protocol
+    /// version 3, PROTOCOL.md §8.5).
+    pub delta: bool,
+    /// Send the bytes zstd-compressed at this level, if the server allows compression (`None`,
+    /// the default: uncompressed). A compressed upload cannot be resumed.
+    pub compress: Option<i32>,
 }
 
 impl Default for SendOptions {
@@ -40,6 +51,8 @@ impl Default for SendOptions {
             resume: false,
             times: true,
             mode: false,
+            delta: true,
+            compress: None,
         }
     }
 }
@@ -220,6 +233,29 @@ async fn send_opened(
     if size != version.size {
         return Err(Error::local(local, "read")(sft_io::changed()));
     }
+    let mut spent = 0;
+    if opts.delta || opts.compress.is_some() {
+        let source = Source {
+            file: Arc::new(file.try_clone().map_err(Error::local(local, "read"))?),
+            version,
+            local,
+            mtime,
+            mode,
+            overwrite: opts.overwrite,
+        };
+        let level = conn.compress_level(opts.compress).await;
+        if opts.delta && opts.overwrite && size >= MIN_DELTA_FILE && conn.caps().await.sign {
+            match delta::send::send(conn, &source, remote, level).await? {
+                Outcome::Done(t) => return Ok(t),
+                Outcome::Whole(moved) => spent = moved,
+            }
+        }
+        if let Some(level) = level {
+            let mut t = delta::send::send_compressed(conn, &source, remote, level).await?;
+            t.bytes_transferred += spent;
+            return Ok(t);
+        }
+    }
     // Verified uploads hash while they send and give the hash in a trailer; an id derived
     // from the local file lets an interrupted one be resumed.
     let args = SendRequest {
@@ -292,7 +328,7 @@ async fn send_opened(
     x.done();
     Ok(Transfer {
         size,
-        bytes_transferred: size - ready.offset,
+        bytes_transferred: size - ready.offset + spent,
         resumed_from: ready.offset,
         blake3: reply.blake3.or(ours),
         ..Transfer::default()

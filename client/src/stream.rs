@@ -163,7 +163,7 @@ pub(crate) async fn send_chunked(
 }
 
 /// Whether a reply is already waiting (checked without waiting for one).
-fn replied_early(x: &mut Exchange<'_>) -> bool {
+pub(crate) fn replied_early(x: &mut Exchange<'_>) -> bool {
     matches!(
         x.reader.fill_buf().now_or_never(),
         Some(Ok(waiting)) if !waiting.is_empty()

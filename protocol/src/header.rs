@@ -265,6 +265,13 @@ pub fn encode_request<V: Verb>(args: &V, out: &mut Vec<u8>) {
     splice(out, prefix.as_bytes(), args);
 }
 
+/// Appends the request line for `args` at protocol version `v` (`"v":N` right after the verb),
+/// for a request that needs a later version to be understood (PROTOCOL.md §7).
+pub fn encode_request_v<V: Verb>(args: &V, v: u32, out: &mut Vec<u8>) {
+    let prefix = format!("{{\"verb\":\"{}\",\"v\":{v}", V::NAME);
+    splice(out, prefix.as_bytes(), args);
+}
+
 /// Appends the request line for a verb known only at run time (a generic call): `verb`, then
 /// the fields of `args`, which must serialize to a JSON object without a `verb` field.
 pub fn encode_call(verb: &str, args: &impl Serialize, out: &mut Vec<u8>) {

@@ -30,7 +30,7 @@ pub mod verbs;
 pub use error::{ErrorCode, WireError};
 pub use header::{
     decode_reply, decode_request, decode_trailer, encode_call, encode_error, encode_ok,
-    encode_request, encode_trailer, Reply, Request,
+    encode_request, encode_request_v, encode_trailer, Reply, Request,
 };
 pub use line::{read_line, scan_line, LineScan};
 pub use path::{normalize, PathError, RemotePath};

@@ -8,6 +8,7 @@ use super::plan::{Kind as PlanKind, Plan};
 use super::sync::{self, Action, Policy};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
 use super::ui::Ui;
+use super::wire::Wire;
 use super::{local_error, Common};
 use crate::{escape, Failure};
 use sft_client::{
@@ -24,6 +25,8 @@ use structopt::StructOpt;
 pub(crate) struct GetArgs {
     #[structopt(flatten)]
     pub(crate) common: Common,
+    #[structopt(flatten)]
+    wire: Wire,
     /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
     #[structopt(value_name = "SERVER")]
     server: String,
@@ -250,6 +253,8 @@ impl GetArgs {
             resume,
             times: true,
             mode: self.preserve,
+            delta: self.wire.delta(),
+            compress: self.wire.compress(),
         }
     }
 }
@@ -313,6 +318,7 @@ async fn single(
         Some(client) => client,
         None => connect(server, ui).await?,
     };
+    args.wire.notice(&mut client, ui).await;
     let mut action = None;
     if let Some(path) = &target {
         let shown = path.display().to_string();
@@ -451,6 +457,8 @@ async fn list_folder(
     local: &Option<PathBuf>,
     plan: &mut Plan,
 ) -> Result<Option<(PathBuf, Ahead)>, Failure> {
+    // Before any download is requested ahead: those ask for compression as the server allows.
+    args.wire.notice(client, ui).await;
     let listing = match client.list_with(remote, true, args.list_hash()).await {
         Ok(listing) => listing,
         Err(Error::Remote(e)) if e.code == ErrorCode::BadRequest => return Ok(None),
@@ -533,6 +541,7 @@ async fn many(
         Some(client) => client,
         None => connect(server, ui).await?,
     };
+    args.wire.notice(&mut client, ui).await;
     let mut tally = Tally::new("get").dry_run(args.dry_run);
     let mut plan = Plan::new().map_err(local_error(std::env::temp_dir(), "write in"))?;
     let spill = |e| Failure::from(local_error(std::env::temp_dir(), "write in")(e));
@@ -612,7 +621,9 @@ async fn expand(
                         size: Some(entry.size),
                     };
                     if fresh(local, &rel) && !has_partial(&job.local).await {
-                        ahead.open = listing.get_ahead(&job, !args.no_verify).await?;
+                        ahead.open = listing
+                            .get_ahead(&job, !args.no_verify, args.wire.compress())
+                            .await?;
                         if ahead.open {
                             ahead.at.insert(at);
                             ahead.jobs.push((rel, job));

@@ -22,6 +22,7 @@ mod time;
 pub(crate) mod tls;
 pub(crate) mod transfer;
 pub(crate) mod ui;
+mod wire;
 
 use crate::Failure;
 use sft_client::Error;

@@ -7,6 +7,7 @@ use super::mirror::{self, Extras, Gap, Keep};
 use super::sync::{self, Action, Policy};
 use super::transfer::{connect, report_single, server_addr, Line, Retry, Tally};
 use super::ui::Ui;
+use super::wire::Wire;
 use super::{local_error, Common};
 use crate::{escape, Failure};
 use sft_client::{
@@ -22,6 +23,8 @@ use structopt::StructOpt;
 pub(crate) struct SendArgs {
     #[structopt(flatten)]
     pub(crate) common: Common,
+    #[structopt(flatten)]
+    wire: Wire,
     /// Server: IPv4 address, [IPv6] address or DNS name, optionally with :PORT.
     #[structopt(value_name = "SERVER")]
     server: String,
@@ -85,6 +88,8 @@ impl SendArgs {
             resume: self.resume || retrying || !self.no_verify,
             times: true,
             mode: self.preserve,
+            delta: self.wire.delta(),
+            compress: self.wire.compress(),
         }
     }
 
@@ -173,6 +178,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
         let walked = walk_reporting(local, &remote, &ui)?;
         let keep = args.delete.then(|| Keep::of(&walked, local, &remote));
         let mut client = connect(&server, &ui).await?;
+        args.wire.notice(&mut client, &ui).await;
         let (there, mut extras) =
             listed(&args, &mut client, &remote, true, &walked, keep.as_ref()).await?;
         if keep.is_some() && !walked.complete() {
@@ -240,6 +246,7 @@ async fn single(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let mut client = connect(server, ui).await?;
+    args.wire.notice(&mut client, ui).await;
     let (remote, there) = remote_target(&mut client, local, remote).await?;
     let file = Upload::named(local, remote.clone()).map_err(local_error(local, "read"))?;
     let from = local.display().to_string();
@@ -452,6 +459,7 @@ async fn many(args: &SendArgs, ui: &Ui, server: &ServerAddr, dir: &str) -> Resul
         }
     }
     let mut client = connect(server, ui).await?;
+    args.wire.notice(&mut client, ui).await;
     let (there, _) = listed(args, &mut client, dir, args.recursive, &all, None).await?;
     let mut tally = Tally::new("send").dry_run(args.dry_run);
     upload(args, ui, server, client, all, there, &mut tally).await?;
