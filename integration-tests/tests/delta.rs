@@ -296,6 +296,24 @@ fn get_compress_sends_a_chunked_body_that_shrinks_text_and_not_noise() {
                 assert_eq!(wire, data.len() as u64);
             }
         }
+        // Once its hash is cached (the file left alone past the racy window), the terminator
+        // carries the cached hash, and the bytes are still the file's.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(server.path("n.bin"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(120)); // past the 50 ms window
+        for _ in 0..2 {
+            let request = json!({"verb":"GET","v":3,"path":"n.bin","compress":"zstd","hash":true});
+            raw.write(format!("{request}\n").as_bytes()).await;
+            assert_eq!(raw.reply().await["stream"], "chunked");
+            let (body, hash, _) = chunked_body(&mut raw).await;
+            assert_eq!(body, noise);
+            assert_eq!(hash.unwrap(), blake3::hash(&noise).to_hex().as_str());
+        }
         // From an offset, and ranges compressed: the bytes asked for.
         let request = json!({"verb":"GET","v":3,"path":"t.log","compress":"zstd","offset":1000});
         raw.write(format!("{request}\n").as_bytes()).await;

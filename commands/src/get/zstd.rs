@@ -19,7 +19,8 @@ use super::{open, permissions, Opened};
 use crate::body::{hash_prefix, read_full_at, CopyError};
 use crate::command::CommandError;
 use crate::context::Context;
-use crate::sandbox::{bulk, io_error};
+use crate::hashes::Lookup;
+use crate::sandbox::{bulk, io_error, Root, Work};
 use crate::started::log_start;
 use async_std::task::JoinHandle;
 use sft_io::blocks::shrank;
@@ -124,8 +125,14 @@ pub(super) async fn run(
         .into());
     }
     let compressor = compressor(level)?;
+    // A hash the cache holds for this version is vouched for as it is: nothing to hash.
+    let cached = args
+        .hash
+        .then(|| ctx.root.hashes().lookup_version(version))
+        .and_then(|l| l.hash);
     let hasher = match args.hash {
         false => None,
+        true if cached.is_some() => None,
         true if offset == 0 => Some(blake3::Hasher::new()),
         true => {
             // The hash covers the whole file: the part before `offset` too.
@@ -155,7 +162,7 @@ pub(super) async fn run(
         next: 0,
         pos: offset,
     };
-    send(ctx, reading, version).await
+    send(ctx, reading, version, cached).await
 }
 
 /// A block compressor at `level`.
@@ -181,16 +188,17 @@ pub(super) async fn send_spans(
         next: 0,
         pos: 0,
     };
-    send(ctx, reading, version).await
+    send(ctx, reading, version, None).await
 }
 
 /// Sends the chunked body: each block read and compressed on the pool while the one before
-/// is written; then the terminator, with the hash when hashing, once the file's version is
-/// confirmed.
+/// is written; then the terminator, with the hash when hashing (or `cached`, the cache's hash
+/// of `version`), once the file's version is confirmed.
 async fn send(
     ctx: &mut Context<'_>,
     mut reading: Reading,
     version: Version,
+    cached: Option<blake3::Hash>,
 ) -> Result<(), CommandError> {
     let mut raw_bytes = 0;
     let (mut pending, mut done): (Option<JoinHandle<_>>, _) = match reading.stretch() {
@@ -219,10 +227,18 @@ async fn send(
         Some(hasher) => {
             // The terminator vouches for one version: confirmed first, or no terminator.
             let whole = hasher.finalize();
-            let check = bulk(move || confirm(&file, &version, Some(&whole)));
-            check
+            let check = bulk(move || confirm(&file, &version, Some(&whole)).map(|()| file));
+            let file = check
                 .await
                 .map_err(|e| ctx.sending_failed(CopyError::Read(e)))?;
+            let lookup = Lookup {
+                version,
+                hash: None,
+            };
+            let insert = move |root: &Root| {
+                root.hashes().insert(&lookup, &file, whole);
+            };
+            ctx.root.blocking(Work::Bulk, insert).await;
             Some(whole.to_hex().to_string())
         }
         None => {
@@ -231,7 +247,7 @@ async fn send(
             check
                 .await
                 .map_err(|e| ctx.sending_failed(CopyError::Read(e)))?;
-            None
+            cached.map(|h| h.to_hex().to_string())
         }
     };
     let mut end = Vec::with_capacity(96);
