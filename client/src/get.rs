@@ -489,7 +489,18 @@ async fn get_file_chunked(
     x.progress_start(remote, Some(size), offset);
     let mut at = offset;
     let received = loop {
-        match body.next(x, &during).await {
+        // Each piece goes straight into one of the sink's recycled blocks.
+        let piece = match body.ready(x, &during).await {
+            Ok(0) => Ok(None),
+            Ok(n) => {
+                let mut block = writer.buffer(n.min(CHUNK));
+                body.fill(x, &mut block, &during)
+                    .await
+                    .map(|()| Some(block))
+            }
+            Err(e) => Err(e),
+        };
+        match piece {
             Ok(Some(block)) => {
                 at += block.len() as u64;
                 if at > size {

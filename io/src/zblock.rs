@@ -49,6 +49,18 @@ impl BlockCompressor {
         })
     }
 
+    /// Whether the back-off says the next block goes raw without a try: a sender may then
+    /// send it by other means (`sendfile`), and calls [`BlockCompressor::skip`] instead of
+    /// [`BlockCompressor::compress`].
+    pub fn skipping(&self) -> bool {
+        self.skip > 0
+    }
+
+    /// Counts one block sent raw without a try (while [`BlockCompressor::skipping`]).
+    pub fn skip(&mut self) {
+        self.skip = self.skip.saturating_sub(1);
+    }
+
     /// Compresses `block` into `out` (cleared first) and returns `true`, or returns `false`
     /// when the block is to be sent raw: it did not shrink, or the back-off says not to try.
     pub fn compress(&mut self, block: &[u8], out: &mut Vec<u8>) -> io::Result<bool> {

@@ -13,9 +13,12 @@ use sft_protocol::verbs::GetReply;
 pub(crate) struct ReplyBody {
     /// Raw bytes still to come of a sized body; `None`: chunked.
     left: Option<u64>,
-    /// The current decoded chunk of a chunked body, and how much of it was taken.
+    /// The current decompressed chunk of a chunked body, and how much of it was taken.
     data: Vec<u8>,
     pos: usize,
+    /// Bytes of the current raw chunk still on the wire: read straight into the caller's
+    /// buffer, never through `data`.
+    raw_left: u64,
     frame: Vec<u8>,
     zstd: Option<BlockDecompressor>,
     /// The terminator's hash, once it was read.
@@ -33,6 +36,7 @@ impl ReplyBody {
             left: reply.stream.is_none().then(|| reply.body_len()),
             data: Vec::new(),
             pos: 0,
+            raw_left: 0,
             frame: Vec::new(),
             zstd: None,
             ended: None,
@@ -59,18 +63,52 @@ impl ReplyBody {
         }
         let mut at = 0;
         while at < out.len() {
-            if self.pos == self.data.len() && !self.load(x, during).await? {
+            if self.ready(x, during).await? == 0 {
                 return Err(Error::Protocol(format!(
                     "{during}: the body ended {} bytes early",
                     out.len() - at
                 )));
             }
-            let n = (self.data.len() - self.pos).min(out.len() - at);
+            let want = out.len() - at;
+            if self.raw_left > 0 {
+                let n = self.raw_left.min(want as u64) as usize;
+                x.fill(&mut out[at..at + n], during)
+                    .await
+                    .map_err(|(_, e)| e)?;
+                self.raw_left -= n as u64;
+                at += n;
+                continue;
+            }
+            let n = (self.data.len() - self.pos).min(want);
             out[at..at + n].copy_from_slice(&self.data[self.pos..self.pos + n]);
             self.pos += n;
             at += n;
         }
         Ok(())
+    }
+
+    /// How many bytes can be taken now without reading another chunk header (at most one
+    /// block of a sized body); reads the next chunk when the current one is used up. 0 at the
+    /// end of the body.
+    pub(crate) async fn ready(
+        &mut self,
+        x: &mut Exchange<'_>,
+        during: &str,
+    ) -> Result<usize, Error> {
+        if let Some(left) = self.left {
+            return Ok(left.min(crate::files::CHUNK as u64) as usize);
+        }
+        loop {
+            if self.raw_left > 0 {
+                return Ok(self.raw_left as usize);
+            }
+            if self.pos < self.data.len() {
+                return Ok(self.data.len() - self.pos);
+            }
+            if !self.load(x, during).await? {
+                return Ok(0);
+            }
+        }
     }
 
     /// The next piece of the body, as it arrived (a chunk, decompressed; at most one block of
@@ -80,20 +118,13 @@ impl ReplyBody {
         x: &mut Exchange<'_>,
         during: &str,
     ) -> Result<Option<Vec<u8>>, Error> {
-        if let Some(left) = self.left {
-            if left == 0 {
-                return Ok(None);
-            }
-            let mut block = vec![0u8; left.min(crate::files::CHUNK as u64) as usize];
-            self.fill(x, &mut block, during).await?;
-            return Ok(Some(block));
-        }
-        if self.pos == self.data.len() && !self.load(x, during).await? {
+        let n = self.ready(x, during).await?;
+        if n == 0 {
             return Ok(None);
         }
-        let rest = self.data.split_off(self.pos);
-        self.pos = self.data.len();
-        Ok(Some(rest))
+        let mut block = vec![0u8; n];
+        self.fill(x, &mut block, during).await?;
+        Ok(Some(block))
     }
 
     /// Reads what is left of the body up to its end, which must come now: a sized body must be
@@ -108,9 +139,9 @@ impl ReplyBody {
             Some(left) => Err(Error::Protocol(format!(
                 "{during}: {left} body bytes more than asked for"
             ))),
-            None if self.pos < self.data.len() => Err(Error::Protocol(format!(
-                "{during}: the body is longer than asked for"
-            ))),
+            None if self.pos < self.data.len() || self.raw_left > 0 => Err(Error::Protocol(
+                format!("{during}: the body is longer than asked for"),
+            )),
             None => match self.load(x, during).await? {
                 true => Err(Error::Protocol(format!(
                     "{during}: the body is longer than asked for"
@@ -147,8 +178,8 @@ impl ReplyBody {
                 Ok(false)
             }
             Chunk::Raw(size) => {
-                self.data.resize(size as usize, 0);
-                x.fill(&mut self.data, during).await.map_err(|(_, e)| e)?;
+                self.data.clear();
+                self.raw_left = size;
                 self.wire += size;
                 Ok(true)
             }

@@ -16,7 +16,7 @@
 //! a file changed meanwhile closes the connection instead.
 
 use super::{open, permissions, Opened};
-use crate::body::{hash_prefix, read_full_at, CopyError};
+use crate::body::{hash_prefix, read_full_at, send_range, CopyError};
 use crate::command::CommandError;
 use crate::context::Context;
 use crate::hashes::Lookup;
@@ -196,22 +196,49 @@ pub(super) async fn send_spans(
 /// of `version`), once the file's version is confirmed.
 async fn send(
     ctx: &mut Context<'_>,
-    mut reading: Reading,
+    reading: Reading,
     version: Version,
     cached: Option<blake3::Hash>,
 ) -> Result<(), CommandError> {
     let mut raw_bytes = 0;
-    let (mut pending, mut done): (Option<JoinHandle<_>>, _) = match reading.stretch() {
-        Some(_) => (Some(bulk(move || next_block(reading))), None),
-        None => (None, Some(reading)),
-    };
-    while let Some(task) = pending.take() {
+    let mut idle = Some(reading);
+    let mut pending: Option<JoinHandle<_>> = None;
+    loop {
+        if pending.is_none() {
+            let mut r = idle.take().expect("the reading is back");
+            let Some((at, len)) = r.stretch() else {
+                idle = Some(r);
+                break;
+            };
+            if r.hasher.is_none() && r.compressor.skipping() {
+                // A block the back-off sends raw, and nothing to hash: it goes by sendfile, as
+                // an uncompressed GET's body does.
+                r.compressor.skip();
+                let mut header = Vec::with_capacity(24);
+                encode_chunk_header(len as u64, None, &mut header);
+                ctx.write_body(&header).await.map_err(CommandError::Abort)?;
+                let (file, _) = send_range(ctx, r.file, at, len as u64, None)
+                    .await
+                    .map_err(|e| ctx.sending_failed(e))?;
+                r.file = file;
+                r.pos += len as u64;
+                raw_bytes += len as u64;
+                idle = Some(r);
+                continue;
+            }
+            pending = Some(bulk(move || next_block(r)));
+        }
+        let task = pending.take().expect("a block is being read");
         let (mut reading, block) = task.await;
         let block = block.map_err(|e| ctx.sending_failed(CopyError::Read(e)))?;
-        if reading.stretch().is_some() {
+        // The next block is read and compressed while this one is written, unless it is one
+        // to send by sendfile.
+        if reading.stretch().is_some()
+            && !(reading.hasher.is_none() && reading.compressor.skipping())
+        {
             pending = Some(bulk(move || next_block(reading)));
         } else {
-            done = Some(reading);
+            idle = Some(reading);
         }
         raw_bytes += block.raw;
         let write = async {
@@ -221,7 +248,7 @@ async fn send(
         write.await.map_err(CommandError::Abort)?;
     }
     ctx.stats.uncompressed = Some(raw_bytes);
-    let done = done.expect("the last block gives the reading back");
+    let done = idle.expect("the last block gives the reading back");
     let file = done.file;
     let blake3 = match done.hasher {
         Some(hasher) => {
