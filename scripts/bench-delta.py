@@ -370,8 +370,8 @@ def report(rows, sign, a, sft):
         " directions, read from the client interface's counters (TCP/IP headers included, the same"
         " yardstick for both tools). Ratios are sft ÷ rsync.",
         "",
-        "| workload | sft s | rsync s | time sft ÷ rsync | sft bytes | rsync bytes | bytes sft ÷ rsync | sft samples (s) | rsync samples (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | sft s | rsync s | time sft ÷ rsync | sft bytes | rsync bytes | bytes sft ÷ rsync | goal | status | sft samples (s) | rsync samples (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if r.name == "loop-z":
@@ -379,16 +379,21 @@ def report(rows, sign, a, sft):
         st, rt = r.med("sft", 0), r.med("rsync", 0)
         sb, rb = r.med("sft", 1), r.med("rsync", 1)
         fmt = lambda xs: ", ".join(f"{x[0]:.3f}" for x in xs)
+        goal_b, goal_t = GOALS[r.name]
+        met = (goal_b is None or sb / rb <= goal_b) and st / rt <= goal_t
+        goal = (f"bytes ≤ {goal_b}×, " if goal_b is not None else "") + f"time ≤ {goal_t}×"
         lines.append(f"| {r.title} | {st:.3f} | {rt:.3f} | {st / rt:.2f}× | {human(sb)} | {human(rb)} | "
-                     f"{sb / rb:.2f}× | {fmt(r.samples['sft'])} | {fmt(r.samples['rsync'])} |")
+                     f"{sb / rb:.2f}× | {goal} | {'**met**' if met else '**not met**'} | "
+                     f"{fmt(r.samples['sft'])} | {fmt(r.samples['rsync'])} |")
     for r in rows:
         if r.name != "loop-z":
             continue
         z, plain = r.med("sft -z", 0), r.med("sft", 0)
         fmt = lambda xs: ", ".join(f"{x[0]:.3f}" for x in xs)
-        lines += ["", "| loopback, no limit | sft -z s | sft s | -z ÷ plain | -z samples | plain samples |",
-                  "| --- | --- | --- | --- | --- | --- |",
-                  f"| {r.title} | {z:.3f} | {plain:.3f} | {z / plain:.2f}× | {fmt(r.samples['sft -z'])} | {fmt(r.samples['sft'])} |"]
+        met = "**met**" if z / plain <= 1.05 else "**not met**"
+        lines += ["", "| loopback, no limit | sft -z s | sft s | -z ÷ plain | goal | status | -z samples | plain samples |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |",
+                  f"| {r.title} | {z:.3f} | {plain:.3f} | {z / plain:.2f}× | ≤ 1.05× | {met} | {fmt(r.samples['sft -z'])} | {fmt(r.samples['sft'])} |"]
     if sign:
         lines += ["", "Server CPU for a level-1 `SIGN` of a 1 GiB file (127.0.0.1, the server's own"
                   " utime+stime from /proc; each signature cuts on one thread and hashes the whole"
@@ -412,6 +417,16 @@ def report(rows, sign, a, sft):
             cur = cur.rstrip("\n") + "\n\n" + text
         open(path, "w").write(cur)
         log("BENCHMARKS.md updated")
+
+
+# Goals per row: (bytes sft ÷ rsync, or None; time sft ÷ rsync).
+GOALS = {
+    "get-edits": (1.0, 0.5),
+    "send-edits": (1.0, 0.5),
+    "get-shift": (1.5, 0.7),
+    "send-shift": (1.5, 0.7),
+    "get-z": (None, 0.8),
+}
 
 
 def human(n):
