@@ -269,3 +269,46 @@ fn a_delta_that_does_not_add_up_is_refused_and_nothing_stored() {
     std::fs::remove_file(s.server.root.join("v2.txt")).unwrap();
     s.unharmed();
 }
+
+/// A basis rewritten while a delta is built from it — here with the very bytes it held, so that
+/// the file the delta builds hashes right whichever version each copy read — is refused with
+/// `changed` at the end: only the version check stands between it and a file built from two
+/// versions. Nothing is stored and the connection stays usable.
+#[test]
+fn a_basis_changed_while_a_delta_is_built_is_refused_with_changed() {
+    let s = setup();
+    let path = s.server.root.join("f.bin");
+    let old_time =
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old_time)
+        .unwrap();
+    let len = s.old.len() as u64;
+    let half = len / 2;
+    task::block_on(async {
+        let mut raw = Raw::connect(s.server.addr).await;
+        raw.write(format!("{}\n", s.delta(len)).as_bytes()).await;
+        assert_eq!(raw.reply().await["ok"], true);
+        raw.write(format!("{}\n", json!({"copy":0,"len":half})).as_bytes())
+            .await;
+        // The basis changes under the delta: rewritten in place, same bytes, a new time.
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.seek(SeekFrom::Start(100)).unwrap();
+            f.write_all(&s.old[100..200]).unwrap();
+        }
+        let end = json!({"size":0,"blake3":s.basis});
+        raw.write(format!("{}\n{end}\n", json!({"copy":half,"len":len - half})).as_bytes())
+            .await;
+        let reply = raw.reply().await;
+        assert_eq!(reply["code"], "changed", "{reply}");
+        // Still in step: the next request is answered.
+        raw.write(b"{\"verb\":\"HELLO\"}\n").await;
+        assert_eq!(raw.reply().await["ok"], true);
+    });
+    s.unharmed();
+}
