@@ -9,7 +9,8 @@ use std::sync::Arc;
 /// crate's version unless [`Registry::set_identity`] says otherwise.
 #[derive(Default, Clone)]
 pub struct Registry {
-    handlers: HashMap<String, Arc<dyn Command>>,
+    /// Verb → (its place among the sorted verbs, its handler).
+    handlers: HashMap<String, (usize, Arc<dyn Command>)>,
     identity: Option<(String, String)>,
 }
 
@@ -22,7 +23,15 @@ impl Registry {
     /// Registers `command` under [`Command::verb`], replacing any handler of the same verb.
     pub fn register(&mut self, command: impl Command) -> &mut Self {
         let verb = command.verb().to_ascii_uppercase();
-        self.handlers.insert(verb, Arc::new(command));
+        self.handlers.insert(verb, (0, Arc::new(command)));
+        // Registration is rare and the verbs few: number them all again, in sorted order.
+        let mut verbs: Vec<String> = self.handlers.keys().cloned().collect();
+        verbs.sort_unstable();
+        for (index, verb) in verbs.iter().enumerate() {
+            if let Some(entry) = self.handlers.get_mut(verb) {
+                entry.0 = index;
+            }
+        }
         self
     }
 
@@ -51,11 +60,18 @@ impl Registry {
 
     /// The handler for `verb` (any case).
     pub fn get(&self, verb: &str) -> Option<&Arc<dyn Command>> {
-        if verb.bytes().any(|b| b.is_ascii_lowercase()) {
+        self.get_indexed(verb).map(|(_, command)| command)
+    }
+
+    /// The handler for `verb` (any case) with the verb's place in [`Registry::verbs`]: a key
+    /// for per-verb tables (metrics) that costs no second lookup.
+    pub fn get_indexed(&self, verb: &str) -> Option<(usize, &Arc<dyn Command>)> {
+        let entry = if verb.bytes().any(|b| b.is_ascii_lowercase()) {
             self.handlers.get(&verb.to_ascii_uppercase())
         } else {
             self.handlers.get(verb)
-        }
+        };
+        entry.map(|(index, command)| (*index, command))
     }
 
     /// The registered handlers with their verbs, sorted by verb.
@@ -63,7 +79,7 @@ impl Registry {
         let mut all: Vec<_> = self
             .handlers
             .iter()
-            .map(|(verb, command)| (verb.as_str(), command))
+            .map(|(verb, (_, command))| (verb.as_str(), command))
             .collect();
         all.sort_unstable_by_key(|(verb, _)| *verb);
         all
@@ -82,5 +98,21 @@ impl fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("verbs", &self.verbs())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_verb_is_indexed_by_its_place_among_the_sorted_verbs() {
+        let registry = crate::builtins();
+        let verbs = registry.verbs();
+        assert!(verbs.len() > 5);
+        for (i, verb) in verbs.iter().enumerate() {
+            assert_eq!(registry.get_indexed(verb).unwrap().0, i, "{verb}");
+            let lower = verb.to_ascii_lowercase();
+            assert_eq!(registry.get_indexed(&lower).unwrap().0, i, "{lower}");
+        }
+        assert!(registry.get_indexed("NOPE").is_none());
     }
 }

@@ -46,6 +46,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (for tables keyed by code, such as metrics).
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::NotFound,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownVerb,
+        ErrorCode::Exists,
+        ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
+        ErrorCode::TlsRequired,
+        ErrorCode::TooLarge,
+        ErrorCode::ReadOnly,
+        ErrorCode::Busy,
+        ErrorCode::Unsupported,
+        ErrorCode::ChecksumMismatch,
+        ErrorCode::Changed,
+        ErrorCode::Internal,
+        ErrorCode::Unknown,
+    ];
+
+    /// This code's place in [`ErrorCode::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,3 +154,17 @@ impl fmt::Display for WireError {
 }
 
 impl std::error::Error for WireError {}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn all_lists_every_code_once_at_its_index() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code:?}");
+        }
+        // A code added to the enum but not to ALL would index past its end.
+        assert_eq!(ErrorCode::Unknown.index() + 1, ErrorCode::ALL.len());
+    }
+}

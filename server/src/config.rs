@@ -29,7 +29,7 @@ impl FromStr for LogFormat {
 
 /// The end of `sft-server`'s `--help`. A server binary of another name shows it with its own
 /// name (see [`run_main`](crate::run_main)).
-pub(crate) const AFTER_HELP: &str = "EXAMPLES:\n    sft-server                          serve the current folder on port 7005, IPv6 and IPv4\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    sft-server --max-partials 100 --partial-ttl 3600\n                                        keep at most 100 interrupted uploads, for an hour\n    SFT_LOG=debug sft-server --log-format json\n    sft-server --tokens tokens.txt --allow 10.0.0.0/8 --allow ::1\n                                        tokens required; 10.0.0.0/8 and ::1 only\n    sft-server --tls-self-signed ~/.config/sft-server/tls\n                                        TLS with a certificate made once; clients pin\n                                        the fingerprint it logs (sft --fingerprint HEX)\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once\n    SIGHUP            with --tokens: reload the tokens file (a bad one keeps the old tokens);\n                      without: log that there is nothing to reload. Never stops the server";
+pub(crate) const AFTER_HELP: &str = "EXAMPLES:\n    sft-server                          serve the current folder on port 7005, IPv6 and IPv4\n    sft-server --root /srv/files -p 9000\n    sft-server --host ::1 --port 0      loopback IPv6, any free port (logged)\n    sft-server --read-only --host 127.0.0.1\n                                        downloads only, from this machine only\n    sft-server --max-upload-bytes 1073741824\n                                        refuse uploads over 1 GiB (streams too)\n    sft-server --max-partials 100 --partial-ttl 3600\n                                        keep at most 100 interrupted uploads, for an hour\n    SFT_LOG=debug sft-server --log-format json\n    sft-server --tokens tokens.txt --allow 10.0.0.0/8 --allow ::1\n                                        tokens required; 10.0.0.0/8 and ::1 only\n    sft-server --tls-self-signed ~/.config/sft-server/tls\n                                        TLS with a certificate made once; clients pin\n                                        the fingerprint it logs (sft --fingerprint HEX)\n    sft-server --metrics 127.0.0.1:9105 Prometheus metrics at http://127.0.0.1:9105/metrics\n\nSIGNALS:\n    SIGINT, SIGTERM   stop accepting, let transfers finish (see --shutdown-grace), exit 0;\n                      a second signal exits at once\n    SIGHUP            with --tokens: reload the tokens file (a bad one keeps the old tokens);\n                      without: log that there is nothing to reload. Never stops the server";
 
 /// `sft-server`'s options.
 #[derive(Debug, Clone, StructOpt)]
@@ -139,6 +139,13 @@ pub struct Config {
     /// a bare address. Others are closed at once, unread.
     #[structopt(long = "allow", value_name = "CIDR", number_of_values = 1)]
     pub allow: Vec<Cidr>,
+
+    /// Serve metrics in the Prometheus text format at `http://ADDR/metrics`, on a port of
+    /// their own (`HOST:PORT`, e.g. 127.0.0.1:9105; port 0 picks a free one and logs it).
+    /// Off by default. Anyone who can reach ADDR may read them: keep it on loopback or a
+    /// monitoring network.
+    #[structopt(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 
     /// Serve TLS (1.3 and 1.2) with this certificate chain (PEM), on the same port: plaintext
     /// requests are then refused with `tls_required`. Needs --tls-key. The certificate's

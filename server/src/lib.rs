@@ -25,6 +25,7 @@ pub mod config;
 pub mod fdlimit;
 mod listener;
 pub mod logging;
+mod metrics;
 mod main_helper;
 pub mod session;
 mod sessions;

@@ -3,6 +3,7 @@
 use crate::access::{AllowList, Gate};
 use crate::config::Config;
 use crate::fdlimit::REFUSALS_IN_FLIGHT;
+use crate::metrics::{self, Gauges, Metrics, Refusal};
 use crate::session::{self, Mail, Shared};
 use crate::sessions::{SessionInfo, Sessions};
 use crate::tls::Tls;
@@ -35,6 +36,8 @@ pub struct Server {
     grace: Duration,
     /// Peers outside it are closed at accept (`--allow`).
     allow: AllowList,
+    /// With `--metrics`: its listener and the address it is bound to.
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 /// Controls a running server from elsewhere (another task, a signal handler, a test).
@@ -120,6 +123,10 @@ impl Server {
             log::info!(allow = allow.describe(); "connections accepted only from the allowed networks");
         }
         let addr = listener.local_addr()?;
+        let metrics_listener = match &config.metrics {
+            Some(at) => Some(metrics::bind(at).await?),
+            None => None,
+        };
         // Before "listening": whoever waits for that line finds the settings logged already.
         log_settings(&config);
         if !limits.read_only
@@ -139,10 +146,16 @@ impl Server {
                 "serving TLS only; clients may pin this certificate with --fingerprint"
             );
         }
+        if let Some((_, at)) = &metrics_listener {
+            log::info!(addr:% = at; "metrics listening (Prometheus text format at /metrics)");
+        }
         log::info!(
             addr:% = addr, root:% = root.dir().display(), verbs = registry.verbs().join(",");
             "listening"
         );
+        let counters = metrics_listener
+            .is_some()
+            .then(|| Metrics::new(&registry.verbs()));
         let (stop_tx, stop_rx) = channel::bounded(1);
         let (cut, cut_rx) = channel::bounded(1);
         Ok(Server {
@@ -157,6 +170,7 @@ impl Server {
                 gate,
                 tls,
                 cut: cut_rx,
+                metrics: counters,
             }),
             allow,
             max_connections: config.max_connections.max(1),
@@ -165,7 +179,37 @@ impl Server {
             stop_tx,
             stop_rx,
             cut,
+            metrics: metrics_listener,
         })
+    }
+
+    /// The address the metrics are served on (`--metrics`), if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Starts serving the metrics page, if `--metrics` asked for it.
+    fn serve_metrics(&mut self) -> Option<task::JoinHandle<()>> {
+        let (listener, _) = self.metrics.take()?;
+        let (shared, sessions) = (Arc::clone(&self.shared), Arc::clone(&self.sessions));
+        let max_connections = self.max_connections;
+        let render = move || {
+            let Some(counters) = &shared.metrics else {
+                return String::new();
+            };
+            let (partials_kept, partials_kept_bytes) = shared.root.partials_kept();
+            counters.page(&Gauges {
+                name: shared.registry.server_name().to_owned(),
+                version: shared.registry.server_version().to_owned(),
+                connections_open: sessions.len(),
+                max_connections,
+                upload_slots_in_use: shared.limits.uploads.in_use(),
+                upload_slots_max: shared.limits.uploads.max(),
+                partials_kept,
+                partials_kept_bytes,
+            })
+        };
+        Some(task::spawn(metrics::serve(listener, Arc::new(render))))
     }
 
     /// The address actually bound (the real port when the config asked for port 0).
@@ -185,12 +229,13 @@ impl Server {
     /// Accepts connections until [`Handle::shutdown`], then waits for every session to end:
     /// those still running when the grace period runs out are cancelled (their connections
     /// closed, their uploads discarded), so that when `run` returns no session is left.
-    pub async fn run(self) -> io::Result<()> {
+    pub async fn run(mut self) -> io::Result<()> {
         // Every session task holds a clone of `done_tx`; when all are dropped, `recv` fails.
         let (done_tx, done_rx) = channel::bounded::<()>(1);
         // A read-only server never writes, not even to expire partials a writable one left.
         let janitor = (!self.shared.limits.read_only)
             .then(|| task::spawn(expire_partials_periodically(self.shared.clone())));
+        let metrics = self.serve_metrics();
         let mut backoff = Duration::ZERO;
         let refusing = Arc::new(AtomicUsize::new(0));
         loop {
@@ -204,9 +249,11 @@ impl Server {
                     if !self.allow.admits(peer.ip()) {
                         // Closed before a byte is read or written.
                         self.allow.refused(peer);
+                        self.count(Refusal::AllowList);
                         drop(stream);
                     } else if self.sessions.len() >= self.max_connections {
                         log::debug!(peer:% = peer, sessions = self.sessions.len(); "connection over --max-connections");
+                        self.count(Refusal::Busy);
                         refuse_busy(stream, peer, self.max_connections, &refusing);
                     } else {
                         self.spawn_session(stream, peer, done_tx.clone());
@@ -228,6 +275,9 @@ impl Server {
         drop(self.listener);
         if let Some(janitor) = janitor {
             janitor.cancel().await;
+        }
+        if let Some(metrics) = metrics {
+            metrics.cancel().await;
         }
         let live = self.sessions.len();
         log::info!(sessions = live; "shutting down: no new connections; waiting for sessions to finish");
@@ -259,7 +309,16 @@ impl Server {
         Ok(())
     }
 
+    fn count(&self, refusal: Refusal) {
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.refused(refusal);
+        }
+    }
+
     fn spawn_session(&self, stream: TcpStream, peer: SocketAddr, done: Sender<()>) {
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.accepted();
+        }
         let (registration, mailbox) = self.sessions.register(peer);
         let id = registration.info.id;
         let shared = Arc::clone(&self.shared);

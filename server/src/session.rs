@@ -7,6 +7,7 @@
 //! aborts, a peer that vanishes or a `Stop` in the mailbox ends this session only.
 
 use crate::logging::escape;
+use crate::metrics::{Outcome, Refusal};
 use crate::sessions::Registration;
 use crate::tls::Opened;
 use async_std::io::BufReader;
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     /// Closed when the shutdown grace runs out: a session still running cuts its request short
     /// and ends.
     pub(crate) cut: async_std::channel::Receiver<()>,
+    /// With `--metrics`: the counters.
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Why a session ended, for its closing log line.
@@ -231,7 +234,12 @@ async fn serve(
         None => sft_io::split_plain(stream),
         Some(tls) => {
             let opening = tls
-                .open(stream, shared.idle_timeout, shared.header_timeout)
+                .open(
+                    stream,
+                    shared.idle_timeout,
+                    shared.header_timeout,
+                    shared.metrics.as_ref(),
+                )
                 .fuse();
             let mail = mailbox.recv().fuse();
             futures::pin_mut!(opening, mail);
@@ -242,7 +250,12 @@ async fn serve(
             match opened {
                 Ok(Opened::Tls(read, write)) => (read, write),
                 Ok(Opened::Closed) => return End::ClientClosed,
-                Ok(Opened::Plaintext) => return End::Protocol("plaintext request to a TLS server"),
+                Ok(Opened::Plaintext) => {
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.refused(Refusal::TlsRequired);
+                    }
+                    return End::Protocol("plaintext request to a TLS server");
+                }
                 Err(e) => return End::Failed(e),
             }
         }
@@ -353,6 +366,7 @@ async fn requests(
             Ok(r) => r,
             Err(err) => {
                 log::info!(session = info.id, outcome = err.code.as_str(), error = escape(&err.message); "malformed request");
+                count(shared, None, Outcome::Error(err.code), 0, 0);
                 if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
                     return End::Failed(e);
                 }
@@ -365,6 +379,7 @@ async fn requests(
             Ok(eager) => eager,
             Err(err) => {
                 log::info!(session = info.id, outcome = err.code.as_str(), error = escape(&err.message); "malformed request");
+                count(shared, None, Outcome::Error(err.code), 0, 0);
                 let _ = send_error(&mut writer, &mut scratch, &err).await;
                 return End::Protocol("an eager request whose body cannot be framed");
             }
@@ -375,7 +390,7 @@ async fn requests(
                 return End::Failed(e);
             }
         }
-        let Some(handler) = shared.registry.get(request.verb()) else {
+        let Some((verb_index, handler)) = shared.registry.get_indexed(request.verb()) else {
             let verb = request.verb_upper();
             let err = WireError::new(
                 ErrorCode::UnknownVerb,
@@ -386,6 +401,7 @@ async fn requests(
                 ),
             );
             log::info!(session = info.id, verb = escape(&verb), outcome = err.code.as_str(); "request");
+            count(shared, None, Outcome::Error(err.code), 0, 0);
             if let Err(e) =
                 refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
             {
@@ -400,6 +416,7 @@ async fn requests(
             Ok(body) => body,
             Err(err) => {
                 log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
+                count(shared, Some(verb_index), Outcome::Error(err.code), 0, 0);
                 if let Err(e) =
                     refuse(&mut reader, &mut writer, &mut scratch, &err, eager, shared).await
                 {
@@ -439,15 +456,18 @@ async fn requests(
         let stats = std::mem::take(&mut ctx.stats);
         drop(ctx);
         let (outcome, abort) = match result {
-            Ok(()) => (stats.error.map_or("ok", |c| c.as_str()), None),
+            Ok(()) => (stats.error.map_or(Outcome::Ok, Outcome::Error), None),
             Err(CommandError::Reply(err)) => {
                 if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
+                    count(shared, Some(verb_index), Outcome::Aborted, stats.bytes_in, stats.bytes_out);
                     return End::Failed(e);
                 }
-                (err.code.as_str(), None)
+                (Outcome::Error(err.code), None)
             }
-            Err(CommandError::Abort(e)) => ("aborted", Some(e)),
+            Err(CommandError::Abort(e)) => (Outcome::Aborted, Some(e)),
         };
+        count(shared, Some(verb_index), outcome, stats.bytes_in, stats.bytes_out);
+        let outcome = outcome.as_str();
         // Replies wait in the writer while the next request's header is already here: a
         // pipelining client gets them in a few writes, not one each. They go out before
         // anything waits on the client: before the next header if it is not all here, before
@@ -529,6 +549,13 @@ fn eager_body(request: &sft_protocol::Request<'_>) -> Result<Option<u64>, WireEr
             "\"eager\" goes only with a body of declared \"size\", not a chunked one",
         )),
         Err(e) => Err(e),
+    }
+}
+
+/// Counts a request in the metrics, when they are kept.
+fn count(shared: &Shared, verb: Option<usize>, outcome: Outcome, bytes_in: u64, bytes_out: u64) {
+    if let Some(metrics) = &shared.metrics {
+        metrics.request(verb, outcome, bytes_in, bytes_out);
     }
 }
 

@@ -101,12 +101,13 @@ impl Tls {
 
     /// Reads the first byte of a new connection (waiting at most `idle` for it) and, for a TLS
     /// connection, completes the handshake within `handshake`. A plaintext request is answered
-    /// `tls_required` and closed.
+    /// `tls_required` and closed. Handshakes are counted in `metrics`, if kept.
     pub(crate) async fn open(
         &self,
         stream: TcpStream,
         idle: Duration,
         handshake: Duration,
+        metrics: Option<&crate::metrics::Metrics>,
     ) -> io::Result<Opened> {
         let mut first = [0u8; 1];
         let n = Deadline::after(idle)
@@ -126,9 +127,13 @@ impl Tls {
             refuse_plaintext(stream, handshake).await;
             return Ok(Opened::Plaintext);
         }
-        let tls = Deadline::after(handshake)
+        let accepted = Deadline::after(handshake)
             .run(self.acceptor.accept(stream))
-            .await
+            .await;
+        if let Some(metrics) = metrics {
+            metrics.handshake(matches!(accepted, Ok(Ok(_))));
+        }
+        let tls = accepted
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -168,6 +168,12 @@ fn open_dir(dir: &OwnedFd, name: &str, create: bool) -> io::Result<Option<OwnedF
 const CHECK_EVERY_MS: u64 = 1000;
 
 impl super::Root {
+    /// The root as opened, without the periodic check that it is still there: no system call,
+    /// for callers that must never wait on the storage.
+    pub(crate) fn handle_unchecked(&self) -> Arc<RootHandle> {
+        Arc::clone(&read(&self.inner.handle))
+    }
+
     /// The root's current handle; checks now and then whether the root vanished.
     pub(crate) fn handle(&self) -> Arc<RootHandle> {
         let inner = &self.inner;

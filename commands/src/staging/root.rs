@@ -21,6 +21,20 @@ use std::sync::{Arc, Mutex};
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Root {
+    /// The interrupted uploads kept for a resume, as this server knows them: how many, and
+    /// their bytes (those this server kept, and those the others sharing the root kept as of
+    /// the last reading of the folder). Touches no file; `(0, 0)` until an upload or the
+    /// expiry of partials first opens the staging area.
+    pub fn partials_kept(&self) -> (usize, u64) {
+        match self.handle_unchecked().loaded() {
+            Some(staging) => {
+                let kept = staging.kept();
+                (kept.entries.len(), kept.bytes)
+            }
+            None => (0, 0),
+        }
+    }
+
     /// Removes every file in this server's staging folder (uploads that can no longer
     /// complete); those of other servers sharing the root are theirs. Writes nothing if no
     /// upload ever needed the staging area.
