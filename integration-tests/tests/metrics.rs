@@ -20,7 +20,9 @@ fn metrics_addr(server: &ServerProcess) -> SocketAddr {
 /// Sends `request` to the metrics port; returns the status code and the body.
 fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     stream.write_all(request).unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
@@ -80,7 +82,9 @@ fn validate(page: &str) {
             "prometheus_client refused the page: {}\n{page}",
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(e) => eprintln!("SKIPPED: python3 cannot run ({e}); the page was not checked by prometheus_client"),
+        Err(e) => eprintln!(
+            "SKIPPED: python3 cannot run ({e}); the page was not checked by prometheus_client"
+        ),
     }
     if let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])
@@ -89,10 +93,20 @@ fn validate(page: &str) {
         .stderr(Stdio::piped())
         .spawn()
     {
-        child.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(page.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         // promtool exits 3 for lint hints alone; 1 means the page does not parse.
-        assert_ne!(out.status.code(), Some(1), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+        assert_ne!(
+            out.status.code(),
+            Some(1),
+            "promtool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -117,13 +131,23 @@ fn the_page_counts_transfers_and_refusals_and_parses() {
     std::fs::write(root.path().join("four.bin"), random_bytes(4096, 1)).unwrap();
     let server = ServerProcess::start(
         root.path(),
-        &["--host", "127.0.0.1", "--metrics", "127.0.0.1:0", "--max-connections", "2"],
+        &[
+            "--host",
+            "127.0.0.1",
+            "--metrics",
+            "127.0.0.1:0",
+            "--max-connections",
+            "2",
+        ],
     );
     let metrics = metrics_addr(&server);
     assert_ne!(metrics.port(), server.addr.port());
     let before = scrape(metrics);
     assert_eq!(value(&before, "sft_connections_accepted_total"), 0.0);
-    assert_eq!(value(&before, "sft_requests_total{verb=\"GET\",outcome=\"ok\"}"), 0.0);
+    assert_eq!(
+        value(&before, "sft_requests_total{verb=\"GET\",outcome=\"ok\"}"),
+        0.0
+    );
     assert!(samples(&before).contains_key("sft_requests_total{verb=\"GET\",outcome=\"ok\"}"));
 
     // A scraper that connects and never sends holds up neither the page nor the transfers.
@@ -133,15 +157,22 @@ fn the_page_counts_transfers_and_refusals_and_parses() {
     let page = task::block_on(async {
         let mut first = Raw::connect(server.addr).await;
         let sent = first
-            .send(serde_json::json!({"verb": "SEND", "path": "up.bin"}), &upload)
+            .send(
+                serde_json::json!({"verb": "SEND", "path": "up.bin"}),
+                &upload,
+            )
             .await;
         assert_eq!(sent["ok"], true, "{sent}");
         for _ in 0..3 {
-            first.write(b"{\"verb\":\"GET\",\"path\":\"four.bin\"}\n").await;
+            first
+                .write(b"{\"verb\":\"GET\",\"path\":\"four.bin\"}\n")
+                .await;
             assert_eq!(first.reply().await["size"], 4096);
             assert_eq!(first.body(4096).await, random_bytes(4096, 1));
         }
-        first.write(b"{\"verb\":\"GET\",\"path\":\"missing\"}\n").await;
+        first
+            .write(b"{\"verb\":\"GET\",\"path\":\"missing\"}\n")
+            .await;
         assert_eq!(first.reply().await["code"], "not_found");
         first.write(b"{\"verb\":\"FROB\"}\n").await;
         assert_eq!(first.reply().await["code"], "unknown_verb");
@@ -162,13 +193,28 @@ fn the_page_counts_transfers_and_refusals_and_parses() {
     assert_eq!(got("sft_connections_open"), 2.0);
     assert_eq!(got("sft_connections_accepted_total"), 2.0);
     assert_eq!(got("sft_connections_refused_total{reason=\"busy\"}"), 1.0);
-    assert_eq!(got("sft_connections_refused_total{reason=\"allow_list\"}"), 0.0);
+    assert_eq!(
+        got("sft_connections_refused_total{reason=\"allow_list\"}"),
+        0.0
+    );
     assert_eq!(got("sft_requests_total{verb=\"SEND\",outcome=\"ok\"}"), 1.0);
     assert_eq!(got("sft_requests_total{verb=\"GET\",outcome=\"ok\"}"), 3.0);
-    assert_eq!(got("sft_requests_total{verb=\"GET\",outcome=\"not_found\"}"), 1.0);
-    assert_eq!(got("sft_requests_total{verb=\"HELLO\",outcome=\"ok\"}"), 1.0);
-    assert_eq!(got("sft_requests_total{verb=\"unknown\",outcome=\"unknown_verb\"}"), 1.0);
-    assert_eq!(got("sft_requests_total{verb=\"unknown\",outcome=\"bad_request\"}"), 1.0);
+    assert_eq!(
+        got("sft_requests_total{verb=\"GET\",outcome=\"not_found\"}"),
+        1.0
+    );
+    assert_eq!(
+        got("sft_requests_total{verb=\"HELLO\",outcome=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        got("sft_requests_total{verb=\"unknown\",outcome=\"unknown_verb\"}"),
+        1.0
+    );
+    assert_eq!(
+        got("sft_requests_total{verb=\"unknown\",outcome=\"bad_request\"}"),
+        1.0
+    );
     assert_eq!(got("sft_received_bytes_total"), 10_000.0);
     assert_eq!(got("sft_sent_bytes_total"), 3.0 * 4096.0);
     assert_eq!(got("sft_upload_slots_in_use"), 0.0);
@@ -176,7 +222,10 @@ fn the_page_counts_transfers_and_refusals_and_parses() {
     assert_eq!(got("sft_token_refusals_total{code=\"unauthorized\"}"), 0.0);
     assert_eq!(got("sft_tls_handshakes_total{result=\"ok\"}"), 0.0);
     // Every verb the server knows has its series, from its registry: none is left out.
-    let verbs = server.logs_with("listening")[0]["verbs"].as_str().unwrap().to_owned();
+    let verbs = server.logs_with("listening")[0]["verbs"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for verb in verbs.split(',') {
         let key = format!("sft_requests_total{{verb=\"{verb}\",outcome=\"ok\"}}");
         assert!(samples(&page).contains_key(&key), "{key}");
@@ -186,7 +235,10 @@ fn the_page_counts_transfers_and_refusals_and_parses() {
     assert_eq!(http(metrics, b"GET / HTTP/1.1\r\n\r\n").0, 404);
     assert_eq!(http(metrics, b"GET /metricsx HTTP/1.1\r\n\r\n").0, 404);
     assert_eq!(http(metrics, b"POST /metrics HTTP/1.1\r\n\r\n").0, 405);
-    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
     let mut stream = TcpStream::connect(metrics).unwrap();
     let _ = stream.write_all(huge.as_bytes());
     let mut reply = Vec::new();
@@ -206,7 +258,10 @@ fn token_refusals_tls_handshakes_and_plaintext_refusals_are_counted() {
     std::fs::write(root.join("a.txt"), b"hello").unwrap();
     let hash: String = {
         use sha2::Digest;
-        sha2::Sha256::digest(b"s3cret").iter().map(|b| format!("{b:02x}")).collect()
+        sha2::Sha256::digest(b"s3cret")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     };
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("alice read {hash}\n")).unwrap();
@@ -214,9 +269,14 @@ fn token_refusals_tls_handshakes_and_plaintext_refusals_are_counted() {
     let server = ServerProcess::start(
         &root,
         &[
-            "--host", "127.0.0.1", "--metrics", "127.0.0.1:0",
-            "--tokens", tokens.to_str().unwrap(),
-            "--tls-self-signed", tls.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--metrics",
+            "127.0.0.1:0",
+            "--tokens",
+            tokens.to_str().unwrap(),
+            "--tls-self-signed",
+            tls.to_str().unwrap(),
         ],
     );
     let metrics = metrics_addr(&server);
@@ -243,10 +303,30 @@ fn token_refusals_tls_handshakes_and_plaintext_refusals_are_counted() {
         command.output().unwrap()
     };
     // A download with the token: one handshake, ok.
-    let out = sft(&["get", "--fingerprint", &fingerprint, &addr, "a.txt", "a.txt"], Some("s3cret"));
+    let out = sft(
+        &[
+            "get",
+            "--fingerprint",
+            &fingerprint,
+            &addr,
+            "a.txt",
+            "a.txt",
+        ],
+        Some("s3cret"),
+    );
     expect_code(&out, 0);
     // A wrong token: refused.
-    let out = sft(&["get", "--fingerprint", &fingerprint, &addr, "a.txt", "b.txt"], Some("wrong"));
+    let out = sft(
+        &[
+            "get",
+            "--fingerprint",
+            &fingerprint,
+            &addr,
+            "a.txt",
+            "b.txt",
+        ],
+        Some("wrong"),
+    );
     assert_ne!(out.status.code(), Some(0));
     // Plaintext to the TLS port: refused tls_required.
     task::block_on(async {
@@ -257,17 +337,36 @@ fn token_refusals_tls_handshakes_and_plaintext_refusals_are_counted() {
     // A handshake that breaks off.
     {
         let mut stream = TcpStream::connect(server.addr).unwrap();
-        stream.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]).unwrap();
+        stream
+            .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+            .unwrap();
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
     }
     let page = scrape(metrics);
     let got = |key: &str| value(&page, key);
-    assert!(got("sft_tls_handshakes_total{result=\"ok\"}") >= 2.0, "{page}");
-    assert_eq!(got("sft_tls_handshakes_total{result=\"failed\"}"), 1.0, "{page}");
-    assert_eq!(got("sft_connections_refused_total{reason=\"tls_required\"}"), 1.0);
-    assert_eq!(got("sft_token_refusals_total{code=\"unauthorized\"}"), 1.0, "{page}");
-    assert_eq!(got("sft_requests_total{verb=\"AUTH\",outcome=\"unauthorized\"}"), 1.0);
+    assert!(
+        got("sft_tls_handshakes_total{result=\"ok\"}") >= 2.0,
+        "{page}"
+    );
+    assert_eq!(
+        got("sft_tls_handshakes_total{result=\"failed\"}"),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(
+        got("sft_connections_refused_total{reason=\"tls_required\"}"),
+        1.0
+    );
+    assert_eq!(
+        got("sft_token_refusals_total{code=\"unauthorized\"}"),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(
+        got("sft_requests_total{verb=\"AUTH\",outcome=\"unauthorized\"}"),
+        1.0
+    );
     assert_eq!(got("sft_requests_total{verb=\"GET\",outcome=\"ok\"}"), 1.0);
 }
 
@@ -276,7 +375,14 @@ fn connections_outside_the_allow_list_are_counted() {
     let root = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(
         root.path(),
-        &["--host", "127.0.0.1", "--metrics", "127.0.0.1:0", "--allow", "10.0.0.0/8"],
+        &[
+            "--host",
+            "127.0.0.1",
+            "--metrics",
+            "127.0.0.1:0",
+            "--allow",
+            "10.0.0.0/8",
+        ],
     );
     let metrics = metrics_addr(&server);
     for _ in 0..2 {
@@ -286,7 +392,13 @@ fn connections_outside_the_allow_list_are_counted() {
         assert!(rest.is_empty(), "closed unread");
     }
     let page = scrape(metrics);
-    assert_eq!(value(&page, "sft_connections_refused_total{reason=\"allow_list\"}"), 2.0);
+    assert_eq!(
+        value(
+            &page,
+            "sft_connections_refused_total{reason=\"allow_list\"}"
+        ),
+        2.0
+    );
     assert_eq!(value(&page, "sft_connections_accepted_total"), 0.0);
 }
 
@@ -296,7 +408,15 @@ fn the_server_refuses_to_start_when_the_metrics_address_cannot_be_bound() {
     let at = taken.local_addr().unwrap().to_string();
     let root = tempfile::tempdir().unwrap();
     let out = Command::new(bin("sft-server"))
-        .args(["--port", "0", "--host", "127.0.0.1", "--metrics", &at, "--root"])
+        .args([
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--metrics",
+            &at,
+            "--root",
+        ])
         .arg(root.path())
         .stdin(Stdio::null())
         .output()

@@ -459,14 +459,26 @@ async fn requests(
             Ok(()) => (stats.error.map_or(Outcome::Ok, Outcome::Error), None),
             Err(CommandError::Reply(err)) => {
                 if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
-                    count(shared, Some(verb_index), Outcome::Aborted, stats.bytes_in, stats.bytes_out);
+                    count(
+                        shared,
+                        Some(verb_index),
+                        Outcome::Aborted,
+                        stats.bytes_in,
+                        stats.bytes_out,
+                    );
                     return End::Failed(e);
                 }
                 (Outcome::Error(err.code), None)
             }
             Err(CommandError::Abort(e)) => (Outcome::Aborted, Some(e)),
         };
-        count(shared, Some(verb_index), outcome, stats.bytes_in, stats.bytes_out);
+        count(
+            shared,
+            Some(verb_index),
+            outcome,
+            stats.bytes_in,
+            stats.bytes_out,
+        );
         let outcome = outcome.as_str();
         // Replies wait in the writer while the next request's header is already here: a
         // pipelining client gets them in a few writes, not one each. They go out before

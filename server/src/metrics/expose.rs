@@ -55,16 +55,39 @@ fn label(value: &str) -> String {
 /// The whole page.
 pub(super) fn render(metrics: &Metrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    family(&mut out, "sft_build_info", "gauge", "The server program's name and version (always 1).");
+    family(
+        &mut out,
+        "sft_build_info",
+        "gauge",
+        "The server program's name and version (always 1).",
+    );
     let _ = writeln!(
         out,
         "sft_build_info{{name=\"{}\",version=\"{}\"}} 1",
         label(&gauges.name),
         label(&gauges.version)
     );
-    single(&mut out, "sft_connections_open", "gauge", "Connections being served now.", gauges.connections_open as u64);
-    single(&mut out, "sft_connections_max", "gauge", "Most connections served at once (--max-connections, as fitted to the open-file limit).", gauges.max_connections as u64);
-    single(&mut out, "sft_connections_accepted_total", "counter", "Connections accepted and served.", load(&metrics.accepted));
+    single(
+        &mut out,
+        "sft_connections_open",
+        "gauge",
+        "Connections being served now.",
+        gauges.connections_open as u64,
+    );
+    single(
+        &mut out,
+        "sft_connections_max",
+        "gauge",
+        "Most connections served at once (--max-connections, as fitted to the open-file limit).",
+        gauges.max_connections as u64,
+    );
+    single(
+        &mut out,
+        "sft_connections_accepted_total",
+        "counter",
+        "Connections accepted and served.",
+        load(&metrics.accepted),
+    );
     family(&mut out, "sft_connections_refused_total", "counter", "Connections closed before they were served, by reason: busy (over --max-connections), allow_list (outside --allow), tls_required (plaintext to a TLS server).");
     for why in Refusal::ALL {
         let _ = writeln!(
@@ -96,17 +119,70 @@ pub(super) fn render(metrics: &Metrics, gauges: &Gauges) -> String {
     for code in [ErrorCode::Unauthorized, ErrorCode::Forbidden] {
         let column = Outcome::Error(code).index();
         let sum: u64 = metrics.requests.iter().map(|row| load(&row[column])).sum();
-        let _ = writeln!(out, "sft_token_refusals_total{{code=\"{}\"}} {sum}", code.as_str());
+        let _ = writeln!(
+            out,
+            "sft_token_refusals_total{{code=\"{}\"}} {sum}",
+            code.as_str()
+        );
     }
-    single(&mut out, "sft_received_bytes_total", "counter", "Body bytes received from clients (as they crossed the wire).", load(&metrics.bytes_in));
-    single(&mut out, "sft_sent_bytes_total", "counter", "Body bytes sent to clients (as they crossed the wire).", load(&metrics.bytes_out));
-    single(&mut out, "sft_upload_slots_in_use", "gauge", "Uploads being received now.", gauges.upload_slots_in_use as u64);
-    single(&mut out, "sft_upload_slots_max", "gauge", "Most uploads received at once (--max-uploads).", gauges.upload_slots_max as u64);
-    single(&mut out, "sft_partials_kept", "gauge", "Interrupted uploads kept for a resume, as this server knows them.", gauges.partials_kept as u64);
-    single(&mut out, "sft_partials_kept_bytes", "gauge", "Bytes held by the interrupted uploads kept for a resume.", gauges.partials_kept_bytes);
-    family(&mut out, "sft_tls_handshakes_total", "counter", "TLS handshakes, by result: ok, or failed (refused, broken, or not completed in time).");
-    let _ = writeln!(out, "sft_tls_handshakes_total{{result=\"ok\"}} {}", load(&metrics.handshakes_ok));
-    let _ = writeln!(out, "sft_tls_handshakes_total{{result=\"failed\"}} {}", load(&metrics.handshakes_failed));
+    single(
+        &mut out,
+        "sft_received_bytes_total",
+        "counter",
+        "Body bytes received from clients (as they crossed the wire).",
+        load(&metrics.bytes_in),
+    );
+    single(
+        &mut out,
+        "sft_sent_bytes_total",
+        "counter",
+        "Body bytes sent to clients (as they crossed the wire).",
+        load(&metrics.bytes_out),
+    );
+    single(
+        &mut out,
+        "sft_upload_slots_in_use",
+        "gauge",
+        "Uploads being received now.",
+        gauges.upload_slots_in_use as u64,
+    );
+    single(
+        &mut out,
+        "sft_upload_slots_max",
+        "gauge",
+        "Most uploads received at once (--max-uploads).",
+        gauges.upload_slots_max as u64,
+    );
+    single(
+        &mut out,
+        "sft_partials_kept",
+        "gauge",
+        "Interrupted uploads kept for a resume, as this server knows them.",
+        gauges.partials_kept as u64,
+    );
+    single(
+        &mut out,
+        "sft_partials_kept_bytes",
+        "gauge",
+        "Bytes held by the interrupted uploads kept for a resume.",
+        gauges.partials_kept_bytes,
+    );
+    family(
+        &mut out,
+        "sft_tls_handshakes_total",
+        "counter",
+        "TLS handshakes, by result: ok, or failed (refused, broken, or not completed in time).",
+    );
+    let _ = writeln!(
+        out,
+        "sft_tls_handshakes_total{{result=\"ok\"}} {}",
+        load(&metrics.handshakes_ok)
+    );
+    let _ = writeln!(
+        out,
+        "sft_tls_handshakes_total{{result=\"failed\"}} {}",
+        load(&metrics.handshakes_failed)
+    );
     out
 }
 
@@ -129,7 +205,10 @@ mod tests {
             }
         }
         assert!(page.contains("sft_requests_total{verb=\"GET\",outcome=\"ok\"} 1\n"));
-        assert!(page.contains("verb=\"SE\\\"ND\""), "label values are escaped");
+        assert!(
+            page.contains("verb=\"SE\\\"ND\""),
+            "label values are escaped"
+        );
         assert!(page.contains("sft_sent_bytes_total 4096\n"));
     }
 }

@@ -51,7 +51,10 @@ pub(crate) async fn serve(listener: TcpListener, render: Arc<dyn Fn() -> String 
 }
 
 /// Reads one request and answers it.
-async fn answer(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    render: &(dyn Fn() -> String + Send + Sync),
+) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head_end = loop {
@@ -59,7 +62,13 @@ async fn answer(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Syn
             break end;
         }
         if request.len() >= MAX_REQUEST {
-            return reply(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request too large\n").await;
+            return reply(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            )
+            .await;
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
@@ -69,12 +78,39 @@ async fn answer(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Syn
     };
     let head = String::from_utf8_lossy(&request[..head_end]);
     let mut words = head.lines().next().unwrap_or_default().split(' ');
-    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let (method, target) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
     let path = target.split('?').next().unwrap_or_default();
     match (method, path) {
-        ("GET", "/metrics") => reply(&mut stream, "200 OK", super::expose::CONTENT_TYPE, &render()).await,
-        (_, "/metrics") => reply(&mut stream, "405 Method Not Allowed", "text/plain", "only GET\n").await,
-        _ => reply(&mut stream, "404 Not Found", "text/plain", "not found; the metrics are at /metrics\n").await,
+        ("GET", "/metrics") => {
+            reply(
+                &mut stream,
+                "200 OK",
+                super::expose::CONTENT_TYPE,
+                &render(),
+            )
+            .await
+        }
+        (_, "/metrics") => {
+            reply(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "only GET\n",
+            )
+            .await
+        }
+        _ => {
+            reply(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "not found; the metrics are at /metrics\n",
+            )
+            .await
+        }
     }
 }
 
@@ -82,8 +118,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn reply(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
-    let allow = if status.starts_with("405") { "Allow: GET\r\n" } else { "" };
+async fn reply(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let allow = if status.starts_with("405") {
+        "Allow: GET\r\n"
+    } else {
+        ""
+    };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
@@ -99,7 +144,10 @@ async fn reply(stream: &mut TcpStream, status: &str, content_type: &str, body: &
 /// Binds the metrics listener on `addr` (`host:port`).
 pub(crate) async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen for metrics on {addr}: {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {e}"),
+        )
     })?;
     let local = listener.local_addr()?;
     Ok((listener, local))

@@ -124,8 +124,16 @@ impl Metrics {
 
     /// Counts a request: `verb` is its index in the registry (`None`: a verb it does not know,
     /// or no verb could be read), with the body bytes it moved.
-    pub(crate) fn request(&self, verb: Option<usize>, outcome: Outcome, bytes_in: u64, bytes_out: u64) {
-        let row = verb.unwrap_or(self.verbs.len() - 1).min(self.verbs.len() - 1);
+    pub(crate) fn request(
+        &self,
+        verb: Option<usize>,
+        outcome: Outcome,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let row = verb
+            .unwrap_or(self.verbs.len() - 1)
+            .min(self.verbs.len() - 1);
         self.requests[row][outcome.index()].fetch_add(1, Ordering::Relaxed);
         if bytes_in > 0 {
             self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
