@@ -425,3 +425,42 @@ fn the_server_refuses_to_start_when_the_metrics_address_cannot_be_bound() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen for metrics on"), "{err}");
 }
+
+#[test]
+fn an_upload_in_progress_holds_a_slot_and_an_abandoned_one_is_kept() {
+    let root = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        root.path(),
+        &["--host", "127.0.0.1", "--metrics", "127.0.0.1:0"],
+    );
+    let metrics = metrics_addr(&server);
+    let sent = 100_000;
+    {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let header = format!(
+            "{{\"verb\":\"SEND\",\"path\":\"up.bin\",\"size\":200000,\"trailer\":true,\"upload_id\":\"{:032x}\"}}\n",
+            7
+        );
+        stream.write_all(header.as_bytes()).unwrap();
+        let mut reply = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut reply).unwrap();
+        assert!(reply.starts_with("{\"ok\":true"), "go-ahead: {reply}");
+        stream.write_all(&vec![b'x'; sent]).unwrap();
+        let page = scrape(metrics);
+        assert_eq!(value(&page, "sft_upload_slots_in_use"), 1.0, "{page}");
+        assert_eq!(value(&page, "sft_partials_kept"), 0.0);
+        // Dropped: the upload breaks off.
+    }
+    let aborted = "sft_requests_total{verb=\"SEND\",outcome=\"aborted\"}";
+    sft_integration_tests::wait_until(Duration::from_secs(20), || {
+        value(&scrape(metrics), aborted) == 1.0
+    });
+    let page = scrape(metrics);
+    assert_eq!(value(&page, "sft_upload_slots_in_use"), 0.0);
+    assert_eq!(value(&page, "sft_partials_kept"), 1.0, "{page}");
+    assert_eq!(value(&page, "sft_partials_kept_bytes"), sent as f64);
+    assert_eq!(value(&page, "sft_received_bytes_total"), sent as f64);
+}
