@@ -199,10 +199,21 @@ fn the_server_crate_names_no_verb() {
         src.display()
     );
     let verbs = verbs();
+    // The metrics responder speaks HTTP, whose method GET is no sft verb: that one literal, in
+    // that one file, is not a verb named.
+    let http = src.join("metrics/http.rs");
+    assert!(
+        http.exists(),
+        "{} moved: update this exception",
+        http.display()
+    );
     let mut offences = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for finding in findings(&lex(&text), &verbs) {
+            if file == http && finding == "string literal \"GET\"" {
+                continue;
+            }
             offences.push(format!("{}: {finding}", file.display()));
         }
     }

@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_before_its_samples() {
-        let metrics = Metrics::new(&["GET", "SE\"ND"]);
+        let metrics = Metrics::new(&["FETCH", "ST\"ORE"]);
         metrics.request(Some(0), Outcome::Ok, 0, 4096);
         let page = render(&metrics, &Gauges::default());
         let mut typed = std::collections::HashSet::new();
@@ -204,9 +204,9 @@ mod tests {
                 assert!(typed.contains(name), "{line}");
             }
         }
-        assert!(page.contains("sft_requests_total{verb=\"GET\",outcome=\"ok\"} 1\n"));
+        assert!(page.contains("sft_requests_total{verb=\"FETCH\",outcome=\"ok\"} 1\n"));
         assert!(
-            page.contains("verb=\"SE\\\"ND\""),
+            page.contains("verb=\"ST\\\"ORE\""),
             "label values are escaped"
         );
         assert!(page.contains("sft_sent_bytes_total 4096\n"));

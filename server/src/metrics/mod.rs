@@ -183,15 +183,15 @@ mod tests {
 
     #[test]
     fn requests_are_counted_by_verb_index_and_outcome() {
-        let metrics = Metrics::new(&["GET", "SEND"]);
+        let metrics = Metrics::new(&["FETCH", "STORE"]);
         metrics.request(Some(1), Outcome::Ok, 10, 0);
         metrics.request(Some(1), Outcome::Error(ErrorCode::Busy), 0, 0);
         metrics.request(Some(0), Outcome::Aborted, 0, 7);
         metrics.request(None, Outcome::Error(ErrorCode::UnknownVerb), 0, 0);
-        assert_eq!(metrics.requests_of("SEND", "ok"), 1);
-        assert_eq!(metrics.requests_of("SEND", "busy"), 1);
-        assert_eq!(metrics.requests_of("GET", "aborted"), 1);
-        assert_eq!(metrics.requests_of("GET", "ok"), 0);
+        assert_eq!(metrics.requests_of("STORE", "ok"), 1);
+        assert_eq!(metrics.requests_of("STORE", "busy"), 1);
+        assert_eq!(metrics.requests_of("FETCH", "aborted"), 1);
+        assert_eq!(metrics.requests_of("FETCH", "ok"), 0);
         assert_eq!(metrics.requests_of("unknown", "unknown_verb"), 1);
         assert_eq!(metrics.bytes_in.load(Ordering::Relaxed), 10);
         assert_eq!(metrics.bytes_out.load(Ordering::Relaxed), 7);
