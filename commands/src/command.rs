@@ -73,6 +73,13 @@ pub trait Command: Send + Sync + 'static {
         false
     }
 
+    /// Whether the verb is a health check, sent by a load balancer every few seconds (`HELLO`
+    /// is): a connection that makes only such requests, all answered `ok`, and closes is
+    /// logged at `debug` rather than `info`, so the checks do not fill the log.
+    fn health_check(&self) -> bool {
+        false
+    }
+
     /// What a request may carry after its header; [`Accepts::Nothing`] unless overridden. The
     /// session refuses any other body with `bad_request` before the handler runs, so a verb that
     /// takes none need not look for one.

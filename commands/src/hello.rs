@@ -31,6 +31,10 @@ impl Command for Hello {
         true
     }
 
+    fn health_check(&self) -> bool {
+        true
+    }
+
     fn run<'a>(
         &'a self,
         request: Request<'a>,

@@ -268,3 +268,90 @@ fn trace_never_shows_a_token_but_names_it() {
     assert!(logs.iter().any(|l| l.contains("(hidden)")));
     assert!(logs.iter().any(|l| l.contains("\"name\":\"carol\"")));
 }
+
+#[test]
+fn health_checks_log_at_debug_and_a_connection_that_does_more_logs_as_usual() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.txt"), "hello\n").unwrap();
+    let server = ServerProcess::start_in_shell(root.path(), &[], Some("export SFT_LOG=debug"));
+    let hello = b"{\"verb\":\"HELLO\"}\n";
+    task::block_on(async {
+        // Two checks as a load balancer makes them: one HELLO, then two on one connection.
+        for n in [1, 2] {
+            let mut raw = Raw::connect(server.addr).await;
+            for _ in 0..n {
+                raw.write(hello).await;
+                assert_eq!(raw.reply().await["ok"], true);
+            }
+        }
+        // A connection that checks, then does something else.
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(hello).await;
+        assert_eq!(raw.reply().await["ok"], true);
+        raw.write(b"{\"verb\":\"STAT\",\"path\":\"a.txt\"}\n").await;
+        assert_eq!(raw.reply().await["ok"], true);
+        raw.write(hello).await;
+        assert_eq!(raw.reply().await["ok"], true);
+    });
+    wait_until(Duration::from_secs(20), || {
+        server.logs_with("connection closed").len() == 3
+    });
+    // Sessions end in any order: in the order they were opened.
+    let by_session = |mut lines: Vec<Value>| {
+        lines.sort_by_key(|l| l["session"].as_u64());
+        lines
+    };
+    let closed = by_session(server.logs_with("connection closed"));
+    let levels: Vec<&str> = closed
+        .iter()
+        .map(|l| l["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["debug", "debug", "info"], "{closed:?}");
+    let opened = server.logs_with("connection opened");
+    assert_eq!(
+        opened.len(),
+        1,
+        "only the connection that did more: {opened:?}"
+    );
+    assert_eq!(opened[0]["level"], "info");
+    assert_eq!(opened[0]["session"], closed[2]["session"]);
+    assert_eq!(opened[0]["peer"], closed[2]["peer"]);
+    let accepted = server.logs_with("connection accepted");
+    assert_eq!(accepted.len(), 3, "{accepted:?}");
+    assert!(accepted.iter().all(|l| l["level"] == "debug"));
+    let hellos = by_session(requests(&server, "HELLO"));
+    let levels: Vec<&str> = hellos
+        .iter()
+        .map(|l| l["level"].as_str().unwrap())
+        .collect();
+    // The last connection's first HELLO came before it did anything else; its second after.
+    assert_eq!(
+        levels,
+        ["debug", "debug", "debug", "debug", "info"],
+        "{hellos:?}"
+    );
+    assert_eq!(requests(&server, "STAT")[0]["level"], "info");
+    // Its "connection opened" line comes with its first other request, before that request's.
+    let logs = server.logs.lock().unwrap();
+    let at = |needle: &str| logs.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(at("\"connection opened\"") < at("\"verb\":\"STAT\""));
+}
+
+#[test]
+fn a_failed_health_check_logs_as_usual() {
+    let root = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(root.path(), &[]);
+    task::block_on(async {
+        let mut raw = Raw::connect(server.addr).await;
+        raw.write(b"{\"verb\":\"HELLO\",\"size\":3}\n").await;
+        assert_eq!(raw.reply().await["ok"], false);
+    });
+    wait_until(Duration::from_secs(20), || {
+        server.logs_with("connection closed").len() == 1
+    });
+    assert_eq!(server.logs_with("connection opened").len(), 1);
+    let hellos = requests(&server, "HELLO");
+    assert_eq!(hellos.len(), 1, "{hellos:?}");
+    assert_eq!(hellos[0]["outcome"], "bad_request");
+    assert_eq!(hellos[0]["level"], "info");
+}

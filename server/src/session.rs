@@ -8,7 +8,7 @@
 
 use crate::logging::escape;
 use crate::metrics::{Outcome, Refusal};
-use crate::sessions::Registration;
+use crate::sessions::{Registration, SessionInfo};
 use crate::tls::Opened;
 use async_std::io::BufReader;
 use async_std::net::TcpStream;
@@ -18,6 +18,7 @@ use sft_io::Deadline;
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{decode_request, encode_error, read_line, ErrorCode, WireError};
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -178,6 +179,37 @@ impl IdleTimer {
     }
 }
 
+/// A connection's `connection opened` line, held back until the connection does something other
+/// than health checks ([`sft_commands::Command::health_check`]): a load balancer checks every
+/// few seconds, and a connection that only answered its checks is logged at `debug` alone.
+struct Opening<'a> {
+    info: &'a SessionInfo,
+    /// Whether the line is out.
+    logged: AtomicBool,
+}
+
+impl<'a> Opening<'a> {
+    fn new(info: &'a SessionInfo) -> Opening<'a> {
+        log::debug!(session = info.id, peer:% = info.peer; "connection accepted");
+        Opening {
+            info,
+            logged: AtomicBool::new(false),
+        }
+    }
+
+    /// Logs `connection opened` (at `info`), unless it is out already.
+    fn announce(&self) {
+        if !self.logged.swap(true, Ordering::Relaxed) {
+            log::info!(session = self.info.id, peer:% = self.info.peer; "connection opened");
+        }
+    }
+
+    /// Whether the connection has made only successful health checks so far.
+    fn quiet(&self) -> bool {
+        !self.logged.load(Ordering::Relaxed)
+    }
+}
+
 /// Runs one session to its end and logs it. Never panics outward: a panic in a handler is
 /// caught here, logged with the session id, and ends this session only.
 pub(crate) async fn run(
@@ -187,15 +219,22 @@ pub(crate) async fn run(
     mailbox: async_std::channel::Receiver<Mail>,
 ) {
     let info = registration.info.clone();
-    log::info!(session = info.id, peer:% = info.peer; "connection opened");
-    let served =
-        std::panic::AssertUnwindSafe(serve(&shared, stream, &registration, mailbox)).catch_unwind();
+    let opening = Opening::new(&info);
+    let served = serve(&shared, stream, &registration, &opening, mailbox);
+    let served = std::panic::AssertUnwindSafe(served).catch_unwind();
     // Cut between requests (or anywhere a request is not running a handler): ended here.
     let result = unless_cut(&shared.cut, served)
         .await
         .unwrap_or(Ok(End::Cut));
     let ms = millis(info.started.elapsed());
+    let quiet = matches!(result, Ok(End::ClientClosed | End::Stopped)) && opening.quiet();
+    if quiet {
+        log::debug!(session = info.id, peer:% = info.peer, ms = ms; "connection closed");
+    } else {
+        opening.announce();
+    }
     match result {
+        _ if quiet => {}
         Ok(End::ClientClosed) => {
             log::info!(session = info.id, peer:% = info.peer, ms = ms; "connection closed")
         }
@@ -227,13 +266,14 @@ async fn serve(
     shared: &Shared,
     stream: TcpStream,
     registration: &Registration,
+    opening: &Opening<'_>,
     mailbox: async_std::channel::Receiver<Mail>,
 ) -> End {
     let _ = stream.set_nodelay(true);
     let (read, write) = match &shared.tls {
         None => sft_io::split_plain(stream),
         Some(tls) => {
-            let opening = tls
+            let handshake = tls
                 .open(
                     stream,
                     shared.idle_timeout,
@@ -242,10 +282,10 @@ async fn serve(
                 )
                 .fuse();
             let mail = mailbox.recv().fuse();
-            futures::pin_mut!(opening, mail);
+            futures::pin_mut!(handshake, mail);
             let opened = futures::select_biased! {
                 _ = mail => return End::Stopped,
-                o = opening => o,
+                o = handshake => o,
             };
             match opened {
                 Ok(Opened::Tls(read, write)) => (read, write),
@@ -263,7 +303,15 @@ async fn serve(
     let mut reader = BufReader::with_capacity(IO_BUFFER, read);
     // Every write to the client keeps the pace rules, replies and flushes included.
     let mut writer = Writer::new(write, shared.limits.pace(), IO_BUFFER);
-    let end = requests(shared, &mut reader, &mut writer, registration, mailbox).await;
+    let end = requests(
+        shared,
+        &mut reader,
+        &mut writer,
+        registration,
+        opening,
+        mailbox,
+    )
+    .await;
     if shared.tls.is_some() && !matches!(end, End::Failed(_)) {
         // A clean TLS close (close_notify), so the client tells it from a cut; bounded like
         // every other write.
@@ -280,6 +328,7 @@ async fn requests(
     reader: &mut sft_commands::Reader,
     writer: &mut sft_commands::Writer,
     registration: &Registration,
+    opening: &Opening<'_>,
     mailbox: async_std::channel::Receiver<Mail>,
 ) -> End {
     let info = &registration.info;
@@ -365,6 +414,7 @@ async fn requests(
         let request = match decode_request(&line) {
             Ok(r) => r,
             Err(err) => {
+                opening.announce();
                 log::info!(session = info.id, outcome = err.code.as_str(), error = escape(&err.message); "malformed request");
                 count(shared, None, Outcome::Error(err.code), 0, 0);
                 if let Err(e) = send_error(&mut writer, &mut scratch, &err).await {
@@ -378,6 +428,7 @@ async fn requests(
         let eager = match eager_body(&request) {
             Ok(eager) => eager,
             Err(err) => {
+                opening.announce();
                 log::info!(session = info.id, outcome = err.code.as_str(), error = escape(&err.message); "malformed request");
                 count(shared, None, Outcome::Error(err.code), 0, 0);
                 let _ = send_error(&mut writer, &mut scratch, &err).await;
@@ -391,6 +442,7 @@ async fn requests(
             }
         }
         let Some((verb_index, handler)) = shared.registry.get_indexed(request.verb()) else {
+            opening.announce();
             let verb = request.verb_upper();
             let err = WireError::new(
                 ErrorCode::UnknownVerb,
@@ -412,9 +464,13 @@ async fn requests(
         // The same rules for every verb, in their order, before its handler runs: who you are,
         // may you write, what may follow the header (a body refused was not sent, since the
         // client waits for a go-ahead — or, eager, it is dropped).
+        if !handler.health_check() {
+            opening.announce();
+        }
         let body = match admit(&**handler, &request, &shared.limits, &mut access) {
             Ok(body) => body,
             Err(err) => {
+                opening.announce();
                 log::info!(session = info.id, verb = handler.verb(), outcome = err.code.as_str(), error = escape(&err.message); "request");
                 count(shared, Some(verb_index), Outcome::Error(err.code), 0, 0);
                 if let Err(e) =
@@ -497,20 +553,30 @@ async fn requests(
                 "request phases"
             );
         }
-        if log::log_enabled!(log::Level::Info) {
+        // A health check answered `ok` on a connection that has done nothing else: at `debug`.
+        let quiet = outcome == "ok" && opening.quiet();
+        if !quiet {
+            opening.announce();
+        }
+        let level = if quiet {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        if log::log_enabled!(level) {
             let path = stats.path.as_deref().map(escape).unwrap_or_default();
             let ms = millis(started.elapsed());
             if stats.uncompressed.is_some() || stats.reused.is_some() {
                 // A version-3 transfer: what crossed the wire, and the file bytes it stood for.
-                log::info!(
-                    session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
+                log::log!(
+                    level, session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
                     bytes_out = stats.bytes_out, uncompressed = stats.uncompressed.unwrap_or(0),
                     reused = stats.reused.unwrap_or(0), ms = ms, outcome = outcome;
                     "request"
                 );
             } else {
-                log::info!(
-                    session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
+                log::log!(
+                    level, session = info.id, verb = handler.verb(), path = path, bytes_in = stats.bytes_in,
                     bytes_out = stats.bytes_out, ms = ms, outcome = outcome;
                     "request"
                 );
