@@ -9,10 +9,13 @@
 //! < {"end":true,"count":3,"skipped":0}
 //! ```
 //!
-//! The walk is incremental, so a huge tree streams: an explicit stack of open folder handles, at
-//! most [`MAX_LIST_DEPTH`] deep (so at most that many descriptors per listing), is advanced one
-//! bounded batch at a time on the blocking pool, and each batch is written out before the next
-//! is read. The listed folder itself is resolved and opened through the sandbox; from there the
+//! The walk is incremental, so a huge tree streams: an explicit stack of folders, at most
+//! [`MAX_LIST_DEPTH`] deep, is advanced one bounded batch at a time on the blocking pool, and each
+//! batch is written out before the next is read. Whatever the depth, at most
+//! [`MAX_OPEN_FOLDERS`] of them are open at once (a client that stops reading a deep listing holds
+//! no more): the listed folder and the deepest ones. A folder closed on the way down is opened
+//! again when the walk comes back to it — by name from its nearest open ancestor, checked to be
+//! the same folder — and read on from where it was. The listed folder itself is resolved and opened through the sandbox; from there the
 //! walk only ever uses handles: entries are read from the open folder, described with
 //! `fstatat(folder, name, AT_SYMLINK_NOFOLLOW)`, and a sub-folder is opened with
 //! `openat(folder, name, O_NOFOLLOW | O_DIRECTORY)`. A folder swapped for a symlink meanwhile is
@@ -33,8 +36,9 @@ use sft_protocol::verbs::{
     Entry, Kind, ListEnd, ListHash, ListReply, ListRequest, StreamFormat, Verb,
 };
 use sft_protocol::{ErrorCode, Request, WireError};
+use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 /// Entries examined per trip to the blocking pool.
@@ -43,6 +47,10 @@ const BATCH_ENTRIES: usize = 256;
 const BATCH_BYTES: usize = 64 * 1024;
 /// Bytes of files hashed per trip (`"hash":"all"`); a larger file is hashed over several.
 const BATCH_HASH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Folder handles a walk holds at once, whatever the tree's depth; re-opening a folder the walk
+/// comes back to holds one more for a moment.
+pub const MAX_OPEN_FOLDERS: usize = 4;
 
 /// The `LIST` handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,11 +115,16 @@ impl Command for List {
     }
 }
 
-/// One open folder of the walk.
+/// One folder of the walk.
 #[derive(Debug)]
 struct Level {
-    /// The folder, open; entries are read from it and described relative to it.
-    dir: Dir,
+    /// The folder, while it is open; entries are read from it and described relative to it.
+    dir: Option<Dir>,
+    /// How to open it again: its name in its parent, and what it was. `None` for the listed
+    /// folder, which stays open.
+    from: Option<(CString, FileId)>,
+    /// How far its entries have been read.
+    at: Position,
     /// Its path relative to the listed folder, with a trailing `/` (empty for the folder itself).
     prefix: String,
     /// Level of its entries: 1 for the listed folder's own.
@@ -168,7 +181,9 @@ impl Walk {
             shown,
             recursive,
             stack: vec![Level {
-                dir,
+                dir: Some(dir),
+                from: None,
+                at: Position::default(),
                 prefix: String::new(),
                 depth: 1,
             }],
@@ -204,12 +219,20 @@ impl Walk {
             let Some(level) = self.stack.last_mut() else {
                 return Ok(true);
             };
-            let dirent = match level.dir.read() {
+            if level.dir.is_none() {
+                self.reopen_top()?;
+            }
+            let level = self.stack.last_mut().expect("not empty");
+            let dir = level.dir.as_mut().expect("opened again");
+            let dirent = match dir.read() {
                 None => {
                     self.stack.pop();
                     continue;
                 }
-                Some(Ok(dirent)) => dirent,
+                Some(Ok(dirent)) => {
+                    level.at.advance(&dirent);
+                    dirent
+                }
                 Some(Err(e)) => {
                     let rel = level.prefix.trim_end_matches('/');
                     return Err(io_error(&Self::at(&self.shown, rel), &e.into()));
@@ -227,7 +250,8 @@ impl Walk {
             if is_partial_download(name) {
                 continue;
             }
-            let folder = level.dir.fd().expect("an open folder has a handle");
+            let dir = level.dir.as_ref().expect("open");
+            let folder = dir.fd().expect("an open folder has a handle");
             let st = match rfs::statat(folder, raw, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 // Removed since the folder was read: it is no longer there to list.
@@ -254,7 +278,9 @@ impl Walk {
                         Ok(fd) => match Dir::new(fd) {
                             Ok(dir) => {
                                 descend = Some(Level {
-                                    dir,
+                                    dir: Some(dir),
+                                    from: Some((raw.to_owned(), FileId::of(&st))),
+                                    at: Position::default(),
                                     prefix: format!("{}/", entry.name),
                                     depth: level.depth + 1,
                                 });
@@ -304,10 +330,112 @@ impl Walk {
         match encode_line(entry, out) {
             Ok(()) => {
                 self.count += 1;
-                self.stack.extend(descend);
+                if let Some(level) = descend {
+                    self.stack.push(level);
+                    self.close_excess();
+                }
             }
             // Its contents' lines would be longer still: leave them out with it.
             Err(_) => self.skipped += 1,
+        }
+    }
+}
+
+impl Walk {
+    /// Closes the shallowest open folder but the listed one while more than
+    /// [`MAX_OPEN_FOLDERS`] are open; the walk opens it again when it comes back to it.
+    fn close_excess(&mut self) {
+        let open = self.stack.iter().filter(|l| l.dir.is_some()).count();
+        if open > MAX_OPEN_FOLDERS {
+            if let Some(level) = self.stack.iter_mut().skip(1).find(|l| l.dir.is_some()) {
+                level.dir = None;
+            }
+        }
+    }
+
+    /// Opens the folder on top of the stack again, from its nearest open ancestor down, each
+    /// step only if it is still the folder the walk left, and goes on where its reading was.
+    fn reopen_top(&mut self) -> Result<(), WireError> {
+        let top = self.stack.len() - 1;
+        let base = self.stack[..top]
+            .iter()
+            .rposition(|l| l.dir.is_some())
+            .expect("the listed folder stays open");
+        let shown = |level: &Level| Self::at(&self.shown, level.prefix.trim_end_matches('/'));
+        let mut held: Option<OwnedFd> = None;
+        for level in &self.stack[base + 1..=top] {
+            let (name, id) = level.from.as_ref().expect("only the listed folder has no parent");
+            let parent = match &held {
+                Some(fd) => fd.as_fd(),
+                None => {
+                    let dir = self.stack[base].dir.as_ref().expect("open");
+                    dir.fd().map_err(|e| io_error(&shown(level), &e.into()))?
+                }
+            };
+            let fd = open_subfolder(parent, name, *id).map_err(|e| match e {
+                Swapped => WireError::new(
+                    ErrorCode::NotFound,
+                    format!("{} changed while it was being listed", shown(level)),
+                ),
+                Failed(e) => io_error(&shown(level), &e.into()),
+            })?;
+            held = Some(fd);
+        }
+        let level = &self.stack[top];
+        let fd = held.expect("the top is above the open ancestor");
+        let mut dir = Dir::new(fd).map_err(|e| io_error(&shown(level), &e.into()))?;
+        level
+            .at
+            .restore(&mut dir)
+            .map_err(|e| io_error(&shown(level), &e))?;
+        self.stack[top].dir = Some(dir);
+        Ok(())
+    }
+}
+
+/// How far a folder's entries have been read, to read on from there once it is opened again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Position {
+    /// Entries read so far.
+    read: u64,
+    /// The directory stream's position after the last entry read: a cookie the file system
+    /// keeps valid for the folder, also across opens (as `seekdir` and NFS rely on).
+    #[cfg(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64"))]
+    cookie: i64,
+}
+
+impl Position {
+    /// Counts `entry` as read.
+    fn advance(&mut self, entry: &rustix::fs::DirEntry) {
+        self.read += 1;
+        #[cfg(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64"))]
+        {
+            self.cookie = entry.offset();
+        }
+        #[cfg(not(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64")))]
+        let _ = entry;
+    }
+
+    /// Moves `dir`, just opened, past the entries read before.
+    fn restore(&self, dir: &mut Dir) -> std::io::Result<()> {
+        if self.read == 0 {
+            return Ok(());
+        }
+        #[cfg(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64"))]
+        {
+            dir.seek(self.cookie).map_err(Into::into)
+        }
+        // Without a cookie, by count: entries added or removed meanwhile may shift it by as many.
+        #[cfg(not(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64")))]
+        {
+            for _ in 0..self.read {
+                match dir.read() {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => break,
+                }
+            }
+            Ok(())
         }
     }
 }
@@ -532,6 +660,126 @@ mod tests {
             }
         }
         assert_eq!(walk.count, 1000);
+    }
+
+    #[test]
+    fn a_deep_tree_is_walked_whole_with_a_bounded_number_of_folders_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        let mut rel = String::new();
+        // Files and folders before and after the folder the walk goes down into, at every level:
+        // a folder closed on the way down is read on from where it was.
+        for level in 0..20 {
+            for name in ["a", "m", "z"] {
+                let file = format!("{rel}{name}{level}.txt");
+                fs::write(dir.path().join(&file), b"x").unwrap();
+                expected.push(file);
+                let side = format!("{rel}{name}{level}.d");
+                fs::create_dir(dir.path().join(&side)).unwrap();
+                fs::write(dir.path().join(&side).join("in"), b"").unwrap();
+                expected.extend([side.clone(), format!("{side}/in")]);
+            }
+            rel.push_str("deeper");
+            fs::create_dir(dir.path().join(&rel)).unwrap();
+            expected.push(rel.clone());
+            rel.push('/');
+        }
+        let root = Root::open(dir.path()).unwrap();
+        let rp = root.check("").unwrap();
+        let mut walk = Walk::open(root.clone(), &rp, true).unwrap();
+        let mut listed = Vec::new();
+        loop {
+            // The handles are looked at between batches.
+            let mut out = Vec::new();
+            let done = walk.fill(&mut out).unwrap();
+            let open = walk.stack.iter().filter(|l| l.dir.is_some()).count();
+            assert!(open <= MAX_OPEN_FOLDERS, "{open} open");
+            for line in out.split_inclusive(|&b| b == b'\n') {
+                let StreamLine::Item(item) = decode_stream_line(line).unwrap() else {
+                    panic!("not an item")
+                };
+                listed.push(serde_json::from_slice::<Entry>(item).unwrap().name);
+            }
+            if done {
+                break;
+            }
+        }
+        assert!(walk.stack.is_empty());
+        let (mut listed_sorted, mut expected) = (listed.clone(), expected);
+        listed_sorted.sort();
+        expected.sort();
+        assert_eq!(listed_sorted, expected, "each entry once");
+        // And the same through the whole-batch path.
+        let (all, _) = walk_all(&root, "", true);
+        assert_eq!(all.len(), listed.len());
+    }
+
+    /// Walks `walk` down its chain of folders named `d`, as `fill` does (but entry by entry),
+    /// until it is `levels` deep.
+    fn walk_down(walk: &mut Walk, levels: usize) {
+        while walk.stack.len() < levels {
+            let level = walk.stack.last_mut().unwrap();
+            let dir = level.dir.as_mut().unwrap();
+            let entry = dir.read().unwrap().unwrap();
+            level.at.advance(&entry);
+            let name = entry.file_name().to_owned();
+            if name.to_bytes() != b"d" {
+                continue;
+            }
+            let folder = dir.fd().unwrap();
+            let id = FileId::of(&rfs::statat(folder, &name, AtFlags::SYMLINK_NOFOLLOW).unwrap());
+            let Ok(fd) = open_subfolder(folder, &name, id) else {
+                panic!("opens")
+            };
+            let depth = level.depth + 1;
+            walk.stack.push(Level {
+                dir: Some(Dir::new(fd).unwrap()),
+                from: Some((name, id)),
+                at: Position::default(),
+                prefix: "d/".repeat(depth - 1),
+                depth,
+            });
+            walk.close_excess();
+        }
+    }
+
+    /// Fills until the walk ends: its error, if it ends with one.
+    fn fill_to_end(walk: &mut Walk) -> Option<WireError> {
+        let mut out = Vec::new();
+        loop {
+            match walk.fill(&mut out) {
+                Ok(true) => return None,
+                Ok(false) => {}
+                Err(e) => return Some(e),
+            }
+        }
+    }
+
+    #[test]
+    fn a_folder_swapped_while_closed_ends_the_listing_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = MAX_OPEN_FOLDERS + 2;
+        fs::create_dir_all(dir.path().join("d/".repeat(deep))).unwrap();
+        fs::write(dir.path().join("d/z"), b"").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let rp = root.check("").unwrap();
+        for swap in [false, true] {
+            let mut walk = Walk::open(root.clone(), &rp, true).unwrap();
+            walk_down(&mut walk, deep + 1);
+            assert!(walk.stack[1].dir.is_none(), "closed on the way down");
+            if swap {
+                fs::rename(dir.path().join("d/d"), dir.path().join("gone")).unwrap();
+                fs::create_dir(dir.path().join("d/d")).unwrap();
+            }
+            match (swap, fill_to_end(&mut walk)) {
+                (false, None) => {}
+                (true, Some(err)) => {
+                    assert_eq!(err.code, ErrorCode::NotFound, "{err:?}");
+                    assert!(err.message.contains("d/d changed while it was being listed"), "{err:?}");
+                }
+                (swap, ended) => panic!("swapped: {swap}, ended with {ended:?}"),
+            }
+        }
     }
 
     #[test]
