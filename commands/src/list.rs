@@ -364,7 +364,10 @@ impl Walk {
         let shown = |level: &Level| Self::at(&self.shown, level.prefix.trim_end_matches('/'));
         let mut held: Option<OwnedFd> = None;
         for level in &self.stack[base + 1..=top] {
-            let (name, id) = level.from.as_ref().expect("only the listed folder has no parent");
+            let (name, id) = level
+                .from
+                .as_ref()
+                .expect("only the listed folder has no parent");
             let parent = match &held {
                 Some(fd) => fd.as_fd(),
                 None => {
@@ -400,7 +403,10 @@ struct Position {
     read: u64,
     /// The directory stream's position after the last entry read: a cookie the file system
     /// keeps valid for the folder, also across opens (as `seekdir` and NFS rely on).
-    #[cfg(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64"))]
+    #[cfg(all(
+        any(target_os = "linux", target_os = "android"),
+        target_pointer_width = "64"
+    ))]
     cookie: i64,
 }
 
@@ -408,11 +414,17 @@ impl Position {
     /// Counts `entry` as read.
     fn advance(&mut self, entry: &rustix::fs::DirEntry) {
         self.read += 1;
-        #[cfg(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64"))]
+        #[cfg(all(
+            any(target_os = "linux", target_os = "android"),
+            target_pointer_width = "64"
+        ))]
         {
             self.cookie = entry.offset();
         }
-        #[cfg(not(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64")))]
+        #[cfg(not(all(
+            any(target_os = "linux", target_os = "android"),
+            target_pointer_width = "64"
+        )))]
         let _ = entry;
     }
 
@@ -421,12 +433,18 @@ impl Position {
         if self.read == 0 {
             return Ok(());
         }
-        #[cfg(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64"))]
+        #[cfg(all(
+            any(target_os = "linux", target_os = "android"),
+            target_pointer_width = "64"
+        ))]
         {
             dir.seek(self.cookie).map_err(Into::into)
         }
         // Without a cookie, by count: entries added or removed meanwhile may shift it by as many.
-        #[cfg(not(all(any(target_os = "linux", target_os = "android"), target_pointer_width = "64")))]
+        #[cfg(not(all(
+            any(target_os = "linux", target_os = "android"),
+            target_pointer_width = "64"
+        )))]
         {
             for _ in 0..self.read {
                 match dir.read() {
@@ -775,7 +793,11 @@ mod tests {
                 (false, None) => {}
                 (true, Some(err)) => {
                     assert_eq!(err.code, ErrorCode::NotFound, "{err:?}");
-                    assert!(err.message.contains("d/d changed while it was being listed"), "{err:?}");
+                    assert!(
+                        err.message
+                            .contains("d/d changed while it was being listed"),
+                        "{err:?}"
+                    );
                 }
                 (swap, ended) => panic!("swapped: {swap}, ended with {ended:?}"),
             }

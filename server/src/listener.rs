@@ -2,7 +2,7 @@
 
 use crate::access::{AllowList, Gate};
 use crate::config::Config;
-use crate::fdlimit::REFUSALS_IN_FLIGHT;
+use crate::fdlimit::{out_of_descriptors, Spare, REFUSALS_IN_FLIGHT};
 use crate::metrics::{self, Gauges, Metrics, Refusal};
 use crate::session::{self, Mail, Shared};
 use crate::sessions::{SessionInfo, Sessions};
@@ -238,7 +238,9 @@ impl Server {
         let metrics = self.serve_metrics();
         let mut backoff = Duration::ZERO;
         let refusing = Arc::new(AtomicUsize::new(0));
+        let mut spare = Spare::default();
         loop {
+            spare.refill();
             let accepted = futures::select_biased! {
                 _ = self.stop_rx.recv().fuse() => break,
                 a = self.listener.accept().fuse() => a,
@@ -262,6 +264,19 @@ impl Server {
                 Err(e) if is_transient(&e) => {
                     log::debug!(error:% = e; "accept: a transient error, accepting on at once");
                     continue;
+                }
+                Err(e) if out_of_descriptors(&e) && spare.release() => {
+                    // The reserve lets one waiting connection in, to be told `busy` at once.
+                    if let Some(Ok((stream, peer))) = self.listener.accept().now_or_never() {
+                        log::warn!(peer:% = peer, sessions = self.sessions.len(); "connection refused: busy (out of file descriptors)");
+                        self.count(Refusal::Busy);
+                        let err = WireError::new(
+                            ErrorCode::Busy,
+                            "the server is out of file descriptors; try again later",
+                        );
+                        // A new connection's send buffer is empty: the line goes out at once.
+                        tell(stream, &err, Duration::from_millis(100)).await;
+                    }
                 }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS…: the loop survives; wait for resources to free.
@@ -402,7 +417,7 @@ async fn expire_partials_periodically(shared: Arc<Shared>) {
 /// accept loop (bounded: a peer that does not read gets dropped after a second). At most
 /// [`REFUSALS_IN_FLIGHT`] are answered at once; past that a flood is closed without a reply,
 /// so refusals never use the descriptors kept for the server.
-fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<AtomicUsize>) {
+fn refuse_busy(stream: TcpStream, peer: SocketAddr, max: usize, refusing: &Arc<AtomicUsize>) {
     if refusing.fetch_add(1, Ordering::Relaxed) >= REFUSALS_IN_FLIGHT {
         refusing.fetch_sub(1, Ordering::Relaxed);
         log::warn!(peer:% = peer, max_connections = max; "connection refused: busy (closed without reply)");
@@ -411,18 +426,20 @@ fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, max: usize, refusing: &A
     log::warn!(peer:% = peer, max_connections = max; "connection refused: busy");
     let refusing = Arc::clone(refusing);
     task::spawn(async move {
-        let mut line = Vec::new();
         let err = WireError::new(
             ErrorCode::Busy,
             format!("the server is at its limit of {max} connections; try again later"),
         );
-        encode_error(&err, &mut line);
-        let _ = Deadline::after(Duration::from_secs(1))
-            .run(stream.write_all(&line))
-            .await;
-        drop(stream);
+        tell(stream, &err, Duration::from_secs(1)).await;
         refusing.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// Sends `err` (waiting at most `limit` for the peer to take it) and closes the connection.
+async fn tell(mut stream: TcpStream, err: &WireError, limit: Duration) {
+    let mut line = Vec::new();
+    encode_error(err, &mut line);
+    let _ = Deadline::after(limit).run(stream.write_all(&line)).await;
 }
 
 /// Listens on every IPv6 and IPv4 address: `[::]` with `IPV6_V6ONLY` off (set explicitly, not

@@ -61,7 +61,8 @@ impl Outcome {
 /// Why a connection was closed before it was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// Over `--max-connections` (answered `busy`, or closed unanswered in a flood).
+    /// Over `--max-connections` or out of file descriptors (answered `busy`, or closed
+    /// unanswered in a flood).
     Busy,
     /// From an address outside `--allow`.
     AllowList,
