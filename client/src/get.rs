@@ -194,6 +194,12 @@ impl Client {
         Ok(t)
     }
 
+    /// Whether the server takes deltas (it answers `SIGN`, protocol version 3): asked once per
+    /// connection.
+    pub async fn takes_deltas(&mut self) -> bool {
+        self.conn.caps().await.sign
+    }
+
     /// A delta download of `remote` over `local`, if the server and the local file allow one.
     async fn try_delta(
         &mut self,

@@ -192,6 +192,57 @@ fn small_empty_and_unrelated_files_go_whole() {
     }
 }
 
+/// A same-size file with another time that a delta would replace is not hashed on both sides
+/// first: the delta finds it identical by its hash and only gives it the server's time. With
+/// `-W` the hashes are compared as before and the file is skipped.
+#[test]
+fn an_identical_file_with_another_time_costs_a_signature_and_keeps_its_bytes() {
+    let server = TestServer::start();
+    let here = tempfile::tempdir().unwrap();
+    let data = random_bytes(2 * MIB, 12);
+    fs::write(server.path("f.bin"), &data).unwrap();
+    fs::write(here.path().join("f.bin"), &data).unwrap();
+    age(&here.path().join("f.bin"));
+    let line = run("get", &[], &server, here.path());
+    assert_eq!(line["method"], "delta", "{line}");
+    assert_eq!(line["bytes_reused"], data.len() as u64, "{line}");
+    assert!(line["bytes_transferred"].as_u64().unwrap() < data.len() as u64 / 100);
+    assert!(fs::read(here.path().join("f.bin")).unwrap() == data);
+    let ours = fs::metadata(here.path().join("f.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let theirs = fs::metadata(server.path("f.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(secs(ours), secs(theirs));
+    no_partials(here.path());
+    // With -W: compared by hash, skipped, and given the server's time too.
+    age(&here.path().join("f.bin"));
+    let out = sft(
+        &[
+            "get",
+            "-W",
+            "--overwrite",
+            "--json",
+            &server.server_arg(),
+            "f.bin",
+            "f.bin",
+        ],
+        here.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert!(lines.iter().any(|l| l["skipped"] == true), "{lines:?}");
+    let ours = fs::metadata(here.path().join("f.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(secs(ours), secs(theirs));
+}
+
 #[test]
 fn whole_file_turns_deltas_off() {
     let server = TestServer::start();

@@ -199,6 +199,7 @@ impl GetArgs {
             checksum: self.checksum,
             overwrite: self.overwrite,
             dry_run: self.dry_run,
+            delta: self.wire.delta(),
         }
     }
 

@@ -98,6 +98,7 @@ impl SendArgs {
             checksum: self.checksum,
             overwrite: self.overwrite,
             dry_run: self.dry_run,
+            delta: false,
         }
     }
 

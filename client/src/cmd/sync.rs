@@ -19,6 +19,7 @@ use super::ui::Ui;
 use crate::{escape, Failure};
 use async_std::task::spawn_blocking;
 use sft_client::{hash_file, Client, Entry, Error, ErrorCode, ExitCode, Kind};
+use sft_protocol::delta::MIN_DELTA_FILE;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -33,6 +34,8 @@ pub(crate) struct Policy {
     pub(crate) overwrite: bool,
     /// Only decide (`-n`): an identical file's time is not given to the destination.
     pub(crate) dry_run: bool,
+    /// Downloads may go by delta (no `--whole-file`).
+    pub(crate) delta: bool,
 }
 
 /// What to do with one file.
@@ -115,6 +118,17 @@ impl Policy {
             Quick::Same => return Ok(Action::Skip),
             Quick::Differ => return Ok(self.differ()),
             Quick::Hash => {}
+        }
+        // A file that would be replaced by delta is not hashed on both sides first: the delta
+        // reads each side once anyway, finds an identical file by its hash and then only sets
+        // its time, as a skip would, instead of reading both a second time.
+        if self.overwrite
+            && self.delta
+            && !self.dry_run
+            && size >= MIN_DELTA_FILE
+            && client.takes_deltas().await
+        {
+            return Ok(Action::Replace);
         }
         if self.same_hash(client, remote, entry, local, false).await? {
             if !self.dry_run {
