@@ -3,7 +3,7 @@
 //! that never sends its request holds up neither the page nor the transfers.
 
 use async_std::task;
-use sft_integration_tests::{bin, expect_code, random_bytes, Raw, ServerProcess};
+use sft_integration_tests::{bin, expect_code, random_bytes, wait_until, Raw, ServerProcess};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -343,6 +343,13 @@ fn token_refusals_tls_handshakes_and_plaintext_refusals_are_counted() {
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
     }
+    // The server may count the failed handshake just after it closed the connection.
+    wait_until(Duration::from_secs(10), || {
+        value(
+            &scrape(metrics),
+            "sft_tls_handshakes_total{result=\"failed\"}",
+        ) >= 1.0
+    });
     let page = scrape(metrics);
     let got = |key: &str| value(&page, key);
     assert!(
@@ -455,7 +462,7 @@ fn an_upload_in_progress_holds_a_slot_and_an_abandoned_one_is_kept() {
         // Dropped: the upload breaks off.
     }
     let aborted = "sft_requests_total{verb=\"SEND\",outcome=\"aborted\"}";
-    sft_integration_tests::wait_until(Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), || {
         value(&scrape(metrics), aborted) == 1.0
     });
     let page = scrape(metrics);
