@@ -283,6 +283,9 @@ def main():
         time.sleep(0.3)
         dest = "/dev/shm/sft-bench-delta-loop"
         atexit.register(lambda: os.path.exists(dest) and os.unlink(dest))
+        # A first download hashes the file and caches its hash: neither tool's first round pays it.
+        timed(None, [sft, "get", "-q", f"127.0.0.1:{port}", "big.img", dest])
+        os.unlink(dest)
         for i in range(a.runs):
             for tool, flags in (("sft -z", ["-z"]), ("sft", [])):
                 if os.path.exists(dest):
