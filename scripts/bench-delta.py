@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -280,7 +281,7 @@ def main():
         port = 7015
         start(None, [server, "--root", srv, "--host", "127.0.0.1", "--port", str(port)],
               env=dict(os.environ, SFT_LOG="warn"))
-        time.sleep(0.3)
+        wait_port(None, "127.0.0.1", port)
         dest = "/dev/shm/sft-bench-delta-loop"
         atexit.register(lambda: os.path.exists(dest) and os.unlink(dest))
         # A first download hashes the file and caches its hash: neither tool's first round pays it.
@@ -330,7 +331,7 @@ def bench_sign(server, srv, runs):
     port = 7016
     p = start(None, [server, "--root", srv, "--host", "127.0.0.1", "--port", str(port)],
               env=dict(os.environ, SFT_LOG="warn"))
-    time.sleep(0.3)
+    wait_port(None, "127.0.0.1", port)
     shutil.copyfile(os.path.join(srv, "big.img"), os.path.join(srv, "big2.img"))
     out = {"cold": [], "cached": [], "two at once": []}
     for _ in range(runs):
@@ -342,11 +343,9 @@ def bench_sign(server, srv, runs):
         c0, t0 = server_cpu(p.pid), time.perf_counter()
         sign_once(port, "big.img")
         out["cached"].append((time.perf_counter() - t0, server_cpu(p.pid) - c0))
-        import threading
+        os.utime(os.path.join(srv, "big.img"))  # big2.img is still a version not signed
         c0, t0 = server_cpu(p.pid), time.perf_counter()
-        th = [threading.Thread(target=sign_once, args=(port, f)) for f in ("big2.img",)]
-        os.utime(os.path.join(srv, "big.img"))
-        th.append(threading.Thread(target=sign_once, args=(port, "big.img")))
+        th = [threading.Thread(target=sign_once, args=(port, f)) for f in ("big.img", "big2.img")]
         for t in th:
             t.start()
         for t in th:

@@ -214,7 +214,7 @@ impl Client {
         let Some(basis) = basis else {
             return Ok(None);
         };
-        if !self.conn.caps().await.sign {
+        if !self.takes_deltas().await {
             return Ok(None);
         }
         let compress = self.conn.compress_level(opts.compress).await;

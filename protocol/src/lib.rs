@@ -37,8 +37,8 @@ pub use path::{normalize, PathError, RemotePath};
 
 /// The protocol version this crate speaks. Requests without a `"v"` field are version 1.
 /// Version 2 adds eager uploads (PROTOCOL.md §3.1): a client sends one only to a server whose
-/// `HELLO` reports at least 2. Version 3 (PROTOCOL.md §8: `SIGN`, `GET`'s `ranges` and
-/// `compress`, `SEND`'s `delta` and `compress`) is spoken once the server implements it.
+/// `HELLO` reports at least 2. Version 3 adds delta transfers and compressed bodies (PROTOCOL.md
+/// §8: `SIGN`, `GET`'s `ranges` and `compress`, `SEND`'s `delta` and `compress`).
 pub const VERSION: u32 = 3;
 
 /// The TCP port a server listens on, and a client connects to, unless told otherwise.
