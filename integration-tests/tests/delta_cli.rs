@@ -269,28 +269,22 @@ fn folder_syncs_replace_changed_files_by_delta_both_ways() {
         age(&mine.join(name));
     }
     fs::write(theirs.join("small.txt"), b"small and new\n").unwrap();
-    let out = sft(
-        &[
-            "get",
-            "-r",
-            "--overwrite",
-            "--json",
-            &server.server_arg(),
-            "tree",
-            "tree",
-        ],
-        here.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines = json_lines(&out);
-    for name in names {
-        assert!(fs::read(mine.join(name)).unwrap() == fs::read(theirs.join(name)).unwrap());
-        let line = lines
-            .iter()
-            .find(|l| l["remote"] == format!("tree/{name}"))
-            .unwrap_or_else(|| panic!("no line for {name}: {lines:?}"));
-        assert_eq!(line["method"], "delta", "{line}");
-    }
+    // `sft VERB -r --overwrite --json SERVER tree tree`: every changed file the same on both
+    // sides afterwards, and moved by delta (its line found by `side`, `remote` or `local`).
+    let sync_tree = |verb: &str, side: &str| {
+        let addr = server.server_arg();
+        let args = [verb, "-r", "--overwrite", "--json", &addr, "tree", "tree"];
+        let out = sft(&args, here.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines = json_lines(&out);
+        for name in names {
+            assert!(fs::read(mine.join(name)).unwrap() == fs::read(theirs.join(name)).unwrap());
+            let line = lines.iter().find(|l| l[side] == format!("tree/{name}"));
+            let line = line.unwrap_or_else(|| panic!("no line for {name}: {lines:?}"));
+            assert_eq!(line["method"], "delta", "{line}");
+        }
+    };
+    sync_tree("get", "remote");
     assert_eq!(
         fs::read(mine.join("small.txt")).unwrap(),
         b"small and new\n"
@@ -302,26 +296,7 @@ fn folder_syncs_replace_changed_files_by_delta_both_ways() {
         fs::write(mine.join(name), edited(&base, 3 + i as u64)).unwrap();
         age(&theirs.join(name));
     }
-    let out = sft(
-        &[
-            "send",
-            "-r",
-            "--overwrite",
-            "--json",
-            &server.server_arg(),
-            "tree",
-            "tree",
-        ],
-        here.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines = json_lines(&out);
-    for name in names {
-        assert!(fs::read(mine.join(name)).unwrap() == fs::read(theirs.join(name)).unwrap());
-        let line = lines.iter().find(|l| l["local"] == format!("tree/{name}"));
-        let line = line.unwrap_or_else(|| panic!("no line for {name}: {lines:?}"));
-        assert_eq!(line["method"], "delta", "{line}");
-    }
+    sync_tree("send", "local");
 }
 
 /// `HELLO` as a version-2 server says it: no `SIGN`, no compression.
