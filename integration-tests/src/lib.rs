@@ -614,3 +614,6 @@ pub fn names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+pub mod cluster;
+pub mod gluster;

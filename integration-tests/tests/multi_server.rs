@@ -5,35 +5,55 @@
 //! killed mid-upload is taken out by the health check, the upload going on elsewhere and no
 //! client failing after it.
 //!
-//! HAProxy is a Debian package (`apt-get install haproxy`): where it is not installed, the
-//! tests that need it say so and pass without running (`SFT_TEST_HAPROXY` names the program to
-//! use instead, or with an empty value none). Those of what a server keeps on the
-//! shared root — staging files, partial uploads — while another starts or works beside it need
-//! no balancer.
+//! Each runs twice: over one local folder (`BODY::local`), and over a GlusterFS replica-2
+//! volume with the servers on its two FUSE mounts in turn (`BODY::gluster`; see
+//! `sft_integration_tests::gluster`). HAProxy is a Debian package (`apt-get install haproxy`):
+//! where it or GlusterFS is not installed, the tests that need it say so and pass without
+//! running (`SFT_TEST_HAPROXY` names the program to use instead, or with an empty value none).
+//! Those of what a server keeps on the shared root — staging files, partial uploads — while
+//! another starts or works beside it need no balancer.
 
 use async_std::task;
 use sft_client::{Client, SendOptions};
+use sft_integration_tests::cluster::{Cluster, Shared, Storage, HAPROXY_CFG, SERVERS};
 use sft_integration_tests::{list_files, random_bytes, wait_until, Raw, ServerProcess};
 use sft_protocol::verbs::ListHash;
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The HAProxy configuration DEPLOY.md shows.
-const HAPROXY_CFG: &str = include_str!("../../deploy/haproxy.cfg");
 /// The systemd unit DEPLOY.md shows.
 const SERVICE_UNIT: &str = include_str!("../../deploy/sft-server.service");
 const DEPLOY_MD: &str = include_str!("../../DEPLOY.md");
-
-/// How many servers `deploy/haproxy.cfg` lists (`sft1`…), all started here.
-const SERVERS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(60);
 const MIB: usize = 1 << 20;
+
+/// Runs each test body on both storages, as `BODY::local` and `BODY::gluster`.
+macro_rules! on_both_storages {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[test]
+            fn local() {
+                super::$body(super::Storage::Local)
+            }
+            #[test]
+            fn gluster() {
+                super::$body(super::Storage::Gluster)
+            }
+        }
+    )*};
+}
+
+on_both_storages!(
+    connections_spread_over_the_servers_and_each_sees_what_the_others_change,
+    concurrent_sends_of_one_path_through_different_servers_leave_one_whole_input,
+    an_upload_cut_on_one_server_resumes_on_another_from_what_it_holds,
+    a_server_killed_mid_upload_is_taken_out_and_the_upload_resumes_on_another,
+    a_server_starting_leaves_the_uploads_of_running_ones_alone,
+    a_partial_one_server_is_writing_is_left_alone_by_the_others,
+);
 
 #[test]
 fn deploy_md_shows_the_configuration_files_as_they_are() {
@@ -45,258 +65,6 @@ fn deploy_md_shows_the_configuration_files_as_they_are() {
             DEPLOY_MD.contains(&format!("\n```\n{text}```\n")),
             "DEPLOY.md must show {name} verbatim, in a code block of its own"
         );
-    }
-}
-
-/// The `haproxy` program, if installed (it lives in `sbin`, often not in a user's `PATH`), or
-/// the one `SFT_TEST_HAPROXY` names (empty: none).
-fn haproxy() -> Option<PathBuf> {
-    if let Some(chosen) = std::env::var_os("SFT_TEST_HAPROXY") {
-        return Some(PathBuf::from(chosen)).filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join("haproxy"))
-        .find(|p| p.is_file())
-}
-
-/// `deploy/haproxy.cfg` with its example addresses replaced: HAProxy listens on `frontend`,
-/// and `sftN` is `servers[N - 1]`.
-fn configure(frontend: SocketAddr, servers: &[SocketAddr]) -> String {
-    let mut cfg = HAPROXY_CFG.to_owned();
-    let mut replace = |from: &str, to: String| {
-        assert_eq!(cfg.matches(from).count(), 1, "{from} in deploy/haproxy.cfg");
-        cfg = cfg.replace(from, &to);
-    };
-    replace("bind :7005", format!("bind {frontend}"));
-    for (n, addr) in servers.iter().enumerate() {
-        replace(&format!("10.0.0.1{}:7005", n + 1), addr.to_string());
-    }
-    cfg
-}
-
-/// HAProxy in the foreground (`-db`), killed on drop.
-struct Balancer {
-    child: Child,
-    addr: SocketAddr,
-    /// The stats socket (`show servers state`, `show stat`).
-    socket: PathBuf,
-    /// What it printed (its log, its warnings).
-    output: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A state a server is in, as HAProxy's stats socket says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ServerState {
-    /// 0: down, 2: running.
-    op: u32,
-    /// Last health check: 3 passed, 2 failed.
-    check: u32,
-}
-
-impl Balancer {
-    /// Starts HAProxy in front of `servers`, with the distribution's part of a configuration —
-    /// the `global` section — written here; waits (bounded) until every server passed a health
-    /// check.
-    fn start(program: &Path, servers: &[SocketAddr]) -> Balancer {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match Self::try_start(program, servers) {
-                Ok(balancer) => return balancer,
-                // The free port found was taken meanwhile: find another.
-                Err(output) if tries < 3 && output.contains("cannot bind") => continue,
-                Err(output) => panic!("haproxy did not start:\n{output}"),
-            }
-        }
-    }
-
-    fn try_start(program: &Path, servers: &[SocketAddr]) -> Result<Balancer, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("haproxy.sock");
-        let global = format!(
-            "global\n    log stdout format raw local0 info\n    stats socket {} mode 600 level admin\n",
-            socket.display()
-        );
-        // A port free now, for HAProxy to listen on.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        std::fs::write(dir.path().join("global.cfg"), global).unwrap();
-        std::fs::write(dir.path().join("sft.cfg"), configure(addr, servers)).unwrap();
-        let mut child = Command::new(program)
-            .arg("-db")
-            .arg("-f")
-            .arg(dir.path().join("global.cfg"))
-            .arg("-f")
-            .arg(dir.path().join("sft.cfg"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run haproxy");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let sink = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    sink.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut balancer = Balancer {
-            child,
-            addr,
-            socket,
-            output,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = balancer.child.try_wait().unwrap() {
-                // Its output may still be on its way: it is complete once both pipes closed.
-                std::thread::sleep(Duration::from_millis(100));
-                return Err(format!("{status}\n{}", balancer.output()));
-            }
-            let state = balancer.try_states();
-            if state.len() == servers.len() && state.values().all(|s| s.op == 2 && s.check == 3) {
-                return Ok(balancer);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "servers not all up within {LIMIT:?}: {state:?}\n{}",
-                balancer.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().join("\n")
-    }
-
-    /// The answer to one command on the stats socket; empty if it does not answer (yet).
-    fn ask(&self, command: &str) -> String {
-        let Ok(mut socket) = UnixStream::connect(&self.socket) else {
-            return String::new();
-        };
-        socket.set_read_timeout(Some(LIMIT)).unwrap();
-        socket.write_all(format!("{command}\n").as_bytes()).unwrap();
-        let mut answer = String::new();
-        let _ = socket.read_to_string(&mut answer);
-        answer
-    }
-
-    /// Rows of a table the stats socket printed: the header line starts with `# `; fields are
-    /// separated by `sep`.
-    fn table(answer: &str, sep: char) -> Vec<HashMap<String, String>> {
-        let mut lines = answer.lines().skip_while(|l| !l.starts_with("# "));
-        let Some(header) = lines.next() else {
-            return Vec::new();
-        };
-        let names: Vec<&str> = header[2..].split(sep).collect();
-        lines
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                names
-                    .iter()
-                    .zip(l.split(sep))
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Each server's state (`sft1`…), as far as HAProxy answers already.
-    fn try_states(&self) -> HashMap<String, ServerState> {
-        let answer = self.ask("show servers state sft_servers");
-        Self::table(&answer, ' ')
-            .into_iter()
-            .filter_map(|row| {
-                let number = |k: &str| row.get(k)?.parse().ok();
-                let state = ServerState {
-                    op: number("srv_op_state")?,
-                    check: number("srv_check_result")?,
-                };
-                Some((row.get("srv_name")?.clone(), state))
-            })
-            .collect()
-    }
-
-    /// How many connections each server (`sft1`…) has open through HAProxy now.
-    fn sessions(&self) -> HashMap<String, u64> {
-        Self::table(&self.ask("show stat"), ',')
-            .into_iter()
-            .filter(|row| row.get("pxname").is_some_and(|p| p == "sft_servers"))
-            .filter_map(|row| {
-                let name = row.get("svname")?.clone();
-                let current = row.get("scur")?.parse().ok()?;
-                name.starts_with("sft").then_some((name, current))
-            })
-            .collect()
-    }
-}
-
-/// Three servers over one root, behind HAProxy.
-struct Cluster {
-    root: tempfile::TempDir,
-    servers: Vec<ServerProcess>,
-    balancer: Balancer,
-}
-
-impl Cluster {
-    /// Starts the servers and HAProxy, or says why not where HAProxy is not installed.
-    fn start(test: &str) -> Option<Cluster> {
-        let Some(program) = haproxy() else {
-            // Straight to standard error: the test harness would hide what `eprintln!` prints.
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped: haproxy is not installed (a Debian package: apt-get install haproxy)"
-            );
-            return None;
-        };
-        let root = tempfile::tempdir().unwrap();
-        let servers: Vec<ServerProcess> = (0..SERVERS)
-            .map(|_| ServerProcess::start(root.path(), &["--host", "127.0.0.1"]))
-            .collect();
-        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-        let balancer = Balancer::start(&program, &addrs);
-        Some(Cluster {
-            root,
-            servers,
-            balancer,
-        })
-    }
-
-    /// HAProxy's address, as a client argument.
-    fn addr(&self) -> String {
-        self.balancer.addr.to_string()
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root.path().join(rel)
-    }
-
-    /// The files left in the server's own folders (staging files, partials).
-    fn leftovers(&self) -> Vec<PathBuf> {
-        list_files(&self.path(".sft/tmp"))
-            .into_iter()
-            .chain(list_files(&self.path(".sft/partial")))
-            .collect()
     }
 }
 
@@ -342,9 +110,8 @@ fn get_through_balancer(c: &Cluster, path: &str, times: usize, want: &[u8], what
     });
 }
 
-#[test]
-fn connections_spread_over_the_servers_and_each_sees_what_the_others_change() {
-    let Some(c) = Cluster::start("connections_spread") else {
+fn connections_spread_over_the_servers_and_each_sees_what_the_others_change(storage: Storage) {
+    let Some(c) = Cluster::start("connections_spread", storage) else {
         return;
     };
     let old = random_bytes(MIB, 1);
@@ -400,9 +167,8 @@ fn connections_spread_over_the_servers_and_each_sees_what_the_others_change() {
     });
 }
 
-#[test]
-fn concurrent_sends_of_one_path_through_different_servers_leave_one_whole_input() {
-    let Some(c) = Cluster::start("concurrent_sends") else {
+fn concurrent_sends_of_one_path_through_different_servers_leave_one_whole_input(storage: Storage) {
+    let Some(c) = Cluster::start("concurrent_sends", storage) else {
         return;
     };
     let local = tempfile::tempdir().unwrap();
@@ -471,15 +237,14 @@ fn concurrent_sends_of_one_path_through_different_servers_leave_one_whole_input(
     assert!(std::fs::read(c.path("once.bin")).unwrap() == inputs[won[0]]);
 
     // Nothing else under a final name, nothing left behind.
-    let mut names = sft_integration_tests::names(c.root.path());
+    let mut names = sft_integration_tests::names(c.shared.root(0));
     names.retain(|n| n != ".sft");
     assert_eq!(names, ["once.bin", "same.bin"]);
     assert_eq!(c.leftovers(), Vec::<PathBuf>::new());
 }
 
-#[test]
-fn an_upload_cut_on_one_server_resumes_on_another_from_what_it_holds() {
-    let Some(c) = Cluster::start("upload_cut") else {
+fn an_upload_cut_on_one_server_resumes_on_another_from_what_it_holds(storage: Storage) {
+    let Some(c) = Cluster::start("upload_cut", storage) else {
         return;
     };
     let data = random_bytes(4 * MIB, 3);
@@ -516,9 +281,8 @@ fn an_upload_cut_on_one_server_resumes_on_another_from_what_it_holds() {
     assert_eq!(c.leftovers(), Vec::<PathBuf>::new());
 }
 
-#[test]
-fn a_server_killed_mid_upload_is_taken_out_and_the_upload_resumes_on_another() {
-    let Some(mut c) = Cluster::start("server_killed") else {
+fn a_server_killed_mid_upload_is_taken_out_and_the_upload_resumes_on_another(storage: Storage) {
+    let Some(mut c) = Cluster::start("server_killed", storage) else {
         return;
     };
     let local = tempfile::tempdir().unwrap();
@@ -627,11 +391,12 @@ fn wait_for_file(dir: &Path, len: u64) {
     });
 }
 
-#[test]
-fn a_server_starting_leaves_the_uploads_of_running_ones_alone() {
-    let root = tempfile::tempdir().unwrap();
-    let loopback = ["--host", "127.0.0.1"];
-    let first = ServerProcess::start(root.path(), &loopback);
+fn a_server_starting_leaves_the_uploads_of_running_ones_alone(storage: Storage) {
+    let Some(shared) = Shared::new("server_starting", storage) else {
+        return;
+    };
+    let root = shared.root(0);
+    let first = shared.start_server(0, &[]);
     let data = random_bytes(2 * MIB, 5);
     let header = format!(
         "{{\"verb\":\"SEND\",\"path\":\"plain.bin\",\"size\":{}}}\n",
@@ -639,28 +404,30 @@ fn a_server_starting_leaves_the_uploads_of_running_ones_alone() {
     );
     let (mut upload, _) = begin_upload(first.addr, &header);
     upload.write_all(&data[..MIB]).unwrap();
-    wait_for_file(&root.path().join(".sft/tmp"), 256 * 1024);
+    wait_for_file(&root.join(".sft/tmp"), 256 * 1024);
     // What a server that crashed left: its folder (without a lock), a file of the old layout.
-    std::fs::create_dir(root.path().join(".sft/tmp/gone")).unwrap();
-    std::fs::write(root.path().join(".sft/tmp/gone/x"), b"debris").unwrap();
-    std::fs::write(root.path().join(".sft/tmp/123-0.part"), b"debris").unwrap();
+    std::fs::create_dir(root.join(".sft/tmp/gone")).unwrap();
+    std::fs::write(root.join(".sft/tmp/gone/x"), b"debris").unwrap();
+    std::fs::write(root.join(".sft/tmp/123-0.part"), b"debris").unwrap();
 
     // Another server starts over the same root (cleaning up at start-up)…
-    let second = ServerProcess::start(root.path(), &loopback);
-    assert!(!root.path().join(".sft/tmp/gone").exists());
-    assert!(!root.path().join(".sft/tmp/123-0.part").exists());
+    let second = shared.start_server(1, &[]);
+    assert!(!root.join(".sft/tmp/gone").exists());
+    assert!(!root.join(".sft/tmp/123-0.part").exists());
     // …and the first one's upload still completes.
     upload.write_all(&data[MIB..]).unwrap();
     let reply = read_reply(&mut upload);
     assert_eq!(reply["size"], data.len(), "{reply}");
-    assert!(std::fs::read(root.path().join("plain.bin")).unwrap() == data);
+    assert!(std::fs::read(root.join("plain.bin")).unwrap() == data);
     drop((first, second));
 }
 
-#[test]
-fn a_partial_one_server_is_writing_is_left_alone_by_the_others() {
-    let root = tempfile::tempdir().unwrap();
-    let first = ServerProcess::start(root.path(), &["--host", "127.0.0.1"]);
+fn a_partial_one_server_is_writing_is_left_alone_by_the_others(storage: Storage) {
+    let Some(shared) = Shared::new("partial_left_alone", storage) else {
+        return;
+    };
+    let root = shared.root(0);
+    let first = shared.start_server(0, &[]);
     let data = random_bytes(4 * MIB, 6);
     let hash = blake3::hash(&data).to_hex().to_string();
     let header = |resume: bool| {
@@ -670,13 +437,12 @@ fn a_partial_one_server_is_writing_is_left_alone_by_the_others() {
     };
     let (mut upload, _) = begin_upload(first.addr, &header(false));
     upload.write_all(&data[..MIB]).unwrap();
-    let partials = root.path().join(".sft/partial");
+    let partials = root.join(".sft/partial");
     wait_for_file(&partials, 256 * 1024);
     let writing = list_files(&partials);
 
     // A server that starts with a cap of no partials at all leaves it alone…
-    let args = ["--host", "127.0.0.1", "--max-partials", "0"];
-    let second = ServerProcess::start(root.path(), &args);
+    let second = shared.start_server(1, &["--max-partials", "0"]);
     assert_eq!(list_files(&partials), writing);
     // …and receives the same upload on its own, from the start, without touching it.
     let (mut again, ready) = begin_upload(second.addr, &header(true));
@@ -696,7 +462,7 @@ fn a_partial_one_server_is_writing_is_left_alone_by_the_others() {
         .unwrap();
     let reply = read_reply(&mut upload);
     assert_eq!(reply["blake3"], hash.as_str(), "{reply}");
-    assert!(std::fs::read(root.path().join("up.bin")).unwrap() == data);
+    assert!(std::fs::read(root.join("up.bin")).unwrap() == data);
     assert_eq!(list_files(&partials), Vec::<PathBuf>::new());
     drop((first, second));
 }
