@@ -9,7 +9,10 @@
 //!   the server's umask, as any program creating a file would get;
 //! - modification time: the request's `mtime`, when given (the access time is left alone).
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, Timespec, Timestamps, UTIME_OMIT};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, StatxFlags, Timespec, Timestamps, UTIME_OMIT,
+};
+use rustix::io::Errno;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
@@ -60,16 +63,10 @@ pub(crate) fn settle(
     overwrite: bool,
     attrs: Attributes,
 ) -> io::Result<()> {
-    let replaced = || match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-            Some(st.st_mode & 0o777)
-        }
-        _ => None,
-    };
     let mode = match attrs.mode {
         Some(mode) => mode & 0o777,
         None => overwrite
-            .then(replaced)
+            .then(|| replaced_bits(parent.as_fd(), name))
             .flatten()
             .unwrap_or_else(new_file_mode),
     };
@@ -78,6 +75,32 @@ pub(crate) fn settle(
         rfs::futimens(file, &modified_at(secs))?;
     }
     Ok(())
+}
+
+/// The permission bits (`0o777` of them) of the regular file `name` in `parent`, if one is
+/// there, as the file system holds them now, not as this machine cached them.
+///
+/// On a shared file system a plain `stat` may be answered from attributes cached before
+/// another server changed the file: FUSE caches them for a second, NFS for seconds. An upload
+/// published by another server a moment ago was a partial (`0600`) until just before, so a
+/// cached look can take a partial's bits for the replaced file's. `AT_STATX_FORCE_SYNC` makes
+/// the kernel ask the file system's server (a plain `stat` where `statx` is missing). Blocking.
+pub(crate) fn replaced_bits(parent: impl AsFd, name: &str) -> Option<u32> {
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_FORCE_SYNC;
+    match rfs::statx(&parent, name, flags, StatxFlags::TYPE | StatxFlags::MODE) {
+        Ok(st) => {
+            let mode = u32::from(st.stx_mode);
+            (FileType::from_raw_mode(mode) == FileType::RegularFile).then_some(mode & 0o777)
+        }
+        Err(Errno::NOSYS) => match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+            Ok(st) if FileType::from_raw_mode(st.st_mode as u32) == FileType::RegularFile => {
+                Some(st.st_mode as u32 & 0o777)
+            }
+            _ => None,
+        },
+        Err(_) => None,
+    }
 }
 
 /// Times that set the modification time to `secs` (whole seconds since the epoch) and leave

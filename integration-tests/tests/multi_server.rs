@@ -53,6 +53,8 @@ on_both_storages!(
     a_server_killed_mid_upload_is_taken_out_and_the_upload_resumes_on_another,
     a_server_starting_leaves_the_uploads_of_running_ones_alone,
     a_partial_one_server_is_writing_is_left_alone_by_the_others,
+    concurrent_uploads_of_a_new_path_through_two_servers_publish_a_new_files_mode,
+    a_server_killed_mid_upload_and_restarted_resumes_it_from_its_partial,
 );
 
 #[test]
@@ -465,4 +467,144 @@ fn a_partial_one_server_is_writing_is_left_alone_by_the_others(storage: Storage)
     assert!(std::fs::read(root.join("up.bin")).unwrap() == data);
     assert_eq!(list_files(&partials), Vec::<PathBuf>::new());
     drop((first, second));
+}
+
+/// Concurrent uploads of one new path through two servers, each on its own mount, round after
+/// round: every round publishes one whole input, and the file has a new file's bits as both
+/// mounts show them — never a partial's `0600`, whatever either server had cached. Rounds
+/// alternate between uploads small enough to be stored in one step and larger ones received
+/// into a partial.
+fn concurrent_uploads_of_a_new_path_through_two_servers_publish_a_new_files_mode(storage: Storage) {
+    use std::os::unix::fs::PermissionsExt;
+    const ROUNDS: usize = 16;
+    let Some(shared) = Shared::new("new_files_mode", storage) else {
+        return;
+    };
+    let servers = [shared.start_server(0, &[]), shared.start_server(1, &[])];
+    let local = tempfile::tempdir().unwrap();
+    let want = sft_commands::attributes::new_file_mode();
+    for round in 0..ROUNDS {
+        let size = if round % 2 == 0 { 4096 } else { 3 * MIB / 2 };
+        let name = format!("new{round}.bin");
+        let inputs: Vec<Vec<u8>> = (0..2)
+            .map(|i| random_bytes(size, (100 + 2 * round + i) as u64))
+            .collect();
+        let sends = servers
+            .iter()
+            .zip(&inputs)
+            .enumerate()
+            .map(|(i, (server, input))| {
+                let file = local.path().join(format!("in{round}-{i}"));
+                std::fs::write(&file, input).unwrap();
+                let (addr, name) = (server.addr.to_string(), name.clone());
+                task::spawn(async move {
+                    let opts = SendOptions {
+                        overwrite: true,
+                        delta: false,
+                        ..SendOptions::default()
+                    };
+                    connect(&addr).await.send_file(&file, &name, opts).await
+                })
+            });
+        for result in task::block_on(futures::future::join_all(sends)) {
+            result.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        for mount in 0..2 {
+            let path = shared.root(mount).join(&name);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(
+                mode, want,
+                "round {round}: {name}'s bits (0{mode:o}) through mount {mount}"
+            );
+            let stored = std::fs::read(&path).unwrap();
+            assert!(
+                inputs.contains(&stored),
+                "round {round}: {name} is one whole input"
+            );
+        }
+    }
+}
+
+/// A brick of the replica-2 volume killed in the middle of an upload: the other brick carries
+/// the volume on, the upload completes through the same server, and the file is whole — on
+/// the volume and on the brick that lived. (The second brick: with GlusterFS's default quorum
+/// for two bricks, the first one alone keeps the volume writable.)
+#[test]
+fn a_brick_killed_mid_upload_leaves_the_replica_to_carry_it_on() {
+    use rustix::process::Signal;
+    let Some(shared) = Shared::new("brick_killed", Storage::Gluster) else {
+        return;
+    };
+    let volume = shared.volume().expect("a volume");
+    let server = shared.start_server(0, &[]);
+    let local = tempfile::tempdir().unwrap();
+    let data = random_bytes(16 * MIB, 7);
+    std::fs::write(local.path().join("big.bin"), &data).unwrap();
+    let upload = Command::new(sft_integration_tests::bin("sft"))
+        .args(["send", "-q", "--limit-rate", "8M"])
+        .args([&server.addr.to_string(), "big.bin", "big.bin"])
+        .current_dir(local.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sft send");
+    wait_for_file(&shared.path(".sft/partial"), 2 * MIB as u64);
+    let brick = volume.brick_pids().unwrap()[1].expect("the second brick runs");
+    assert!(sft_integration_tests::gluster::signal(brick, Signal::KILL));
+    let out = upload.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(volume.brick_pids().unwrap()[1], None, "the brick is down");
+    for mount in 0..2 {
+        let stored = std::fs::read(shared.root(mount).join("big.bin")).unwrap();
+        assert!(stored == data, "big.bin is whole through mount {mount}");
+    }
+    let kept = std::fs::read(volume.brick_path(0).join("big.bin")).unwrap();
+    assert!(kept == data, "the brick that lived holds it whole");
+    assert_eq!(
+        list_files(&shared.path(".sft/partial")),
+        Vec::<PathBuf>::new()
+    );
+}
+
+/// A server killed (`SIGKILL`) in the middle of an upload and started again over the same
+/// root: the client's resume continues from what the killed one wrote, and the file is whole,
+/// as the other server's mount shows it.
+fn a_server_killed_mid_upload_and_restarted_resumes_it_from_its_partial(storage: Storage) {
+    let Some(shared) = Shared::new("server_restarted", storage) else {
+        return;
+    };
+    let data = random_bytes(4 * MIB, 8);
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let header = |resume: bool| {
+        let h = serde_json::json!({"verb": "SEND", "path": "up.bin", "size": data.len(),
+            "trailer": true, "upload_id": "ef".repeat(16), "resume": resume});
+        h.to_string() + "\n"
+    };
+    let mut server = shared.start_server(0, &[]);
+    let (mut upload, _) = begin_upload(server.addr, &header(false));
+    upload.write_all(&data[..2 * MIB]).unwrap();
+    wait_for_file(&shared.path(".sft/partial"), MIB as u64);
+    server.signal("KILL");
+    server.wait_exit(LIMIT);
+    drop(upload);
+
+    let server = shared.start_server(0, &[]);
+    let (mut again, ready) = begin_upload(server.addr, &header(true));
+    let offset = ready["offset"].as_u64().expect("resumed") as usize;
+    assert!((MIB..=2 * MIB).contains(&offset), "{ready}");
+    again.write_all(&data[offset..]).unwrap();
+    again
+        .write_all(format!("{{\"blake3\":\"{hash}\"}}\n").as_bytes())
+        .unwrap();
+    let reply = read_reply(&mut again);
+    assert_eq!(reply["blake3"], hash.as_str(), "{reply}");
+    assert!(std::fs::read(shared.root(1).join("up.bin")).unwrap() == data);
+    assert_eq!(
+        list_files(&shared.path(".sft/partial")),
+        Vec::<PathBuf>::new()
+    );
 }

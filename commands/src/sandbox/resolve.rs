@@ -505,8 +505,11 @@ impl Root {
                 return Err(WireError::bad_request(format!("{rp} is a folder")))
             }
             Ok(_) if !overwrite => return Err(exists(rp)),
-            #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-            Ok(st) if Kind::of(&st) == Kind::File => Some(st.st_mode as u32 & 0o777),
+            // Its bits as the file system holds them now: the look above may have been
+            // answered from a cache (see `replaced_bits`).
+            Ok(st) if Kind::of(&st) == Kind::File => {
+                crate::attributes::replaced_bits(&parent.fd, name.as_str())
+            }
             Ok(_) | Err(rustix::io::Errno::NOENT) => None,
             Err(e) => return Err(io_error(&rp.to_string(), &errno(e))),
         };
