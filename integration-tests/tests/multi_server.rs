@@ -527,8 +527,8 @@ fn concurrent_uploads_of_a_new_path_through_two_servers_publish_a_new_files_mode
 
 /// A brick of the replica-2 volume killed in the middle of an upload: the other brick carries
 /// the volume on, the upload completes through the same server, and the file is whole — on
-/// the volume and on the brick that lived. (The second brick: with GlusterFS's default quorum
-/// for two bricks, the first one alone keeps the volume writable.)
+/// the volume and on the brick that lived. (The second brick: under an `auto` quorum, only the
+/// first one alone keeps a volume of two bricks writable.)
 #[test]
 fn a_brick_killed_mid_upload_leaves_the_replica_to_carry_it_on() {
     use rustix::process::Signal;
