@@ -15,7 +15,7 @@
 //! Once complete, and only if the file is still the version it was when opened, the signature
 //! goes into the root's signature cache and its whole-file hash into the hash cache (so `GET`,
 //! `STAT` and a delta `SEND` find it); a later `SIGN` of that version is streamed from the cache.
-//! A file changed while it was read ends the stream with an `internal` error line, and nothing
+//! A file changed while it was read ends the stream with a `changed` error line, and nothing
 //! is cached. Level 0 (`ranges`) reads the segments asked for, at most 1 MiB each, and cuts them
 //! afresh.
 
@@ -33,7 +33,7 @@ use sft_protocol::delta::{
     MAX_ENTRIES_PER_LINE, MAX_SIGN_RANGE,
 };
 use sft_protocol::verbs::{StreamFormat, Verb};
-use sft_protocol::{Request, WireError};
+use sft_protocol::{ErrorCode, Request, WireError};
 use std::fs::File;
 use std::io;
 
@@ -255,14 +255,19 @@ async fn level0(
     lines.end(ctx, None).await.map_err(abort)
 }
 
-/// Ends a stream whose file could not be read to the end (it changed, or reading failed) with
-/// an `internal` error line; the connection stays in step.
+/// Ends a stream whose file could not be read to the end with an error line: `changed` when
+/// the file changed meanwhile (replaced by another upload, perhaps through another server: an
+/// expected race, which the client meets by transferring the file whole), `internal` when
+/// reading failed. The connection stays in step.
 async fn failed(ctx: &mut Context<'_>, e: &io::Error) -> Result<(), CommandError> {
     let shown = ctx.stats.path.clone().unwrap_or_default();
     // A file that ended early, or whose version moved (`sft_io::changed`), changed.
     let changed = e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::Other;
     let err = if changed {
-        WireError::internal(format!("{shown} changed while it was read; ask again"))
+        WireError::new(
+            ErrorCode::Changed,
+            format!("{shown} changed while it was read; look at it again"),
+        )
     } else {
         WireError::internal(format!("reading {shown} failed: {e}"))
     };

@@ -3,7 +3,7 @@
 //! this server's staging folder ([`Root::staging_dir`], [`Root::clean_staging`]).
 
 use super::claim::{open_partial, partial_key, Found, Kept, PartialGuard};
-use super::lazy::{FileState, LazyFile};
+use super::lazy::{FileState, LazyFile, Place};
 use super::{Staged, Upload, MIN_KEPT_PARTIAL};
 use crate::attributes::{settle, Attributes};
 use crate::locks;
@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Names of plain staging files: unique within the process (and its folder is its own).
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -58,7 +58,9 @@ impl Root {
     ///
     /// A partial is locked while an upload writes it. When another connection — on this server
     /// or on another sharing the root — is receiving the same upload right now, this one does
-    /// not touch its partial: it stages separately, from the start, and is not resumable.
+    /// not touch its partial: it stages separately, from the start, and is not resumable. That
+    /// is decided here when the other is seen already, otherwise when this one's file is created
+    /// (both may begin before either wrote a byte).
     ///
     /// No file is created here: only when the first block is written (or an empty upload is
     /// committed). Resuming opens the existing partial.
@@ -99,22 +101,22 @@ impl Root {
             false if locks::is_locked(&*staging.partial_fd, &key)? => Found::Busy,
             false => Found::Nothing,
         };
-        let lazy = LazyFile {
+        let place = Place {
             dir: Arc::clone(&staging.partial_fd),
             path: staging.partial.join(&key),
             name: key,
             partial: true,
-            mode: Mode::from_raw_mode(0o600),
-            state: Mutex::new(FileState::Later),
-            lock: Mutex::new(None),
         };
+        let name = place.name.clone();
+        let apart = (Arc::clone(&staging.staging_fd), staging.staging.clone());
+        let lazy = LazyFile::new(place, Some(apart), Mode::from_raw_mode(0o600));
         let (file, version) = match found {
             Found::Held(file, version) => {
-                log::debug!(path:% = rp, partial = lazy.name.as_str(), bytes = version.size; "partial resumed");
+                log::debug!(path:% = rp, partial = name.as_str(), bytes = version.size; "partial resumed");
                 (file, version)
             }
             Found::Nothing => {
-                log::debug!(path:% = rp, partial = lazy.name.as_str(), resume = resume; "no partial to resume: starting afresh");
+                log::debug!(path:% = rp, partial = name.as_str(), resume = resume; "no partial to resume: starting afresh");
                 return Ok(Upload {
                     file: Arc::new(lazy),
                     open: None,
@@ -146,7 +148,7 @@ impl Root {
             // No state in memory (the server restarted, or another server kept the partial):
             // re-read the partial once.
             _ => {
-                log::debug!(partial = lazy.name.as_str(), bytes = held; "partial's hash state not in memory: reading it again");
+                log::debug!(partial = name.as_str(), bytes = held; "partial's hash state not in memory: reading it again");
                 let mut hasher = blake3::Hasher::new();
                 crate::body::hash_prefix(&file, &mut hasher, held)?;
                 hasher

@@ -3,8 +3,7 @@
 
 use super::claim::PartialGuard;
 use super::index::written_at;
-use super::lazy::{FileState, LazyFile};
-use super::root::staging_name;
+use super::lazy::{LazyFile, Place};
 use super::{PartialLimits, Staged, Staging};
 use crate::attributes::{settle, Attributes};
 use crate::body::{stream_to_file, CopyError, Dest, Sink, Stopped};
@@ -16,7 +15,7 @@ use sft_io::{Pace, Version};
 use sft_protocol::WireError;
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Hash states of interrupted uploads kept in memory, at most (beyond: re-hash from disk).
 const MAX_SAVED_HASHERS: usize = 1024;
@@ -61,16 +60,8 @@ pub(crate) enum Interrupted {
 impl Upload {
     /// An upload to a fresh plain staging file (created with the first block written).
     pub(super) fn staged(staging: &Staging, hasher: Option<blake3::Hasher>) -> Upload {
-        let name = staging_name();
-        let file = LazyFile {
-            dir: Arc::clone(&staging.staging_fd),
-            path: staging.staging.join(&name),
-            name,
-            partial: false,
-            mode: Mode::from_raw_mode(0o644),
-            state: Mutex::new(FileState::Later),
-            lock: Mutex::new(None),
-        };
+        let place = Place::staged(&staging.staging_fd, &staging.staging);
+        let file = LazyFile::new(place, None, Mode::from_raw_mode(0o644));
         Upload {
             file: Arc::new(file),
             open: None,
@@ -201,15 +192,17 @@ impl Upload {
         settle(&file, parent, name, overwrite, self.attrs)
             .map_err(|e| io_error(&target.shown, &e))?;
         drop(file);
+        let partial = self.file.holds_partial();
         self.file.release();
-        if let Some(claim) = &mut self.claim {
+        if let Some(claim) = self.claim.as_mut().filter(|_| partial) {
             // Whatever partial was kept under this name is replaced by this upload's file.
             claim.kept = None;
         }
+        let place = self.file.place();
         let staged = Staged {
-            dir: Arc::clone(&self.file.dir),
-            name: Some(self.file.name.clone()),
-            path: self.file.path.clone(),
+            dir: place.dir,
+            name: Some(place.name),
+            path: place.path,
         };
         // The claim on the partial, and its lock, end only after this, when it is no longer
         // where it was: no other upload can open it under its name meanwhile.
@@ -226,10 +219,10 @@ impl Upload {
     /// it on the blocking pool.
     pub fn keep(mut self, limits: &PartialLimits) -> bool {
         drop(self.open.take());
-        if self.failed || self.held < self.keep_from || !self.file.created() {
+        if self.failed || self.held < self.keep_from || !self.file.holds_partial() {
             let why = if self.failed {
                 "writing it failed"
-            } else if self.keep_from == u64::MAX {
+            } else if self.keep_from == u64::MAX || self.held >= self.keep_from {
                 "not resumable (no key, or staged apart)"
             } else {
                 "too small to be worth a resume"
@@ -283,7 +276,8 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         drop(self.open.take());
-        if self.file.remove() {
+        let partial = self.file.holds_partial();
+        if self.file.remove() && partial {
             if let Some(claim) = &mut self.claim {
                 // This upload's file replaced any partial kept under the same name.
                 claim.kept = None;
