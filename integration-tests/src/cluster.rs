@@ -274,6 +274,14 @@ impl Shared {
         }
     }
 
+    /// The files left in the servers' own folders (staging files, partials).
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        crate::list_files(&self.path(".sft/tmp"))
+            .into_iter()
+            .chain(crate::list_files(&self.path(".sft/partial")))
+            .collect()
+    }
+
     /// Starts server `i` over its root, on the loopback.
     pub fn start_server(&self, i: usize, args: &[&str]) -> ServerProcess {
         let args: Vec<&str> = ["--host", "127.0.0.1"]
@@ -330,9 +338,6 @@ impl Cluster {
 
     /// The files left in the servers' own folders (staging files, partials).
     pub fn leftovers(&self) -> Vec<PathBuf> {
-        crate::list_files(&self.path(".sft/tmp"))
-            .into_iter()
-            .chain(crate::list_files(&self.path(".sft/partial")))
-            .collect()
+        self.shared.leftovers()
     }
 }

@@ -182,11 +182,8 @@ fn concurrent_sends_of_one_path_through_different_servers_leave_one_whole_input(
     }
 
     // With overwrite, verified (each through a partial of its own): all succeed, two through
-    // each server, and the file is exactly one of the inputs. Whole uploads (`-W`): a sender
-    // that finds another's file already there would otherwise go by delta, and concurrent
-    // deltas of one path through two servers are sometimes refused with `internal` ("the same
-    // upload is being received on another connection"), a known gap of one upload through two
-    // servers, still open.
+    // each server, and the file is exactly one of the inputs. A sender that finds another's
+    // file already there goes by delta, and one whose basis is replaced meanwhile sends whole.
     let children: Vec<Child> = (0..inputs.len())
         .map(|i| {
             let server = c.servers[i % SERVERS].addr.to_string();
@@ -194,7 +191,6 @@ fn concurrent_sends_of_one_path_through_different_servers_leave_one_whole_input(
                 .args([
                     "send",
                     "-q",
-                    "-W",
                     "--overwrite",
                     &server,
                     &format!("in{i}"),

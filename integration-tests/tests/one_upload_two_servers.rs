@@ -3,9 +3,11 @@
 //! concurrent delta `SEND`s of one path. DEPLOY.md promises that two servers never write one
 //! partial, and that an upload of it arriving meanwhile is received separately, from the
 //! start: every upload here succeeds, the file is one of the inputs whole, and nothing is left
-//! behind in `.sft/tmp` or `.sft/partial`.
+//! behind in `.sft/tmp` or `.sft/partial`. Each test runs over a local folder, then over a
+//! GlusterFS volume with the two servers on two mounts of it (where GlusterFS can run here).
 
 use async_std::task;
+use sft_integration_tests::cluster::{Shared, Storage};
 use sft_integration_tests::{list_files, random_bytes, wait_until, Raw, ServerProcess};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,33 +16,28 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(60);
 const MIB: usize = 1 << 20;
 
-/// Two servers over one root.
+/// Two servers over one shared root.
 struct Pair {
-    root: tempfile::TempDir,
+    /// Dropped first: the servers are gone before their storage.
     servers: [ServerProcess; 2],
+    shared: Shared,
 }
 
 impl Pair {
-    fn start() -> Pair {
-        let root = tempfile::tempdir().unwrap();
-        let loopback = ["--host", "127.0.0.1", "--log-level", "debug"];
+    /// Starts two servers logging at debug level, or says why not where the storage cannot
+    /// run here.
+    fn start(test: &str, storage: Storage) -> Option<Pair> {
+        let shared = Shared::new(test, storage)?;
+        let debug = ["--log-level", "debug"];
         let servers = [
-            ServerProcess::start(root.path(), &loopback),
-            ServerProcess::start(root.path(), &loopback),
+            shared.start_server(0, &debug),
+            shared.start_server(1, &debug),
         ];
-        Pair { root, servers }
+        Some(Pair { servers, shared })
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.root.path().join(rel)
-    }
-
-    /// The files left in the servers' staging folders and among the partials.
-    fn leftovers(&self) -> Vec<PathBuf> {
-        [".sft/tmp", ".sft/partial"]
-            .iter()
-            .flat_map(|dir| list_files(&self.path(dir)))
-            .collect()
+        self.shared.path(rel)
     }
 
     /// Every log line of both servers, for a failure's message.
@@ -54,6 +51,14 @@ impl Pair {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// Runs `test` on a local folder, then on a GlusterFS volume (each server on a mount of its
+/// own), where GlusterFS can run here.
+fn on_both_storages(test: fn(Storage)) {
+    for storage in [Storage::Local, Storage::Gluster] {
+        test(storage);
     }
 }
 
@@ -100,7 +105,17 @@ fn wait_for_file(dir: &Path, len: u64) {
 
 #[test]
 fn the_same_upload_begun_through_two_servers_before_either_wrote_is_received_twice() {
-    let pair = Pair::start();
+    on_both_storages(
+        the_same_upload_begun_through_two_servers_before_either_wrote_is_received_twice_on,
+    );
+}
+
+fn the_same_upload_begun_through_two_servers_before_either_wrote_is_received_twice_on(
+    storage: Storage,
+) {
+    let Some(pair) = Pair::start("begun_before_either_wrote", storage) else {
+        return;
+    };
     let partials = pair.path(".sft/partial");
     const ROUNDS: usize = 6;
     for round in 0..ROUNDS {
@@ -139,13 +154,27 @@ fn the_same_upload_begun_through_two_servers_before_either_wrote_is_received_twi
             assert_eq!(reply["ok"], true, "round {round}: {reply}");
             assert!(std::fs::read(pair.path("up.bin")).unwrap() == first);
         });
-        assert_eq!(pair.leftovers(), Vec::<PathBuf>::new(), "round {round}");
+        assert_eq!(
+            pair.shared.leftovers(),
+            Vec::<PathBuf>::new(),
+            "round {round}"
+        );
     }
 }
 
 #[test]
 fn the_same_upload_started_through_two_servers_at_once_is_stored_whole_every_time() {
-    let pair = Pair::start();
+    on_both_storages(
+        the_same_upload_started_through_two_servers_at_once_is_stored_whole_every_time_on,
+    );
+}
+
+fn the_same_upload_started_through_two_servers_at_once_is_stored_whole_every_time_on(
+    storage: Storage,
+) {
+    let Some(pair) = Pair::start("started_at_once", storage) else {
+        return;
+    };
     const ROUNDS: usize = 24;
     for round in 0..ROUNDS {
         let id = format!("{:02x}", round + 100).repeat(16);
@@ -168,13 +197,23 @@ fn the_same_upload_started_through_two_servers_at_once_is_stored_whole_every_tim
         }
         let stored = std::fs::read(pair.path("up.bin")).unwrap();
         assert!(inputs.contains(&stored), "round {round}: one input, whole");
-        assert_eq!(pair.leftovers(), Vec::<PathBuf>::new(), "round {round}");
+        assert_eq!(
+            pair.shared.leftovers(),
+            Vec::<PathBuf>::new(),
+            "round {round}"
+        );
     }
 }
 
 #[test]
 fn concurrent_delta_sends_of_one_path_through_two_servers_are_all_stored() {
-    let pair = Pair::start();
+    on_both_storages(concurrent_delta_sends_of_one_path_through_two_servers_are_all_stored_on);
+}
+
+fn concurrent_delta_sends_of_one_path_through_two_servers_are_all_stored_on(storage: Storage) {
+    let Some(pair) = Pair::start("concurrent_deltas", storage) else {
+        return;
+    };
     let local = tempfile::tempdir().unwrap();
     const ROUNDS: u64 = 20;
     for round in 0..ROUNDS {
@@ -216,6 +255,10 @@ fn concurrent_delta_sends_of_one_path_through_two_servers_are_all_stored() {
         }
         let stored = std::fs::read(pair.path("same.bin")).unwrap();
         assert!(inputs.contains(&stored), "round {round}: one input, whole");
-        assert_eq!(pair.leftovers(), Vec::<PathBuf>::new(), "round {round}");
+        assert_eq!(
+            pair.shared.leftovers(),
+            Vec::<PathBuf>::new(),
+            "round {round}"
+        );
     }
 }
