@@ -6,6 +6,12 @@
 #   BENCH_RUNS=9 scripts/bench.sh     more runs per tool
 #   scripts/bench.sh many             only the many-small-files row (10,000 x 4 KiB on tmpfs
 #                                     against an rsync daemon), printed; 3 runs unless BENCH_RUNS
+#   scripts/bench.sh gluster          only the 4 KiB GET and 1 GiB rows, each served from a local
+#                                     folder and from a GlusterFS mount (scripts/gluster-volume.sh)
+#                                     by sft-server and nginx, printed; 5 runs, 5 s load tests
+#   BENCH_ROOT=DIR scripts/bench.sh   serve from a new folder inside DIR (a mount, say) instead of
+#                                     one under BENCH_TMPDIR (default /var/tmp)
+#   BENCH_BIN_DIR=DIR                 take sft, sft-server and sft-bench from DIR (no build)
 #
 # Every tool runs on the same machine, against the same files, and only on 127.0.0.1. Tools take
 # turns (sft, competitor, sft, competitor, …) so drift affects both alike; medians are reported
@@ -19,7 +25,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 
 ONLY=${1:-}
-[[ -z $ONLY || $ONLY == many ]] || { echo "usage: $0 [many]" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == many || $ONLY == gluster ]] || { echo "usage: $0 [many|gluster]" >&2; exit 2; }
 QUICK=${BENCH_QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     RUNS=${BENCH_RUNS:-3}
@@ -33,6 +39,7 @@ else
     MODE="full"
 fi
 [[ $ONLY == many ]] && RUNS=${BENCH_RUNS:-3}
+[[ $ONLY == gluster && $QUICK != 1 ]] && LOAD_S=5
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive integer" >&2; exit 2; }
 BIG_BYTES=$((BIG_MIB * 1024 * 1024))
 SMALL_BYTES=4096
@@ -49,6 +56,7 @@ die() { log "error: $*"; exit 1; }
 PIDS=()
 WORK=""
 SHM=""
+ROOT_PARENT=""
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
@@ -64,7 +72,10 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    # The volume's mount and bricks are inside WORK: unmounted and deleted first.
+    declare -F gv_down >/dev/null && gv_down
     [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
+    [[ -n $ROOT_PARENT && -d $ROOT_PARENT ]] && rm -rf "$ROOT_PARENT"
     [[ -n $SHM && -d $SHM ]] && rm -rf "$SHM"
     return 0
 }
@@ -89,6 +100,9 @@ stop_pid() {
     forget_pid "$1"
 }
 
+# shellcheck source=scripts/gluster-volume.sh
+source "$REPO/scripts/gluster-volume.sh"
+
 # ---------------------------------------------------------------------------------------------
 # (a) Tools.
 install_tools() {
@@ -98,6 +112,11 @@ install_tools() {
         command -v python3 >/dev/null || missing+=(python3)
         ((${#missing[@]} == 0)) || die "missing ${missing[*]}: install them"
         return 0
+    fi
+    if [[ $ONLY == gluster ]]; then
+        local why
+        why=$(gv_unavailable)
+        [[ -z $why ]] || die "$why"
     fi
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     command -v rsync >/dev/null || missing+=(rsync)
@@ -214,6 +233,29 @@ sample() {
     fi
 }
 
+mib_s() { # median seconds -> MiB/s
+    awk -v s="$1" -v b="$BIG_BYTES" 'BEGIN { if (s == "n/a" || s + 0 == 0) print "n/a"; else printf "%.0f\n", b / 1048576 / s }'
+}
+samples_of() { local v=${SAMPLES[$1]:-n/a}; echo "${v// /, }"; }
+
+# 4 KiB GETs under load, each server measured by the same loop (sft-bench; its `http` mode
+# against nginx), and nginx by wrk too, an independent generator that checks sft-bench's figures.
+# Samples are req/s; p50, p99, p99.9 (µs) and errors go to KEY_p50, KEY_p99, KEY_p999, KEY_err.
+round() { awk -v v="$1" 'BEGIN { if (v ~ /^[0-9.eE+-]+$/) printf "%.0f\n", v; else print v }'; }
+json_field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
+load_bench() { # KEY CONNECTIONS MODE TARGET PATH
+    local out q
+    if out=$(timeout $((LOAD_S + 60)) "$SFT_BENCH" "$3" "$4" "$5" \
+        --connections "$2" --duration "$LOAD_S" --json); then
+        add_sample "$1" "$(round "$(json_field "$out" requests_per_sec)")"
+        for q in p50 p99 p999; do add_sample "$1_$q" "$(json_field "$out" "${q}_us")"; done
+        add_sample "$1_err" "$(json_field "$out" errors)"
+        log "  $1: $(round "$(json_field "$out" requests_per_sec)") req/s, p50 $(json_field "$out" p50_us) µs, p99 $(json_field "$out" p99_us) µs, p99.9 $(json_field "$out" p999_us) µs, errors $(json_field "$out" errors)"
+    else
+        log "  $1: sft-bench failed"
+        add_sample "$1" ERR
+    fi
+}
 # Runs the tools named in $@ in turn, RUNS rounds.
 alternate() {
     local round tool
@@ -228,8 +270,8 @@ alternate() {
 # ---------------------------------------------------------------------------------------------
 install_tools
 
-SFT_BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+SFT_BIN_DIR=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/release}
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 && -z ${BENCH_BIN_DIR:-} ]]; then
     log "building sft (release)"
     cargo build --release --workspace --quiet
 fi
@@ -362,10 +404,248 @@ if [[ $ONLY == many ]]; then
     exit 0
 fi
 
+# ---------------------------------------------------------------------------------------------
+# (g) On a GlusterFS volume (`scripts/bench.sh gluster`): the 4 KiB GET rows and the big-file rows,
+# each served from a local folder (under BENCH_TMPDIR) and from a FUSE mount of a replica-2
+# volume whose bricks are on that same disk, by sft-server and by nginx serving the same files.
+# Every round takes each row on both storages in turn. The page cache is dropped before every
+# big-file sample, so that neither storage is read from memory. Around every sample the CPU
+# time of the servers, and on the volume of its FUSE client and bricks, is recorded: where the
+# time goes.
+GL_CONNS="1 10 100"
+declare -A GL_ROOT=() GL_ADDR=() GL_PID=()
+
+drop_caches() { sync && echo 3 >/proc/sys/vm/drop_caches; }
+
+# CPU seconds (user + system) the processes PIDS… have used so far.
+cpu_s() {
+    local pid ticks=0 t
+    for pid in "$@"; do
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        ticks=$((ticks + t))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f\n", t / hz }'
+}
+diff_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", b - a }'; }
+pct_of() { awk -v a="$1" -v b="$2" -v w="$3" 'BEGIN { printf "%.0f\n", (b - a) / w * 100 }'; }
+
+# The server processes of SERVER (sft or nginx) on STORAGE: nginx's are its workers.
+server_pids() {
+    if [[ $1 == sft ]]; then echo "${GL_PID[sft_$2]}"; else pgrep -P "${GL_PID[nginx]}" | tr '\n' ' '; fi
+}
+
+gluster_setup() {
+    local st ports
+    mkdir -p "$WORK/gluster" "$WORK/nginx"
+    gv_up "$WORK/gluster" || die "could not make a GlusterFS volume"
+    GL_ROOT[local]=$WORK/root
+    GL_ROOT[gluster]=$GV_MOUNT/root
+    log "writing a $BIG_LABEL file of random bytes to tmpfs and copying it to both roots"
+    head -c "${BIG_MIB}M" /dev/urandom >"$SHM/big.bin"
+    head -c "$SMALL_BYTES" /dev/urandom >"$SHM/small.bin"
+    for st in local gluster; do
+        mkdir -p "${GL_ROOT[$st]}/up"
+        cp "$SHM/big.bin" "$SHM/small.bin" "${GL_ROOT[$st]}/"
+        cmp -s "$SHM/big.bin" "${GL_ROOT[$st]}/big.bin" || die "could not copy the file to ${GL_ROOT[$st]}"
+    done
+    read -r -a ports <<<"$(free_ports 4)"
+    for st in local gluster; do
+        "$SFT_SERVER" --host 127.0.0.1 --port "${ports[0]}" --root "${GL_ROOT[$st]}" --log-level warn \
+            2>>"$WORK/sft-$st.log" &
+        GL_PID[sft_$st]=$!
+        PIDS+=($!)
+        wait_listen "${ports[0]}" || die "sft-server did not start: $(tail -3 "$WORK/sft-$st.log")"
+        GL_ADDR[sft_$st]=127.0.0.1:${ports[0]}
+        GL_ADDR[nginx_$st]=127.0.0.1:${ports[1]}
+        ports=("${ports[@]:2}")
+    done
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+user root;
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server { listen ${GL_ADDR[nginx_local]}; root ${GL_ROOT[local]}; }
+    server { listen ${GL_ADDR[nginx_gluster]}; root ${GL_ROOT[gluster]}; }
+}
+EOF
+    nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
+    GL_PID[nginx]=$!
+    PIDS+=($!)
+    wait_listen "${GL_ADDR[nginx_gluster]##*:}" || die "nginx did not start: $(tail -3 "$WORK/nginx/error.log")"
+    # Sanity: every server hands out the same bytes.
+    for st in local gluster; do
+        "$SFT" get -q "${GL_ADDR[sft_$st]}" small.bin "$SHM/check.sft" || die "sft get ($st) failed"
+        curl -sf -o "$SHM/check.curl" "http://${GL_ADDR[nginx_$st]}/small.bin" || die "curl ($st) failed"
+        cmp -s "$SHM/small.bin" "$SHM/check.sft" && cmp -s "$SHM/small.bin" "$SHM/check.curl" ||
+            die "downloaded bytes differ ($st)"
+        rm -f "$SHM"/check.*
+    done
+}
+
+# One big-file sample of WHAT on STORAGE, page cache dropped first: nv (unverified sft GET),
+# get (verified sft GET), curl (GET from nginx), all to /dev/null, or send (verified sft SEND from
+# tmpfs into up/). Samples: seconds; KEY_srv, KEY_fuse, KEY_bricks: CPU seconds.
+gl_bulk() { # KEY STORAGE WHAT
+    local key=$1 st=$2 server=sft start secs ok=1 s0 f0 b0 srv
+    [[ $3 == curl ]] && server=nginx
+    srv=$(server_pids "$server" "$st")
+    rm -f "${GL_ROOT[$st]}/up/big.bin"
+    drop_caches
+    s0=$(cpu_s $srv)
+    f0=$(cpu_s "$GV_MOUNT_PID")
+    b0=$(cpu_s $GV_BRICK_PIDS)
+    start=$EPOCHREALTIME
+    case $3 in
+        nv) timeout "$T" "$SFT" get --no-verify -q "${GL_ADDR[sft_$st]}" big.bin - >/dev/null ;;
+        get) timeout "$T" "$SFT" get -q "${GL_ADDR[sft_$st]}" big.bin - >/dev/null ;;
+        curl) timeout "$T" curl -sf -o /dev/null "http://${GL_ADDR[nginx_$st]}/big.bin" ;;
+        send) timeout "$T" "$SFT" send -q --overwrite "${GL_ADDR[sft_$st]}" "$SHM/big.bin" up/big.bin &&
+            [[ $(file_size "${GL_ROOT[$st]}/up/big.bin") == "$BIG_BYTES" ]] ;;
+    esac || ok=0
+    secs=$(awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.4f", e - s }')
+    if [[ $ok == 1 ]]; then
+        add_sample "$key" "$secs"
+    else
+        add_sample "$key" ERR
+    fi
+    add_sample "${key}_srv" "$(diff_s "$s0" "$(cpu_s $srv)")"
+    if [[ $st == gluster ]]; then
+        add_sample "${key}_fuse" "$(diff_s "$f0" "$(cpu_s "$GV_MOUNT_PID")")"
+        add_sample "${key}_bricks" "$(diff_s "$b0" "$(cpu_s $GV_BRICK_PIDS)")"
+    fi
+    log "  $key: $([[ $ok == 1 ]] && echo "${secs}s" || echo failed)"
+}
+
+# One load sample (sft-bench, LOAD_S seconds) of SERVER on STORAGE. KEY_srv, KEY_fuse,
+# KEY_bricks: % of one core over the sample.
+gl_load() { # KEY SERVER STORAGE CONNECTIONS
+    local key=$1 srv start wall s0 f0 b0
+    srv=$(server_pids "$2" "$3")
+    s0=$(cpu_s $srv)
+    f0=$(cpu_s "$GV_MOUNT_PID")
+    b0=$(cpu_s $GV_BRICK_PIDS)
+    start=$EPOCHREALTIME
+    if [[ $2 == sft ]]; then
+        load_bench "$key" "$4" get "${GL_ADDR[sft_$3]}" small.bin
+    else
+        load_bench "$key" "$4" http "${GL_ADDR[nginx_$3]}" /small.bin
+    fi
+    wall=$(awk -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { print e - s }')
+    add_sample "${key}_srv" "$(pct_of "$s0" "$(cpu_s $srv)" "$wall")"
+    if [[ $3 == gluster ]]; then
+        add_sample "${key}_fuse" "$(pct_of "$f0" "$(cpu_s "$GV_MOUNT_PID")" "$wall")"
+        add_sample "${key}_bricks" "$(pct_of "$b0" "$(cpu_s $GV_BRICK_PIDS)" "$wall")"
+    fi
+}
+
+gluster_run() {
+    local round what st c server
+    gluster_setup
+    log "$BIG_LABEL rows, page cache dropped before each sample"
+    for round in $(seq 1 "$RUNS"); do
+        log " round $round/$RUNS"
+        for what in nv get curl send; do
+            for st in local gluster; do gl_bulk "gl_${what}_$st" "$st" "$what"; done
+        done
+    done
+    for c in $GL_CONNS; do
+        log "4 KiB GETs, $c connection(s), ${LOAD_S}s each"
+        for round in $(seq 1 "$RUNS"); do
+            log " round $round/$RUNS"
+            for st in local gluster; do
+                for server in sft nginx; do gl_load "gl_${server}_${st}_c$c" "$server" "$st" "$c"; done
+            done
+        done
+    done
+}
+
+gl_lat() { echo "$(median "$1_p50") / $(median "$1_p99")"; }
+gl_lat_ratio() { # A_KEY B_KEY: A ÷ B for p50 and p99
+    echo "$(times "$(ratio "$(median "$1_p50")" "$(median "$2_p50")")") / $(times "$(ratio "$(median "$1_p99")" "$(median "$2_p99")")")"
+}
+
+gluster_tables() {
+    local c k what label s l g
+    echo "4 KiB GETs: sft-bench, ${LOAD_S} s per sample, medians of $RUNS rounds. Ratios: sft ÷ nginx on each storage; the cost of FUSE is GlusterFS ÷ local for each server."
+    echo
+    echo "| 4 KiB GETs | local: sft | local: nginx | local: sft ÷ nginx | GlusterFS: sft | GlusterFS: nginx | GlusterFS: sft ÷ nginx | GlusterFS ÷ local: sft | GlusterFS ÷ local: nginx |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    for c in $GL_CONNS; do
+        k=gl_%s_%s_c$c
+        # shellcheck disable=SC2059
+        echo "| $c conn., req/s | $(median "$(printf "$k" sft local)") | $(median "$(printf "$k" nginx local)") | $(times "$(ratio "$(median "$(printf "$k" sft local)")" "$(median "$(printf "$k" nginx local)")")") | $(median "$(printf "$k" sft gluster)") | $(median "$(printf "$k" nginx gluster)") | $(times "$(ratio "$(median "$(printf "$k" sft gluster)")" "$(median "$(printf "$k" nginx gluster)")")") | $(times "$(ratio "$(median "$(printf "$k" sft gluster)")" "$(median "$(printf "$k" sft local)")")") | $(times "$(ratio "$(median "$(printf "$k" nginx gluster)")" "$(median "$(printf "$k" nginx local)")")") |"
+        # shellcheck disable=SC2059
+        echo "| $c conn., p50 / p99 µs | $(gl_lat "$(printf "$k" sft local)") | $(gl_lat "$(printf "$k" nginx local)") | $(gl_lat_ratio "$(printf "$k" sft local)" "$(printf "$k" nginx local)") | $(gl_lat "$(printf "$k" sft gluster)") | $(gl_lat "$(printf "$k" nginx gluster)") | $(gl_lat_ratio "$(printf "$k" sft gluster)" "$(printf "$k" nginx gluster)") | $(gl_lat_ratio "$(printf "$k" sft gluster)" "$(printf "$k" sft local)") | $(gl_lat_ratio "$(printf "$k" nginx gluster)" "$(printf "$k" nginx local)") |"
+    done
+    echo
+    echo "CPU during the 4 KiB GETs, % of one core (medians): the server's processes, and on GlusterFS its FUSE client and bricks."
+    echo
+    echo "| connections | sft local | sft GlusterFS: server / FUSE client / bricks | nginx local | nginx GlusterFS: server / FUSE client / bricks |"
+    echo "| --- | --- | --- | --- | --- |"
+    for c in $GL_CONNS; do
+        echo "| $c | $(median "gl_sft_local_c${c}_srv") | $(median "gl_sft_gluster_c${c}_srv") / $(median "gl_sft_gluster_c${c}_fuse") / $(median "gl_sft_gluster_c${c}_bricks") | $(median "gl_nginx_local_c${c}_srv") | $(median "gl_nginx_gluster_c${c}_srv") / $(median "gl_nginx_gluster_c${c}_fuse") / $(median "gl_nginx_gluster_c${c}_bricks") |"
+    done
+    echo
+    echo "Samples (req/s), local then GlusterFS:"
+    echo
+    for c in $GL_CONNS; do
+        for s in sft nginx; do
+            echo "- $c conn., $s: $(samples_of "gl_${s}_local_c$c"); $(samples_of "gl_${s}_gluster_c$c")"
+        done
+    done
+    echo
+    echo "$BIG_LABEL, page cache dropped before each sample, medians of $RUNS rounds (s; MiB/s in brackets). CPU: seconds per transfer, medians."
+    echo
+    echo "| $BIG_LABEL | local | GlusterFS | GlusterFS ÷ local | server CPU s, local / GlusterFS | FUSE client CPU s | bricks CPU s | local samples | GlusterFS samples |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    for what in nv get curl send; do
+        case $what in
+            nv) label="\`sft get --no-verify\` → /dev/null" ;;
+            get) label="\`sft get\` (verified) → /dev/null" ;;
+            curl) label="nginx + \`curl -o /dev/null\`" ;;
+            send) label="\`sft send --overwrite\` (verified), from tmpfs" ;;
+        esac
+        l=$(median "gl_${what}_local")
+        g=$(median "gl_${what}_gluster")
+        echo "| $label | $l ($(mib_s "$l")) | $g ($(mib_s "$g")) | $(times "$(ratio "$g" "$l")") | $(median "gl_${what}_local_srv") / $(median "gl_${what}_gluster_srv") | $(median "gl_${what}_gluster_fuse") | $(median "gl_${what}_gluster_bricks") | $(samples_of "gl_${what}_local") | $(samples_of "gl_${what}_gluster") |"
+    done
+    echo
+    echo "Unverified GET, sft ÷ nginx+curl: local $(times "$(ratio "$(median gl_nv_local)" "$(median gl_curl_local)")"), GlusterFS $(times "$(ratio "$(median gl_nv_gluster)" "$(median gl_curl_gluster)")"). nginx takes no uploads here: SEND has no anchor."
+}
+
+if [[ $ONLY == gluster ]]; then
+    WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/sft-bench.XXXXXX")
+    SHM=$(mktemp -d /dev/shm/sft-bench.XXXXXX)
+    LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+    gluster_run
+    log "load average $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+    gluster_tables
+    exit 0
+fi
+
 # (c) Files: the served folder on disk, destinations on tmpfs.
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/sft-bench.XXXXXX")
 SHM=$(mktemp -d /dev/shm/sft-bench.XXXXXX)
 DIR=$WORK/root
+if [[ -n ${BENCH_ROOT:-} ]]; then
+    ROOT_PARENT=$(mktemp -d "$BENCH_ROOT/sft-bench.XXXXXX")
+    DIR=$ROOT_PARENT/root
+fi
 mkdir -p "$DIR" "$WORK/nginx" "$WORK/up"
 log "writing a $BIG_LABEL file of random bytes to $DIR"
 head -c "${BIG_MIB}M" /dev/urandom >"$DIR/big.bin"
@@ -549,24 +829,6 @@ run_tls_curl_send() {
 }
 post_tls_curl_send() { post_sft_send; }
 
-# 4 KiB GETs under load, each server measured by the same loop (sft-bench; its `http` mode
-# against nginx), and nginx by wrk too, an independent generator that checks sft-bench's figures.
-# Samples are req/s; p50, p99, p99.9 (µs) and errors go to KEY_p50, KEY_p99, KEY_p999, KEY_err.
-round() { awk -v v="$1" 'BEGIN { if (v ~ /^[0-9.eE+-]+$/) printf "%.0f\n", v; else print v }'; }
-json_field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
-load_bench() { # KEY CONNECTIONS MODE TARGET PATH
-    local out q
-    if out=$(timeout $((LOAD_S + 60)) "$SFT_BENCH" "$3" "$4" "$5" \
-        --connections "$2" --duration "$LOAD_S" --json); then
-        add_sample "$1" "$(round "$(json_field "$out" requests_per_sec)")"
-        for q in p50 p99 p999; do add_sample "$1_$q" "$(json_field "$out" "${q}_us")"; done
-        add_sample "$1_err" "$(json_field "$out" errors)"
-        log "  $1: $(round "$(json_field "$out" requests_per_sec)") req/s, p50 $(json_field "$out" p50_us) µs, p99 $(json_field "$out" p99_us) µs, p99.9 $(json_field "$out" p999_us) µs, errors $(json_field "$out" errors)"
-    else
-        log "  $1: sft-bench failed"
-        add_sample "$1" ERR
-    fi
-}
 # wrk's percentiles in microseconds (its --latency table rounds them and stops at 99%).
 write_pct_lua() {
     cat >"$WORK/pct.lua" <<'EOF'
@@ -676,10 +938,6 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
 # Report.
-mib_s() { # median seconds -> MiB/s
-    awk -v s="$1" -v b="$BIG_BYTES" 'BEGIN { if (s == "n/a" || s + 0 == 0) print "n/a"; else printf "%.0f\n", b / 1048576 / s }'
-}
-samples_of() { local v=${SAMPLES[$1]:-n/a}; echo "${v// /, }"; }
 
 # A table row for a timed tool: LABEL KEY SFT_KEY (ratio is SFT median / this median).
 time_row() {
