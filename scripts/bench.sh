@@ -1175,6 +1175,7 @@ from one run to the next.
 scripts/bench.sh                  # 1 GiB, 5 runs per tool, 10 s load tests
 BENCH_QUICK=1 scripts/bench.sh    # 256 MiB, 3 runs, 3 s load tests
 BENCH_RUNS=9 scripts/bench.sh     # more runs
+scripts/bench.sh gluster          # 4 KiB GETs and 1 GiB, local folder vs a GlusterFS mount (root)
 \`\`\`
 EOF
 # A section measured by hand, build against build (not by this script), is carried over from the
