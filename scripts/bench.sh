@@ -673,6 +673,11 @@ SFT_PID=$SERVER_PID
 # The same files over TLS, with a self-signed certificate that nginx serves too. The client pins
 # it by its SHA-256 (what sft-server logs at start-up), remembering it in a config folder of ours.
 start_sft_server "$TLS_PORT" --tls-self-signed "$WORK/tls"
+# The server listens before it writes its certificate: wait for the file (at most 10 s).
+for _ in $(seq 1 200); do
+    [[ -s $WORK/tls/cert.pem ]] && break
+    sleep 0.05
+done
 TLS_FP=$(openssl x509 -in "$WORK/tls/cert.pem" -outform DER | sha256sum | cut -d' ' -f1)
 export XDG_CONFIG_HOME=$WORK/config
 
@@ -1017,7 +1022,7 @@ $NOTE
 | curl | $(curl --version | head -1) |
 | wrk | $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2 || true) |
 | nc | netcat-openbsd $(dpkg-query -W -f '${Version}' netcat-openbsd 2>/dev/null || echo '?') |
-| files | $BIG_LABEL of random bytes and a 4 KiB file on $(df --output=fstype "$DIR" | tail -1) (a temporary folder under $(dirname "$WORK")); tmpfs destination /dev/shm |
+| files | $BIG_LABEL of random bytes and a 4 KiB file on $(df --output=fstype "$DIR" | tail -1) (a temporary folder under $(dirname "$(dirname "$DIR")")); tmpfs destination /dev/shm |
 
 ## Targets
 
