@@ -413,7 +413,7 @@ fi
 # time of the servers, and on the volume of its FUSE client and bricks, is recorded: where the
 # time goes.
 GL_CONNS="1 10 100"
-declare -A GL_ROOT=() GL_ADDR=() GL_PID=()
+declare -A GL_ROOT=() GL_ADDR=() GL_PID=() GL_FOPS=()
 
 drop_caches() { sync && echo 3 >/proc/sys/vm/drop_caches; }
 
@@ -553,6 +553,36 @@ gl_load() { # KEY SERVER STORAGE CONNECTIONS
     fi
 }
 
+# Brick operations per 4 KiB GET that SERVER causes on the volume: 1,000 GETs at one connection
+# between `gluster volume profile … start` and `… info`, counted on both bricks together (a
+# lookup goes to both, a stat to one), as "OPERATION count-per-GET (mean µs at a brick)". Run after the measured rows: profiling
+# costs the bricks time.
+gl_fops() { # SERVER
+    local out
+    gv_gluster volume profile "$GV_NAME" start >/dev/null || return 0
+    gv_gluster volume profile "$GV_NAME" info clear >/dev/null || true
+    if [[ $1 == sft ]]; then
+        "$SFT_BENCH" get "${GL_ADDR[sft_gluster]}" small.bin --connections 1 --requests 1000 --json >/dev/null
+    else
+        "$SFT_BENCH" http "${GL_ADDR[nginx_gluster]}" /small.bin --connections 1 --requests 1000 --json >/dev/null
+    fi
+    out=$(gv_gluster volume profile "$GV_NAME" info | awk '
+        /^Interval/ { on = 1 }
+        /Data Written/ { on = 0 }
+        on && NF == 9 && $9 ~ /^[A-Z]+$/ {
+            if (!($9 in n)) order[++k] = $9
+            n[$9] += $8; ns[$9] += $8 * $2 }
+        END {
+            for (i = 1; i <= k; i++) {
+                f = order[i]
+                if (n[f] < 10) continue
+                printf "%s%s %.2f (%.0f µs)", sep, f, n[f] / 1000, ns[f] / n[f] / 1000; sep = ", "
+            } }')
+    gv_gluster volume profile "$GV_NAME" stop >/dev/null || true
+    GL_FOPS[$1]=$out
+    log "  brick operations per GET, $1: $out"
+}
+
 gluster_run() {
     local round what st c server
     gluster_setup
@@ -572,6 +602,9 @@ gluster_run() {
             done
         done
     done
+    log "brick operations per 4 KiB GET (gluster volume profile)"
+    gl_fops sft
+    gl_fops nginx
 }
 
 gl_lat() { echo "$(median "$1_p50") / $(median "$1_p99")"; }
@@ -600,6 +633,11 @@ gluster_tables() {
     for c in $GL_CONNS; do
         echo "| $c | $(median "gl_sft_local_c${c}_srv") | $(median "gl_sft_gluster_c${c}_srv") / $(median "gl_sft_gluster_c${c}_fuse") / $(median "gl_sft_gluster_c${c}_bricks") | $(median "gl_nginx_local_c${c}_srv") | $(median "gl_nginx_gluster_c${c}_srv") / $(median "gl_nginx_gluster_c${c}_fuse") / $(median "gl_nginx_gluster_c${c}_bricks") |"
     done
+    echo
+    echo "Brick operations per 4 KiB GET on the volume (1,000 GETs at one connection, both bricks together, \`gluster volume profile\`; mean time at a brick):"
+    echo
+    echo "- sft: ${GL_FOPS[sft]:-n/a}"
+    echo "- nginx: ${GL_FOPS[nginx]:-n/a}"
     echo
     echo "Samples (req/s), local then GlusterFS:"
     echo
