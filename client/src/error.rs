@@ -119,7 +119,9 @@ impl Error {
             Error::Certificate { .. } => ExitCode::Untrusted,
             Error::Remote(e) if e.code == ErrorCode::ChecksumMismatch => ExitCode::Integrity,
             // "Try again later": as transient as a connection cut off.
-            Error::Remote(e) if e.code == ErrorCode::Busy => ExitCode::CutOff,
+            Error::Remote(e) if matches!(e.code, ErrorCode::Busy | ErrorCode::Unavailable) => {
+                ExitCode::CutOff
+            }
             Error::Remote(_) => ExitCode::Refused,
             Error::CutOff { .. } => ExitCode::CutOff,
             Error::Protocol(_) => ExitCode::Protocol,
@@ -130,11 +132,12 @@ impl Error {
     }
 
     /// Whether trying again later may succeed: the connection was cut off, or the server said
-    /// it is busy. `--retries` retries these, and they share an exit code.
+    /// it is busy or its storage did not answer. `--retries` retries these, and they share an
+    /// exit code.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::CutOff { .. } => true,
-            Error::Remote(e) => e.code == ErrorCode::Busy,
+            Error::Remote(e) => matches!(e.code, ErrorCode::Busy | ErrorCode::Unavailable),
             _ => false,
         }
     }
@@ -231,6 +234,7 @@ impl fmt::Display for Error {
                     ErrorCode::ChecksumMismatch => "checksum mismatch",
                     ErrorCode::Changed => "changed",
                     ErrorCode::Internal => "server error",
+                    ErrorCode::Unavailable => "storage not answering",
                     ErrorCode::Unknown => "refused",
                 };
                 write!(f, "{what}: {}", e.message)

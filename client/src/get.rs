@@ -10,7 +10,7 @@ use crate::many::encode_get;
 use crate::partial::Partial;
 use async_std::task::spawn_blocking;
 use futures::{AsyncWrite, AsyncWriteExt};
-use sft_io::BlockSink;
+use sft_io::{BlockSink, Pool};
 use sft_protocol::decode_trailer;
 use sft_protocol::verbs::{GetReply, GetTrailer};
 use sft_protocol::ErrorCode;
@@ -122,7 +122,8 @@ impl Client {
         x.progress_start(remote, Some(reply.body_len()), 0);
         // Hashing runs beside the receiving and the writing: each 256 KiB block is hashed by a
         // short task while the next one arrives (smaller blocks would cost a hand-off each).
-        let mut hashing = verify.then(|| BlockSink::new(None, 0, Some(blake3::Hasher::new())));
+        let mut hashing = verify
+            .then(|| BlockSink::new(None, 0, Some(blake3::Hasher::new()), &Pool::unbounded()));
         let stdout = Path::new("-");
         let during = format!("the download of {remote}");
         let mut left = reply.body_len();
@@ -327,7 +328,7 @@ pub(crate) async fn get_file_body(
     }
     let stamp = opts.stamp(&reply);
     let (partial, file, hasher) = open_for_body(local, partial, offset, opts.verify).await?;
-    let mut writer = BlockSink::new(Some(file), offset, hasher);
+    let mut writer = BlockSink::new(Some(file), offset, hasher, &Pool::unbounded());
     let during = format!("the download of {remote}");
     x.progress_start(remote, Some(offset + reply.body_len()), offset);
     let mut left = reply.body_len();
@@ -490,7 +491,7 @@ async fn get_file_chunked(
     };
     let stamp = opts.stamp(&reply);
     let (partial, file, hasher) = open_for_body(local, partial, offset, opts.verify).await?;
-    let mut writer = BlockSink::new(Some(file), offset, hasher);
+    let mut writer = BlockSink::new(Some(file), offset, hasher, &Pool::unbounded());
     let mut body = ReplyBody::of(&reply);
     x.progress_start(remote, Some(size), offset);
     let mut at = offset;

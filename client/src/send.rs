@@ -10,7 +10,7 @@ use crate::files::{self, CHUNK};
 use crate::walk::Upload;
 use async_std::task::spawn_blocking;
 use futures::{AsyncRead, AsyncReadExt};
-use sft_io::{confirm, FileSource, Pace, PaceRule, Version};
+use sft_io::{confirm, FileSource, Pace, PaceRule, Pool, Version};
 use sft_protocol::delta::MIN_DELTA_FILE;
 use sft_protocol::encode_trailer;
 use sft_protocol::verbs::{SendReady, SendReply, SendRequest, SendTrailer};
@@ -300,7 +300,14 @@ async fn send_opened(
         };
         // The version is confirmed after the last block is read: a file rewritten while
         // it is sent ends the upload with an error before the trailer, never "verified".
-        let mut reader = FileSource::new(file, ready.offset, body, hasher, Some(version));
+        let mut reader = FileSource::new(
+            file,
+            ready.offset,
+            body,
+            hasher,
+            Some(version),
+            &Pool::unbounded(),
+        );
         while let Some(chunk) = reader.next().await {
             let chunk = chunk.map_err(Error::local(local, "read"))?;
             x.send_chunk(&chunk, &during).await?;

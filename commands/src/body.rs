@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::sandbox::{io_error, Work};
 use crate::staging::{Interrupted, Staged, Upload};
 use futures::{AsyncRead, AsyncWrite};
-use sft_io::{confirm, BlockSink, FileSource, Pace, Version, CHUNK, RECV};
+use sft_io::{confirm, BlockSink, FileSource, Pace, Pool, Version, CHUNK, RECV};
 use std::fs::File;
 use std::io;
 
@@ -100,6 +100,8 @@ pub(crate) struct Sink {
     pub(crate) dest: Dest,
     /// The hash of everything in the file so far, if hashing.
     pub(crate) hasher: Option<blake3::Hasher>,
+    /// Where its writes run: the root's pool.
+    pub(crate) pool: Pool,
 }
 
 /// Why [`stream_to_file`] stopped early, and what it stored.
@@ -134,9 +136,16 @@ pub(crate) async fn stream_to_file<R>(
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    let Sink { dest, mut hasher } = sink;
+    let Sink {
+        dest,
+        mut hasher,
+        pool,
+    } = sink;
     let (mut blocks, mut create) = match dest {
-        Dest::Open(file) => (Some(BlockSink::new(Some(file), start, hasher.take())), None),
+        Dest::Open(file) => (
+            Some(BlockSink::new(Some(file), start, hasher.take(), &pool)),
+            None,
+        ),
         Dest::Later(create) => (None, Some(create)),
     };
     let cap = len.min(CHUNK as u64) as usize;
@@ -172,8 +181,8 @@ where
         }
         let blocks = match (&mut blocks, create.take()) {
             (Some(blocks), _) => blocks,
-            (None, Some(create)) => match crate::sandbox::bulk(create).await {
-                Ok(file) => blocks.insert(BlockSink::new(Some(file), start, hasher.take())),
+            (None, Some(create)) => match pool.spawn(create).io().await {
+                Ok(file) => blocks.insert(BlockSink::new(Some(file), start, hasher.take(), &pool)),
                 Err(e) => {
                     return Err(Stopped {
                         error: CopyError::Write(e),
@@ -192,7 +201,7 @@ where
     let Some(blocks) = blocks else {
         // Nothing was written: the file is still to be created.
         let dest = Dest::Later(create.expect("not taken: nothing was written"));
-        let sink = Sink { dest, hasher };
+        let sink = Sink { dest, hasher, pool };
         return match failed {
             Some(e) => Err(Stopped {
                 error: CopyError::Read(e),
@@ -203,23 +212,26 @@ where
         };
     };
     let done = blocks.finish().await;
-    let file = done.file.expect("the sink writes to a file");
-    let sink = Sink {
+    // A file a write given up on still holds is gone with it (`written` says why).
+    let sink = done.file.map(|file| Sink {
         dest: Dest::Open(file),
         hasher: done.hasher,
-    };
-    match (done.written, failed) {
-        (Err(e), _) => Err(Stopped {
-            error: CopyError::Write(e),
-            sink: None,
-            stored,
-        }),
-        (Ok(()), Some(e)) => Err(Stopped {
+        pool,
+    });
+    match (done.written, failed, sink) {
+        (Ok(()), None, Some(sink)) => Ok(sink),
+        (Ok(()), Some(e), Some(sink)) => Err(Stopped {
             error: CopyError::Read(e),
             sink: Some(sink),
             stored,
         }),
-        (Ok(()), None) => Ok(sink),
+        (written, _, _) => Err(Stopped {
+            error: CopyError::Write(written.err().unwrap_or_else(|| {
+                io::Error::other("the upload's file was lost with a write given up on")
+            })),
+            sink: None,
+            stored,
+        }),
     }
 }
 
@@ -235,15 +247,21 @@ pub(crate) async fn send_range(
     body: u64,
     hashing: Option<(blake3::Hasher, Version)>,
 ) -> Result<(File, Option<blake3::Hash>), CopyError> {
+    // `sendfile` waits on the file in the calling thread, an executor thread: on a network
+    // file system that may hang, the body is read on the root's pool instead.
+    let local = ctx.root.is_local();
     if log::log_enabled!(log::Level::Debug) {
-        let (how, why) = ctx.writer.why_zero_copy(body);
+        let (how, why) = match local {
+            true => ctx.writer.why_zero_copy(body),
+            false => ("copy", "a network file system: read on the storage pool"),
+        };
         log::debug!(
             session = ctx.session, offset = offset, bytes = body, how = how, why = why,
             hashing = hashing.is_some();
             "sending a file body"
         );
     }
-    if ctx.writer.zero_copy(body) {
+    if local && ctx.writer.zero_copy(body) {
         send_zero_copy(ctx, file, offset, body, hashing).await
     } else {
         send_copied(ctx, file, offset, body, hashing).await
@@ -270,7 +288,7 @@ async fn send_zero_copy(
     let (hashing, version) = match hashing {
         Some((mut hasher, version)) => {
             let reader = file.try_clone().map_err(CopyError::Read)?;
-            let task = Some(crate::sandbox::bulk(move || {
+            let task = Some(ctx.root.bulk(move || {
                 sft_io::blocks::hash_range(&reader, &mut hasher, offset, body)
                     .map(|()| hasher.finalize())
             }));
@@ -285,7 +303,7 @@ async fn send_zero_copy(
         .sendfile(&file, &mut pos, offset + body, |n| stats.bytes_out += n)
         .await;
     let hash = match hashing {
-        Some(task) => Some(task.await.map_err(CopyError::Read)?),
+        Some(task) => Some(task.io().await.map_err(CopyError::Read)?),
         None => None,
     };
     sent.map_err(|e| match e.kind() {
@@ -295,7 +313,9 @@ async fn send_zero_copy(
     let (Some(hash), Some(version)) = (hash, version) else {
         return Ok((file, None));
     };
-    crate::sandbox::bulk(move || confirm(&file, &version, Some(&hash)).map(|()| file))
+    ctx.root
+        .bulk(move || confirm(&file, &version, Some(&hash)).map(|()| file))
+        .io()
         .await
         .map(|file| (file, Some(hash)))
         .map_err(CopyError::Read)
@@ -324,7 +344,7 @@ async fn send_copied(
 ) -> Result<(File, Option<blake3::Hash>), CopyError> {
     let check = file.try_clone().map_err(CopyError::Read)?;
     let (hasher, version) = hashing.unzip();
-    let mut source = FileSource::new(file, offset, body, hasher, version);
+    let mut source = FileSource::new(file, offset, body, hasher, version, ctx.root.pool());
     while let Some(block) = source.next().await {
         let block = block.map_err(CopyError::Read)?;
         log::trace!(session = ctx.session, bytes = block.len(); "body: a block copied");
@@ -419,7 +439,7 @@ impl<'a, 'c> Body<'a, 'c> {
         hash: bool,
     ) -> Result<ReceivedFile, CommandError> {
         let stage = self.root.blocking(Work::Store, |root| root.stage());
-        let (staged, file) = match stage.await {
+        let (staged, file) = match stage.await.unwrap_or_else(|h| Err(h.into())) {
             Ok(staged) => staged,
             Err(e) => {
                 self.discard(len).await?;
@@ -429,6 +449,7 @@ impl<'a, 'c> Body<'a, 'c> {
         let sink = Sink {
             dest: Dest::Open(file),
             hasher: hash.then(blake3::Hasher::new),
+            pool: self.root.pool().clone(),
         };
         let mut got = 0;
         // `keep_from` past any length: a body cut off is never kept, so its last block is
@@ -451,7 +472,8 @@ impl<'a, 'c> Body<'a, 'c> {
             }),
             Err(Stopped { error, .. }) => {
                 // Removing the staging file touches the file system: on the blocking pool.
-                crate::sandbox::bulk(move || drop(staged)).await;
+                self.root
+                    .detach("removing a staging file", move || drop(staged));
                 match error {
                     CopyError::Read(e) => Err(CommandError::Abort(e)),
                     CopyError::Write(e) => {
@@ -536,8 +558,9 @@ impl<'a, 'c> Body<'a, 'c> {
         bytes: &[u8],
     ) -> Result<(), Interrupted> {
         let mut src = bytes;
+        let pool = self.ctx.root.pool().clone();
         upload
-            .receive(&mut src, bytes.len() as u64, &mut self.pace, |_| {})
+            .receive(&mut src, bytes.len() as u64, &mut self.pace, pool, |_| {})
             .await
     }
 
@@ -550,8 +573,9 @@ impl<'a, 'c> Body<'a, 'c> {
         mut progress: impl FnMut(u64),
     ) -> Result<(), Interrupted> {
         let stats = &mut self.ctx.stats;
+        let pool = self.ctx.root.pool().clone();
         upload
-            .receive(&mut *self.ctx.reader, len, &mut self.pace, |n| {
+            .receive(&mut *self.ctx.reader, len, &mut self.pace, pool, |n| {
                 stats.bytes_in += n;
                 progress(n)
             })

@@ -18,7 +18,6 @@ use crate::body::read_full_at;
 use crate::body::Body;
 use crate::command::CommandError;
 use crate::context::Context;
-use crate::sandbox::bulk;
 use crate::sandbox::io_error;
 use crate::staging::{Interrupted, Upload};
 use sft_io::zblock::BlockDecompressor;
@@ -181,7 +180,7 @@ pub(crate) async fn receive(
                 };
                 // Decompressing is CPU work of up to 1 MiB: a short task on the pool.
                 let (f, mut p) = (std::mem::take(&mut frame), std::mem::take(&mut plain));
-                let (d, f, p, unpacked) = bulk(move || {
+                let (d, f, p, unpacked) = async_std::task::spawn_blocking(move || {
                     let r = d.decompress(&f, raw as usize, &mut p);
                     (d, f, p, r)
                 })
@@ -232,12 +231,14 @@ async fn copy(
         let step = (len - done).min(COPY_STEP) as usize;
         let (file, mut b) = (Arc::clone(basis), std::mem::take(buf));
         let at = offset + done;
-        let (b, read) = bulk(move || {
-            b.resize(step, 0);
-            let n = read_full_at(&file, &mut b, at);
-            (b, n)
-        })
-        .await;
+        let (b, read) = body
+            .root
+            .bulk(move || {
+                b.resize(step, 0);
+                let n = read_full_at(&file, &mut b, at);
+                (b, n)
+            })
+            .await?;
         *buf = b;
         match read {
             Ok(n) if n == step => {}
@@ -263,7 +264,8 @@ async fn refuse(
     e: &WireError,
 ) -> Result<(), CommandError> {
     if let Some(upload) = upload {
-        crate::sandbox::bulk(move || upload.discard()).await;
+        ctx.root
+            .detach("discarding an upload", move || upload.discard());
     }
     ctx.reply_error(e).await.map_err(CommandError::Abort)?;
     ctx.flush().await.map_err(CommandError::Abort)

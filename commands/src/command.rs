@@ -110,6 +110,12 @@ impl From<WireError> for CommandError {
     }
 }
 
+impl From<sft_io::Hung> for CommandError {
+    fn from(hung: sft_io::Hung) -> Self {
+        CommandError::Reply(hung.into())
+    }
+}
+
 impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

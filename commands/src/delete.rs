@@ -56,7 +56,7 @@ impl Command for Delete {
                         root.remove_file(&rp)
                     }
                 })
-                .await?;
+                .await??;
             ctx.reply_ok(&DeleteReply {
                 kind: wire_kind(kind),
             })

@@ -84,12 +84,15 @@ impl Command for Get {
                     // Resuming: the whole file's hash needs the part the client already has.
                     let reader = file.try_clone().map_err(|e| io_error(&shown, &e))?;
                     let what = shown.clone();
-                    let hasher = crate::sandbox::bulk(move || {
-                        let mut hasher = blake3::Hasher::new();
-                        hash_prefix(&reader, &mut hasher, offset).map(|()| hasher)
-                    })
-                    .await
-                    .map_err(|e| io_error(&what, &e))?;
+                    let hasher = ctx
+                        .root
+                        .bulk(move || {
+                            let mut hasher = blake3::Hasher::new();
+                            hash_prefix(&reader, &mut hasher, offset).map(|()| hasher)
+                        })
+                        .io()
+                        .await
+                        .map_err(|e| io_error(&what, &e))?;
                     Some(hasher)
                 }
                 _ => None,
@@ -125,7 +128,8 @@ impl Command for Get {
                     .await
                     .map_err(CommandError::Abort)?;
                 let insert = move |root: &Root| root.hashes().insert(&lookup, &file, hash);
-                ctx.root.blocking(Work::Bulk, insert).await;
+                // A cache entry: nothing to answer if the storage hangs.
+                let _ = ctx.root.blocking(Work::Bulk, insert).await;
             }
             Ok(())
         })
@@ -150,7 +154,7 @@ pub(crate) async fn open(ctx: &mut Context<'_>, path: &str) -> Result<Opened, Wi
     let open = ctx
         .root
         .blocking(Work::Lookup, move |root| root.open_file_stat(&rp));
-    let (file, st) = open.await?;
+    let (file, st) = open.await??;
     Ok(Opened { file, st, shown })
 }
 
@@ -187,7 +191,7 @@ async fn send_small(
         let read = read_small(&root, &file, opened, lookup, &mut buf);
         (buf, read)
     };
-    let (buf, read) = ctx.root.offload(Work::Lookup, read).await;
+    let (buf, read) = ctx.root.offload(Work::Lookup, read).await?;
     *ctx.body_buffer() = buf;
     let (hash, before) = match read {
         Ok(read) => read,

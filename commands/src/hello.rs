@@ -6,13 +6,17 @@
 //!   "summary":"…","writes":true},…],"limits":{"read_only":false,"max_connections":1024}}
 //! ```
 //!
-//! It touches neither the file system nor any lock a transfer holds, so a load balancer can
-//! send it as often as it likes as a health check.
+//! It holds no lock a transfer holds, and touches the file system only through the root's
+//! storage probe (one `statfs` off the executor, at most about once a second; see
+//! `sandbox/health.rs`), so a load balancer can send it as often as it likes as a health
+//! check. While the storage does not answer, it is answered `unavailable`: the balancer takes
+//! the server out until the storage answers again (PROTOCOL.md §5 HELLO).
 
 use crate::command::{BoxFuture, Command, CommandError};
 use crate::context::Context;
+use crate::sandbox::{StorageHealth, PROBE_DEADLINE};
 use sft_protocol::verbs::{HelloLimits, HelloReply, HelloRequest, Verb, VerbInfo};
-use sft_protocol::Request;
+use sft_protocol::{ErrorCode, Request, WireError};
 
 /// The `HELLO` handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,6 +46,16 @@ impl Command for Hello {
     ) -> BoxFuture<'a, Result<(), CommandError>> {
         Box::pin(async move {
             let _: HelloRequest = request.args()?;
+            if let StorageHealth::Down { since, why } = ctx.root.storage_health().await {
+                return Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the served folder's storage has not answered for {:.0} s ({why}); try another server",
+                        since.as_secs_f64().max(PROBE_DEADLINE.as_secs_f64())
+                    ),
+                )
+                .into());
+            }
             let registry = ctx.registry;
             let verbs = registry
                 .commands()

@@ -80,7 +80,7 @@ impl Command for List {
                 walk.hash = hash;
                 Ok::<_, WireError>(walk)
             });
-            let mut walk = open.await?;
+            let mut walk = open.await??;
             ctx.reply_ok(&ListReply {
                 stream: StreamFormat::Lines,
                 path: shown,
@@ -90,11 +90,15 @@ impl Command for List {
 
             let mut out = Vec::with_capacity(BATCH_BYTES + MAX_HEADER_LEN);
             loop {
-                let (w, o, filled) = crate::sandbox::bulk(move || {
+                let fill = ctx.root.bulk(move || {
                     let filled = walk.fill(&mut out);
                     (walk, out, filled)
-                })
-                .await;
+                });
+                // A listing under way cannot take an error reply: a storage that stopped
+                // answering ends the connection.
+                let (w, o, filled) = fill
+                    .await
+                    .map_err(|hung| CommandError::Abort(hung.into()))?;
                 (walk, out) = (w, o);
                 ctx.write_body(&out).await.map_err(CommandError::Abort)?;
                 out.clear();

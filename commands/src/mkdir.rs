@@ -43,7 +43,7 @@ impl Command for Mkdir {
             let created = ctx
                 .root
                 .blocking(Work::Bulk, move |root| root.make_folder(&rp))
-                .await?;
+                .await??;
             ctx.reply_ok(&MkdirReply { created })
                 .await
                 .map_err(CommandError::Abort)

@@ -48,7 +48,7 @@ impl Command for Rename {
             let kind = ctx
                 .root
                 .blocking(Work::Bulk, move |root| root.rename(&from, &to, overwrite))
-                .await?;
+                .await??;
             ctx.reply_ok(&RenameReply {
                 kind: wire_kind(kind),
             })

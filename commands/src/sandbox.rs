@@ -20,6 +20,7 @@
 
 mod change;
 mod handle;
+mod health;
 mod moves;
 mod offload;
 mod resolve;
@@ -27,18 +28,19 @@ mod resolve;
 use crate::hashes::HashCache;
 use crate::signatures::SignatureCache;
 use handle::RootHandle;
+use sft_io::Pool;
 use sft_protocol::{ErrorCode, WireError};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::staging::{PartialLimits, Staged, Upload};
 pub(crate) use handle::{FileId, DIR_FLAGS};
+pub use health::{StorageHealth, FRESH, PROBE_DEADLINE};
 pub(crate) use moves::rename_no_replace;
-pub(crate) use offload::bulk;
 pub use offload::Work;
 pub(crate) use resolve::is_partial_download;
 pub use resolve::{Folder, Kind, Target};
@@ -72,6 +74,10 @@ struct Inner {
     signatures: SignatureCache,
     /// Whether the root is on a local file system (see `sandbox/offload.rs`).
     local: bool,
+    /// Where its file-system work runs (see `sandbox/offload.rs`).
+    pool: Pool,
+    /// Whether its storage answers (see `sandbox/health.rs`).
+    health: Arc<health::Health>,
 }
 
 /// Maps an I/O error met while serving `what` to a wire error a person can act on.
@@ -84,9 +90,23 @@ pub fn io_error(what: &str, e: &io::Error) -> WireError {
         io::ErrorKind::PermissionDenied => {
             WireError::new(ErrorCode::Forbidden, format!("permission denied: {what}"))
         }
+        // A call given up on ([`Hung`]), or a soft network mount's own time-out.
+        io::ErrorKind::TimedOut => WireError::new(
+            ErrorCode::Unavailable,
+            format!("{what}: {e}; try again later, or on another server"),
+        ),
         _ => WireError::internal(format!("{what}: {e}")),
     }
 }
+
+/// How many file-system calls of a root may wait on its storage at once, by default
+/// (`--storage-jobs`): each holds a thread while its storage hangs.
+pub const STORAGE_JOBS: usize = 64;
+
+/// How long a file-system call may go without progress before its request is answered
+/// `unavailable`, by default (`--storage-timeout`): below the client's and the server's stall
+/// timeouts, so that the client hears why.
+pub const STORAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Characters of a requested path kept for the request log line (a longer one is cut, with `…`).
 pub const LOGGED_PATH_CHARS: usize = 256;
@@ -107,9 +127,15 @@ pub(crate) fn errno(e: rustix::io::Errno) -> io::Error {
 }
 
 impl Root {
-    /// Opens `dir` as the served root. Only reads: the staging area is created, and debris a
-    /// crash left in it removed, when the first upload needs it.
+    /// Opens `dir` as the served root, its work on a pool of [`STORAGE_JOBS`] places and a
+    /// [`STORAGE_TIMEOUT`] deadline (see [`Root::open_on`]).
     pub fn open(dir: &Path) -> io::Result<Root> {
+        Root::open_on(dir, Pool::new(STORAGE_JOBS, STORAGE_TIMEOUT))
+    }
+
+    /// Opens `dir` as the served root, its file-system work on `pool`. Only reads: the staging
+    /// area is created, and debris a crash left in it removed, when the first upload needs it.
+    pub fn open_on(dir: &Path, pool: Pool) -> io::Result<Root> {
         let dir = fs::canonicalize(dir)?;
         let handle = RootHandle::open(&dir)?;
         let local = offload::is_local(&*handle.fd);
@@ -123,8 +149,18 @@ impl Root {
                 hashes: HashCache::default(),
                 signatures: SignatureCache::default(),
                 local,
+                pool,
+                health: Arc::default(),
             }),
         })
+    }
+
+    /// Whether the root's storage answers: a probe off the executor, at most about once a
+    /// second, within [`PROBE_DEADLINE`] (see `sandbox/health.rs`). What `HELLO` reports.
+    pub async fn storage_health(&self) -> StorageHealth {
+        let handle = self.handle_unchecked();
+        let dir = self.inner.dir.display().to_string();
+        self.inner.health.check(&handle.fd, &dir).await
     }
 
     /// The cache of served files' BLAKE3 hashes.

@@ -236,7 +236,8 @@ impl Command for Send {
                 Err(Interrupted::Storage(e)) => {
                     // Storing failed (disk full, quota…): free the file at once, then read the
                     // rest of the body so the connection stays in step, and report.
-                    crate::sandbox::bulk(move || upload.discard()).await;
+                    body.root
+                        .detach("discarding an upload", move || upload.discard());
                     let left = order.size - offset - body.stats.bytes_in;
                     body.discard(left).await?;
                     Err(io_error(&order.shown, &e))
@@ -300,7 +301,7 @@ const SMALL_UPLOAD: u64 = MIN_KEPT_PARTIAL;
 async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), CommandError> {
     let (rp, overwrite) = (order.rp.clone(), order.overwrite);
     let prepare = move |root: &Root| root.prepare_target(&rp, overwrite);
-    let target = ctx.root.blocking(Work::Store, prepare).await?;
+    let target = ctx.root.blocking(Work::Store, prepare).await??;
     // A resume has nothing to continue (see `SMALL_UPLOAD`): it starts at 0.
     let mut body = go_ahead(ctx, 0).await?;
     let mut bytes = vec![0; order.size as usize];
@@ -323,7 +324,10 @@ async fn receive_small(ctx: &mut Context<'_>, order: &Order) -> Result<(), Comma
         Ok(()) => {
             let attrs = order.attrs;
             let store = move |root: &Root| root.store_whole(&target, &bytes, attrs, overwrite);
-            body.root.blocking(Work::Store, store).await.map(|()| hash)
+            match body.root.blocking(Work::Store, store).await {
+                Ok(stored) => stored.map(|()| hash),
+                Err(hung) => Err(hung.into()),
+            }
         }
         Err(e) => Err(e),
     };
@@ -371,7 +375,7 @@ async fn begin(ctx: &Context<'_>, order: &Order) -> Result<(Target, Upload), Wir
             .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
         Ok((target, upload))
     };
-    ctx.root.blocking(work, begin).await
+    ctx.root.blocking(work, begin).await?
 }
 
 /// The go-ahead: from here on the client sends the body from `offset` on (an eager upload's
@@ -417,7 +421,9 @@ async fn keep(ctx: &Context<'_>, upload: Upload) {
         return;
     }
     let limits = ctx.limits.partials();
-    crate::sandbox::bulk(move || upload.keep(&limits)).await;
+    ctx.root.detach("keeping an interrupted upload", move || {
+        upload.keep(&limits);
+    });
 }
 
 /// Checks the received bytes against the hash the client vouched for, if any; returns the
@@ -458,7 +464,7 @@ async fn commit(
     overwrite: bool,
 ) -> Result<(), WireError> {
     let commit = move |_: &Root| upload.commit(&target, overwrite);
-    root.blocking(Work::Store, commit).await
+    root.blocking(Work::Store, commit).await?
 }
 
 /// A `SEND` with `"body":"chunked"`: checked like a sized one, then received chunk by chunk into
@@ -497,7 +503,7 @@ async fn receive_chunked(request: Request<'_>, ctx: &mut Context<'_>) -> Result<
             .map_err(|e| WireError::internal(format!("cannot start storing the upload: {e}")))?;
         Ok::<_, WireError>((target, upload))
     });
-    let (target, mut upload) = begin.await?;
+    let (target, mut upload) = begin.await??;
     upload.set_attributes(attrs);
     let (basis, version) = basis.unzip();
     let mut kinds = Kinds {
@@ -575,7 +581,7 @@ async fn open_basis(
     let open = ctx
         .root
         .blocking(Work::Lookup, move |root| root.open_file_stat(&rp));
-    let (file, st) = open.await?;
+    let (file, st) = open.await??;
     let version = Version::from_stat(&st);
     let file = Arc::new(file);
     let known = ctx.root.hashes().lookup_version(version).hash;
@@ -587,10 +593,10 @@ async fn open_basis(
             while done < version.size {
                 let step = (version.size - done).min(BASIS_HASH_STEP);
                 let f = Arc::clone(&file);
-                let hashed = crate::sandbox::bulk(move || {
+                let hashed = ctx.root.bulk(move || {
                     sft_io::blocks::hash_range(&f, &mut hasher, done, step).map(|()| hasher)
                 });
-                hasher = hashed.await.map_err(|_| changed(shown))?;
+                hasher = hashed.await?.map_err(|_| changed(shown))?;
                 done += step;
             }
             let (hash, f) = (hasher.finalize(), Arc::clone(&file));
@@ -605,7 +611,7 @@ async fn open_basis(
             };
             ctx.root
                 .blocking(Work::Bulk, keep)
-                .await
+                .await?
                 .map_err(|_| changed(shown))?;
             hash
         }
@@ -636,6 +642,6 @@ async fn delta_built(
     let check = move |_: &Root| confirm(&file, &version, None);
     body.root
         .blocking(Work::Bulk, check)
-        .await
+        .await?
         .map_err(|_| changed(shown))
 }

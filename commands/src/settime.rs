@@ -47,7 +47,7 @@ impl Command for SetTime {
             let kind = ctx
                 .root
                 .blocking(Work::Bulk, move |root| root.set_mtime(&rp, mtime))
-                .await?;
+                .await??;
             ctx.reply_ok(&SetTimeReply {
                 kind: wire_kind(kind),
             })

@@ -168,7 +168,10 @@ async fn level1(
             (segmenter, file, step, read)
         };
         let read;
-        (segmenter, file, step, read) = ctx.root.blocking(Work::Bulk, run).await;
+        (segmenter, file, step, read) = match ctx.root.blocking(Work::Bulk, run).await {
+            Ok(done) => done,
+            Err(hung) => return failed(ctx, &hung.into()).await,
+        };
         if let Err(e) = read {
             return failed(ctx, &e).await;
         }
@@ -203,8 +206,10 @@ async fn level1(
         }
         Ok::<_, io::Error>(())
     };
-    if ctx.root.blocking(Work::Bulk, keep).await.is_err() {
-        return failed(ctx, &sft_io::changed()).await;
+    match ctx.root.blocking(Work::Bulk, keep).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return failed(ctx, &sft_io::changed()).await,
+        Err(hung) => return failed(ctx, &hung.into()).await,
     }
     lines
         .end(ctx, Some(hash.to_hex().to_string()))
@@ -240,7 +245,10 @@ async fn level0(
             (file, ranges, entries, read)
         };
         let read;
-        (file, ranges, entries, read) = ctx.root.blocking(Work::Bulk, run).await;
+        (file, ranges, entries, read) = match ctx.root.blocking(Work::Bulk, run).await {
+            Ok(done) => done,
+            Err(hung) => return failed(ctx, &hung.into()).await,
+        };
         match read {
             Ok(n) => at += n,
             Err(e) => return failed(ctx, &e).await,
@@ -249,8 +257,10 @@ async fn level0(
         entries.clear();
     }
     let check = move |_: &Root| confirm(&file, &version, None);
-    if ctx.root.blocking(Work::Bulk, check).await.is_err() {
-        return failed(ctx, &sft_io::changed()).await;
+    match ctx.root.blocking(Work::Bulk, check).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return failed(ctx, &sft_io::changed()).await,
+        Err(hung) => return failed(ctx, &hung.into()).await,
     }
     lines.end(ctx, None).await.map_err(abort)
 }

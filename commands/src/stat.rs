@@ -72,7 +72,7 @@ impl Command for Stat {
                     }
                     Ok::<_, WireError>(entry)
                 })
-                .await?;
+                .await??;
             ctx.reply_ok(&StatReply { entry })
                 .await
                 .map_err(CommandError::Abort)

@@ -18,7 +18,10 @@ pub fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> 
     while filled < buf.len() {
         match file.read_at(&mut buf[filled..], pos + filled as u64) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                crate::pool::progress();
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

@@ -10,6 +10,8 @@
 //!   on the server and in the client, keeps one;
 //! - [`Pace`] and [`PacedWrite`]: the deadline of a transfer — no progress for the stall
 //!   timeout, or an average below the minimum rate, fails it;
+//! - [`Pool`]: where blocking file-system work runs, bounded, and given up on when the
+//!   storage stops answering;
 //! - [`Version`]: which version of a file was sent, so that a file rewritten during a
 //!   transfer is never reported as verified;
 //! - [`RateLimit`]: a bandwidth limit (token bucket) for a connection's reads and writes;
@@ -27,6 +29,7 @@ pub mod blocks;
 pub mod chunker;
 mod deadline;
 mod pace;
+pub mod pool;
 mod rate;
 #[cfg(target_os = "linux")]
 mod sendfile;
@@ -39,6 +42,7 @@ pub mod zblock;
 pub use blocks::{CHUNK, RECV};
 pub use deadline::{Deadline, Elapsed};
 pub use pace::{Pace, PaceRule, PacedWrite, PROGRESS};
+pub use pool::{Hung, Job, Pool};
 pub use rate::RateLimit;
 #[cfg(target_os = "linux")]
 pub use sendfile::sendfile;

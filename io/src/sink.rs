@@ -1,6 +1,6 @@
 //! A file received block by block.
 
-use async_std::task::{spawn_blocking, JoinHandle};
+use crate::pool::{Job, Pool};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
@@ -47,12 +47,18 @@ struct Shared<T> {
 #[derive(Debug)]
 struct Stage<T> {
     shared: Arc<Mutex<Shared<T>>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<Job<()>>,
+    pool: Pool,
     work: fn(&mut T, &[u8], u64) -> io::Result<()>,
 }
 
 impl<T: Send + 'static> Stage<T> {
-    fn new(state: T, at: u64, work: fn(&mut T, &[u8], u64) -> io::Result<()>) -> Stage<T> {
+    fn new(
+        state: T,
+        at: u64,
+        work: fn(&mut T, &[u8], u64) -> io::Result<()>,
+        pool: &Pool,
+    ) -> Stage<T> {
         let shared = Shared {
             state: Some(state),
             queue: VecDeque::new(),
@@ -63,6 +69,7 @@ impl<T: Send + 'static> Stage<T> {
             shared: Arc::new(Mutex::new(shared)),
             task: None,
             work,
+            pool: pool.clone(),
         }
     }
 
@@ -83,7 +90,7 @@ impl<T: Send + 'static> Stage<T> {
         };
         drop(shared);
         let (inner, work) = (Arc::clone(&self.shared), self.work);
-        self.task = Some(spawn_blocking(move || loop {
+        self.task = Some(self.pool.spawn(move || loop {
             let (block, at) = {
                 let mut shared = inner.lock().unwrap_or_else(|e| e.into_inner());
                 match shared.queue.pop_front() {
@@ -121,9 +128,16 @@ impl<T: Send + 'static> Stage<T> {
 
     /// Waits until the queue is worked through: the latest task works through every block
     /// queued before it looked, and no block is queued while the caller waits here.
+    /// A task the storage stopped answering fails the stage; the file stays with the task.
     async fn drain(&mut self) {
         if let Some(task) = self.task.take() {
-            task.await;
+            if let Err(hung) = task.await {
+                let mut shared = self.lock();
+                shared
+                    .failed
+                    .get_or_insert((io::ErrorKind::TimedOut, hung.to_string()));
+                shared.queue.clear();
+            }
         }
     }
 
@@ -135,7 +149,9 @@ impl<T: Send + 'static> Stage<T> {
 }
 
 fn write_block(file: &mut File, block: &[u8], at: u64) -> io::Result<()> {
-    file.write_all_at(block, at)
+    file.write_all_at(block, at)?;
+    crate::pool::progress();
+    Ok(())
 }
 
 fn hash_block(hasher: &mut blake3::Hasher, block: &[u8], _: u64) -> io::Result<()> {
@@ -145,11 +161,16 @@ fn hash_block(hasher: &mut blake3::Hasher, block: &[u8], _: u64) -> io::Result<(
 
 impl BlockSink {
     /// Blocks go to `file` (if any) from position `pos` on, and to `hasher` (if any), which
-    /// holds whatever the file already contains.
-    pub fn new(file: Option<File>, pos: u64, hasher: Option<blake3::Hasher>) -> BlockSink {
+    /// holds whatever the file already contains; the work runs on `pool`.
+    pub fn new(
+        file: Option<File>,
+        pos: u64,
+        hasher: Option<blake3::Hasher>,
+        pool: &Pool,
+    ) -> BlockSink {
         BlockSink {
-            write: file.map(|f| Stage::new(f, pos, write_block)),
-            hash: hasher.map(|h| Stage::new(h, 0, hash_block)),
+            write: file.map(|f| Stage::new(f, pos, write_block, pool)),
+            hash: hasher.map(|h| Stage::new(h, 0, hash_block, pool)),
             held: VecDeque::new(),
             spare: Vec::new(),
         }
@@ -248,6 +269,7 @@ mod tests {
                 Some(file.try_clone().unwrap()),
                 3,
                 Some(blake3::Hasher::new()),
+                &crate::Pool::unbounded(),
             );
             let mut all = Vec::new();
             for i in 0..40u8 {
@@ -268,7 +290,12 @@ mod tests {
     #[test]
     fn hashing_alone_covers_every_block() {
         async_std::task::block_on(async {
-            let mut sink = BlockSink::new(None, 0, Some(blake3::Hasher::new()));
+            let mut sink = BlockSink::new(
+                None,
+                0,
+                Some(blake3::Hasher::new()),
+                &crate::Pool::new(4, std::time::Duration::from_secs(30)),
+            );
             let mut all = Vec::new();
             for i in 0..25u8 {
                 let mut b = sink.buffer(300_000);

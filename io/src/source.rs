@@ -1,8 +1,8 @@
 //! A file read one block ahead of the socket.
 
 use crate::blocks::{read_full_at, shrank, CHUNK};
+use crate::pool::{Job, Pool};
 use crate::version::{confirm, Version};
-use async_std::task::{spawn_blocking, JoinHandle};
 use std::fs::File;
 use std::io;
 
@@ -20,7 +20,8 @@ struct Step {
 /// block is read, so a file rewritten meanwhile ends in an error, never in a last block.
 #[derive(Debug)]
 pub struct FileSource {
-    next: Option<JoinHandle<Step>>,
+    next: Option<Job<Step>>,
+    pool: Pool,
     pos: u64,
     end: u64,
     version: Option<Version>,
@@ -36,17 +37,19 @@ impl std::fmt::Debug for Step {
 }
 
 impl FileSource {
-    /// Reads bytes `start..start + len` of `file`, feeding them to `hasher` (if any, holding
-    /// the hash of whatever comes before `start`).
+    /// Reads bytes `start..start + len` of `file` on `pool`, feeding them to `hasher` (if any,
+    /// holding the hash of whatever comes before `start`).
     pub fn new(
         file: File,
         start: u64,
         len: u64,
         hasher: Option<blake3::Hasher>,
         version: Option<Version>,
+        pool: &Pool,
     ) -> FileSource {
         let mut source = FileSource {
             next: None,
+            pool: pool.clone(),
             pos: start,
             end: start + len,
             version,
@@ -64,7 +67,7 @@ impl FileSource {
         }
         buf.resize(want, 0);
         let (pos, last, version) = (self.pos, self.pos + want as u64 == self.end, self.version);
-        self.next = Some(spawn_blocking(move || {
+        self.next = Some(self.pool.spawn(move || {
             let mut step = Step {
                 read: read_full_at(&file, &mut buf, pos),
                 file,
@@ -94,7 +97,10 @@ impl FileSource {
     /// The next block, or `None` at the end. A file that ends early is an `UnexpectedEof`; a
     /// file that changed, an error saying so.
     pub async fn next(&mut self) -> Option<io::Result<Vec<u8>>> {
-        let step = self.next.take()?.await;
+        let step = match self.next.take()?.await {
+            Ok(step) => step,
+            Err(hung) => return Some(Err(hung.into())),
+        };
         match step.read {
             Ok(n) if n < step.buf.len() => Some(Err(shrank(self.end - self.pos - n as u64))),
             Ok(n) => {

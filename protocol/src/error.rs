@@ -40,6 +40,10 @@ pub enum ErrorCode {
     Changed,
     /// The server failed (disk full, permission denied, …); the request may succeed later.
     Internal,
+    /// The server's storage did not answer in time (a hung or unreachable network file
+    /// system): what the request changed is unknown; it may succeed later, or on another server.
+    /// From `HELLO`: the server's storage does not answer now.
+    Unavailable,
     /// A code this build does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -47,7 +51,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (for tables keyed by code, such as metrics).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::NotFound,
         ErrorCode::BadRequest,
         ErrorCode::UnknownVerb,
@@ -62,6 +66,7 @@ impl ErrorCode {
         ErrorCode::ChecksumMismatch,
         ErrorCode::Changed,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
         ErrorCode::Unknown,
     ];
 
@@ -87,6 +92,7 @@ impl ErrorCode {
             ErrorCode::ChecksumMismatch => "checksum_mismatch",
             ErrorCode::Changed => "changed",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

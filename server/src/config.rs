@@ -119,6 +119,16 @@ pub struct Config {
     #[structopt(long, default_value = "1000")]
     pub max_partials: usize,
 
+    /// Answer a request `unavailable` when its storage makes no progress for this many seconds
+    /// (a hung network file system): other connections, and HELLO, are answered meanwhile.
+    #[structopt(long, default_value = "30", value_name = "SECONDS")]
+    pub storage_timeout: u64,
+
+    /// Most file-system calls waiting on the storage at once; each holds a thread while the
+    /// storage hangs, and more wait their turn (within --storage-timeout).
+    #[structopt(long, default_value = "64", value_name = "N")]
+    pub storage_jobs: usize,
+
     /// Threads running connections (default: one per CPU, which measured best both for one
     /// client and for many). File I/O and hashing of large bodies run on a separate blocking
     /// pool either way.
@@ -177,6 +187,15 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         Config::from_iter_safe(args)
+    }
+
+    /// Where the served root's file-system work runs: `--storage-jobs` at once, each given up
+    /// on after `--storage-timeout` without progress.
+    pub fn storage_pool(&self) -> sft_io::Pool {
+        sft_io::Pool::new(
+            self.storage_jobs.max(1),
+            Duration::from_secs(self.storage_timeout.max(1)),
+        )
     }
 
     /// The limits handlers enforce.

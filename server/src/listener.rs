@@ -107,8 +107,9 @@ impl Server {
         let mut limits = config.limits();
         limits.tokens = gate.tokens();
         let (partials, read_only) = (limits.partials(), limits.read_only);
+        let pool = config.storage_pool();
         let root = task::spawn_blocking(move || {
-            let root = Root::open(&dir)?;
+            let root = Root::open_on(&dir, pool)?;
             if !read_only {
                 // Loads what earlier runs and other servers kept (removing the staging files of
                 // servers gone) and expires it.
@@ -392,6 +393,7 @@ fn log_settings(config: &Config) {
         partial_ttl_s = config.partial_ttl, max_partials = config.max_partials,
         max_signatures = limits.signing.max(),
         compress_level_max = limits.compress_level_max.map_or_else(|| "off".to_owned(), |n| n.to_string()),
+        storage_timeout_s = config.storage_timeout.max(1), storage_jobs = config.storage_jobs.max(1),
         shutdown_grace_s = config.shutdown_grace, threads = threads,
         umask = format!("{:03o}", sft_commands::attributes::umask());
         "settings"
@@ -407,8 +409,9 @@ async fn expire_partials_periodically(shared: Arc<Shared>) {
         let partials = shared.limits.partials();
         let expire = move |root: &Root| root.expire_partials(&partials);
         match shared.root.blocking(Work::Bulk, expire).await {
-            0 => {}
-            n => log::info!(removed = n; "expired partial uploads"),
+            Ok(0) => {}
+            Ok(n) => log::info!(removed = n; "expired partial uploads"),
+            Err(hung) => log::warn!("expiring partial uploads given up on: {hung}"),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::get::{place, GetOptions, Stamp};
 use crate::partial::Partial;
 use async_std::task::spawn_blocking;
 use sft_io::blocks::read_full_at;
-use sft_io::{BlockSink, Version};
+use sft_io::{BlockSink, Pool, Version};
 use sft_protocol::delta::{Compress, Range, MIN_DELTA_FILE};
 use sft_protocol::encode_request_v;
 use sft_protocol::verbs::{GetReply, GetRequest};
@@ -190,7 +190,12 @@ async fn rebuild(
     let file = partial
         .file()
         .map_err(Error::local(partial.path(), "write"))?;
-    let mut sink = BlockSink::new(Some(file), 0, Some(blake3::Hasher::new()));
+    let mut sink = BlockSink::new(
+        Some(file),
+        0,
+        Some(blake3::Hasher::new()),
+        &Pool::unbounded(),
+    );
     let mut fetches = Fetches::new(remote, &plan::literals(parts), blake3, compress);
     let during = format!("the download of {remote}");
     let mut x = conn.begin()?;

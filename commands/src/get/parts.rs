@@ -96,7 +96,7 @@ pub(super) async fn run(
             (file, out, read)
         };
         let read;
-        (file, buf, read) = ctx.root.blocking(Work::Bulk, job).await;
+        (file, buf, read) = ctx.root.blocking(Work::Bulk, job).await?;
         let n = read.map_err(|e| ctx.sending_failed(crate::body::CopyError::Read(e)))?;
         ctx.write_body(&buf).await.map_err(CommandError::Abort)?;
         at += n;
@@ -106,5 +106,6 @@ pub(super) async fn run(
     ctx.root
         .blocking(Work::Bulk, check)
         .await
+        .unwrap_or_else(|hung| Err(hung.into()))
         .map_err(|e| ctx.sending_failed(crate::body::CopyError::Read(e)))
 }

@@ -20,12 +20,11 @@ use crate::body::{hash_prefix, read_full_at, send_range, CopyError};
 use crate::command::CommandError;
 use crate::context::Context;
 use crate::hashes::Lookup;
-use crate::sandbox::{bulk, io_error, Root, Work};
+use crate::sandbox::{io_error, Root, Work};
 use crate::started::log_start;
-use async_std::task::JoinHandle;
 use sft_io::blocks::shrank;
 use sft_io::zblock::BlockCompressor;
-use sft_io::{confirm, Version};
+use sft_io::{confirm, Job, Version};
 use sft_protocol::body::encode_chunk_header;
 use sft_protocol::delta::{encode_zstd_chunk, Range};
 use sft_protocol::limits::MAX_CHUNK_LEN;
@@ -137,11 +136,11 @@ pub(super) async fn run(
         true => {
             // The hash covers the whole file: the part before `offset` too.
             let reader = file.try_clone().map_err(|e| io_error(&shown, &e))?;
-            let hashed = bulk(move || {
+            let hashed = ctx.root.bulk(move || {
                 let mut h = blake3::Hasher::new();
                 hash_prefix(&reader, &mut h, offset).map(|()| h)
             });
-            Some(hashed.await.map_err(|e| io_error(&shown, &e))?)
+            Some(hashed.io().await.map_err(|e| io_error(&shown, &e))?)
         }
     };
     let reply = GetReply {
@@ -202,7 +201,7 @@ async fn send(
 ) -> Result<(), CommandError> {
     let mut raw_bytes = 0;
     let mut idle = Some(reading);
-    let mut pending: Option<JoinHandle<_>> = None;
+    let mut pending: Option<Job<_>> = None;
     loop {
         if pending.is_none() {
             let mut r = idle.take().expect("the reading is back");
@@ -226,17 +225,19 @@ async fn send(
                 idle = Some(r);
                 continue;
             }
-            pending = Some(bulk(move || next_block(r)));
+            pending = Some(ctx.root.bulk(move || next_block(r)));
         }
         let task = pending.take().expect("a block is being read");
-        let (mut reading, block) = task.await;
+        let (mut reading, block) = task
+            .await
+            .map_err(|hung| ctx.sending_failed(CopyError::Read(hung.into())))?;
         let block = block.map_err(|e| ctx.sending_failed(CopyError::Read(e)))?;
         // The next block is read and compressed while this one is written, unless it is one
         // to send by sendfile.
         if reading.stretch().is_some()
             && !(reading.hasher.is_none() && reading.compressor.skipping())
         {
-            pending = Some(bulk(move || next_block(reading)));
+            pending = Some(ctx.root.bulk(move || next_block(reading)));
         } else {
             idle = Some(reading);
         }
@@ -254,8 +255,11 @@ async fn send(
         Some(hasher) => {
             // The terminator vouches for one version: confirmed first, or no terminator.
             let whole = hasher.finalize();
-            let check = bulk(move || confirm(&file, &version, Some(&whole)).map(|()| file));
+            let check = ctx
+                .root
+                .bulk(move || confirm(&file, &version, Some(&whole)).map(|()| file));
             let file = check
+                .io()
                 .await
                 .map_err(|e| ctx.sending_failed(CopyError::Read(e)))?;
             let lookup = Lookup {
@@ -265,13 +269,15 @@ async fn send(
             let insert = move |root: &Root| {
                 root.hashes().insert(&lookup, &file, whole);
             };
-            ctx.root.blocking(Work::Bulk, insert).await;
+            // A cache entry: nothing to answer if the storage hangs.
+            let _ = ctx.root.blocking(Work::Bulk, insert).await;
             Some(whole.to_hex().to_string())
         }
         None => {
             // The bytes must be one version's all the same: a delta is built from them.
-            let check = bulk(move || confirm(&file, &version, None));
+            let check = ctx.root.bulk(move || confirm(&file, &version, None));
             check
+                .io()
                 .await
                 .map_err(|e| ctx.sending_failed(CopyError::Read(e)))?;
             cached.map(|h| h.to_hex().to_string())

@@ -15,9 +15,15 @@
 //! store only once the staging area is loaded, since loading it the first time sweeps the
 //! folders of servers that are gone. On a network file system (NFS, SMB, Ceph, FUSE…) every
 //! call goes to the pool.
+//!
+//! The pool is the root's [`Pool`]: at most `--storage-jobs` calls at once, each given up on
+//! with [`Hung`] after `--storage-timeout` without progress, so that a storage that stops
+//! answering fails the requests that need it in bounded time and holds a bounded number of
+//! threads, while every other connection, and `HELLO`, go on being answered. Work in place has
+//! no deadline: only a local file system runs any, and only lookups and small stores.
 
 use super::Root;
-use async_std::task::{spawn_blocking, JoinHandle};
+use sft_io::{Hung, Job, Pool};
 use std::os::fd::AsFd;
 
 /// What a piece of file-system work costs: how [`Root::blocking`] decides where it runs.
@@ -42,26 +48,20 @@ fn in_place(work: Work, local: bool, staging_loaded: impl FnOnce() -> bool) -> b
     }
 }
 
-/// Runs `f`, file-system work of kind `work`, where the policy says (see the module's comment).
-/// `local` says whether the root is on a local file system.
+/// Runs `f`, file-system work of kind `work`, where the policy says (see the module's comment):
+/// in place, or on `pool`. `local` says whether the root is on a local file system.
 pub(crate) async fn run<T: Send + 'static>(
     work: Work,
     local: bool,
     staging_loaded: impl FnOnce() -> bool,
+    pool: &Pool,
     f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+) -> Result<T, Hung> {
     if in_place(work, local, staging_loaded) {
-        f()
+        Ok(f())
     } else {
-        bulk(f).await
+        pool.spawn(f).await
     }
-}
-
-/// Starts `f`, bulk work that needs no root (a file already open, a walk under way), on the
-/// blocking pool at once, by the same rule as [`Root::blocking`]: the handle resolves to its
-/// result.
-pub(crate) fn bulk<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    spawn_blocking(f)
 }
 
 /// Whether the folder `fd` is on a local file system: not one of the network or user-space file
@@ -85,13 +85,13 @@ pub(crate) fn is_local(fd: impl AsFd) -> bool {
 
 impl Root {
     /// Runs `f` — file-system work on this root, of kind `work` — where the root's policy says:
-    /// in place or on the blocking pool (see `sandbox/offload.rs`). Every async caller of a
-    /// blocking `Root` method goes through here.
+    /// in place or on the root's pool (see `sandbox/offload.rs`); [`Hung`] if the storage
+    /// stopped answering. Every async caller of a blocking `Root` method goes through here.
     pub async fn blocking<T: Send + 'static>(
         &self,
         work: Work,
         f: impl FnOnce(&Root) -> T + Send + 'static,
-    ) -> T {
+    ) -> Result<T, Hung> {
         let root = self.clone();
         self.offload(work, move || f(&root)).await
     }
@@ -102,9 +102,38 @@ impl Root {
         &self,
         work: Work,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> T {
+    ) -> Result<T, Hung> {
         let loaded = || self.handle().loaded().is_some();
-        run(work, self.inner.local, loaded, f).await
+        run(work, self.inner.local, loaded, &self.inner.pool, f).await
+    }
+
+    /// Starts `f`, bulk work that needs no root (a file already open, a walk under way), on the
+    /// root's pool at once (or as soon as it has a place): the job resolves to its result.
+    pub fn bulk<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Job<T> {
+        self.inner.pool.spawn(f)
+    }
+
+    /// Runs `f`, clean-up work whose result nobody waits for (removing a file no longer
+    /// needed), on the root's pool in a task of its own: a storage that hangs delays nothing
+    /// else. It still runs within the pool's bound; given up on, it is logged.
+    pub fn detach(&self, what: &'static str, f: impl FnOnce() + Send + 'static) {
+        let job = self.bulk(f);
+        async_std::task::spawn(async move {
+            if let Err(hung) = job.await {
+                log::warn!(what = what; "file-system clean-up given up on: {hung}");
+            }
+        });
+    }
+
+    /// The pool the root's file-system work runs on (for block pipelines and metrics).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Whether the root is on a local file system (where lookups run in place, and bodies may
+    /// go by `sendfile`, which waits on the file in the calling thread).
+    pub fn is_local(&self) -> bool {
+        self.inner.local
     }
 }
 

@@ -45,7 +45,13 @@ pub(super) fn keep_partial(root: &Root, rp: &RemotePath, data: &[u8]) {
 pub(super) fn receive(upload: &mut Upload, data: &[u8], len: u64) -> Result<(), Interrupted> {
     let mut src = futures::io::Cursor::new(data.to_vec());
     let mut pace = Pace::new(sft_io::PaceRule::stall(Duration::from_secs(5)));
-    async_std::task::block_on(upload.receive(&mut src, len, &mut pace, |_| {}))
+    async_std::task::block_on(upload.receive(
+        &mut src,
+        len,
+        &mut pace,
+        sft_io::Pool::unbounded(),
+        |_| {},
+    ))
 }
 
 /// Receives `data` into `upload`, then the source ends early (the peer went away).

@@ -11,7 +11,7 @@ use crate::body::{stream_to_file, CopyError, Dest, Sink, Stopped};
 use crate::sandbox::Root;
 use crate::sandbox::{io_error, Target};
 use rustix::fs::Mode;
-use sft_io::{Pace, Version};
+use sft_io::{Pace, Pool, Version};
 use sft_protocol::WireError;
 use std::fs::File;
 use std::io;
@@ -106,6 +106,7 @@ impl Upload {
         src: &mut R,
         len: u64,
         pace: &mut Pace,
+        pool: Pool,
         progress: impl FnMut(u64),
     ) -> Result<(), Interrupted>
     where
@@ -126,6 +127,7 @@ impl Upload {
         let sink = Sink {
             dest,
             hasher: self.hasher.take(),
+            pool,
         };
         log::trace!(from = self.held, bytes = len, created = self.file.created(); "upload: receiving a stretch of the body");
         let received =

@@ -76,7 +76,7 @@ impl Command for Head {
             let open = ctx
                 .root
                 .blocking(Work::Lookup, move |root| root.open_file(&rp));
-            let (file, _len) = open.await?;
+            let (file, _len) = open.await??;
             let failed = |e: io::Error| WireError::internal(format!("reading {}: {e}", args.path));
             // Measured through a second handle: the first one is sent afterwards.
             let mut reader = async_std::fs::File::from(file.try_clone().map_err(failed)?);

@@ -94,7 +94,7 @@ impl Command for Touch {
             let created = ctx
                 .root
                 .blocking(Work::Bulk, move |root| touch(root, &rp))
-                .await?;
+                .await??;
             ctx.reply_ok(&TouchReply { created })
                 .await
                 .map_err(CommandError::Abort)

@@ -88,7 +88,7 @@ impl Command for Wc {
             let open = ctx
                 .root
                 .blocking(Work::Lookup, move |root| root.open_file(&rp));
-            let (file, _len) = open.await?;
+            let (file, _len) = open.await??;
             let mut file = async_std::fs::File::from(file);
             let mut counter = Counter::default();
             let mut buf = vec![0u8; 64 * 1024];
