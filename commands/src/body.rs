@@ -342,7 +342,6 @@ async fn send_copied(
     body: u64,
     hashing: Option<(blake3::Hasher, Version)>,
 ) -> Result<(File, Option<blake3::Hash>), CopyError> {
-    let check = file.try_clone().map_err(CopyError::Read)?;
     let (hasher, version) = hashing.unzip();
     let mut source = FileSource::new(file, offset, body, hasher, version, ctx.root.pool());
     while let Some(block) = source.next().await {
@@ -350,7 +349,11 @@ async fn send_copied(
         log::trace!(session = ctx.session, bytes = block.len(); "body: a block copied");
         ctx.write_body(&block).await.map_err(CopyError::Write)?;
     }
-    Ok((check, source.hash()))
+    let hash = source.hash();
+    let file = source
+        .into_file()
+        .ok_or_else(|| CopyError::Read(io::Error::other("the file was not read to its end")))?;
+    Ok((file, hash))
 }
 
 /// A request body received into a staging file by [`Body::receive_file`].
@@ -387,7 +390,10 @@ impl Context<'_> {
         len: u64,
     ) -> Result<u64, CommandError> {
         match send_range(self, file, offset, len, None).await {
-            Ok(_) => Ok(len),
+            Ok((file, _)) => {
+                self.root.release(file);
+                Ok(len)
+            }
             Err(e) => Err(self.sending_failed(e)),
         }
     }

@@ -163,6 +163,13 @@ impl Root {
         self.inner.health.check(&handle.fd, &dir).await
     }
 
+    /// What is known of the storage's health without waiting, for a metrics page: whether it
+    /// answered the last probe (`None` before the first) and that probe's latency (or how long
+    /// an overdue one has waited). Starts a probe when the last is stale.
+    pub fn storage_known(&self) -> (Option<bool>, Duration) {
+        self.inner.health.known(&self.handle_unchecked().fd)
+    }
+
     /// The cache of served files' BLAKE3 hashes.
     pub fn hashes(&self) -> &HashCache {
         &self.inner.hashes

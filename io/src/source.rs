@@ -21,6 +21,8 @@ struct Step {
 #[derive(Debug)]
 pub struct FileSource {
     next: Option<Job<Step>>,
+    /// The file, once every block is read.
+    done: Option<File>,
     pool: Pool,
     pos: u64,
     end: u64,
@@ -49,6 +51,7 @@ impl FileSource {
     ) -> FileSource {
         let mut source = FileSource {
             next: None,
+            done: None,
             pool: pool.clone(),
             pos: start,
             end: start + len,
@@ -63,6 +66,7 @@ impl FileSource {
         let want = (self.end - self.pos).min(CHUNK as u64) as usize;
         if want == 0 {
             self.hash = hasher.map(|h| h.finalize());
+            self.done = Some(file);
             return;
         }
         buf.resize(want, 0);
@@ -87,6 +91,12 @@ impl FileSource {
             }
             step
         }));
+    }
+
+    /// The file, once [`FileSource::next`] has returned `None` (so that the caller decides
+    /// where it is closed: closing a file may wait on a network file system).
+    pub fn into_file(self) -> Option<File> {
+        self.done
     }
 
     /// The hash of everything read, once [`FileSource::next`] has returned `None`.

@@ -199,6 +199,8 @@ impl Server {
                 return String::new();
             };
             let (partials_kept, partials_kept_bytes) = shared.root.partials_kept();
+            let (storage_up, storage_probe) = shared.root.storage_known();
+            let pool = shared.root.pool();
             counters.page(&Gauges {
                 name: shared.registry.server_name().to_owned(),
                 version: shared.registry.server_version().to_owned(),
@@ -208,6 +210,11 @@ impl Server {
                 upload_slots_max: shared.limits.uploads.max(),
                 partials_kept,
                 partials_kept_bytes,
+                storage_up,
+                storage_probe,
+                storage_stuck: pool.stuck(),
+                storage_given_up: pool.hung(),
+                storage_jobs: pool.jobs(),
             })
         };
         Some(task::spawn(metrics::serve(listener, Arc::new(render))))

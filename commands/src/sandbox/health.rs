@@ -115,6 +115,33 @@ impl Health {
         }
     }
 
+    /// What is known without waiting (for a metrics page): whether the storage answered the
+    /// last probe (`None` before the first), and how long that probe took — or, while one
+    /// waits past its deadline, how long it has waited. Starts a probe if the last is stale.
+    pub(crate) fn known(self: &Arc<Self>, fd: &Arc<OwnedFd>) -> (Option<bool>, Duration) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if let Some((started, _)) = &state.running {
+            let waited = now.duration_since(*started);
+            if waited >= PROBE_DEADLINE {
+                return (Some(false), waited);
+            }
+        } else if state
+            .last
+            .as_ref()
+            .is_none_or(|last| now.duration_since(last.at) >= FRESH)
+        {
+            match self.start(fd) {
+                Ok(pending) => state.running = Some((now, pending)),
+                Err(failed) => state.last = Some(failed),
+            }
+        }
+        match &state.last {
+            Some(last) => (Some(last.error.is_none()), last.took),
+            None => (None, Duration::ZERO),
+        }
+    }
+
     /// Starts a probe of `fd` on a thread of its own, which records its result itself; or,
     /// when no thread can start, the failed probe that is.
     fn start(self: &Arc<Self>, fd: &Arc<OwnedFd>) -> Result<Pending, Probe> {

@@ -125,6 +125,17 @@ impl Root {
         });
     }
 
+    /// Closes `file`, which a request is done with: at once on a local file system; on a
+    /// network file system on the pool (closing may wait on the storage: FUSE and NFS flush
+    /// on close), so that a storage that hangs never holds an executor thread.
+    pub fn release(&self, file: std::fs::File) {
+        if self.inner.local {
+            drop(file);
+        } else {
+            self.detach("closing a file", move || drop(file));
+        }
+    }
+
     /// The pool the root's file-system work runs on (for block pipelines and metrics).
     pub fn pool(&self) -> &Pool {
         &self.inner.pool

@@ -21,6 +21,16 @@ pub(crate) struct Gauges {
     pub(crate) upload_slots_max: usize,
     pub(crate) partials_kept: usize,
     pub(crate) partials_kept_bytes: u64,
+    /// Whether the storage answered its last probe (`None`: not probed yet).
+    pub(crate) storage_up: Option<bool>,
+    /// The last probe's latency, or how long an overdue one has waited.
+    pub(crate) storage_probe: std::time::Duration,
+    /// File-system calls given up on whose call has not returned.
+    pub(crate) storage_stuck: u64,
+    /// File-system calls given up on since the start.
+    pub(crate) storage_given_up: u64,
+    /// Most file-system calls at once (--storage-jobs).
+    pub(crate) storage_jobs: usize,
 }
 
 /// Appends one family's header.
@@ -166,6 +176,47 @@ pub(super) fn render(metrics: &Metrics, gauges: &Gauges) -> String {
         "gauge",
         "Bytes held by the interrupted uploads kept for a resume.",
         gauges.partials_kept_bytes,
+    );
+    if let Some(up) = gauges.storage_up {
+        single(
+            &mut out,
+            "sft_storage_up",
+            "gauge",
+            "Whether the served folder's storage answered its last probe (HELLO says unavailable while it does not).",
+            u64::from(up),
+        );
+    }
+    family(
+        &mut out,
+        "sft_storage_probe_seconds",
+        "gauge",
+        "How long the last storage probe took, or how long an overdue one has waited.",
+    );
+    let _ = writeln!(
+        out,
+        "sft_storage_probe_seconds {}",
+        gauges.storage_probe.as_secs_f64()
+    );
+    single(
+        &mut out,
+        "sft_storage_calls_stuck",
+        "gauge",
+        "File-system calls given up on (--storage-timeout) whose call has not returned: threads the storage holds.",
+        gauges.storage_stuck,
+    );
+    single(
+        &mut out,
+        "sft_storage_calls_max",
+        "gauge",
+        "Most file-system calls waiting on the storage at once (--storage-jobs).",
+        gauges.storage_jobs as u64,
+    );
+    single(
+        &mut out,
+        "sft_storage_calls_given_up_total",
+        "counter",
+        "File-system calls (and waits for a place) given up on after --storage-timeout.",
+        gauges.storage_given_up,
     );
     family(
         &mut out,
