@@ -307,6 +307,11 @@ impl Cluster {
     /// Starts the servers and HAProxy, or says why not (straight to standard error: the test
     /// harness would hide what `eprintln!` prints) where HAProxy or the storage is missing.
     pub fn start(test: &str, storage: Storage) -> Option<Cluster> {
+        Cluster::start_with(test, storage, &[])
+    }
+
+    /// [`Cluster::start`], each server started with `args` too.
+    pub fn start_with(test: &str, storage: Storage, args: &[&str]) -> Option<Cluster> {
         let Some(program) = haproxy() else {
             let _ = writeln!(
                 std::io::stderr(),
@@ -316,7 +321,7 @@ impl Cluster {
         };
         let shared = Shared::new(test, storage)?;
         let servers: Vec<ServerProcess> =
-            (0..SERVERS).map(|i| shared.start_server(i, &[])).collect();
+            (0..SERVERS).map(|i| shared.start_server(i, args)).collect();
         let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let balancer = Balancer::start(&program, &addrs);
         Some(Cluster {

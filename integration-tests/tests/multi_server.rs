@@ -3,7 +3,9 @@
 //! servers, each sees what the others change, concurrent uploads of one path through different
 //! servers leave one whole input, an upload cut on one server resumes on another, and a server
 //! killed mid-upload is taken out by the health check, the upload going on elsewhere and no
-//! client failing after it.
+//! client failing after it; on GlusterFS, a server whose mount hangs is taken out by the health
+//! check too (its HELLO says `unavailable`) and put back once the mount answers, no client
+//! failing meanwhile.
 //!
 //! Each runs twice: over one local folder (`BODY::local`), and over a GlusterFS replica-2
 //! volume with the servers on its two FUSE mounts in turn (`BODY::gluster`; see
@@ -603,4 +605,153 @@ fn a_server_killed_mid_upload_and_restarted_resumes_it_from_its_partial(storage:
         list_files(&shared.path(".sft/partial")),
         Vec::<PathBuf>::new()
     );
+}
+
+/// The servers' deadline for a storage call in the hung-mount test.
+const STORAGE_TIMEOUT: &str = "3";
+
+/// Lets a stopped process go on when dropped: declared after the cluster, a failed assertion
+/// lets the mount answer again before the servers waiting on it are stopped.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        sft_integration_tests::gluster::signal(self.0, rustix::process::Signal::CONT);
+    }
+}
+
+#[test]
+fn a_hung_mount_is_taken_out_by_the_health_check_and_no_client_fails() {
+    use rustix::process::Signal;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(c) = Cluster::start_with(
+        "hung_mount",
+        Storage::Gluster,
+        &["--storage-timeout", STORAGE_TIMEOUT],
+    ) else {
+        return;
+    };
+    const FILES: usize = 8;
+    let files: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..FILES)
+            .map(|i| random_bytes(256 * 1024, 40 + i as u64))
+            .collect(),
+    );
+    for (i, data) in files.iter().enumerate() {
+        std::fs::write(c.path(&format!("f{i}.bin")), data).unwrap();
+    }
+    let addr = c.addr();
+    // Clients fetching through HAProxy all along, each `sft get` with --retries as a user of a
+    // fleet runs it: a transfer cut on the hung server goes on elsewhere.
+    let (stop, done, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(std::sync::Mutex::new(Vec::<String>::new())),
+    );
+    let clients: Vec<_> = (0..2)
+        .map(|k| {
+            let (stop, done, failed, files, addr) = (
+                Arc::clone(&stop),
+                Arc::clone(&done),
+                Arc::clone(&failed),
+                Arc::clone(&files),
+                addr.clone(),
+            );
+            std::thread::spawn(move || {
+                let out = tempfile::tempdir().unwrap();
+                // Bounded: stops when told, or after 3,000 transfers whatever happens.
+                for n in 0..3000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = (n + k) % FILES;
+                    let name = format!("f{i}.bin");
+                    let result = Command::new(sft_integration_tests::bin("sft"))
+                        .args(["get", "--overwrite", "--retries", "8", &addr, &name])
+                        .current_dir(out.path())
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                    let got = std::fs::read(out.path().join(&name)).unwrap_or_default();
+                    if !result.status.success() || got != files[i] {
+                        failed.lock().unwrap().push(format!(
+                            "{name}: {}",
+                            String::from_utf8_lossy(&result.stderr)
+                        ));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let waited = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + LIMIT;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {LIMIT:?}; {} transfers, failed: {:?}\n{}",
+                done.load(Ordering::Relaxed),
+                failed.lock().unwrap(),
+                c.balancer.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let progress = |more: usize| {
+        let target = done.load(Ordering::Relaxed) + more;
+        waited("transfers", &|| done.load(Ordering::Relaxed) >= target);
+    };
+    // GETs a server answered whole (one cut off by the hang logs its own outcome).
+    let served_ok = |i: usize| {
+        c.servers[i]
+            .logs_with("request")
+            .iter()
+            .filter(|r| r["verb"] == "GET" && r["outcome"] == "ok")
+            .count()
+    };
+    progress(10);
+
+    // Server sft2 is on mount 1: its FUSE daemon stops, as a hung network mount behaves.
+    let volume = c.shared.volume().unwrap();
+    let hung = volume.mount_pid(1);
+    assert!(sft_integration_tests::gluster::signal(hung, Signal::STOP));
+    let _resume = Resume(hung);
+    let state = |name: &str| c.balancer.try_states().get(name).map(|s| s.op);
+    waited("sft2 marked down", &|| state("sft2") == Some(0));
+    let down_at = served_ok(1);
+    progress(20);
+    assert_eq!(served_ok(1), down_at, "a server marked down served GETs");
+
+    // The mount answers again: the health check puts the server back, and it serves.
+    assert!(sft_integration_tests::gluster::signal(hung, Signal::CONT));
+    waited("sft2 back up", &|| state("sft2") == Some(2));
+    // Back in: a client of its own is served there (HAProxy's least-connections choice may
+    // well keep the two clients on the other servers).
+    task::block_on(async {
+        let mut got = Vec::new();
+        connect(&c.servers[1].addr.to_string())
+            .await
+            .get("f0.bin", &mut got)
+            .await
+            .expect("a GET from sft2 once its mount answers");
+        assert!(got == files[0]);
+    });
+    progress(4);
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} transfers failed: {:?}\n{}",
+        failed.len(),
+        done.load(Ordering::Relaxed),
+        *failed,
+        c.balancer.output()
+    );
+    let warned = c.servers[1]
+        .logs_with("the served folder's storage does not answer: HELLO answers unavailable");
+    assert!(!warned.is_empty(), "sft2 never said its storage hung");
 }

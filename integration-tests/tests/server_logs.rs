@@ -276,12 +276,16 @@ fn health_checks_log_at_debug_and_a_connection_that_does_more_logs_as_usual() {
     let server = ServerProcess::start_in_shell(root.path(), &[], Some("export SFT_LOG=debug"));
     let hello = b"{\"verb\":\"HELLO\"}\n";
     task::block_on(async {
-        // Two checks as a load balancer makes them: one HELLO, then two on one connection.
+        // Two checks as a load balancer makes them: one HELLO, then two on one connection,
+        // ended with a reset (as HAProxy ends its checks).
         for n in [1, 2] {
             let mut raw = Raw::connect(server.addr).await;
             for _ in 0..n {
                 raw.write(hello).await;
                 assert_eq!(raw.reply().await["ok"], true);
+            }
+            if n == 2 {
+                rustix::net::sockopt::set_socket_linger(&raw.stream, Some(Duration::ZERO)).unwrap();
             }
         }
         // A connection that checks, then does something else.
@@ -296,6 +300,7 @@ fn health_checks_log_at_debug_and_a_connection_that_does_more_logs_as_usual() {
     wait_until(Duration::from_secs(20), || {
         server.logs_with("connection closed").len() == 3
     });
+    assert_eq!(server.logs_with("connection failed"), Vec::<Value>::new());
     // Sessions end in any order: in the order they were opened.
     let by_session = |mut lines: Vec<Value>| {
         lines.sort_by_key(|l| l["session"].as_u64());

@@ -227,7 +227,17 @@ pub(crate) async fn run(
         .await
         .unwrap_or(Ok(End::Cut));
     let ms = millis(info.started.elapsed());
-    let quiet = matches!(result, Ok(End::ClientClosed | End::Stopped)) && opening.quiet();
+    // A load balancer's check often ends its connection with a reset once it read the reply:
+    // as quiet as a close.
+    let ended_quietly = match &result {
+        Ok(End::ClientClosed | End::Stopped) => true,
+        Ok(End::Failed(e)) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    };
+    let quiet = ended_quietly && opening.quiet();
     if quiet {
         log::debug!(session = info.id, peer:% = info.peer, ms = ms; "connection closed");
     } else {

@@ -315,15 +315,29 @@ async fn single(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let target = local_target(remote, local, args.dry_run)?;
+    // Transient failures before the transfer (a server whose storage does not answer says so
+    // in its HELLO, or to the first look at the file) are retried like a cut-off one.
+    let mut retry = Retry::new(args.retries);
     let mut client = match client {
         Some(client) => client,
-        None => connect(server, ui).await?,
+        None => match connect(server, ui).await {
+            Err(e) if retry.again(&e, ui).await => retry.reconnect(server, ui).await?,
+            connected => connected?,
+        },
     };
     args.wire.notice(&mut client, ui).await;
     let mut action = None;
     if let Some(path) = &target {
         let shown = path.display().to_string();
-        match args.policy().get(&mut client, remote, None, path).await {
+        let chosen = loop {
+            match args.policy().get(&mut client, remote, None, path).await {
+                Err(e) if retry.again(&e, ui).await => {
+                    client = retry.reconnect(server, ui).await?;
+                }
+                chosen => break chosen,
+            }
+        };
+        match chosen {
             Ok(would @ (Action::New | Action::Replace)) if args.dry_run => {
                 let size = client.stat_quick(remote).await.map_or(0, |e| e.size);
                 Tally::new("get")
@@ -341,7 +355,6 @@ async fn single(
         }
     }
     let verify = !args.no_verify;
-    let mut retry = Retry::new(args.retries);
     if let Some(path) = &target {
         ui.working_on("get", remote, Some(path));
     }
