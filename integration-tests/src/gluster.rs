@@ -114,6 +114,26 @@ fn answers() -> bool {
     gluster(&["volume", "list"]).is_ok()
 }
 
+/// Stops and deletes the volumes of test programs that were killed before they could (named
+/// `sft-PID-N`, their PID gone): glusterd would start their bricks again with every start.
+fn remove_stale_volumes() {
+    let Ok(list) = gluster(&["volume", "list"]) else {
+        return;
+    };
+    for name in list.lines().map(str::trim) {
+        let pid = name
+            .strip_prefix("sft-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = gluster(&["volume", "stop", name, "force"]);
+        let _ = gluster(&["volume", "delete", name]);
+    }
+}
+
 /// A use of the glusterd: started if none runs; stopped with the last use if started here.
 struct Lease;
 
@@ -148,6 +168,7 @@ impl Lease {
             }
             daemon.child = Some(child);
             daemon._dir = Some(dir);
+            remove_stale_volumes();
         }
         daemon.users += 1;
         Ok(Lease)
