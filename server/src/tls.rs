@@ -251,17 +251,28 @@ pub(crate) fn self_signed(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
-/// Writes a file that must not exist yet, with `mode` from its creation on.
+/// Writes a file that must not exist yet, with `mode` from its creation on. It appears whole or
+/// not at all (written under a temporary name, then linked to its own): whoever waits for it
+/// never reads half a key.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .map_err(context(format!("cannot create {}", path.display())))?;
-    file.write_all(bytes)
+        .open(&temporary)
+        .map_err(context(format!("cannot create {}", temporary.display())))?;
+    let written = file
+        .write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(context(format!("cannot write {}", path.display())))
+        .map_err(context(format!("cannot write {}", temporary.display())))
+        .and_then(|()| {
+            fs::hard_link(&temporary, path)
+                .map_err(context(format!("cannot create {}", path.display())))
+        });
+    let _ = fs::remove_file(&temporary);
+    written
 }
