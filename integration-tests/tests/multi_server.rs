@@ -642,8 +642,9 @@ fn a_hung_mount_is_taken_out_by_the_health_check_and_no_client_fails() {
         std::fs::write(c.path(&format!("f{i}.bin")), data).unwrap();
     }
     let addr = c.addr();
-    // Clients fetching through HAProxy all along, each `sft get` with --retries as a user of a
-    // fleet runs it: a transfer cut on the hung server goes on elsewhere.
+    // Clients fetching and sending through HAProxy all along, each `sft get` or `sft send` with
+    // --retries as a user of a fleet runs it: a transfer cut on the hung server goes on
+    // elsewhere.
     let (stop, done, failed) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicUsize::new(0)),
@@ -658,8 +659,13 @@ fn a_hung_mount_is_taken_out_by_the_health_check_and_no_client_fails() {
                 Arc::clone(&files),
                 addr.clone(),
             );
+            let root = c.shared.root(0).to_owned();
             std::thread::spawn(move || {
                 let out = tempfile::tempdir().unwrap();
+                let src = tempfile::tempdir().unwrap();
+                for (i, data) in files.iter().enumerate() {
+                    std::fs::write(src.path().join(format!("f{i}.bin")), data).unwrap();
+                }
                 // Bounded: stops when told, or after 3,000 transfers whatever happens.
                 for n in 0..3000 {
                     if stop.load(Ordering::Relaxed) {
@@ -667,13 +673,32 @@ fn a_hung_mount_is_taken_out_by_the_health_check_and_no_client_fails() {
                     }
                     let i = (n + k) % FILES;
                     let name = format!("f{i}.bin");
+                    // Every fourth transfer an upload, under a name of its own, read back
+                    // through the mount no server hangs on.
+                    let up = format!("up-{k}-{n}.bin");
+                    let (verb, local, check) = match n % 4 {
+                        3 => ("send", src.path().join(&name), root.join(&up)),
+                        _ => ("get", out.path().join(&name), out.path().join(&name)),
+                    };
+                    let (first, second) = match verb {
+                        "send" => (local.display().to_string(), up.clone()),
+                        _ => (name.clone(), local.display().to_string()),
+                    };
                     let result = Command::new(sft_integration_tests::bin("sft"))
-                        .args(["get", "--overwrite", "--retries", "8", &addr, &name])
+                        .args([
+                            verb,
+                            "--overwrite",
+                            "--retries",
+                            "8",
+                            &addr,
+                            &first,
+                            &second,
+                        ])
                         .current_dir(out.path())
                         .stdin(Stdio::null())
                         .output()
                         .unwrap();
-                    let got = std::fs::read(out.path().join(&name)).unwrap_or_default();
+                    let got = std::fs::read(&check).unwrap_or_default();
                     if !result.status.success() || got != files[i] {
                         failed.lock().unwrap().push(format!(
                             "{name}: {}",

@@ -246,21 +246,38 @@ async fn single(
     remote: Option<String>,
 ) -> Result<(), Failure> {
     let started = Instant::now();
-    let mut client = connect(server, ui).await?;
+    // Transient failures before the transfer (a server whose storage does not answer says so
+    // in its HELLO, or to the first look at the target) are retried like a cut-off one.
+    let mut retry = Retry::new(args.retries);
+    let mut client = match connect(server, ui).await {
+        Err(e) if retry.again(&e, ui).await => retry.reconnect(server, ui).await?,
+        connected => connected?,
+    };
     args.wire.notice(&mut client, ui).await;
-    let (remote, there) = remote_target(&mut client, local, remote).await?;
-    let file = Upload::named(local, remote.clone()).map_err(local_error(local, "read"))?;
+    let (remote, file, compared) = loop {
+        let looked = async {
+            let (remote, there) = remote_target(&mut client, local, remote.clone()).await?;
+            let file = Upload::named(local, remote.clone()).map_err(local_error(local, "read"))?;
+            let compared = args
+                .policy()
+                .send(
+                    &mut client,
+                    local,
+                    (file.size, file.mtime),
+                    &remote,
+                    Some(there.as_ref()),
+                )
+                .await?;
+            Ok::<_, Failure>((remote, file, compared))
+        };
+        match looked.await {
+            Err(Failure::Client(e)) if retry.again(&e, ui).await => {
+                client = retry.reconnect(server, ui).await?;
+            }
+            looked => break looked?,
+        }
+    };
     let from = local.display().to_string();
-    let compared = args
-        .policy()
-        .send(
-            &mut client,
-            local,
-            (file.size, file.mtime),
-            &remote,
-            Some(there.as_ref()),
-        )
-        .await?;
     match compared {
         Action::New | Action::Replace if args.dry_run => {
             Tally::new("send")
@@ -275,7 +292,6 @@ async fn single(
         }
         Action::Changed => return Err(sync::changed_failure(&remote)),
     }
-    let mut retry = Retry::new(args.retries);
     ui.working_on("send", &remote, None);
     let transfer = loop {
         match client
