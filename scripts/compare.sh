@@ -12,6 +12,15 @@
 #   BENCH_RUNS=5      rounds (default 5)
 #   BENCH_MIB=1024    size of the bulk file in MiB (default 1024)
 #   BENCH_LOAD_S=5    seconds per load measurement (default 5)
+#   BENCH_DROP_CACHES=1  drop the page cache before every bulk sample, so the served file is read
+#                     from the disk (default 1 when run as root, which it needs; 0 keeps the cache)
+#
+#   BENCH_GLUSTER=1   serve from a GlusterFS volume made for the run (scripts/gluster-volume.sh:
+#                     replica 2, bricks under BENCH_TMPDIR, one FUSE mount; needs root) instead
+#                     of a local folder
+#
+# HELLO rows are driven by NEW's `sft-bench hello` against both servers (one load generator for
+# both; a build older than that subcommand has no `hello` of its own).
 #
 # Only 127.0.0.1 is used; everything started is stopped, everything created removed, on exit.
 set -Eeuo pipefail
@@ -29,6 +38,7 @@ fi
 RUNS=${BENCH_RUNS:-5}
 MIB=${BENCH_MIB:-1024}
 LOAD_S=${BENCH_LOAD_S:-5}
+DROP=${BENCH_DROP_CACHES:-$([[ $(id -u) == 0 ]] && echo 1 || echo 0)}
 T=300
 for dir in "$BASE" "$NEW"; do
     for b in sft sft-server sft-bench; do
@@ -44,6 +54,7 @@ cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    declare -F gv_down >/dev/null && gv_down
     rm -rf "$WORK" "$SHM"
 }
 trap cleanup EXIT
@@ -62,15 +73,25 @@ wait_listen() {
     return 1
 }
 
-mkdir -p "$WORK/srv/up"
-head -c $((MIB * 1024 * 1024)) /dev/urandom >"$WORK/srv/big.bin"
-head -c 4096 /dev/urandom >"$WORK/srv/small.bin"
+# The served folder, and beside it on the local disk the file SENDs upload.
+SRV=$WORK/srv
+if [[ ${BENCH_GLUSTER:-0} == 1 ]]; then
+    # shellcheck source=scripts/gluster-volume.sh
+    source scripts/gluster-volume.sh
+    mkdir -p "$WORK/gluster"
+    gv_up "$WORK/gluster" || { log "could not make a GlusterFS volume"; exit 1; }
+    SRV=$GV_MOUNT/root
+fi
+mkdir -p "$SRV/up" "$WORK/src"
+head -c $((MIB * 1024 * 1024)) /dev/urandom >"$WORK/src/big.bin"
+cp "$WORK/src/big.bin" "$SRV/big.bin"
+head -c 4096 /dev/urandom >"$SRV/small.bin"
 declare -A ADDR=()
 for build in base new; do
     dir=$BASE
     [[ $build == new ]] && dir=$NEW
     port=$(free_port)
-    "$dir/sft-server" --host 127.0.0.1 --port "$port" --root "$WORK/srv" --log-level warn \
+    "$dir/sft-server" --host 127.0.0.1 --port "$port" --root "$SRV" --log-level warn \
         2>>"$WORK/$build.log" &
     PIDS+=($!)
     wait_listen "$port" || { log "the $build server did not start: $(tail -3 "$WORK/$build.log")"; exit 1; }
@@ -95,15 +116,25 @@ timed() { # KEY COMMAND… : wall seconds of one run
         log "  $1 failed"
     fi
 }
+cold() { # drops the page cache, so a bulk sample reads the served file from the disk
+    [[ $DROP == 1 ]] || return 0
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
 field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
-load() { # BUILD CONNECTIONS
-    local out
-    if out=$(timeout $((LOAD_S + 60)) "$(bin "$1" sft-bench)" get "${ADDR[$1]}" small.bin \
+load() { # BUILD CONNECTIONS [hello]: 4 KiB GETs of small.bin, or HELLOs
+    local out key=$1_c$2 args=(get "${ADDR[$1]}" small.bin) bench
+    bench=$(bin "$1" sft-bench)
+    if [[ ${3:-} == hello ]]; then
+        key=$1_hello$2 args=(hello "${ADDR[$1]}") bench=$NEW/sft-bench
+    fi
+    if out=$(timeout $((LOAD_S + 60)) "$bench" "${args[@]}" \
         --connections "$2" --duration "$LOAD_S" --warmup 1 --json); then
-        add "$1_c$2" "$(field "$out" requests_per_sec | cut -d. -f1)"
-        add "$1_c$2_p99" "$(field "$out" p99_us)"
+        add "$key" "$(field "$out" requests_per_sec | cut -d. -f1)"
+        add "${key}_p50" "$(field "$out" p50_us)"
+        add "${key}_p99" "$(field "$out" p99_us)"
     else
-        add "$1_c$2" ERR
+        add "$key" ERR
     fi
 }
 
@@ -112,16 +143,24 @@ for round in $(seq 1 "$RUNS"); do
     for build in base new; do
         sft=$(bin "$build" sft)
         addr=${ADDR[$build]}
+        cold
         timed "$build"_null "$sft" get --no-verify -q "$addr" big.bin - >/dev/null
+        cold
+        timed "$build"_nullv "$sft" get -q "$addr" big.bin - >/dev/null
         rm -f "$SHM/x"
+        cold
         timed "$build"_shm "$sft" get -q "$addr" big.bin "$SHM/x"
         rm -f "$SHM/x"
-        rm -f "$WORK/srv/up/big.bin"
-        timed "$build"_send "$sft" send -q --overwrite "$addr" "$WORK/srv/big.bin" up/big.bin
-        [[ $(stat -c %s "$WORK/srv/up/big.bin" 2>/dev/null) == $((MIB * 1024 * 1024)) ]] \
+        rm -f "$SRV/up/big.bin"
+        cold
+        timed "$build"_send "$sft" send -q --overwrite "$addr" "$WORK/src/big.bin" up/big.bin
+        [[ $(stat -c %s "$SRV/up/big.bin" 2>/dev/null) == $((MIB * 1024 * 1024)) ]] \
             || { log "  the $build SEND stored no whole file"; S[${build}_send]+=" ERR"; }
         load "$build" 1
+        load "$build" 10
         load "$build" 100
+        load "$build" 1 hello
+        load "$build" 100 hello
     done
 done
 
@@ -132,12 +171,25 @@ row() { # LABEL KEY UNIT
     n=$(median "new_$2")
     echo "| $1 | $b | $n | $(ratio "$n" "$b")× | ${S[base_$2]// /, } | ${S[new_$2]// /, } |"
 }
-echo "| row ($RUNS alternating rounds, medians) | base | new | new ÷ base | base samples | new samples |"
+cache="page cache dropped before each"
+[[ $DROP == 1 ]] || cache="page cache kept"
+echo "| row ($RUNS alternating rounds, medians; 1 GiB rows: $cache) | base | new | new ÷ base | base samples | new samples |"
 echo "| --- | --- | --- | --- | --- | --- |"
 row "GET $MIB MiB → /dev/null, unverified (s)" null
+row "GET $MIB MiB → /dev/null, verified (s)" nullv
 row "GET $MIB MiB → tmpfs, verified (s)" shm
 row "SEND $MIB MiB, verified (s)" send
-row "4 KiB GETs, 1 connection (req/s)" c1
-row "4 KiB GETs, 1 connection, p99 (µs)" c1_p99
-row "4 KiB GETs, 100 connections (req/s)" c100
-row "4 KiB GETs, 100 connections, p99 (µs)" c100_p99
+for c in 1 10 100; do
+    conns="$c connections"
+    [[ $c == 1 ]] && conns="1 connection"
+    row "4 KiB GETs, $conns (req/s)" "c$c"
+    row "4 KiB GETs, $conns, p50 (µs)" "c${c}_p50"
+    row "4 KiB GETs, $conns, p99 (µs)" "c${c}_p99"
+done
+for c in 1 100; do
+    conns="$c connections"
+    [[ $c == 1 ]] && conns="1 connection"
+    row "HELLOs, $conns (req/s)" "hello$c"
+    row "HELLOs, $conns, p50 (µs)" "hello${c}_p50"
+    row "HELLOs, $conns, p99 (µs)" "hello${c}_p99"
+done

@@ -9,7 +9,7 @@ use async_std::future::timeout;
 use async_std::io::{BufReader, ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use async_std::task;
-use sft_protocol::verbs::{Empty, GetRequest, SendReply, SendRequest};
+use sft_protocol::verbs::{Empty, GetRequest, HelloRequest, SendReply, SendRequest};
 use sft_protocol::{decode_reply, encode_request, read_line, Reply};
 use std::collections::BTreeMap;
 use std::io;
@@ -41,6 +41,9 @@ pub enum Work {
         /// The URL path, `/small.bin`.
         path: String,
     },
+    /// `HELLO`, the verb a load balancer's health check sends: the cost of answering it (its
+    /// storage probe included), with no file work.
+    Hello,
     /// Upload `size` bytes to `bench/<connection>-<i>`, with `i` cycling through `0..files`.
     Send {
         /// Bytes per upload.
@@ -151,7 +154,7 @@ pub(crate) struct Shared {
     pub(crate) deadline: Instant,
     /// Measured requests started so far (only counted when there is a budget).
     started: AtomicU64,
-    /// The GET request line (or HTTP request), encoded once.
+    /// The GET or HELLO request line (or HTTP request), encoded once.
     pub(crate) get_line: Vec<u8>,
     /// The bytes every SEND body is made of.
     pub(crate) send_chunk: Vec<u8>,
@@ -216,6 +219,13 @@ impl Conn {
             return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into()));
         }
         decode(&self.line)
+    }
+
+    /// HELLO: sends the request line and reads the reply, which has no body. Returns 0 bytes.
+    async fn hello(&mut self, request_line: &[u8]) -> Result<u64, Failure> {
+        self.writer.write_all(request_line).await?;
+        let _: serde::de::IgnoredAny = self.reply().await?;
+        Ok(0)
     }
 
     /// GET: sends the request line, reads the reply and discards the body. Returns body bytes.
@@ -325,11 +335,16 @@ fn prepare(plan: Plan) -> Arc<Shared> {
             line
         }
         Work::Http { path } => format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes(),
+        Work::Hello => {
+            let mut line = Vec::new();
+            encode_request(&HelloRequest {}, &mut line);
+            line
+        }
         Work::Send { .. } => Vec::new(),
     };
     let send_chunk = match &plan.work {
         Work::Send { size, .. } => pattern((*size).min(SEND_CHUNK as u64) as usize),
-        Work::Get { .. } | Work::Http { .. } => Vec::new(),
+        Work::Get { .. } | Work::Http { .. } | Work::Hello => Vec::new(),
     };
     Arc::new(Shared {
         measure_from,
@@ -401,6 +416,7 @@ async fn connection(id: usize, shared: Arc<Shared>) -> Stats {
         let left = shared.deadline.saturating_duration_since(began);
         let result = match &shared.plan.work {
             Work::Get { .. } => timeout(left, c.get(&shared.get_line)).await,
+            Work::Hello => timeout(left, c.hello(&shared.get_line)).await,
             Work::Http { .. } => Ok(Err(Failure::Protocol("http_needs_threads_engine"))),
             Work::Send { size, files } => {
                 let path = format!("bench/{id}-{}", seq % files.max(&1));
@@ -430,4 +446,70 @@ async fn connection(id: usize, shared: Arc<Shared>) -> Stats {
         }
     }
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, Write};
+
+    /// A server on 127.0.0.1 that answers each request line of its one connection with `reply`,
+    /// until the client hangs up; returns its address and the request lines it read.
+    fn scripted(reply: &'static str) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut seen = Vec::new();
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                seen.push(line);
+                if writer.write_all(reply.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            seen
+        });
+        (addr, server)
+    }
+
+    fn hellos(addr: SocketAddr, engine: Engine) -> Stats {
+        let plan = Plan {
+            addrs: vec![addr],
+            work: Work::Hello,
+            connections: 1,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(30),
+            max_requests: Some(3),
+        };
+        run(plan, engine).0
+    }
+
+    #[test]
+    fn hello_asks_hello_and_counts_answers_and_refusals() {
+        for engine in [Engine::Threads, Engine::Async] {
+            let (addr, server) = scripted("{\"ok\":true,\"server\":\"x\",\"protocol\":3}\n");
+            let stats = hellos(addr, engine);
+            assert_eq!((stats.requests, stats.errors, stats.bytes), (3, 0, 0));
+            let seen = server.join().unwrap();
+            assert_eq!(seen.len(), 3, "{seen:?}");
+            assert!(
+                seen.iter().all(|l| l.contains("\"verb\":\"HELLO\"")),
+                "{seen:?}"
+            );
+
+            let (addr, server) =
+                scripted("{\"ok\":false,\"code\":\"unavailable\",\"message\":\"hung\"}\n");
+            let stats = hellos(addr, engine);
+            assert_eq!(stats.requests, 0);
+            assert!(stats.errors > 0);
+            assert!(
+                stats.error_kinds.contains_key("reply:unavailable"),
+                "{:?}",
+                stats.error_kinds
+            );
+            drop(server);
+        }
+    }
 }

@@ -25,6 +25,7 @@ const EXAMPLES: &str = "EXAMPLES:
     sft-bench get 127.0.0.1:7005 small.bin -c 100 -d 10
     sft-bench get 127.0.0.1:7005 big.bin --connections 1 --requests 5 --json
     sft-bench send 127.0.0.1:7005 --size 4K -c 8 -d 10 --warmup 2
+    sft-bench hello 127.0.0.1:7005 -c 10 -d 10
     sft-bench http 127.0.0.1:8080 /small.bin -c 100 -d 10   (nginx, to check against wrk)
     sft-bench relay --listen 127.0.0.1:17005 --to 127.0.0.1:7005 --delay-ms 25 --rate-mbit 100
 
@@ -56,6 +57,14 @@ enum Cli {
         server: String,
         /// The URL path, starting with `/`.
         path: String,
+        #[structopt(flatten)]
+        opts: LoadOpts,
+    },
+    /// Ask HELLO over and over: what a load balancer's health checks cost the server.
+    #[structopt(after_help = EXAMPLES)]
+    Hello {
+        /// Server: IPv4 address, [IPv6] address or host name, optionally with :PORT.
+        server: String,
         #[structopt(flatten)]
         opts: LoadOpts,
     },
@@ -327,6 +336,7 @@ fn main() {
             }
         }
         Cli::Get { server, path, opts } => ("get", server, Work::Get { path }, opts),
+        Cli::Hello { server, opts } => ("hello", server, Work::Hello, opts),
         Cli::Http { server, path, opts } => {
             if opts.engine != Engine::Threads || !path.starts_with('/') {
                 eprintln!("error: http takes a URL path starting with / and the threads engine");

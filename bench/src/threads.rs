@@ -126,6 +126,13 @@ impl Conn {
         decode(&self.line)
     }
 
+    /// HELLO: sends the request line and reads the reply, which has no body. Returns 0 bytes.
+    fn hello(&mut self, request_line: &[u8]) -> Result<u64, Failure> {
+        self.writer.write_all(request_line)?;
+        let _: serde::de::IgnoredAny = self.reply()?;
+        Ok(0)
+    }
+
     /// GET: sends the request line, reads the reply and discards the body. Returns body bytes.
     fn get(&mut self, request_line: &[u8]) -> Result<u64, Failure> {
         self.writer.write_all(request_line)?;
@@ -271,6 +278,7 @@ fn connection(id: usize, shared: &Shared, sockets: &Mutex<Sockets>) -> Stats {
         let result = match &shared.plan.work {
             Work::Get { .. } => c.get(&shared.get_line),
             Work::Http { .. } => c.http_get(&shared.get_line),
+            Work::Hello => c.hello(&shared.get_line),
             Work::Send { size, files } => {
                 let path = format!("bench/{id}-{}", seq % files.max(&1));
                 c.send(path, *size, &shared.send_chunk)
