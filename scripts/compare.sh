@@ -173,23 +173,21 @@ row() { # LABEL KEY UNIT
 }
 cache="page cache dropped before each"
 [[ $DROP == 1 ]] || cache="page cache kept"
-echo "| row ($RUNS alternating rounds, medians; 1 GiB rows: $cache) | base | new | new ÷ base | base samples | new samples |"
+echo "| row ($RUNS alternating rounds, medians; bulk rows: $cache) | base | new | new ÷ base | base samples | new samples |"
 echo "| --- | --- | --- | --- | --- | --- |"
 row "GET $MIB MiB → /dev/null, unverified (s)" null
 row "GET $MIB MiB → /dev/null, verified (s)" nullv
 row "GET $MIB MiB → tmpfs, verified (s)" shm
 row "SEND $MIB MiB, verified (s)" send
-for c in 1 10 100; do
-    conns="$c connections"
-    [[ $c == 1 ]] && conns="1 connection"
-    row "4 KiB GETs, $conns (req/s)" "c$c"
-    row "4 KiB GETs, $conns, p50 (µs)" "c${c}_p50"
-    row "4 KiB GETs, $conns, p99 (µs)" "c${c}_p99"
-done
-for c in 1 100; do
-    conns="$c connections"
-    [[ $c == 1 ]] && conns="1 connection"
-    row "HELLOs, $conns (req/s)" "hello$c"
-    row "HELLOs, $conns, p50 (µs)" "hello${c}_p50"
-    row "HELLOs, $conns, p99 (µs)" "hello${c}_p99"
-done
+load_rows() { # LABEL KEY CONNECTIONS…: req/s, p50 and p99 of each
+    local c conns
+    for c in "${@:3}"; do
+        conns="$c connections"
+        [[ $c == 1 ]] && conns="1 connection"
+        row "$1, $conns (req/s)" "$2$c"
+        row "$1, $conns, p50 (µs)" "$2${c}_p50"
+        row "$1, $conns, p99 (µs)" "$2${c}_p99"
+    done
+}
+load_rows "4 KiB GETs" c 1 10 100
+load_rows HELLOs hello 1 100
