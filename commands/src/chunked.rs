@@ -18,13 +18,12 @@ use crate::body::read_full_at;
 use crate::body::Body;
 use crate::command::CommandError;
 use crate::context::Context;
-use crate::sandbox::io_error;
+use crate::sandbox::{io_error, Closing};
 use crate::staging::{Interrupted, Upload};
 use sft_io::zblock::BlockDecompressor;
 use sft_protocol::delta::{decode_chunk, Chunk, ChunkKinds, DeltaBook};
 use sft_protocol::limits::MAX_HEADER_LEN;
 use sft_protocol::{ErrorCode, WireError};
-use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
@@ -50,7 +49,7 @@ pub(crate) enum Received {
 #[derive(Debug)]
 pub(crate) struct Basis {
     /// The file, open; its version when it was opened.
-    pub(crate) file: Arc<File>,
+    pub(crate) file: Arc<Closing>,
     pub(crate) book: DeltaBook,
 }
 
@@ -220,7 +219,7 @@ const COPY_STEP: u64 = 1024 * 1024;
 async fn copy(
     body: &mut Body<'_, '_>,
     upload: &mut Upload,
-    basis: &Arc<File>,
+    basis: &Arc<Closing>,
     offset: u64,
     len: u64,
     buf: &mut Vec<u8>,

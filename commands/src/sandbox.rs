@@ -41,7 +41,7 @@ pub use crate::staging::{PartialLimits, Staged, Upload};
 pub(crate) use handle::{FileId, DIR_FLAGS};
 pub use health::{StorageHealth, FRESH, PROBE_DEADLINE};
 pub(crate) use moves::rename_no_replace;
-pub use offload::Work;
+pub use offload::{Closing, Work};
 pub(crate) use resolve::is_partial_download;
 pub use resolve::{Folder, Kind, Target};
 

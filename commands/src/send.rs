@@ -22,7 +22,7 @@ use crate::chunked::{self, Received};
 use crate::chunked::{Basis, Kinds};
 use crate::command::{Accepts, BoxFuture, Command, CommandError};
 use crate::context::{Body, Context};
-use crate::sandbox::{io_error, Root, Target, Work};
+use crate::sandbox::{io_error, Closing, Root, Target, Work};
 use crate::staging::{Interrupted, Upload, MIN_KEPT_PARTIAL};
 use crate::started::log_start;
 use crate::version3::{accepts_compressed, changed, expected_hash, needs_v3};
@@ -35,7 +35,6 @@ use sft_protocol::verbs::{
     Verb,
 };
 use sft_protocol::{decode_trailer, ErrorCode, RemotePath, Request, WireError};
-use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
@@ -576,14 +575,14 @@ async fn open_basis(
     rp: &RemotePath,
     want: blake3::Hash,
     shown: &str,
-) -> Result<(Arc<File>, Version), WireError> {
+) -> Result<(Arc<Closing>, Version), WireError> {
     let rp = rp.clone();
     let open = ctx
         .root
         .blocking(Work::Lookup, move |root| root.open_file_stat(&rp));
     let (file, st) = open.await??;
     let version = Version::from_stat(&st);
-    let file = Arc::new(file);
+    let file = Arc::new(ctx.root.closing(file));
     let known = ctx.root.hashes().lookup_version(version).hash;
     let hash = match known {
         Some(hash) => hash,

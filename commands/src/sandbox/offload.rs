@@ -136,6 +136,14 @@ impl Root {
         }
     }
 
+    /// `file`, closed with [`Root::release`] when dropped: for a file several tasks share.
+    pub fn closing(&self, file: std::fs::File) -> Closing {
+        Closing {
+            file: Some(file),
+            root: self.clone(),
+        }
+    }
+
     /// The pool the root's file-system work runs on (for block pipelines and metrics).
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
@@ -145,6 +153,30 @@ impl Root {
     /// go by `sendfile`, which waits on the file in the calling thread).
     pub fn is_local(&self) -> bool {
         self.inner.local
+    }
+}
+
+/// A file of the root, closed where the root's policy says when dropped ([`Root::release`]):
+/// on a network file system never on an executor thread, wherever its last owner drops it.
+#[derive(Debug)]
+pub struct Closing {
+    file: Option<std::fs::File>,
+    root: Root,
+}
+
+impl std::ops::Deref for Closing {
+    type Target = std::fs::File;
+
+    fn deref(&self) -> &std::fs::File {
+        self.file.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            self.root.release(file);
+        }
     }
 }
 
