@@ -156,6 +156,35 @@ EOF
 }
 
 # Waits (at most 10 s) until something listens on 127.0.0.1:PORT.
+# Writes nginx's configuration: what every row shares, then SERVERS (its `server` blocks).
+nginx_conf() {
+    local user=""
+    [[ $(id -u) == 0 ]] && user="user root;"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+$user
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+$1
+}
+EOF
+}
+
 wait_listen() {
     local hex
     hex=$(printf ':%04X' "$1")
@@ -459,30 +488,8 @@ gluster_setup() {
         GL_ADDR[nginx_$st]=127.0.0.1:${ports[1]}
         ports=("${ports[@]:2}")
     done
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-user root;
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server { listen ${GL_ADDR[nginx_local]}; root ${GL_ROOT[local]}; }
-    server { listen ${GL_ADDR[nginx_gluster]}; root ${GL_ROOT[gluster]}; }
-}
-EOF
+    nginx_conf "    server { listen ${GL_ADDR[nginx_local]}; root ${GL_ROOT[local]}; }
+    server { listen ${GL_ADDR[nginx_gluster]}; root ${GL_ROOT[gluster]}; }"
     nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
     GL_PID[nginx]=$!
     PIDS+=($!)
@@ -719,29 +726,7 @@ done
 TLS_FP=$(openssl x509 -in "$WORK/tls/cert.pem" -outform DER | sha256sum | cut -d' ' -f1)
 export XDG_CONFIG_HOME=$WORK/config
 
-NGINX_USER=""
-[[ $(id -u) == 0 ]] && NGINX_USER="user root;"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-$NGINX_USER
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
+nginx_conf "    server {
         listen 127.0.0.1:$NGINX_PORT;
         root $DIR;
     }
@@ -756,9 +741,7 @@ http {
             client_max_body_size 0;
             client_body_buffer_size 1m;
         }
-    }
-}
-EOF
+    }"
 nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 wait_listen "$NGINX_PORT" || die "nginx did not start: $(tail -3 "$WORK/nginx/error.log")"
