@@ -89,14 +89,9 @@ forget_pid() { # Drops a pid that has already been stopped and reaped from PIDS.
     PIDS=("${keep[@]}")
 }
 
+# Stops PID (asked, then killed; see gv_stop_pid, sourced below) and forgets it.
 stop_pid() {
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
+    gv_stop_pid "$1"
     forget_pid "$1"
 }
 
