@@ -82,30 +82,21 @@ impl Health {
     /// or from one started now (or in flight) within [`PROBE_DEADLINE`].
     pub(crate) async fn check(self: &Arc<Self>, fd: &Arc<OwnedFd>, dir: &str) -> StorageHealth {
         let now = Instant::now();
-        let pending = {
+        let (started, pending) = {
             let mut state = self.lock();
-            match (&state.last, &state.running) {
-                (Some(last), None) if now.duration_since(last.at) < FRESH => {
-                    let last = last.clone();
-                    return self.settle(&mut state, Some(&last), now, dir);
+            self.refresh(&mut state, fd, now);
+            match &state.running {
+                // The last probe is fresh, or none could start: its answer stands.
+                None => {
+                    let last = state.last.clone();
+                    return self.settle(&mut state, last.as_ref(), now, dir);
                 }
-                (_, Some((started, _))) if now.duration_since(*started) >= PROBE_DEADLINE => {
+                Some((started, _)) if now.duration_since(*started) >= PROBE_DEADLINE => {
                     return self.settle(&mut state, None, now, dir);
                 }
-                (_, Some((started, pending))) => (*started, pending.clone()),
-                (_, None) => match self.start(fd) {
-                    Ok(pending) => {
-                        state.running = Some((now, pending.clone()));
-                        (now, pending)
-                    }
-                    Err(failed) => {
-                        state.last = Some(failed.clone());
-                        return self.settle(&mut state, Some(&failed), now, dir);
-                    }
-                },
+                Some((started, pending)) => (*started, pending.clone()),
             }
         };
-        let (started, pending) = pending;
         let left = PROBE_DEADLINE.saturating_sub(started.elapsed());
         let probe = async_std::future::timeout(left, pending).await;
         let mut state = self.lock();
@@ -121,24 +112,30 @@ impl Health {
     pub(crate) fn known(self: &Arc<Self>, fd: &Arc<OwnedFd>) -> (Option<bool>, Duration) {
         let now = Instant::now();
         let mut state = self.lock();
+        self.refresh(&mut state, fd, now);
         if let Some((started, _)) = &state.running {
             let waited = now.duration_since(*started);
             if waited >= PROBE_DEADLINE {
                 return (Some(false), waited);
             }
-        } else if state
-            .last
-            .as_ref()
-            .is_none_or(|last| now.duration_since(last.at) >= FRESH)
-        {
-            match self.start(fd) {
-                Ok(pending) => state.running = Some((now, pending)),
-                Err(failed) => state.last = Some(failed),
-            }
         }
         match &state.last {
             Some(last) => (Some(last.error.is_none()), last.took),
             None => (None, Duration::ZERO),
+        }
+    }
+
+    /// Starts a probe of `fd` unless one is running or the last is less than [`FRESH`] old.
+    fn refresh(self: &Arc<Self>, state: &mut State, fd: &Arc<OwnedFd>, now: Instant) {
+        let stale = state
+            .last
+            .as_ref()
+            .is_none_or(|last| now.duration_since(last.at) >= FRESH);
+        if state.running.is_none() && stale {
+            match self.start(fd) {
+                Ok(pending) => state.running = Some((now, pending)),
+                Err(failed) => state.last = Some(failed),
+            }
         }
     }
 
