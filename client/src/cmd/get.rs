@@ -320,10 +320,7 @@ async fn single(
     let mut retry = Retry::new(args.retries);
     let mut client = match client {
         Some(client) => client,
-        None => match connect(server, ui).await {
-            Err(e) if retry.again(&e, ui).await => retry.reconnect(server, ui).await?,
-            connected => connected?,
-        },
+        None => retry.reconnect(server, ui).await?,
     };
     args.wire.notice(&mut client, ui).await;
     let mut action = None;

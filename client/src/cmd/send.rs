@@ -249,10 +249,7 @@ async fn single(
     // Transient failures before the transfer (a server whose storage does not answer says so
     // in its HELLO, or to the first look at the target) are retried like a cut-off one.
     let mut retry = Retry::new(args.retries);
-    let mut client = match connect(server, ui).await {
-        Err(e) if retry.again(&e, ui).await => retry.reconnect(server, ui).await?,
-        connected => connected?,
-    };
+    let mut client = retry.reconnect(server, ui).await?;
     args.wire.notice(&mut client, ui).await;
     let (remote, file, compared) = loop {
         let looked = async {

@@ -85,7 +85,8 @@ impl Retry {
         true
     }
 
-    /// Connects again after a cut-off, retrying a failed connection while retries are left.
+    /// Connects (first, or again after a cut-off), retrying while retries are left: a
+    /// transient refusal (`busy`, `unavailable`) always, a failed connection once retrying.
     pub(crate) async fn reconnect(
         &mut self,
         server: &ServerAddr,
