@@ -194,6 +194,18 @@ pub fn signal(pid: u32, signal: rustix::process::Signal) -> bool {
     rustix::process::kill_process(pid, signal).is_ok()
 }
 
+/// Lets a stopped process (`SIGSTOP`) go on when dropped. Declared after the servers that wait
+/// on it, it is dropped before them: a failed assertion lets the storage answer again before
+/// those servers are stopped (whose threads wait on it until then).
+#[derive(Debug)]
+pub struct Resume(pub u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, rustix::process::Signal::CONT);
+    }
+}
+
 /// Stops a child: asked (`SIGTERM`), then killed if it does not end soon; waited for.
 fn stop(child: &mut Child) {
     use rustix::process::Signal;

@@ -284,6 +284,13 @@ impl ServerProcess {
         }
     }
 
+    /// The metrics address the server logged (`--metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let logged = self.logs_with("metrics listening (Prometheus text format at /metrics)");
+        assert_eq!(logged.len(), 1, "one metrics listener logged");
+        logged[0]["addr"].as_str().unwrap().parse().unwrap()
+    }
+
     /// Log lines (parsed) whose `msg` is `msg`.
     pub fn logs_with(&self, msg: &str) -> Vec<serde_json::Value> {
         self.logs

@@ -9,7 +9,7 @@
 //! GlusterFS mount behind HAProxy is in `multi_server.rs`. Where FUSE cannot run here (not
 //! root, no `bindfs`, no `/dev/fuse`), the test says so and passes without running.
 
-use sft_integration_tests::gluster::{find_program, signal};
+use sft_integration_tests::gluster::{find_program, signal, Resume};
 use sft_integration_tests::{wait_until, ServerProcess};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -88,15 +88,6 @@ impl Drop for Bindfs {
     }
 }
 
-/// Lets a stopped process go on when dropped.
-struct Resume(u32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        signal(self.0, Signal::CONT);
-    }
-}
-
 /// A connection with every read bounded by [`BOUND`] (a failure, not a wait).
 struct Conn {
     reader: BufReader<TcpStream>,
@@ -163,11 +154,6 @@ fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
     })
 }
 
-fn metrics_addr(server: &ServerProcess) -> SocketAddr {
-    let logged = server.logs_with("metrics listening (Prometheus text format at /metrics)");
-    logged[0]["addr"].as_str().unwrap().parse().unwrap()
-}
-
 #[test]
 fn a_hung_storage_fails_its_requests_in_bounded_time_and_the_server_answers_everyone_else() {
     const TEST: &str =
@@ -198,7 +184,7 @@ fn a_hung_storage_fails_its_requests_in_bounded_time_and_the_server_answers_ever
             "127.0.0.1:0",
         ],
     );
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     let pid = server.child.id();
     assert_eq!(ask(server.addr, r#"{"verb":"HELLO"}"#).0["ok"], true);
 

@@ -10,13 +10,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The metrics address the server logged.
-fn metrics_addr(server: &ServerProcess) -> SocketAddr {
-    let logged = server.logs_with("metrics listening (Prometheus text format at /metrics)");
-    assert_eq!(logged.len(), 1, "one metrics listener logged");
-    logged[0]["addr"].as_str().unwrap().parse().unwrap()
-}
-
 /// Sends `request` to the metrics port; returns the status code and the body.
 fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -140,7 +133,7 @@ fn the_page_counts_transfers_and_refusals_and_parses() {
             "2",
         ],
     );
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     assert_ne!(metrics.port(), server.addr.port());
     let before = scrape(metrics);
     assert_eq!(value(&before, "sft_connections_accepted_total"), 0.0);
@@ -279,7 +272,7 @@ fn token_refusals_tls_handshakes_and_plaintext_refusals_are_counted() {
             tls.to_str().unwrap(),
         ],
     );
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     let fingerprint = server
         .logs_with("serving TLS only; clients may pin this certificate with --fingerprint")[0]
         ["fingerprint"]
@@ -391,7 +384,7 @@ fn connections_outside_the_allow_list_are_counted() {
             "10.0.0.0/8",
         ],
     );
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(server.addr).unwrap();
         let mut rest = Vec::new();
@@ -440,7 +433,7 @@ fn an_upload_in_progress_holds_a_slot_and_an_abandoned_one_is_kept() {
         root.path(),
         &["--host", "127.0.0.1", "--metrics", "127.0.0.1:0"],
     );
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     let sent = 100_000;
     {
         let mut stream = TcpStream::connect(server.addr).unwrap();

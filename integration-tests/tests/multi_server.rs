@@ -610,16 +610,6 @@ fn a_server_killed_mid_upload_and_restarted_resumes_it_from_its_partial(storage:
 /// The servers' deadline for a storage call in the hung-mount test.
 const STORAGE_TIMEOUT: &str = "3";
 
-/// Lets a stopped process go on when dropped: declared after the cluster, a failed assertion
-/// lets the mount answer again before the servers waiting on it are stopped.
-struct Resume(u32);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        sft_integration_tests::gluster::signal(self.0, rustix::process::Signal::CONT);
-    }
-}
-
 #[test]
 fn a_hung_mount_is_taken_out_by_the_health_check_and_no_client_fails() {
     use rustix::process::Signal;
@@ -741,7 +731,7 @@ fn a_hung_mount_is_taken_out_by_the_health_check_and_no_client_fails() {
     let volume = c.shared.volume().unwrap();
     let hung = volume.mount_pid(1);
     assert!(sft_integration_tests::gluster::signal(hung, Signal::STOP));
-    let _resume = Resume(hung);
+    let _resume = sft_integration_tests::gluster::Resume(hung);
     let state = |name: &str| c.balancer.try_states().get(name).map(|s| s.op);
     waited("sft2 marked down", &|| state("sft2") == Some(0));
     let down_at = served_ok(1);
