@@ -479,7 +479,8 @@ impl<'a, 'c> Body<'a, 'c> {
             Err(Stopped { error, .. }) => {
                 // Removing the staging file touches the file system: on the blocking pool.
                 self.root
-                    .detach("removing a staging file", move || drop(staged));
+                    .clean_up("removing a staging file", move || drop(staged))
+                    .await;
                 match error {
                     CopyError::Read(e) => Err(CommandError::Abort(e)),
                     CopyError::Write(e) => {

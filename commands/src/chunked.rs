@@ -264,7 +264,8 @@ async fn refuse(
 ) -> Result<(), CommandError> {
     if let Some(upload) = upload {
         ctx.root
-            .detach("discarding an upload", move || upload.discard());
+            .clean_up("discarding an upload", move || upload.discard())
+            .await;
     }
     ctx.reply_error(e).await.map_err(CommandError::Abort)?;
     ctx.flush().await.map_err(CommandError::Abort)

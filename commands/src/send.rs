@@ -236,7 +236,8 @@ impl Command for Send {
                     // Storing failed (disk full, quota…): free the file at once, then read the
                     // rest of the body so the connection stays in step, and report.
                     body.root
-                        .detach("discarding an upload", move || upload.discard());
+                        .clean_up("discarding an upload", move || upload.discard())
+                        .await;
                     let left = order.size - offset - body.stats.bytes_in;
                     body.discard(left).await?;
                     Err(io_error(&order.shown, &e))
@@ -420,9 +421,12 @@ async fn keep(ctx: &Context<'_>, upload: Upload) {
         return;
     }
     let limits = ctx.limits.partials();
-    ctx.root.detach("keeping an interrupted upload", move || {
+    let keep = move || {
         upload.keep(&limits);
-    });
+    };
+    ctx.root
+        .clean_up("keeping an interrupted upload", keep)
+        .await;
 }
 
 /// Checks the received bytes against the hash the client vouched for, if any; returns the

@@ -113,6 +113,16 @@ impl Root {
         self.inner.pool.spawn(f)
     }
 
+    /// Runs `f`, clean-up work (removing a file no longer needed) on the root's pool, and waits
+    /// for it as for any call: within `--storage-timeout`, so that a request that ends has
+    /// cleaned up on a storage that answers. Given up on, it is logged; a call already started
+    /// still runs to its end.
+    pub async fn clean_up(&self, what: &'static str, f: impl FnOnce() + Send + 'static) {
+        if let Err(hung) = self.bulk(f).await {
+            log::warn!(what = what; "file-system clean-up given up on: {hung}");
+        }
+    }
+
     /// Runs `f`, clean-up work whose result nobody waits for (removing a file no longer
     /// needed), on the root's pool in a task of its own: a storage that hangs delays nothing
     /// else. It still runs within the pool's bound; given up on, it is logged.
