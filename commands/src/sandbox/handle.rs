@@ -150,7 +150,18 @@ fn open_dir(dir: &OwnedFd, name: &str, create: bool) -> io::Result<Option<OwnedF
             Err(e) => return Err(errno(e)),
         }
     }
-    match rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+    // A folder another server created through another mount of a replicated file system this
+    // very moment may answer EIO while the replicas agree on it (seen on GlusterFS): a few
+    // short tries before that counts as a failure.
+    let mut opened = rfs::openat(dir, name, DIR_FLAGS, Mode::empty());
+    for _ in 0..20 {
+        if !(create && matches!(opened, Err(rustix::io::Errno::IO))) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        opened = rfs::openat(dir, name, DIR_FLAGS, Mode::empty());
+    }
+    match opened {
         Ok(fd) => Ok(Some(fd)),
         Err(rustix::io::Errno::NOENT) if !create => Ok(None),
         Err(e) => {
